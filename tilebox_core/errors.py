@@ -1,0 +1,44 @@
+"""The project's error family.
+
+Everything the library raises on purpose derives from ``TileboxError``; driver errors are translated
+where they enter (the store adapter), so callers and the CLI never see a ``redis`` exception. The
+message of a user-facing error is one line: what is wrong, where, and how to fix it.
+"""
+
+from __future__ import annotations
+
+
+class TileboxError(Exception):
+    """Base of every error the library raises deliberately."""
+
+
+class InvalidInput(TileboxError):
+    """The caller gave something malformed (a slug, a version, a JSON document, a config file)."""
+
+
+class NotFound(TileboxError):
+    """A cluster, workflow, release, job or target that does not exist."""
+
+
+class Conflict(TileboxError):
+    """The request contradicts current state (already exists, wrong workflow, cannot delete)."""
+
+
+class Incompatible(Conflict):
+    """A new release breaks the input schema of a task that is deployed with the same major."""
+
+    def __init__(self, message: str, problems: list[str]) -> None:
+        super().__init__(message)
+        self.problems = problems
+
+
+class ConcurrencyError(TileboxError):
+    """An append expected a stream version that another writer has moved past; re-read and retry."""
+
+
+class StoreUnavailable(TileboxError):
+    """Redis/Valkey cannot be reached, refused authentication, or is too old."""
+
+
+class ArtifactError(TileboxError):
+    """An artifact is too large, corrupt, does not match its digest, or contains hostile entries."""

@@ -1,0 +1,146 @@
+"""The event catalog: every state change is one of these, encoded with msgspec as a tagged union.
+
+Schema evolution: a new field always gets a default; a field's type never changes; a tag is never
+reused for another meaning. Events are frozen and carry their own id, time, actor and team.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from typing import Any, Union
+
+import msgspec
+
+
+class Event(msgspec.Struct, frozen=True, kw_only=True, tag_field="type", tag=True):
+    id: str
+    at: dt.datetime
+    actor: str
+    team: str
+
+    @property
+    def type(self) -> str:
+        return type(self).__name__
+
+
+# --- control plane: one ordered log per team ------------------------------------------------------
+
+
+class ClusterCreated(Event, frozen=True, kw_only=True):
+    slug: str
+    name: str
+
+
+class ClusterDeleted(Event, frozen=True, kw_only=True):
+    slug: str
+
+
+class WorkflowCreated(Event, frozen=True, kw_only=True):
+    slug: str
+    name: str
+
+
+class ReleaseTask(msgspec.Struct, frozen=True):
+    """A task a release provides: identifier plus the JSON schema of its input."""
+
+    name: str
+    version: str
+    input_schema: dict[str, Any] = {}
+
+
+class ReleasePublished(Event, frozen=True, kw_only=True):
+    release_id: str
+    workflow: str
+    digest: str  # "sha256:<hex>" of the artifact
+    size: int
+    tasks: list[ReleaseTask]
+    # How a runtime process starts: "module:object" naming a tilebox_runner.Runner, or a command.
+    runner: str | None = None
+    command: list[str] | None = None
+    fingerprint: str = ""  # identity of the release content; equal fingerprints -> same release
+    forced: bool = False  # published despite schema incompatibilities (--force)
+    incompatibilities: list[str] = []
+
+
+class DeploymentSet(Event, frozen=True, kw_only=True):
+    workflow: str
+    cluster: str
+    release_id: str  # always the resolved id, also for --latest
+    requested: str  # what was asked: a release id or "latest"
+    previous_release_id: str | None = None
+    target: str | None = None
+    forced: bool = False
+    incompatibilities: list[str] = []
+
+
+class DeploymentRemoved(Event, frozen=True, kw_only=True):
+    workflow: str
+    cluster: str
+    release_id: str
+    target: str | None = None
+
+
+CONTROL_EVENTS: tuple[type[Event], ...] = (
+    ClusterCreated,
+    ClusterDeleted,
+    WorkflowCreated,
+    ReleasePublished,
+    DeploymentSet,
+    DeploymentRemoved,
+)
+
+# --- task plane: jobs and tasks, one log per team ----------------------------------------------------
+
+TASK_EVENTS: tuple[type[Event], ...] = ()
+
+ALL_EVENTS: tuple[type[Event], ...] = CONTROL_EVENTS + TASK_EVENTS
+
+
+class UnknownEvent(msgspec.Struct, frozen=True):
+    """An entry whose type this version does not know (written by a newer release, or corrupt).
+
+    Readers keep going: projections ignore it and ``events list`` shows it as unknown.
+    """
+
+    type: str
+    id: str
+    at: dt.datetime | None
+    actor: str
+    team: str
+    raw: dict[str, Any]
+
+
+class _Loose(msgspec.Struct):
+    type: str = "?"
+    id: str = "?"
+    at: dt.datetime | None = None
+    actor: str = "?"
+    team: str = "?"
+
+
+class Codec:
+    """Encodes events to msgpack and decodes them back; unknown types become ``UnknownEvent``."""
+
+    def __init__(self, types: tuple[type[Event], ...] = ALL_EVENTS) -> None:
+        union = Union[types]  # type: ignore[valid-type]
+        self._encoder = msgspec.msgpack.Encoder()
+        self._decoder = msgspec.msgpack.Decoder(union)
+        self._loose = msgspec.msgpack.Decoder(_Loose)
+        self._raw = msgspec.msgpack.Decoder(dict[str, Any])
+
+    def encode(self, event: Event) -> bytes:
+        return self._encoder.encode(event)
+
+    def decode(self, data: bytes) -> Event | UnknownEvent:
+        try:
+            return self._decoder.decode(data)
+        except msgspec.DecodeError:
+            return self._decode_unknown(data)
+
+    def _decode_unknown(self, data: bytes) -> UnknownEvent:
+        try:
+            loose = self._loose.decode(data)
+            raw = self._raw.decode(data)
+        except msgspec.DecodeError:
+            return UnknownEvent("<undecodable>", "?", None, "?", "?", {"bytes": len(data)})
+        return UnknownEvent(loose.type, loose.id, loose.at, loose.actor, loose.team, raw)

@@ -1,0 +1,75 @@
+"""Pure rules for names: slugs, task identifiers and version compatibility. No I/O."""
+
+from __future__ import annotations
+
+import re
+import unicodedata
+
+import msgspec
+
+from .errors import InvalidInput
+
+_SLUG = re.compile(r"^[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?$")
+_VERSION = re.compile(r"^v(0|[1-9][0-9]*)\.(0|[1-9][0-9]*)$")
+_TASK_NAME = re.compile(r"^[A-Za-z0-9_.:/@-]{1,200}$")
+
+
+def validate_slug(slug: str, what: str = "slug") -> str:
+    if not _SLUG.match(slug):
+        raise InvalidInput(
+            f"invalid {what} {slug!r}: use 1-63 lowercase letters, digits and inner hyphens, "
+            "e.g. 'prod-eu-1'"
+        )
+    return slug
+
+
+def slugify(name: str) -> str:
+    """Derive a slug from a display name: 'My Scenes v2' -> 'my-scenes-v2'."""
+    ascii_name = unicodedata.normalize("NFKD", name).encode("ascii", "ignore").decode()
+    slug = re.sub(r"[^a-z0-9]+", "-", ascii_name.lower()).strip("-")[:63].strip("-")
+    if not slug:
+        raise InvalidInput(f"cannot derive a slug from name {name!r}: pass one with --slug")
+    return slug
+
+
+class TaskIdentifier(msgspec.Struct, frozen=True, order=True):
+    """A task name plus a version ``vMAJOR.MINOR``."""
+
+    name: str
+    version: str
+
+    @property
+    def major(self) -> int:
+        return parse_version(self.version)[0]
+
+    @property
+    def minor(self) -> int:
+        return parse_version(self.version)[1]
+
+    def __str__(self) -> str:
+        return f"{self.name}@{self.version}"
+
+
+def parse_version(version: str) -> tuple[int, int]:
+    match = _VERSION.match(version)
+    if match is None:
+        raise InvalidInput(f"invalid task version {version!r}: expected 'vMAJOR.MINOR', e.g. 'v1.0'")
+    return int(match[1]), int(match[2])
+
+
+def make_identifier(name: str, version: str) -> TaskIdentifier:
+    if not _TASK_NAME.match(name):
+        raise InvalidInput(
+            f"invalid task name {name!r}: use 1-200 letters, digits and . _ - / : @"
+        )
+    parse_version(version)
+    return TaskIdentifier(name, version)
+
+
+def can_run(provided: TaskIdentifier, submitted: TaskIdentifier) -> bool:
+    """A runner providing vX.Y may run a task submitted as vX.Z iff Z <= Y (same name, same X)."""
+    if provided.name != submitted.name:
+        return False
+    p_major, p_minor = parse_version(provided.version)
+    s_major, s_minor = parse_version(submitted.version)
+    return p_major == s_major and s_minor <= p_minor

@@ -1,0 +1,154 @@
+"""The control-plane projection: clusters, workflows, releases and deployments, folded from events.
+
+``apply`` is the fold step. It mutates the state it is given (copying dicts per event would make a
+replay of a million events needlessly slow) and returns it; rebuilding from the first event and
+catching up incrementally give the same state, which the property tests check.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from typing import Any
+
+import msgspec
+
+from .events import (
+    ClusterCreated,
+    ClusterDeleted,
+    DeploymentRemoved,
+    DeploymentSet,
+    Event,
+    ReleasePublished,
+    ReleaseTask,
+    UnknownEvent,
+    WorkflowCreated,
+)
+
+DEFAULT_CLUSTER = "default"
+
+
+class Cluster(msgspec.Struct, frozen=True):
+    slug: str
+    name: str
+    created_at: dt.datetime | None = None
+    created_by: str | None = None
+
+
+class Workflow(msgspec.Struct, frozen=True):
+    slug: str
+    name: str
+    created_at: dt.datetime
+    created_by: str
+
+
+class Release(msgspec.Struct, frozen=True):
+    id: str
+    workflow: str
+    digest: str
+    size: int
+    tasks: list[ReleaseTask]
+    runner: str | None
+    command: list[str] | None
+    fingerprint: str
+    published_at: dt.datetime
+    published_by: str
+    forced: bool = False
+
+
+class Deployment(msgspec.Struct, frozen=True):
+    cluster: str
+    workflow: str
+    release_id: str
+    deployed_at: dt.datetime
+    deployed_by: str
+    requested: str
+
+
+class ControlState:
+    """Current control-plane state of one team. Every team has the ``default`` cluster."""
+
+    def __init__(self) -> None:
+        self.version = 0  # number of events folded
+        self.position = "0-0"  # position of the last event folded
+        self.clusters: dict[str, Cluster] = {
+            DEFAULT_CLUSTER: Cluster(DEFAULT_CLUSTER, "Default"),
+        }
+        self.workflows: dict[str, Workflow] = {}
+        self.releases: dict[str, Release] = {}  # in publish order
+        self.by_fingerprint: dict[tuple[str, str], str] = {}
+        self.deployments: dict[str, dict[str, Deployment]] = {}  # cluster -> workflow -> deployment
+
+    def releases_of(self, workflow: str) -> list[Release]:
+        return [r for r in self.releases.values() if r.workflow == workflow]
+
+    def latest_release(self, workflow: str) -> Release | None:
+        releases = self.releases_of(workflow)
+        return releases[-1] if releases else None
+
+    def deployed_release(self, cluster: str, workflow: str) -> str | None:
+        deployment = self.deployments.get(cluster, {}).get(workflow)
+        return deployment.release_id if deployment else None
+
+    def clusters_of_release(self, release_id: str) -> list[str]:
+        return sorted(
+            cluster
+            for cluster, by_workflow in self.deployments.items()
+            for d in by_workflow.values()
+            if d.release_id == release_id
+        )
+
+    def mapping(self) -> dict[str, dict[str, str]]:
+        """cluster -> workflow -> release id, for display and comparison."""
+        return {
+            cluster: {w: d.release_id for w, d in sorted(by_workflow.items())}
+            for cluster, by_workflow in sorted(self.deployments.items())
+            if by_workflow
+        }
+
+    def snapshot(self) -> dict[str, Any]:
+        """Everything but the fold counters, as plain data (used to compare two states)."""
+        return msgspec.to_builtins(
+            {
+                "clusters": self.clusters,
+                "workflows": self.workflows,
+                "releases": self.releases,
+                "deployments": self.deployments,
+            }
+        )
+
+
+def apply(state: ControlState, event: Event | UnknownEvent, position: str = "") -> ControlState:
+    """Fold one event into ``state``. Unknown and task-plane events only advance the counters."""
+    state.version += 1
+    if position:
+        state.position = position
+    match event:
+        case DeploymentSet():
+            state.deployments.setdefault(event.cluster, {})[event.workflow] = Deployment(
+                event.cluster, event.workflow, event.release_id, event.at, event.actor,
+                event.requested,
+            )  # fmt: skip
+        case DeploymentRemoved():
+            state.deployments.get(event.cluster, {}).pop(event.workflow, None)
+        case ReleasePublished():
+            state.releases[event.release_id] = Release(
+                event.release_id, event.workflow, event.digest, event.size, event.tasks,
+                event.runner, event.command, event.fingerprint, event.at, event.actor, event.forced,
+            )  # fmt: skip
+            state.by_fingerprint[(event.workflow, event.fingerprint)] = event.release_id
+        case ClusterCreated():
+            state.clusters[event.slug] = Cluster(event.slug, event.name, event.at, event.actor)
+        case ClusterDeleted():
+            state.clusters.pop(event.slug, None)
+            state.deployments.pop(event.slug, None)
+        case WorkflowCreated():
+            state.workflows[event.slug] = Workflow(event.slug, event.name, event.at, event.actor)
+    return state
+
+
+def fold(events: Any, state: ControlState | None = None) -> ControlState:
+    """Fold an iterable of ``Stored`` (position, event) pairs into ``state`` (or a new one)."""
+    state = state if state is not None else ControlState()
+    for position, event in events:
+        apply(state, event, position)
+    return state

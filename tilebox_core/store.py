@@ -1,0 +1,218 @@
+"""The event store: the only code that talks to Redis for event logs, projections and artifacts.
+
+Driver errors are translated here into the project's own errors (``StoreUnavailable``,
+``ConcurrencyError``), so nothing above this module imports ``redis``.
+"""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Callable, Iterator, Sequence
+from importlib import resources
+from typing import Any, NamedTuple, ParamSpec, TypeVar
+
+import redis
+
+from .errors import ArtifactError, ConcurrencyError, StoreUnavailable
+from .events import Codec, Event, UnknownEvent
+from .ids import new_id
+from .keys import Keys
+
+P = ParamSpec("P")
+R = TypeVar("R")
+
+CONTROL = "control"
+PAGE = 5_000
+CHUNK_BYTES = 512 * 1024
+
+
+class Stored(NamedTuple):
+    """An event with its position (the stream entry id) in its log."""
+
+    position: str
+    event: Event | UnknownEvent
+
+
+class AppendResult(NamedTuple):
+    version: int  # length of the log after the append
+    positions: list[str]
+    duplicate: bool  # the batch had been appended before; nothing was written
+
+
+ProjectionOp = tuple[str, str, str]  # ("HSET", field, value) | ("HDEL", field, "")
+
+
+def translate_errors(func: Callable[P, R]) -> Callable[P, R]:
+    """Turn driver exceptions into the project's error family where they enter."""
+
+    @functools.wraps(func)
+    def wrapper(*args: P.args, **kwargs: P.kwargs) -> R:
+        try:
+            return func(*args, **kwargs)
+        except redis.ResponseError as exc:
+            message = str(exc)
+            if message.startswith("CONCURRENCY"):
+                raise ConcurrencyError(message.removeprefix("CONCURRENCY ")) from exc
+            if message.startswith("OOM"):
+                raise StoreUnavailable(
+                    "Redis is out of memory and refuses writes (maxmemory-policy noeviction): "
+                    "raise maxmemory or free space"
+                ) from exc
+            if message.startswith("NOPERM"):
+                raise StoreUnavailable(f"Redis ACL denies this: {message}") from exc
+            raise StoreUnavailable(f"Redis answered an error: {message}") from exc
+        except (redis.RedisError, OSError) as exc:
+            raise StoreUnavailable(f"lost the connection to Redis: {exc}") from exc
+
+    return wrapper
+
+
+def load_script(name: str) -> str:
+    return resources.files("tilebox_core").joinpath("lua", f"{name}.lua").read_text()
+
+
+class EventStore:
+    """Event logs, checkpoints, materialised projections and artifacts of one team."""
+
+    def __init__(self, client: redis.Redis, keys: Keys, codec: Codec | None = None) -> None:
+        self.redis = client
+        self.keys = keys
+        self.codec = codec or Codec()
+        self._append = client.register_script(load_script("append"))
+        self._commit_artifact = client.register_script(load_script("artifact_commit"))
+
+    # --- appending ------------------------------------------------------------------------------
+
+    @translate_errors
+    def append(
+        self,
+        log: str,
+        events: Sequence[Event],
+        expected_version: int | None = None,
+        projection: Sequence[ProjectionOp] = (),
+    ) -> AppendResult:
+        """Append ``events`` atomically if the log still has ``expected_version`` entries.
+
+        Raises ``ConcurrencyError`` for a stale writer. Appending a batch whose first event id was
+        appended before is a no-op that reports ``duplicate=True``.
+        """
+        if not events:
+            raise ValueError("append needs at least one event")
+        args: list[Any] = [-1 if expected_version is None else expected_version, len(events)]
+        for event in events:
+            args += (event.id, self.codec.encode(event))
+        for op in projection:
+            args += op
+        reply = self._append(
+            keys=[self.keys.log(log), self.keys.dedup(log), self.keys.deployments], args=args
+        )
+        return AppendResult(
+            version=int(reply[1]),
+            positions=[_text(p) for p in reply[2:]],
+            duplicate=reply[0] == 0,
+        )
+
+    # --- reading --------------------------------------------------------------------------------
+
+    @translate_errors
+    def version(self, log: str) -> int:
+        return int(self.redis.xlen(self.keys.log(log)))
+
+    @translate_errors
+    def read(
+        self, log: str, after: str = "0-0", until: str = "+", count: int = PAGE
+    ) -> list[Stored]:
+        """Up to ``count`` events after position ``after`` (exclusive) up to ``until`` (inclusive).
+
+        Positions are stream ids; ``until`` may be a bare millisecond timestamp (server time).
+        """
+        entries = self.redis.xrange(self.keys.log(log), min=f"({after}", max=until, count=count)
+        return self._decode(entries)
+
+    def replay(self, log: str, after: str = "0-0", until: str = "+") -> Iterator[Stored]:
+        """Every event after ``after`` up to ``until``, in order, read page by page."""
+        while True:
+            page = self.read(log, after, until)
+            yield from page
+            if len(page) < PAGE:
+                return
+            after = page[-1].position
+
+    @translate_errors
+    def wait(self, log: str, after: str, block_ms: int, count: int = PAGE) -> list[Stored]:
+        """Block up to ``block_ms`` for events after ``after``; an empty list on timeout."""
+        reply = self.redis.xread({self.keys.log(log): after}, count=count, block=block_ms)
+        if not reply:
+            return []
+        return self._decode(reply[0][1])
+
+    def _decode(self, entries: list[tuple[bytes, dict[bytes, bytes]]]) -> list[Stored]:
+        decode = self.codec.decode
+        return [Stored(_text(position), decode(fields[b"e"])) for position, fields in entries]
+
+    # --- checkpoints ----------------------------------------------------------------------------
+
+    @translate_errors
+    def load_checkpoint(self, name: str) -> str:
+        value = self.redis.get(self.keys.checkpoint(name))
+        return _text(value) if value else "0-0"
+
+    @translate_errors
+    def save_checkpoint(self, name: str, position: str) -> None:
+        self.redis.set(self.keys.checkpoint(name), position)
+
+    # --- materialised projections ---------------------------------------------------------------
+
+    @translate_errors
+    def deployments(self) -> dict[tuple[str, str], str]:
+        """(cluster, workflow) -> release id, as maintained atomically with each append."""
+        raw = self.redis.hgetall(self.keys.deployments)
+        result = {}
+        for field, value in raw.items():
+            cluster, workflow = _text(field).split("/", 1)
+            result[(cluster, workflow)] = _text(value)
+        return result
+
+    # --- artifacts ------------------------------------------------------------------------------
+
+    @translate_errors
+    def has_artifact(self, digest: str) -> bool:
+        return bool(self.redis.exists(self.keys.artifact(digest)))
+
+    @translate_errors
+    def put_artifact(
+        self,
+        digest: str,
+        data: bytes,
+        progress: Callable[[int, int], None] | None = None,
+    ) -> bool:
+        """Store ``data`` under ``digest`` in chunks; False (nothing kept) if already stored.
+
+        Chunks go to a private upload key that is renamed into place atomically, so a reader never
+        sees a half-uploaded artifact and an interrupted upload leaves nothing under the digest.
+        """
+        if self.has_artifact(digest):
+            return False
+        upload = self.keys.artifact_upload(digest, new_id())
+        total = len(data)
+        pipe = self.redis.pipeline(transaction=False)
+        for offset in range(0, max(total, 1), CHUNK_BYTES):
+            pipe.rpush(upload, data[offset : offset + CHUNK_BYTES])
+            if len(pipe) >= 8:
+                pipe.execute()
+            if progress:
+                progress(min(offset + CHUNK_BYTES, total), total)
+        pipe.expire(upload, 3600)  # an abandoned upload cleans itself up
+        pipe.execute()
+        return bool(self._commit_artifact(keys=[self.keys.artifact(digest), upload], args=[]))
+
+    @translate_errors
+    def get_artifact(self, digest: str) -> bytes:
+        chunks = self.redis.lrange(self.keys.artifact(digest), 0, -1)
+        if not chunks:
+            raise ArtifactError(f"artifact {digest} is not stored in this team; publish it again")
+        return b"".join(chunks)
+
+
+def _text(value: bytes | str) -> str:
+    return value.decode() if isinstance(value, bytes) else value

@@ -1,0 +1,5 @@
+"""Task runners: the ``Runner`` registry a workflow project exports, and the processes that execute tasks."""
+
+from .registry import Runner
+
+__all__ = ["Runner"]
