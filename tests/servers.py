@@ -65,8 +65,9 @@ class ServerProcess:
         deadline = time.monotonic() + 15
         while True:
             try:
-                if redis.Redis(port=self.port, socket_timeout=1).ping():
-                    return self
+                with redis.Redis(port=self.port, socket_timeout=1) as client:
+                    if client.ping():
+                        return self
             except (redis.AuthenticationError, redis.ResponseError):
                 return self  # it answers; it just wants a password
             except redis.RedisError:

@@ -23,7 +23,8 @@ def publish(server: ServerProcess, team: str, workflow: str, content: bytes) -> 
 
 
 def log_length(server: ServerProcess, team: str) -> int:
-    return int(redis.Redis.from_url(server.url).xlen(f"tilebox:{{{team}}}:log:control"))
+    with redis.Redis.from_url(server.url) as client:
+        return int(client.xlen(f"tilebox:{{{team}}}:log:control"))
 
 
 def test_cluster_lifecycle(cli: Cli) -> None:

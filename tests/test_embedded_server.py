@@ -58,7 +58,8 @@ def test_a_crashed_server_is_restarted_with_its_data(home: Path) -> None:
     tilebox(home, "workflow", "create", "scenes")
     server = EmbeddedServer(home)
     # Wait until the write is fsynced to the AOF (appendfsync everysec), then crash the server.
-    redis.Redis.from_url(server.url).execute_command("WAITAOF", 1, 0, 5000)
+    with redis.Redis.from_url(server.url) as client:
+        client.execute_command("WAITAOF", 1, 0, 5000)
     pid = server.status().pid
     assert pid is not None
     os.kill(pid, signal.SIGKILL)

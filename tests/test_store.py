@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import threading
+from collections.abc import Iterator
 
 import msgspec
 import pytest
@@ -21,8 +22,9 @@ def made(team: str, slug: str) -> ClusterCreated:
 
 
 @pytest.fixture
-def store(server: ServerProcess, team: str) -> EventStore:
-    return EventStore(redis.Redis.from_url(server.url), Keys("tilebox", team))
+def store(server: ServerProcess, team: str) -> Iterator[EventStore]:
+    with redis.Redis.from_url(server.url) as client:
+        yield EventStore(client, Keys("tilebox", team))
 
 
 def test_append_checks_the_expected_version(store: EventStore, team: str) -> None:
@@ -130,12 +132,11 @@ def test_artifacts_are_content_addressed(store: EventStore) -> None:
 
 
 def test_driver_errors_become_store_unavailable(private_server: ServerProcess, team: str) -> None:
-    store = EventStore(
-        redis.Redis.from_url(private_server.url, socket_connect_timeout=1), Keys("tilebox", team)
-    )
-    store.append(CONTROL, [made(team, "a")])
-    private_server.kill()
-    with pytest.raises(StoreUnavailable):
-        store.append(CONTROL, [made(team, "b")])
-    with pytest.raises(StoreUnavailable):
-        list(store.replay(CONTROL))
+    with redis.Redis.from_url(private_server.url, socket_connect_timeout=1) as client:
+        store = EventStore(client, Keys("tilebox", team))
+        store.append(CONTROL, [made(team, "a")])
+        private_server.kill()
+        with pytest.raises(StoreUnavailable):
+            store.append(CONTROL, [made(team, "b")])
+        with pytest.raises(StoreUnavailable):
+            list(store.replay(CONTROL))

@@ -1,6 +1,7 @@
 """tilebox_core: workflow releases, cluster deployments and jobs, event-sourced on Redis Streams."""
 
 from .client import Client, Clusters, Deployments, History, PublishResult, Workflows
+from .context import ExecutionContext, FutureTask, JobCache, ProgressIndicator
 from .control import DeployChange, DeployPlan
 from .errors import (
     ArtifactError,
@@ -14,6 +15,7 @@ from .errors import (
 )
 from .events import Event, ReleaseTask
 from .identifiers import TaskIdentifier
+from .jobs import Job, Jobs, Progress, TaskInfo
 from .projection import Cluster, Release, Workflow
 from .server import EmbeddedServer
 from .task import Task
@@ -29,16 +31,24 @@ __all__ = [
     "DeployPlan",
     "Deployments",
     "EmbeddedServer",
+    "ExecutionContext",
+    "FutureTask",
     "Event",
     "History",
     "Incompatible",
     "InvalidInput",
+    "Job",
+    "JobCache",
+    "Jobs",
     "NotFound",
+    "Progress",
+    "ProgressIndicator",
     "PublishResult",
     "Release",
     "ReleaseTask",
     "StoreUnavailable",
     "Task",
+    "TaskInfo",
     "TaskIdentifier",
     "TileboxError",
     "Workflow",

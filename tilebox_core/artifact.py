@@ -1,11 +1,12 @@
-"""Release artifacts: a deterministic zstd-compressed tar of the selected files, named by its digest.
+"""Release artifacts: a deterministic zstd-compressed tar of the selected files, named by digest.
 
 Building: the same files give byte-identical output on any machine, because nothing of the machine
 reaches the archive. Entries are sorted, regular files only (no directory entries), mtime 0,
 uid/gid 0 with empty owner names, and modes normalised to 0o644 or 0o755 (only the executable bit
-is kept). The tar is PAX (long and non-ASCII names) and compressed at a fixed zstd level without
-threads, with the content size written. The bytes depend only on this code, the Python ``tarfile``
-writer and the libzstd bundled with ``zstandard``.
+is kept). The tar is ustar with PAX path records for long and non-ASCII names, written by
+``tarwriter`` rather than ``tarfile`` so that no Python version can change a byte, and compressed
+at a fixed zstd level without threads, with the content size written. The bytes depend only on
+this code and the libzstd bundled with ``zstandard``.
 
 Extracting (the runner side) trusts nothing: the digest is checked before decompressing, the
 decompressed size is capped, every member is validated before anything is written (no absolute
@@ -29,6 +30,7 @@ from typing import NamedTuple
 
 import zstandard
 
+from . import tarwriter
 from .errors import ArtifactError, Conflict
 
 MAX_ARTIFACT_BYTES = 64 * 1024 * 1024
@@ -41,6 +43,9 @@ that inflates to gigabytes) is cut off after 256 MiB without filling memory or d
 
 ZSTD_LEVEL = 10  # part of the artifact format: changing it changes every digest
 
+# room for the last member's headers and padding and the end of the archive, so that what
+# builds within MAX_UNPACKED_BYTES also extracts within it
+_TAR_RESERVE = 16 * 1024
 _DIGEST = re.compile(r"^sha256:[0-9a-f]{64}$")
 _PROGRESS_EVERY = 256
 
@@ -70,7 +75,9 @@ def digest_of(data: bytes) -> str:
 def digest_hex(digest: str) -> str:
     """The hex part of a ``sha256:<hex>`` digest, validated (safe to use as a file name)."""
     if not _DIGEST.match(digest):
-        raise ArtifactError(f"malformed artifact digest {digest!r}: expected 'sha256:<64 hex digits>'")
+        raise ArtifactError(
+            f"malformed artifact digest {digest!r}: expected 'sha256:<64 hex digits>'"
+        )
     return digest.removeprefix("sha256:")
 
 
@@ -79,12 +86,12 @@ def verify_digest(data: bytes, digest: str) -> None:
     actual = digest_of(data)
     if actual != digest:
         raise ArtifactError(
-            f"artifact digest mismatch: expected {digest}, got {actual}; the download is corrupt or "
-            "was tampered with, fetch it again"
+            f"artifact digest mismatch: expected {digest}, got {actual}; the download is corrupt "
+            "or was tampered with, fetch it again"
         )
 
 
-# --- building ---------------------------------------------------------------------------------------
+# --- building -------------------------------------------------------------------------------------
 
 
 def build_artifact(root: Path, files: list[str]) -> bytes:
@@ -94,22 +101,25 @@ def build_artifact(root: Path, files: list[str]) -> bytes:
 
 def pack(root: Path, files: list[str], progress: Progress | None = None) -> Packed:
     """Build the artifact and report what was read, so a later build can tell nothing changed."""
-    buffer = io.BytesIO()
+    chunks: list[bytes] = []
+    size = 0
     packed: list[PackedFile] = []
     ordered = sorted(files)
-    with tarfile.open(fileobj=buffer, mode="w", format=tarfile.PAX_FORMAT, encoding="utf-8") as tar:
-        for done, path in enumerate(ordered, 1):
-            check_member_name(path)
-            content, packed_file = _read(root, path, MAX_UNPACKED_BYTES - buffer.tell())
-            packed.append(packed_file)
-            tar.addfile(_tar_info(path, len(content), packed_file.executable), io.BytesIO(content))
-            if progress is not None and (done % _PROGRESS_EVERY == 0 or done == len(ordered)):
-                progress("pack", done, len(ordered))
-    data = _compressor().compress(buffer.getvalue())
+    for done, path in enumerate(ordered, 1):
+        check_member_name(path)
+        content, packed_file = _read(root, path, MAX_UNPACKED_BYTES - size - _TAR_RESERVE)
+        packed.append(packed_file)
+        chunk = tarwriter.entry(path, content, 0o755 if packed_file.executable else 0o644)
+        chunks.append(chunk)
+        size += len(chunk)
+        if progress is not None and (done % _PROGRESS_EVERY == 0 or done == len(ordered)):
+            progress("pack", done, len(ordered))
+    chunks.append(tarwriter.end(size))
+    data = _compressor().compress(b"".join(chunks))
     if len(data) > MAX_ARTIFACT_BYTES:
         raise ArtifactError(
-            f"artifact is {len(data):,} bytes compressed, over the {MAX_ARTIFACT_BYTES:,}-byte limit: "
-            "exclude data files in [build] of tilebox.workflow.toml and fetch them at runtime"
+            f"artifact is {len(data):,} bytes compressed, over the {MAX_ARTIFACT_BYTES:,}-byte "
+            "limit: exclude data files in [build] of tilebox.workflow.toml, fetch them at runtime"
         )
     return Packed(data, packed)
 
@@ -122,10 +132,12 @@ def _compressor() -> zstandard.ZstdCompressor:
 def _read(root: Path, path: str, budget: int) -> tuple[bytes, PackedFile]:
     """Content and stat of one file, both from the same open descriptor (a symlink is followed)."""
     try:
-        with open(root / path, "rb") as handle:
+        with open(os.path.join(root, path), "rb") as handle:
             info = os.fstat(handle.fileno())
             if not stat.S_ISREG(info.st_mode):
-                raise ArtifactError(f"cannot pack {path}: not a regular file; exclude it in [build]")
+                raise ArtifactError(
+                    f"cannot pack {path}: not a regular file; exclude it in [build]"
+                )
             _check_budget(info.st_size, budget, path)
             content = handle.read()
     except OSError as exc:
@@ -134,17 +146,6 @@ def _read(root: Path, path: str, budget: int) -> tuple[bytes, PackedFile]:
     executable = bool(info.st_mode & 0o111)
     sha = hashlib.sha256(content).hexdigest()
     return content, PackedFile(path, len(content), info.st_mtime_ns, info.st_ino, executable, sha)
-
-
-def _tar_info(path: str, size: int, executable: bool) -> tarfile.TarInfo:
-    info = tarfile.TarInfo(path)
-    info.size = size
-    info.mode = 0o755 if executable else 0o644
-    info.mtime = 0
-    info.uid = info.gid = 0
-    info.uname = info.gname = ""
-    info.type = tarfile.REGTYPE
-    return info
 
 
 def _check_budget(size: int, budget: int, path: str) -> None:
@@ -164,7 +165,7 @@ def check_member_name(name: str) -> None:
         )
 
 
-# --- extracting -------------------------------------------------------------------------------------
+# --- extracting -----------------------------------------------------------------------------------
 
 
 def extract_artifact(data: bytes, dest: Path) -> list[str]:
@@ -174,13 +175,14 @@ def extract_artifact(data: bytes, dest: Path) -> list[str]:
     """
     if dest.exists():
         raise Conflict(f"cannot extract artifact into {dest}: it already exists; remove it first")
-    with tarfile.open(fileobj=io.BytesIO(_decompress(data)), mode="r:") as tar:
+    with _open_tar(_decompress(data)) as tar:
         members = _safe_members(tar)
         dest.parent.mkdir(parents=True, exist_ok=True)
         staging = Path(tempfile.mkdtemp(dir=dest.parent, prefix=f".{dest.name}.partial-"))
         try:
+            created: set[Path] = {staging}
             for member in members:
-                _write_member(tar, member, staging)
+                _write_member(tar, member, staging, created)
             staging.chmod(0o755)
             _rename_into_place(staging, dest)
         except BaseException:
@@ -192,7 +194,8 @@ def extract_artifact(data: bytes, dest: Path) -> list[str]:
 def _decompress(data: bytes) -> bytes:
     if len(data) > MAX_ARTIFACT_BYTES:
         raise ArtifactError(
-            f"artifact is {len(data):,} bytes, over the {MAX_ARTIFACT_BYTES:,}-byte limit; refusing it"
+            f"artifact is {len(data):,} bytes, over the {MAX_ARTIFACT_BYTES:,}-byte limit; "
+            "refusing it"
         )
     chunks: list[bytes] = []
     total = 0
@@ -209,6 +212,13 @@ def _decompress(data: bytes) -> bytes:
     except zstandard.ZstdError as exc:
         raise ArtifactError(f"artifact is not valid zstd data: {exc}") from exc
     return b"".join(chunks)
+
+
+def _open_tar(raw: bytes) -> tarfile.TarFile:
+    try:
+        return tarfile.open(fileobj=io.BytesIO(raw), mode="r:")
+    except tarfile.TarError as exc:
+        raise ArtifactError(f"artifact is not a valid tar archive: {exc}") from exc
 
 
 def _safe_members(tar: tarfile.TarFile) -> list[tarfile.TarInfo]:
@@ -243,13 +253,15 @@ def _kind(member: tarfile.TarInfo) -> str:
     return "sparse file" if member.issparse() else f"entry of tar type {member.type!r}"
 
 
-def _write_member(tar: tarfile.TarFile, member: tarfile.TarInfo, staging: Path) -> None:
+def _write_member(
+    tar: tarfile.TarFile, member: tarfile.TarInfo, staging: Path, created: set[Path]
+) -> None:
     target = staging / member.name
     try:
         if member.isdir():
-            target.mkdir(mode=0o755, parents=True, exist_ok=True)
+            _make_dirs(target, created)
             return
-        target.parent.mkdir(mode=0o755, parents=True, exist_ok=True)
+        _make_dirs(target.parent, created)
         source = tar.extractfile(member)
         assert source is not None  # regular members always have content
         flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW
@@ -260,12 +272,19 @@ def _write_member(tar: tarfile.TarFile, member: tarfile.TarInfo, staging: Path) 
         raise ArtifactError(f"cannot extract artifact member {member.name!r}: {exc}") from exc
 
 
+def _make_dirs(directory: Path, created: set[Path]) -> None:
+    if directory not in created:
+        directory.mkdir(mode=0o755, parents=True, exist_ok=True)
+        created.add(directory)
+
+
 def _rename_into_place(staging: Path, dest: Path) -> None:
     try:
         os.rename(staging, dest)
     except OSError as exc:
         if dest.exists():
             raise Conflict(
-                f"cannot extract artifact into {dest}: it appeared while extracting; remove it first"
+                f"cannot extract artifact into {dest}: it appeared while extracting; "
+                "remove it first"
             ) from exc
         raise ArtifactError(f"cannot move extracted artifact to {dest}: {exc.strerror}") from exc

@@ -14,9 +14,10 @@ import os
 import random
 import socket
 import time
-from collections.abc import Callable, Iterator, Sequence
+import heapq
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from pathlib import Path
-from typing import NamedTuple, TypeVar
+from typing import TYPE_CHECKING, Any, NamedTuple, TypeVar
 
 import structlog
 
@@ -28,7 +29,14 @@ from .events import Event, ReleaseTask
 from .ids import new_id, utcnow
 from .keys import DEFAULT_PREFIX, Keys
 from .projection import Cluster, ControlState, Release, Workflow, fold
+from .jobs import Jobs
 from .store import CONTROL, EventStore, Stored
+from .task import Task
+from .taskstore import TASKS, TaskStore
+
+if TYPE_CHECKING:
+    from tilebox_runner.registry import Runner
+    from tilebox_runner.worker import TaskRunner
 
 log = structlog.get_logger(__name__)
 
@@ -93,6 +101,7 @@ class Client:
         keys = Keys(prefix or os.environ.get("TILEBOX_PREFIX") or DEFAULT_PREFIX, self.team)
         self.redis = connect(url, home=home, retries=retries)
         self.store = EventStore(self.redis, keys)
+        self.tasks = TaskStore(self.store)
         self.actor = actor or default_actor()
         self._state = ControlState()
 
@@ -118,6 +127,20 @@ class Client:
 
     def events(self) -> History:
         return History(self)
+
+    def jobs(self) -> Jobs:
+        return Jobs(self)
+
+    def runner(
+        self,
+        cluster: str | None = None,
+        tasks: Iterable[type[Task]] | Runner = (),
+        **options: Any,
+    ) -> TaskRunner:
+        """A direct runner executing ``tasks`` from ``cluster`` (see ``TaskRunner`` options)."""
+        from tilebox_runner.worker import TaskRunner
+
+        return TaskRunner(self, cluster, tasks, **options)
 
     # --- state and decisions --------------------------------------------------------------------
 
@@ -327,7 +350,8 @@ class History:
             raise InvalidInput(
                 f"unknown event type {unknown}; known: {', '.join(sorted(_known_types()))}"
             )
-        for stored in self._client.store.replay(CONTROL, after=after, until=end):
+        logs = [self._client.store.replay(name, after=after, until=end) for name in (CONTROL, TASKS)]
+        for stored in heapq.merge(*logs, key=lambda s: _order(s.position)):
             if not wanted or stored.event.type in wanted:
                 yield stored
 
@@ -336,6 +360,11 @@ def _known_types() -> set[str]:
     from .events import ALL_EVENTS
 
     return {cls.__name__ for cls in ALL_EVENTS}
+
+
+def _order(position: str) -> tuple[int, int]:
+    ms, seq = position.split("-", 1)
+    return int(ms), int(seq)
 
 
 def position_ms(when: dt.datetime) -> int:

@@ -23,7 +23,7 @@ _MAX_DEPTH = 32  # recursive types (a Struct containing itself) stop comparing h
 def release_incompatibilities(
     deployed_tasks: list[ReleaseTask], new_tasks: list[ReleaseTask]
 ) -> list[str]:
-    """Problems of every new task whose (name, major) matches a deployed task, each prefixed with it."""
+    """Problems of each new task whose (name, major) matches a deployed task, prefixed with it."""
     problems: list[str] = []
     for new in new_tasks:
         for old in deployed_tasks:
@@ -108,7 +108,7 @@ def _resolve(schema: Schema, defs: dict[str, Schema]) -> Schema:
 
 
 def _alternatives(schema: Schema, defs: dict[str, Schema]) -> list[Schema]:
-    """A schema as a flat list of single-kind alternatives (anyOf, oneOf and type lists unrolled)."""
+    """A schema as a flat list of single-kind alternatives (anyOf, oneOf, type lists unrolled)."""
     schema = _resolve(schema, defs)
     for key in ("anyOf", "oneOf"):
         if key in schema:

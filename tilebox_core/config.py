@@ -1,5 +1,5 @@
-"""``tilebox.workflow.toml``: which workflow a project publishes to, what goes into its artifact, how
-its runtime starts, and named deployment targets.
+"""``tilebox.workflow.toml``: which workflow a project publishes to, what goes into its artifact,
+how its runtime starts, and named deployment targets.
 
 The file is decoded strictly (unknown keys are errors, so a typo never silently falls back to a
 default) and every error is one line naming the file, the key and the fix. Paths in the result are
@@ -104,8 +104,12 @@ def _decode(path: Path, source: bytes) -> _File:
         raise InvalidInput(f"{path}: malformed TOML: {exc}") from exc
 
 
-_UNKNOWN = re.compile(r"^Object contains unknown field `(?P<key>[^`]*)`(?: - at `\$(?P<at>[^`]*)`)?$")
-_MISSING = re.compile(r"^Object missing required field `(?P<key>[^`]*)`(?: - at `\$(?P<at>[^`]*)`)?$")
+_UNKNOWN = re.compile(
+    r"^Object contains unknown field `(?P<key>[^`]*)`(?: - at `\$(?P<at>[^`]*)`)?$"
+)
+_MISSING = re.compile(
+    r"^Object missing required field `(?P<key>[^`]*)`(?: - at `\$(?P<at>[^`]*)`)?$"
+)
 _WRONG = re.compile(r"^(?P<what>.*) - at `\$(?P<at>[^`]*)`$")
 
 
@@ -136,7 +140,9 @@ def _validated(path: Path, parsed: _File) -> WorkflowConfig:
     _check_slug(path, "workflow.slug", workflow.slug, "workflow slug")
     _check_entrypoint(path, workflow)
     if not parsed.build.include:
-        raise _error(path, "build.include", "is empty; list the files to publish, e.g. ['pkg/**/*.py']")
+        raise _error(
+            path, "build.include", "is empty; list the files to publish, e.g. ['pkg/**/*.py']"
+        )
     targets = {name: _target(path, name, raw) for name, raw in parsed.targets.items()}
     project_dir = path.parent.resolve()
     return WorkflowConfig(
@@ -176,7 +182,9 @@ def _check_slug(path: Path, key: str, value: str, what: str) -> None:
 def _check_entrypoint(path: Path, workflow: WorkflowSection) -> None:
     if workflow.runner is None and workflow.command is None:
         raise _error(
-            path, "[workflow]", 'has neither runner nor command; add runner = "package.runner:runner"'
+            path,
+            "[workflow]",
+            'has neither runner nor command; add runner = "package.runner:runner"',
         )
     if workflow.runner is not None and workflow.command is not None:
         raise _error(path, "[workflow]", "has both runner and command; keep exactly one")
@@ -201,8 +209,10 @@ def _root(path: Path, project_dir: Path, root: str) -> Path:
         raise _error(
             path,
             "workflow.root",
-            f"{root!r} leaves the project directory {project_dir}; use a path inside it, e.g. \".\"",
+            f'{root!r} leaves the project directory {project_dir}; use a path inside it, e.g. "."',
         )
     if not resolved.is_dir():
-        raise _error(path, "workflow.root", f"{root!r} is not a directory; create it or fix the path")
+        raise _error(
+            path, "workflow.root", f"{root!r} is not a directory; create it or fix the path"
+        )
     return resolved

@@ -13,9 +13,9 @@ document::
 
 where ``input_schema`` is ``msgspec.json.schema(task_class)``. Exit code 0 means success; otherwise
 the last line on stderr says what went wrong. For ``runner = "module:object"`` the child is
-``python -m tilebox_runner.discover module:object``. For ``command = [...]`` the command itself is run
-(``python``/``python3`` as its first word mean the interpreter running this build, and the artifact
-directory is put first on ``PYTHONPATH``); its entry point calls
+``python -m tilebox_runner.discover module:object``. For ``command = [...]`` the command itself is
+run (``python``/``python3`` as its first word mean the interpreter running this build, and the
+artifact directory is put first on ``PYTHONPATH``); its entry point calls
 ``tilebox_runner.discover.emit_discovery(runner)`` and exits when ``TILEBOX_DISCOVER`` is set.
 """
 
@@ -75,7 +75,9 @@ def discover_tasks(
 ) -> list[ReleaseTask]:
     """The tasks the workflow runtime provides, sorted by (name, version); raises ``BuildError``."""
     if (runner is None) == (command is None):
-        raise InvalidInput("task discovery needs exactly one of runner ('module:object') or command")
+        raise InvalidInput(
+            "task discovery needs exactly one of runner ('module:object') or command"
+        )
     if runner is not None:
         what = f"runner {runner!r}"
         argv = [sys.executable, "-m", "tilebox_runner.discover", runner]
@@ -151,7 +153,8 @@ def _parse(stdout: str, stderr: str, what: str) -> list[ReleaseTask]:
     except msgspec.DecodeError as exc:
         raise BuildError(
             f"runtime check of {what} printed no valid discovery JSON as its last stdout line: "
-            f"{exc}; call tilebox_runner.discover.emit_discovery(runner) when {DISCOVER_ENV} is set",
+            f"{exc}; call tilebox_runner.discover.emit_discovery(runner) when {DISCOVER_ENV} "
+            "is set",
             stderr,
         ) from exc
     if report.protocol != PROTOCOL:
@@ -161,7 +164,9 @@ def _parse(stdout: str, stderr: str, what: str) -> list[ReleaseTask]:
             stderr,
         )
     if not report.tasks:
-        raise BuildError(f"{what} provides no tasks; register task classes with Runner(tasks=[...])")
+        raise BuildError(
+            f"{what} provides no tasks; register task classes with Runner(tasks=[...])"
+        )
     return _validated(report.tasks, what, stderr)
 
 

@@ -91,7 +91,94 @@ CONTROL_EVENTS: tuple[type[Event], ...] = (
 
 # --- task plane: jobs and tasks, one log per team ----------------------------------------------------
 
-TASK_EVENTS: tuple[type[Event], ...] = ()
+
+class JobSubmitted(Event, frozen=True, kw_only=True):
+    job_id: str
+    name: str
+    cluster: str
+    root_task_ids: list[str]
+    max_retries: int = 0
+
+
+class TaskSubmitted(Event, frozen=True, kw_only=True):
+    job_id: str
+    task_id: str
+    name: str
+    version: str
+    cluster: str
+    input: str  # the task's fields as JSON
+    parent_id: str | None = None
+    depends_on: list[str] = []
+    max_retries: int = 0
+    optional: bool = False
+
+
+class TaskClaimed(Event, frozen=True, kw_only=True):
+    job_id: str
+    task_id: str
+    runner_id: str
+    release_id: str | None = None  # the release whose code executes the task (None: direct runner)
+
+
+class TaskCompleted(Event, frozen=True, kw_only=True):
+    job_id: str
+    task_id: str
+    runner_id: str
+    release_id: str | None = None
+    compute_seconds: float = 0.0
+    subtask_ids: list[str] = []
+    progress: dict[str, list[int]] = {}  # label -> [done delta, total delta]
+
+
+class TaskFailed(Event, frozen=True, kw_only=True):
+    job_id: str
+    task_id: str
+    runner_id: str
+    error: str
+    release_id: str | None = None
+    will_retry: bool = False
+    reason: str = "error"  # error | input | poison | unavailable
+    compute_seconds: float = 0.0
+
+
+class TaskLeaseExpired(Event, frozen=True, kw_only=True):
+    """A runner stopped renewing its lease; ``runner_id`` took the task over."""
+
+    job_id: str
+    task_id: str
+    previous_runner_id: str
+    runner_id: str
+    deliveries: int
+
+
+class TaskReleased(Event, frozen=True, kw_only=True):
+    """A draining runner handed a claimed task back to the queue without running it."""
+
+    job_id: str
+    task_id: str
+    runner_id: str
+
+
+class JobRetried(Event, frozen=True, kw_only=True):
+    job_id: str
+    task_ids: list[str]
+
+
+class JobCancelled(Event, frozen=True, kw_only=True):
+    job_id: str
+
+
+TASK_EVENTS: tuple[type[Event], ...] = (
+    JobSubmitted,
+    TaskSubmitted,
+    TaskClaimed,
+    TaskCompleted,
+    TaskFailed,
+    TaskLeaseExpired,
+    TaskReleased,
+    JobRetried,
+    JobCancelled,
+)
 
 ALL_EVENTS: tuple[type[Event], ...] = CONTROL_EVENTS + TASK_EVENTS
 

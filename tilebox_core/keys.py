@@ -49,3 +49,38 @@ class Keys:
 
     def artifact_upload(self, digest: str, upload_id: str) -> str:
         return f"{self.base}artifact:{digest}:upload:{upload_id}"
+
+    # --- task plane ---------------------------------------------------------------------------------
+
+    def job(self, job_id: str) -> str:
+        """Hash: a job's name, cluster, counters and flags (materialised by the task scripts)."""
+        return f"{self.base}job:{job_id}"
+
+    def job_tasks(self, job_id: str) -> str:
+        """List of a job's task ids in submission order."""
+        return f"{self.base}job:{job_id}:tasks"
+
+    @property
+    def jobs(self) -> str:
+        """Sorted set of job ids scored by submission time (ms)."""
+        return f"{self.base}jobs"
+
+    def task(self, task_id: str) -> str:
+        """Hash: one task's state, input, lane entry, owner and dependency bookkeeping."""
+        return f"{self.base}task:{task_id}"
+
+    def lane(self, cluster: str, name: str, major: int, minor: int) -> str:
+        """Task queue stream of one (cluster, task name, version); one consumer group ``runners``."""
+        return f"{self.base}lane:{cluster}:v{major}.{minor}:{name}"
+
+    def lanes(self, cluster: str) -> str:
+        """Set of the lane keys of a cluster that ever had a task (for diagnostics)."""
+        return f"{self.base}lanes:{cluster}"
+
+    def runners(self, cluster: str) -> str:
+        """Sorted set: runner id -> last heartbeat (ms) of the runners serving a cluster."""
+        return f"{self.base}runners:{cluster}"
+
+    def runner(self, runner_id: str) -> str:
+        """Hash: a runner's host, cluster, loaded releases and status."""
+        return f"{self.base}runner:{runner_id}"

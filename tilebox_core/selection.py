@@ -5,7 +5,7 @@ Patterns use gitignore syntax (pathspec's ``GitIgnoreSpec``). ``.gitignore`` fil
 applies them: each relative to its own directory, deeper files overriding shallower ones, and an
 ignored directory is never entered (so nothing below it can be re-included). Files above ``root``
 count up to the enclosing git repository (or the project directory outside git); a user's global
-excludes file does not, so that the selection is the same on every machine.
+excludes file and ``.git/info/exclude`` do not, so that the selection is the same on every machine.
 
 The walk is one ``os.scandir`` per directory and prunes early: ignored and excluded directories, and
 directories no include pattern can reach, are never entered. Symlinks are followed only inside
@@ -57,7 +57,7 @@ def scan(config: WorkflowConfig) -> list[SelectedFile]:
     return files
 
 
-# --- patterns ---------------------------------------------------------------------------------------
+# --- patterns -------------------------------------------------------------------------------------
 
 
 def _compile(patterns: Iterable[str], source: str) -> GitIgnoreSpec:
@@ -175,7 +175,7 @@ class _Rules:
                 )
 
 
-# --- the walk ---------------------------------------------------------------------------------------
+# --- the walk -------------------------------------------------------------------------------------
 
 
 class _Dir(NamedTuple):

@@ -91,7 +91,8 @@ class EmbeddedServer:
             import redis
 
             try:
-                redis.Redis.from_url(self.url, socket_timeout=5).shutdown()
+                with redis.Redis.from_url(self.url, socket_timeout=5) as client:
+                    client.shutdown()
             except redis.ConnectionError:
                 pass  # SHUTDOWN closes the connection before replying
             except redis.RedisError:
@@ -156,7 +157,8 @@ class EmbeddedServer:
         import redis
 
         try:
-            return bool(redis.Redis.from_url(self.url, socket_timeout=2).ping())
+            with redis.Redis.from_url(self.url, socket_timeout=2) as client:
+                return bool(client.ping())
         except (redis.RedisError, OSError):
             return False
 

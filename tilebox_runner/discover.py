@@ -1,8 +1,9 @@
 """Child side of the build's runtime check (see ``tilebox_core.discovery`` for the contract).
 
 ``python -m tilebox_runner.discover module:object`` imports the runner a ``tilebox.workflow.toml``
-names, from the working directory (the unpacked artifact), and prints its tasks as JSON. Workflows
-started by a ``command`` call ``emit_discovery(runner)`` themselves when ``TILEBOX_DISCOVER`` is set::
+names, from the working directory (the unpacked artifact), and prints its tasks as JSON.
+Workflows started by a ``command`` call ``emit_discovery(runner)`` themselves when
+``TILEBOX_DISCOVER`` is set::
 
     if os.environ.get("TILEBOX_DISCOVER"):
         emit_discovery(runner)

@@ -1,0 +1,285 @@
+"""Jobs: submitting task trees, reading their state, retrying and cancelling them.
+
+Job and task state is kept in hashes that the task scripts update atomically with the events they
+append (a materialised projection of the task log); reading a job is therefore a few hash reads,
+not a replay.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import os
+import time
+from collections.abc import Callable, Sequence
+from typing import TYPE_CHECKING, Any
+
+import msgspec
+
+from .control import require_cluster
+from .errors import Conflict, InvalidInput, NotFound
+from .events import JobCancelled, JobRetried, JobSubmitted, TaskSubmitted
+from .identifiers import make_identifier
+from .ids import new_id
+from .task import Task, task_identifier
+from .taskstore import TaskSpec, TaskStore
+
+if TYPE_CHECKING:
+    from .client import Client
+
+JOB_STATES = ("queued", "running", "completed", "failed", "cancelled")
+TASK_STATES = ("waiting", "queued", "running", "computed", "failed", "failed_optional", "cancelled")
+TASK_FIELDS = (
+    "name", "version", "state", "parent", "runner", "release", "attempts", "compute_ms",
+    "cluster", "lane", "claimed_ms", "finished_ms", "max_retries",
+)  # fmt: skip
+
+
+class TaskInfo(msgspec.Struct, frozen=True):
+    id: str
+    name: str
+    version: str
+    state: str
+    parent_id: str | None
+    cluster: str
+    runner_id: str | None
+    release_id: str | None
+    attempts: int
+    compute_seconds: float
+
+
+class Progress(msgspec.Struct, frozen=True):
+    label: str
+    done: int
+    total: int
+
+
+class Job(msgspec.Struct, frozen=True):
+    id: str
+    name: str
+    cluster: str
+    state: str
+    submitted_at: dt.datetime
+    submitted_by: str
+    total_tasks: int
+    tasks_by_state: dict[str, int]
+    compute_seconds: float
+    progress: list[Progress]
+    tasks: list[TaskInfo] = []
+
+
+def job_state(fields: dict[str, str]) -> str:
+    """A job's state from its counters (pure)."""
+    if fields.get("cancelled") == "1":
+        return "cancelled"
+    if int(fields.get("failed", 0)) > 0:
+        return "failed"
+    if int(fields.get("open", 1)) == 0:
+        return "completed"
+    if fields.get("started") == "1":
+        return "running"
+    return "queued"
+
+
+def task_spec(
+    task: Task, task_id: str, cluster: str, *, parent_id: str | None = None,
+    depends_on: Sequence[str] = (), max_retries: int = 0, optional: bool = False,
+) -> TaskSpec:  # fmt: skip
+    identifier = task_identifier(type(task))
+    return TaskSpec(
+        task_id, identifier.name, identifier.version, cluster, msgspec.json.encode(task).decode(),
+        parent_id, list(depends_on), max_retries, optional,
+    )  # fmt: skip
+
+
+def default_cluster() -> str:
+    return os.environ.get("TILEBOX_CLUSTER") or "default"
+
+
+class Jobs:
+    def __init__(self, client: Client) -> None:
+        self._client = client
+        self._store = client.tasks
+
+    # --- submitting -------------------------------------------------------------------------------
+
+    def submit(
+        self,
+        name: str,
+        tasks: Task | Sequence[Task],
+        cluster: str | None = None,
+        max_retries: int = 0,
+    ) -> Job:
+        """Submit a job whose root tasks are ``tasks``; returns it (state ``queued``)."""
+        roots = [tasks] if isinstance(tasks, Task) else list(tasks)
+        if not roots:
+            raise InvalidInput("a job needs at least one task")
+        cluster = cluster or default_cluster()
+        specs = [
+            task_spec(t, new_id(), cluster, max_retries=_retries(max_retries)) for t in roots
+        ]
+        return self._submit(name, cluster, specs, max_retries)
+
+    def submit_by_name(
+        self,
+        name: str,
+        task_name: str,
+        version: str,
+        input_json: str,
+        cluster: str | None = None,
+        max_retries: int = 0,
+    ) -> Job:
+        """Submit a job from a task identifier and its JSON input (what ``tilebox job submit`` does)."""
+        identifier = make_identifier(task_name, version)
+        cluster = cluster or default_cluster()
+        spec = TaskSpec(
+            new_id(), identifier.name, identifier.version, cluster, input_json,
+            max_retries=_retries(max_retries),
+        )  # fmt: skip
+        return self._submit(name, cluster, [spec], max_retries)
+
+    def _submit(self, name: str, cluster: str, specs: list[TaskSpec], max_retries: int) -> Job:
+        if not name.strip():
+            raise InvalidInput("a job needs a non-empty name")
+        require_cluster(self._client.state(), cluster)
+        origin = self._client.origin()
+        job_id = new_id()
+        events = [
+            JobSubmitted(**origin.stamp(), job_id=job_id, name=name, cluster=cluster,
+                         root_task_ids=[s.id for s in specs], max_retries=max_retries),
+            *(submitted_event(origin.stamp(), job_id, s) for s in specs),
+        ]  # fmt: skip
+        fields = {
+            "id": job_id, "name": name, "cluster": cluster, "submitted_by": origin.actor,
+            "submitted_at": origin.at.isoformat(), "max_retries": max_retries,
+        }  # fmt: skip
+        self._store.submit_job(job_id, fields, specs, events, int(origin.at.timestamp() * 1000))
+        return self.find(job_id, with_tasks=False)
+
+    # --- reading ----------------------------------------------------------------------------------
+
+    def find(self, job_id: str, with_tasks: bool = True) -> Job:
+        fields = self._store.job(job_id)
+        if not fields:
+            raise NotFound(f"unknown job {job_id!r}; list jobs with 'tilebox job list'")
+        task_ids = self._store.task_ids(job_id)
+        rows = self._store.tasks(task_ids, TASK_FIELDS)
+        infos = [_task_info(task_id, row) for task_id, row in zip(task_ids, rows)]
+        by_state = {state: 0 for state in TASK_STATES}
+        for info in infos:
+            by_state[info.state] = by_state.get(info.state, 0) + 1
+        return Job(
+            id=job_id, name=fields["name"], cluster=fields["cluster"], state=job_state(fields),
+            submitted_at=dt.datetime.fromisoformat(fields["submitted_at"]),
+            submitted_by=fields["submitted_by"], total_tasks=len(infos),
+            tasks_by_state={k: v for k, v in by_state.items() if v},
+            compute_seconds=round(sum(i.compute_seconds for i in infos), 3),
+            progress=_progress(fields), tasks=infos if with_tasks else [],
+        )  # fmt: skip
+
+    def query(
+        self,
+        state: str | None = None,
+        name: str | None = None,
+        since: dt.datetime | None = None,
+        until: dt.datetime | None = None,
+        limit: int = 100,
+    ) -> list[Job]:
+        """Most recent jobs first, filtered by state, name (substring) and submission time."""
+        if state is not None and state not in JOB_STATES:
+            raise InvalidInput(f"unknown job state {state!r}; use one of {', '.join(JOB_STATES)}")
+        ids = self._store.job_ids(
+            since.timestamp() * 1000 if since else float("-inf"),
+            until.timestamp() * 1000 if until else float("inf"),
+            limit=100_000,
+        )
+        jobs = []
+        for job_id in ids:
+            fields = self._store.job(job_id)
+            if name and name not in fields.get("name", ""):
+                continue
+            if state and job_state(fields) != state:
+                continue
+            jobs.append(self.find(job_id, with_tasks=False))
+            if len(jobs) >= limit:
+                break
+        return jobs
+
+    def wait(
+        self,
+        job_id: str,
+        timeout: float | None = None,
+        on_update: Callable[[Job], None] | None = None,
+        interval: float = 0.2,
+    ) -> Job:
+        """Poll until the job is completed, failed or cancelled (or ``timeout`` seconds pass)."""
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while True:
+            job = self.find(job_id, with_tasks=False)
+            if on_update is not None:
+                on_update(job)
+            if job.state in ("completed", "failed", "cancelled"):
+                return job
+            if deadline is not None and time.monotonic() > deadline:
+                return job
+            time.sleep(interval)
+
+    # --- changing ---------------------------------------------------------------------------------
+
+    def retry(self, job_id: str) -> int:
+        """Re-queue the failed tasks of a job; completed work is kept. Returns how many."""
+        job = self.find(job_id)
+        if job.state == "cancelled":
+            raise Conflict(f"job {job_id} was cancelled; submit it again instead of retrying")
+        failed = [
+            (t.id, self._store.lane(t.cluster, t.name, t.version))
+            for t in job.tasks
+            if t.state == "failed"
+        ]
+        if not failed:
+            raise Conflict(f"job {job_id} has no failed tasks to retry (state: {job.state})")
+        event = JobRetried(**self._client.origin().stamp(), job_id=job_id, task_ids=[f[0] for f in failed])
+        return self._store.retry(job_id, failed, event)
+
+    def cancel(self, job_id: str) -> Job:
+        job = self.find(job_id)
+        if job.state in ("completed", "cancelled"):
+            raise Conflict(f"job {job_id} is already {job.state}; nothing to cancel")
+        unfinished = [
+            (t.id, self._store.lane(t.cluster, t.name, t.version))
+            for t in job.tasks
+            if t.state in ("waiting", "queued")
+        ]
+        self._store.cancel(job_id, unfinished, JobCancelled(**self._client.origin().stamp(), job_id=job_id))
+        return self.find(job_id)
+
+
+def submitted_event(stamp: dict[str, Any], job_id: str, spec: TaskSpec) -> TaskSubmitted:
+    return TaskSubmitted(
+        **stamp, job_id=job_id, task_id=spec.id, name=spec.name, version=spec.version,
+        cluster=spec.cluster, input=spec.input, parent_id=spec.parent_id,
+        depends_on=spec.depends_on, max_retries=spec.max_retries, optional=spec.optional,
+    )  # fmt: skip
+
+
+def _retries(value: int) -> int:
+    if value < 0:
+        raise InvalidInput(f"max_retries must be >= 0, got {value}")
+    return value
+
+
+def _task_info(task_id: str, row: dict[str, str]) -> TaskInfo:
+    return TaskInfo(
+        id=task_id, name=row["name"], version=row["version"], state=row["state"],
+        parent_id=row["parent"] or None, cluster=row["cluster"], runner_id=row["runner"] or None,
+        release_id=row["release"] or None, attempts=int(row["attempts"] or 0),
+        compute_seconds=int(row["compute_ms"] or 0) / 1000,
+    )  # fmt: skip
+
+
+def _progress(fields: dict[str, str]) -> list[Progress]:
+    labels = sorted({k.split(":", 1)[1].rsplit(":", 1)[0] for k in fields if k.startswith("progress:")})
+    return [
+        Progress(label, int(fields.get(f"progress:{label}:done", 0)),
+                 int(fields.get(f"progress:{label}:total", 0)))
+        for label in labels
+    ]  # fmt: skip

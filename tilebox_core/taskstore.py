@@ -1,0 +1,347 @@
+"""The task plane's Redis adapter: task lanes, consumer groups, leases and the task scripts.
+
+Routing happens at submit time: every task goes to the lane stream of its (cluster, name, major,
+minor), each with one consumer group, so a runner reads exactly the lanes it can serve in one
+blocking XREADGROUP and never receives a task it cannot run. Claims, completions, failures,
+retries and cancellations are Lua scripts that change task state, acknowledge lane entries and
+append the events in one atomic call. Driver errors are translated as in ``store``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from typing import Any, NamedTuple
+
+import msgspec
+import redis
+
+from .events import Event
+from .identifiers import parse_version
+from .keys import Keys
+from .store import EventStore, load_script, translate_errors
+
+TASKS = "tasks"  # name of the task-plane event log
+GROUP = "runners"
+
+_json = msgspec.json.Encoder()
+
+
+class TaskSpec(msgspec.Struct, frozen=True):
+    """A task to create: identifier, input JSON, place in the tree and retry policy."""
+
+    id: str
+    name: str
+    version: str
+    cluster: str
+    input: str
+    parent_id: str | None = None
+    depends_on: list[str] = []
+    max_retries: int = 0
+    optional: bool = False
+
+
+class Delivery(NamedTuple):
+    """A lane entry handed to a runner (fresh, or taken over after its lease expired)."""
+
+    lane: str
+    entry: str
+    task_id: str
+    job_id: str
+    deliveries: int = 1
+    previous_owner: str | None = None
+
+
+class ClaimedTask(NamedTuple):
+    lane: str
+    entry: str
+    task_id: str
+    job_id: str
+    name: str
+    version: str
+    input: bytes
+    attempts: int
+    max_retries: int
+    optional: bool
+    chain: str
+    cluster: str
+
+
+class TaskStore:
+    def __init__(self, events: EventStore) -> None:
+        self.events = events
+        self.redis: redis.Redis = events.redis
+        self.keys: Keys = events.keys
+        prelude = load_script("tasklib")
+        self._scripts = {
+            name: self.redis.register_script(prelude + "\n" + load_script(name))
+            for name in ("submit", "claim", "renew", "finish", "retry", "cancel")
+        }
+
+    # --- lanes ------------------------------------------------------------------------------------
+
+    def lane(self, cluster: str, name: str, version: str) -> str:
+        major, minor = parse_version(version)
+        return self.keys.lane(cluster, name, major, minor)
+
+    @translate_errors
+    def ensure_lanes(self, lanes: Iterable[str]) -> None:
+        """Create each lane stream with its consumer group (idempotent)."""
+        pipe = self.redis.pipeline(transaction=False)
+        for lane in lanes:
+            pipe.xgroup_create(lane, GROUP, id="0", mkstream=True)
+        for result in pipe.execute(raise_on_error=False):
+            if isinstance(result, Exception) and "BUSYGROUP" not in str(result):
+                raise result
+
+    @translate_errors
+    def lane_backlog(self, lanes: Sequence[str]) -> tuple[int, int]:
+        """(entries not yet delivered, entries delivered but not acknowledged) over ``lanes``."""
+        pipe = self.redis.pipeline(transaction=False)
+        for lane in lanes:
+            pipe.xinfo_groups(lane)
+        waiting = pending = 0
+        for groups in pipe.execute(raise_on_error=False):
+            if isinstance(groups, Exception):
+                continue
+            for group in groups:
+                if group["name"] in (GROUP, GROUP.encode()):
+                    waiting += int(group.get("lag") or 0)
+                    pending += int(group["pending"])
+        return waiting, pending
+
+    @translate_errors
+    def known_lanes(self, cluster: str) -> list[str]:
+        return sorted(k.decode() for k in self.redis.smembers(self.keys.lanes(cluster)))
+
+    # --- submitting -------------------------------------------------------------------------------
+
+    def task_spec_json(
+        self, job_id: str, spec: TaskSpec, siblings: Sequence[TaskSpec], parent_chain: list
+    ) -> dict:
+        key = self.keys.task(spec.id)
+        dependants = [
+            [self.keys.task(s.id), self.lane(s.cluster, s.name, s.version)]
+            for s in siblings
+            if spec.id in s.depends_on
+        ]
+        chain = [{"k": key, "d": dependants}, *parent_chain]
+        return {
+            "key": key, "id": spec.id, "job": job_id, "name": spec.name, "version": spec.version,
+            "cluster": spec.cluster, "lane": self.lane(spec.cluster, spec.name, spec.version),
+            "lanes": self.keys.lanes(spec.cluster), "input": spec.input,
+            # Strings only: Lua numbers decoded by cjson are doubles, which Redis refuses.
+            "parent": spec.parent_id or "", "deps": str(len(spec.depends_on)),
+            "max_retries": str(spec.max_retries), "optional": "1" if spec.optional else "0",
+            "chain": _json.encode(chain).decode(),
+        }  # fmt: skip
+
+    def specs_json(self, job_id: str, specs: Sequence[TaskSpec], parent_chain: list) -> list[dict]:
+        return [self.task_spec_json(job_id, s, specs, parent_chain) for s in specs]
+
+    @staticmethod
+    def spec_keys(specs: list[dict]) -> list[str]:
+        keys: list[str] = []
+        for spec in specs:
+            keys += (spec["key"], spec["lane"], spec["lanes"])
+            keys += chain_keys(spec["chain"])
+        return keys
+
+    @translate_errors
+    def submit_job(
+        self, job_id: str, fields: dict[str, Any], specs: Sequence[TaskSpec], events: Sequence[Event],
+        submitted_ms: int,
+    ) -> bool:  # fmt: skip
+        """Create the job and its root tasks; False if this job id was submitted before."""
+        payload = self.specs_json(job_id, specs, [])
+        keys = [
+            self.keys.log(TASKS), self.keys.job(job_id), self.keys.jobs, self.keys.job_tasks(job_id),
+            *self.spec_keys(payload),
+        ]  # fmt: skip
+        fields = {name: str(value) for name, value in fields.items()}
+        args = [_json.encode(fields), submitted_ms, job_id, _json.encode(payload)]
+        args += [self.events.codec.encode(e) for e in events]
+        return bool(self._scripts["submit"](keys=_unique(keys), args=args))
+
+    # --- claiming ---------------------------------------------------------------------------------
+
+    @translate_errors
+    def read(self, runner_id: str, lanes: Sequence[str], count: int, block_ms: int) -> list[Delivery]:
+        """Block up to ``block_ms`` for new entries in ``lanes`` (one XREADGROUP for all)."""
+        reply = self.redis.xreadgroup(
+            GROUP, runner_id, {lane: ">" for lane in lanes}, count=count, block=block_ms
+        )
+        deliveries = []
+        for lane, entries in _stream_items(reply):
+            for entry, fields in entries:
+                if fields:  # deleted entries (cancelled) come back without fields
+                    deliveries.append(
+                        Delivery(_s(lane), _s(entry), _s(fields[b"t"]), _s(fields[b"j"]))
+                    )
+                else:
+                    self.redis.xack(lane, GROUP, entry)
+        return deliveries
+
+    @translate_errors
+    def expired(self, lanes: Sequence[str], lease_ms: int, count: int) -> list[Delivery]:
+        """Pending entries idle longer than the lease, with their owner and delivery count."""
+        pipe = self.redis.pipeline(transaction=False)
+        for lane in lanes:
+            pipe.xpending_range(lane, GROUP, min="-", max="+", count=count, idle=lease_ms)
+        found = []
+        for lane, rows in zip(lanes, pipe.execute(raise_on_error=False)):
+            if isinstance(rows, Exception):
+                continue
+            for row in rows:
+                found.append(
+                    Delivery(lane, _s(row["message_id"]), "", "", int(row["times_delivered"]),
+                             _s(row["consumer"]))
+                )  # fmt: skip
+        return found
+
+    @translate_errors
+    def take_over(self, runner_id: str, expired: Sequence[Delivery], lease_ms: int) -> list[Delivery]:
+        """XCLAIM expired entries (delivery counts rise); an entry renewed meanwhile is skipped.
+
+        We use XPENDING + XCLAIM rather than XAUTOCLAIM because the audit event needs the previous
+        owner and the poison check the delivery count, which XAUTOCLAIM does not return.
+        """
+        taken = []
+        for d in expired:
+            claimed = self.redis.xclaim(d.lane, GROUP, runner_id, lease_ms, [d.entry])
+            for entry, fields in claimed:
+                if not fields:
+                    self.redis.xack(d.lane, GROUP, entry)
+                    continue
+                taken.append(
+                    d._replace(task_id=_s(fields[b"t"]), job_id=_s(fields[b"j"]),
+                               deliveries=d.deliveries + 1)
+                )  # fmt: skip
+        return taken
+
+    @translate_errors
+    def claim(
+        self, runner_id: str, release_id: str | None, max_deliveries: int,
+        deliveries: Sequence[Delivery], events: Sequence[tuple[bytes, bytes, bytes]],
+    ) -> list[tuple[str, ClaimedTask | None]]:  # fmt: skip
+        """Record claims; ``events`` per delivery: (TaskClaimed, TaskLeaseExpired|b"", TaskFailed)."""
+        keys = [self.keys.log(TASKS)]
+        args: list[Any] = [runner_id, release_id or "", max_deliveries]
+        for d, (claimed, expired, poisoned) in zip(deliveries, events):
+            keys += (self.keys.task(d.task_id), self.keys.job(d.job_id), d.lane)
+            args += (d.entry, d.deliveries, claimed, expired, poisoned)
+        results = []
+        for d, row in zip(deliveries, self._scripts["claim"](keys=keys, args=args)):
+            status = _s(row[0])
+            if status != "ok":
+                results.append((status, None))
+                continue
+            task_id, job_id, name, version, data, attempts, retries, optional, chain, cluster = row[1:]
+            results.append((status, ClaimedTask(
+                d.lane, d.entry, _s(task_id), _s(job_id), _s(name), _s(version), data,
+                int(attempts), int(retries), optional == b"1", _s(chain), _s(cluster),
+            )))  # fmt: skip
+        return results
+
+    @translate_errors
+    def renew(self, runner_id: str, entries_by_lane: dict[str, list[str]]) -> set[str]:
+        """Renew leases of entries still owned; returns the entries renewed."""
+        pipe = self.redis.pipeline(transaction=False)
+        lanes = [lane for lane, entries in entries_by_lane.items() if entries]
+        for lane in lanes:
+            self._scripts["renew"](keys=[lane], args=[runner_id, *entries_by_lane[lane]], client=pipe)
+        renewed: set[str] = set()
+        for result in pipe.execute():
+            renewed.update(_s(e) for e in result)
+        return renewed
+
+    # --- finishing --------------------------------------------------------------------------------
+
+    def finish_call(
+        self, pipe: Any, runner_id: str, task: ClaimedTask, outcome: str, events: Sequence[Event],
+        compute_ms: int = 0, progress: dict[str, list[int]] | None = None,
+        subtasks: Sequence[TaskSpec] = (),
+    ) -> None:  # fmt: skip
+        """Queue the fenced finish script of one task on ``pipe`` (see finish.lua)."""
+        parent_chain = msgspec.json.decode(task.chain)
+        specs = self.specs_json(task.job_id, subtasks, parent_chain) if subtasks else []
+        keys = [
+            self.keys.log(TASKS), self.keys.job(task.job_id), task.lane, self.keys.task(task.task_id),
+            self.keys.job_tasks(task.job_id), *chain_keys(task.chain), *self.spec_keys(specs),
+        ]  # fmt: skip
+        args = [
+            runner_id, task.entry, outcome, compute_ms, _json.encode(progress or {}),
+            _json.encode(specs), *(self.events.codec.encode(e) for e in events),
+        ]  # fmt: skip
+        self._scripts["finish"](keys=_unique(keys), args=args, client=pipe)
+
+    @translate_errors
+    def finish_many(self, calls: Sequence[dict[str, Any]]) -> list[bool]:
+        """Run several finish calls in one round trip; True where the runner still owned the task."""
+        pipe = self.redis.pipeline(transaction=False)
+        for call in calls:
+            self.finish_call(pipe, **call)
+        return [bool(r) for r in pipe.execute()]
+
+    # --- jobs -------------------------------------------------------------------------------------
+
+    @translate_errors
+    def job(self, job_id: str) -> dict[str, str]:
+        return {_s(k): _s(v) for k, v in self.redis.hgetall(self.keys.job(job_id)).items()}
+
+    @translate_errors
+    def task_ids(self, job_id: str) -> list[str]:
+        return [_s(t) for t in self.redis.lrange(self.keys.job_tasks(job_id), 0, -1)]
+
+    @translate_errors
+    def tasks(self, task_ids: Sequence[str], fields: Sequence[str]) -> list[dict[str, str]]:
+        pipe = self.redis.pipeline(transaction=False)
+        for task_id in task_ids:
+            pipe.hmget(self.keys.task(task_id), list(fields))
+        return [
+            {f: _s(v) if v is not None else "" for f, v in zip(fields, row)} for row in pipe.execute()
+        ]
+
+    @translate_errors
+    def job_ids(self, since_ms: float = float("-inf"), until_ms: float = float("inf"),
+                limit: int = 1000) -> list[str]:  # fmt: skip
+        ids = self.redis.zrevrangebyscore(self.keys.jobs, until_ms, since_ms, start=0, num=limit)
+        return [_s(i) for i in ids]
+
+    @translate_errors
+    def retry(self, job_id: str, failed: Sequence[tuple[str, str]], event: Event) -> int:
+        """Re-queue failed tasks (task id, lane); returns how many were re-queued."""
+        keys = [self.keys.log(TASKS), self.keys.job(job_id)]
+        for task_id, lane in failed:
+            keys += (self.keys.task(task_id), lane)
+        return int(self._scripts["retry"](keys=keys, args=[self.events.codec.encode(event)]))
+
+    @translate_errors
+    def cancel(self, job_id: str, unfinished: Sequence[tuple[str, str]], event: Event) -> bool:
+        keys = [self.keys.log(TASKS), self.keys.job(job_id)]
+        for task_id, lane in unfinished:
+            keys += (self.keys.task(task_id), lane)
+        return bool(self._scripts["cancel"](keys=keys, args=[self.events.codec.encode(event)]))
+
+
+def chain_keys(chain: str | list) -> list[str]:
+    """Every key a task chain names: the tasks, their dependants and the dependants' lanes."""
+    nodes = msgspec.json.decode(chain) if isinstance(chain, str) else chain
+    keys: list[str] = []
+    for node in nodes:
+        keys.append(node["k"])
+        for dependant_key, dependant_lane in node["d"]:
+            keys += (dependant_key, dependant_lane)
+    return keys
+
+
+def _unique(keys: list[str]) -> list[str]:
+    return list(dict.fromkeys(keys))
+
+
+def _stream_items(reply: Any) -> list[tuple[Any, list]]:
+    """XREADGROUP's RESP2 reply as (stream, entries) pairs."""
+    return [(lane, entries) for lane, entries in reply or []]
+
+
+def _s(value: bytes | str) -> str:
+    return value.decode() if isinstance(value, bytes) else value

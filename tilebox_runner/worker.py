@@ -1,0 +1,374 @@
+"""``TaskRunner``: claims tasks from the lanes of one cluster and executes them.
+
+Each worker thread loops: take over expired leases or read new entries (one blocking XREADGROUP
+over every lane the registered tasks can serve), record the claims, execute, and finish (fenced,
+atomic). A heartbeat thread renews the leases of in-flight entries, so a long CPU-bound task keeps
+its lease; a runner that dies stops renewing and any other runner takes its tasks over.
+"""
+
+from __future__ import annotations
+
+import os
+import random
+import signal
+import socket
+import threading
+import time
+import traceback
+import uuid
+from collections.abc import Callable, Iterable, Sequence
+from pathlib import Path
+from typing import Any
+
+import msgspec
+import structlog
+
+from tilebox_core.client import Client
+from tilebox_core.context import CurrentTask, ExecutionContext
+from tilebox_core.errors import StoreUnavailable, TileboxError
+from tilebox_core.events import (
+    Event,
+    TaskClaimed,
+    TaskCompleted,
+    TaskFailed,
+    TaskLeaseExpired,
+    TaskReleased,
+)
+from tilebox_core.identifiers import TaskIdentifier, parse_version
+from tilebox_core.jobs import default_cluster, submitted_event, task_spec
+from tilebox_core.server import default_home
+from tilebox_core.task import Task
+from tilebox_core.taskstore import ClaimedTask, Delivery, TaskStore
+
+from .registry import Runner
+
+log = structlog.get_logger(__name__)
+
+DEFAULT_LEASE = 30.0
+MAX_DELIVERIES = 5  # a task delivered more often than this without finishing is poison
+
+
+def new_runner_id() -> str:
+    return f"{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:6]}"
+
+
+class TaskRunner:
+    """Executes the tasks of ``tasks`` submitted to ``cluster``; see ``run_all``/``run_forever``."""
+
+    def __init__(
+        self,
+        client: Client,
+        cluster: str | None = None,
+        tasks: Runner | Iterable[type[Task]] = (),
+        *,
+        concurrency: int = 1,
+        prefetch: int = 8,
+        lease_seconds: float = DEFAULT_LEASE,
+        max_deliveries: int = MAX_DELIVERIES,
+        block_ms: int = 500,
+        runner_id: str | None = None,
+        release_id: str | None = None,
+        cache_root: Path | None = None,
+    ) -> None:
+        if concurrency < 1 or prefetch < 1:
+            raise TileboxError("concurrency and prefetch must be at least 1")
+        self.client = client
+        self.cluster = cluster or default_cluster()
+        self.registry = tasks if isinstance(tasks, Runner) else Runner(tasks)
+        self.store: TaskStore = client.tasks
+        self.concurrency = concurrency
+        self.prefetch = prefetch
+        self.lease_ms = int(lease_seconds * 1000)
+        self.max_deliveries = max_deliveries
+        self.block_ms = block_ms
+        self.id = runner_id or new_runner_id()
+        self.release_id = release_id
+        self.cache_root = cache_root or default_home() / "cache" / "jobs"
+        self._classes = _classes_by_major(self.registry.identifiers(), self.registry.tasks)
+        self.lanes = serving_lanes(self.store, self.cluster, self.registry.identifiers())
+        self._stopping = threading.Event()
+        self._lock = threading.Lock()
+        self._in_flight: dict[str, ClaimedTask] = {}  # entry id -> task
+        self._idle: set[int] = set()  # worker threads that found nothing to do
+        self._done = threading.Event()  # set when the run is over; ends the heartbeat
+        self._next_reclaim = 0.0
+        self.log = log.bind(runner_id=self.id, cluster=self.cluster)
+
+    # --- lifecycle --------------------------------------------------------------------------------
+
+    def run_all(self) -> None:
+        """Run until nothing this runner can serve is queued or in flight anywhere."""
+        self._run(until_idle=True)
+
+    def run_forever(self) -> None:
+        """Run until ``stop()`` or SIGTERM/SIGINT; in-flight tasks finish first."""
+        self._run(until_idle=False)
+
+    def stop(self) -> None:
+        self._stopping.set()
+
+    def __enter__(self) -> TaskRunner:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    def _run(self, until_idle: bool) -> None:
+        if not self.lanes:
+            raise TileboxError("this runner has no tasks to serve")
+        self._stopping.clear()
+        self._done.clear()
+        restore = _install_signal_handlers(self.stop)
+        self._with_backoff(lambda: self.store.ensure_lanes(self.lanes))
+        heartbeat = threading.Thread(target=self._heartbeat, name="tilebox-heartbeat", daemon=True)
+        heartbeat.start()
+        self.log.info("runner started", lanes=len(self.lanes), concurrency=self.concurrency)
+        try:
+            workers = [
+                threading.Thread(target=self._work, args=(until_idle,), name=f"tilebox-worker-{i}")
+                for i in range(1, self.concurrency)
+            ]
+            for worker in workers:
+                worker.start()
+            self._work(until_idle)
+            for worker in workers:
+                worker.join()
+        finally:
+            self._stopping.set()
+            self._done.set()
+            heartbeat.join(5)
+            restore()
+            self.log.info("runner stopped")
+
+    # --- the worker loop ----------------------------------------------------------------------------
+
+    def _work(self, until_idle: bool) -> None:
+        failures = 0
+        while not self._stopping.is_set():
+            try:
+                deliveries = self._next_deliveries()
+                if deliveries:
+                    self._set_idle(False)
+                    self._handle(deliveries)
+                elif until_idle and self._finished():
+                    return
+                failures = 0
+            except StoreUnavailable as exc:
+                failures += 1
+                delay = min(5.0, 0.05 * 2**failures) * random.uniform(0.5, 1.0)
+                self.log.warning("store unavailable, retrying", error=str(exc), delay=round(delay, 2))
+                self._stopping.wait(delay)
+
+    def _next_deliveries(self) -> list[Delivery]:
+        now = time.monotonic()
+        if now >= self._next_reclaim:
+            self._next_reclaim = now + self.lease_ms / 2000
+            expired = self.store.expired(self.lanes, self.lease_ms, self.prefetch)
+            taken = self.store.take_over(self.id, expired, self.lease_ms) if expired else []
+            if taken:
+                return taken
+        return self.store.read(self.id, self.lanes, self.prefetch, self.block_ms)
+
+    def _finished(self) -> bool:
+        """True when every worker found nothing and no lane of ours holds an entry."""
+        self._set_idle(True)
+        with self._lock:
+            if self._in_flight or len(self._idle) < self.concurrency:
+                return False
+        waiting, pending = self.store.lane_backlog(self.lanes)
+        if waiting or pending:
+            return False
+        self._stopping.set()  # wake and stop the other workers too
+        return True
+
+    def _set_idle(self, idle: bool) -> None:
+        with self._lock:
+            if idle:
+                self._idle.add(threading.get_ident())
+            else:
+                self._idle.discard(threading.get_ident())
+
+    def _handle(self, deliveries: list[Delivery]) -> None:
+        claimed = self._claim(deliveries)
+        with self._lock:
+            self._in_flight.update((c.entry, c) for c in claimed)
+        try:
+            calls = []
+            for task in claimed:
+                if self._stopping.is_set():
+                    # Draining: hand back what has not started rather than run it now.
+                    calls.append(self._release(task))
+                else:
+                    calls.append(self._execute(task))
+            results = self._with_backoff(lambda: self.store.finish_many(calls))
+            for call, owned in zip(calls, results):
+                if not owned:
+                    self.log.warning("lease lost; another runner owns the task now",
+                                     task_id=call["task"].task_id)  # fmt: skip
+        finally:
+            with self._lock:
+                for task in claimed:
+                    self._in_flight.pop(task.entry, None)
+
+    def _claim(self, deliveries: list[Delivery]) -> list[ClaimedTask]:
+        origin = self.client.origin()
+        events = []
+        for d in deliveries:
+            claimed = TaskClaimed(**origin.stamp(), job_id=d.job_id, task_id=d.task_id,
+                                  runner_id=self.id, release_id=self.release_id)  # fmt: skip
+            expired = b""
+            if d.previous_owner is not None:
+                expired = self._encode(TaskLeaseExpired(
+                    **origin.stamp(), job_id=d.job_id, task_id=d.task_id,
+                    previous_runner_id=d.previous_owner, runner_id=self.id, deliveries=d.deliveries,
+                ))  # fmt: skip
+            poisoned = TaskFailed(
+                **origin.stamp(), job_id=d.job_id, task_id=d.task_id, runner_id=self.id,
+                release_id=self.release_id, reason="poison",
+                error=f"delivered {d.deliveries} times without finishing (it may crash its runner)",
+            )  # fmt: skip
+            events.append((self._encode(claimed), expired, self._encode(poisoned)))
+        results = self.store.claim(self.id, self.release_id, self.max_deliveries, deliveries, events)
+        claimed_tasks = []
+        for d, (status, task) in zip(deliveries, results):
+            if task is not None:
+                claimed_tasks.append(task)
+            elif status == "poisoned":
+                self.log.error("poison task failed", task_id=d.task_id, deliveries=d.deliveries)
+        return claimed_tasks
+
+    # --- executing --------------------------------------------------------------------------------
+
+    def _execute(self, claimed: ClaimedTask) -> dict[str, Any]:
+        origin = self.client.origin()
+        common = {"job_id": claimed.job_id, "task_id": claimed.task_id, "runner_id": self.id,
+                  "release_id": self.release_id}  # fmt: skip
+        task_class = self._classes.get((claimed.name, parse_version(claimed.version)[0]))
+        if task_class is None:  # cannot happen with lane routing; fail loudly rather than loop
+            return self._failed(claimed, origin, common, "no task class for this identifier", "error")
+        try:
+            task = msgspec.json.decode(claimed.input, type=task_class)
+        except msgspec.MsgspecError as exc:
+            return self._failed(claimed, origin, common, f"cannot decode task input: {exc}", "input")
+        context = ExecutionContext(
+            CurrentTask(claimed.task_id, claimed.job_id, claimed.name, claimed.version,
+                        claimed.attempts + 1),
+            self.cache_root, claimed.max_retries, self.id,
+        )  # fmt: skip
+        started = time.perf_counter()
+        try:
+            task.execute(context)
+            subtasks = [
+                task_spec(
+                    r.handle.task, r.handle.id, r.cluster or claimed.cluster,
+                    parent_id=claimed.task_id, depends_on=r.depends_on,
+                    max_retries=claimed.max_retries if r.max_retries is None else r.max_retries,
+                    optional=r.optional,
+                )  # fmt: skip
+                for r in context.subtasks
+            ]
+        except Exception as exc:  # noqa: BLE001 - any error of user code fails the task
+            seconds = time.perf_counter() - started
+            context.logger.warning("task failed", error=f"{type(exc).__name__}: {exc}")
+            detail = "".join(traceback.format_exception_only(exc)).strip()
+            return self._failed(claimed, origin, common, detail, "error", seconds)
+        seconds = time.perf_counter() - started
+        progress = context.progress_deltas()
+        events: list[Event] = [
+            TaskCompleted(**origin.stamp(), **common, compute_seconds=round(seconds, 6),
+                          subtask_ids=[s.id for s in subtasks], progress=progress),
+            *(submitted_event(origin.stamp(), claimed.job_id, s) for s in subtasks),
+        ]  # fmt: skip
+        return {"runner_id": self.id, "task": claimed, "outcome": "completed", "events": events,
+                "compute_ms": int(seconds * 1000), "progress": progress, "subtasks": subtasks}  # fmt: skip
+
+    def _failed(
+        self, claimed: ClaimedTask, origin: Any, common: dict[str, Any], error: str, reason: str,
+        seconds: float = 0.0,
+    ) -> dict[str, Any]:  # fmt: skip
+        # Bad input fails the same way every time: retrying it only burns attempts.
+        will_retry = reason == "error" and claimed.attempts < claimed.max_retries
+        outcome = "retry" if will_retry else "failed_optional" if claimed.optional else "failed"
+        event = TaskFailed(**origin.stamp(), **common, error=error[:4000], will_retry=will_retry,
+                           reason=reason, compute_seconds=round(seconds, 6))  # fmt: skip
+        return {"runner_id": self.id, "task": claimed, "outcome": outcome, "events": [event],
+                "compute_ms": int(seconds * 1000)}  # fmt: skip
+
+    def _release(self, claimed: ClaimedTask) -> dict[str, Any]:
+        event = TaskReleased(**self.client.origin().stamp(), job_id=claimed.job_id,
+                             task_id=claimed.task_id, runner_id=self.id)  # fmt: skip
+        return {"runner_id": self.id, "task": claimed, "outcome": "released", "events": [event]}
+
+    def _encode(self, event: Event) -> bytes:
+        return self.store.events.codec.encode(event)
+
+    # --- leases -----------------------------------------------------------------------------------
+
+    def _heartbeat(self) -> None:
+        interval = self.lease_ms / 3000
+        while not self._done.wait(interval):
+            with self._lock:
+                by_lane: dict[str, list[str]] = {}
+                for entry, task in self._in_flight.items():
+                    by_lane.setdefault(task.lane, []).append(entry)
+            if not by_lane:
+                continue
+            try:
+                renewed = self.store.renew(self.id, by_lane)
+            except StoreUnavailable as exc:
+                self.log.warning("lease renewal failed", error=str(exc))
+                continue
+            lost = {e for entries in by_lane.values() for e in entries} - renewed
+            if lost:
+                self.log.warning("leases lost", entries=sorted(lost))
+
+    def _with_backoff(self, call: Callable[[], Any], attempts: int = 60) -> Any:
+        for attempt in range(attempts):
+            try:
+                return call()
+            except StoreUnavailable as exc:
+                if attempt == attempts - 1:
+                    raise
+                delay = min(5.0, 0.05 * 2**attempt) * random.uniform(0.5, 1.0)
+                self.log.warning("store unavailable, retrying", error=str(exc), delay=round(delay, 2))
+                time.sleep(delay)
+        raise AssertionError("unreachable")
+
+
+def serving_lanes(store: TaskStore, cluster: str, identifiers: Sequence[TaskIdentifier]) -> list[str]:
+    """Every lane a runner providing ``identifiers`` may read: vX.Y serves vX.0 ... vX.Y."""
+    lanes = []
+    for identifier in identifiers:
+        major, minor = parse_version(identifier.version)
+        lanes += [store.keys.lane(cluster, identifier.name, major, m) for m in range(minor + 1)]
+    return list(dict.fromkeys(lanes))
+
+
+def _classes_by_major(
+    identifiers: Sequence[TaskIdentifier], classes: dict[TaskIdentifier, type[Task]]
+) -> dict[tuple[str, int], type[Task]]:
+    """(name, major) -> the class with the highest minor: it runs every older minor of that major."""
+    result: dict[tuple[str, int], type[Task]] = {}
+    for identifier in sorted(identifiers, key=lambda i: parse_version(i.version)):
+        result[(identifier.name, parse_version(identifier.version)[0])] = classes[identifier]
+    return result
+
+
+def _install_signal_handlers(stop: Callable[[], None]) -> Callable[[], None]:
+    """SIGTERM/SIGINT stop claiming and drain (main thread only); returns a restore function."""
+    if threading.current_thread() is not threading.main_thread():
+        return lambda: None
+    previous = {sig: signal.getsignal(sig) for sig in (signal.SIGTERM, signal.SIGINT)}
+
+    def handler(signum: int, frame: object) -> None:
+        log.info("signal received, draining", signal=signal.Signals(signum).name)
+        stop()
+
+    for sig in previous:
+        signal.signal(sig, handler)
+
+    def restore() -> None:
+        for sig, old in previous.items():
+            signal.signal(sig, old)
+
+    return restore
