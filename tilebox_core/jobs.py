@@ -18,7 +18,9 @@ import msgspec
 from .control import require_cluster
 from .errors import Conflict, InvalidInput, NotFound
 from .events import JobCancelled, JobRetried, JobSubmitted, TaskSubmitted
-from .identifiers import make_identifier
+from .events import ReleaseTask
+from .identifiers import TaskIdentifier, can_run, make_identifier, parse_version
+from .projection import ControlState
 from .ids import new_id
 from .task import Task, task_identifier
 from .taskstore import TaskSpec, TaskStore
@@ -91,6 +93,48 @@ def task_spec(
     )  # fmt: skip
 
 
+def deployed_task(
+    state: ControlState, cluster: str, name: str, version: str | None
+) -> ReleaseTask | None:
+    """The task of a release deployed on ``cluster`` that would run ``name``@``version``.
+
+    Without a version: the newest deployed version of that name (what ``job submit`` defaults to).
+    """
+    provided = [
+        task
+        for deployment in state.deployments.get(cluster, {}).values()
+        for task in state.releases[deployment.release_id].tasks
+        if task.name == name
+    ]
+    if version is None:
+        return max(provided, key=lambda t: parse_version(t.version), default=None)
+    wanted = make_identifier(name, version)
+    runnable = [t for t in provided if can_run(TaskIdentifier(t.name, t.version), wanted)]
+    return min(runnable, key=lambda t: parse_version(t.version), default=None)
+
+
+def validated_input(input_json: str, schema: dict[str, Any] | None, task: str) -> str:
+    """``input_json`` if it is a JSON object valid under ``schema`` (when known); else InvalidInput."""
+    try:
+        value = msgspec.json.decode(input_json)
+    except msgspec.DecodeError as exc:
+        raise InvalidInput(f"task input for {task} is not valid JSON: {exc}") from None
+    if not isinstance(value, dict):
+        raise InvalidInput(f"task input for {task} must be a JSON object, like {{\"scene_id\": \"S2A\"}}")
+    if schema:
+        import jsonschema
+
+        errors = sorted(
+            jsonschema.Draft202012Validator(schema).iter_errors(value), key=lambda e: list(e.path)
+        )
+        if errors:
+            problems = "; ".join(
+                f"{'.'.join(map(str, e.path)) or 'input'}: {e.message}" for e in errors[:5]
+            )
+            raise InvalidInput(f"task input does not match the schema of {task}: {problems}")
+    return input_json
+
+
 def default_cluster() -> str:
     return os.environ.get("TILEBOX_CLUSTER") or "default"
 
@@ -123,14 +167,31 @@ class Jobs:
         self,
         name: str,
         task_name: str,
-        version: str,
+        version: str | None,
         input_json: str,
         cluster: str | None = None,
         max_retries: int = 0,
     ) -> Job:
-        """Submit a job from a task identifier and its JSON input (what ``tilebox job submit`` does)."""
-        identifier = make_identifier(task_name, version)
+        """Submit a job from a task identifier and its JSON input (what ``tilebox job submit`` does).
+
+        The input is checked against the task's schema when a release deployed on the cluster
+        provides the task; without ``version``, the newest deployed version is used.
+        """
         cluster = cluster or default_cluster()
+        state = self._client.state()
+        require_cluster(state, cluster)
+        deployed = deployed_task(state, cluster, task_name, version)
+        if version is None:
+            if deployed is None:
+                raise InvalidInput(
+                    f"no release deployed on cluster {cluster!r} provides task {task_name!r}: "
+                    "pass --version vMAJOR.MINOR"
+                )
+            version = deployed.version
+        identifier = make_identifier(task_name, version)
+        input_json = validated_input(
+            input_json, deployed.input_schema if deployed else None, str(identifier)
+        )
         spec = TaskSpec(
             new_id(), identifier.name, identifier.version, cluster, input_json,
             max_retries=_retries(max_retries),
