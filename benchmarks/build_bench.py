@@ -18,8 +18,8 @@ from pathlib import Path
 
 import structlog
 
-from tilebox_core.build import build_release
-from tilebox_core.config import load_config
+from tilebox_core.build import BuildResult, build_release
+from tilebox_core.config import WorkflowConfig, load_config
 from tilebox_core.selection import select_files
 
 RUNNER = """
@@ -69,10 +69,29 @@ def make_project(root: Path, files: int) -> None:
         )
 
 
-def timed(action: Callable[[], object]) -> tuple[float, object]:
-    start = time.perf_counter()
-    result = action()
-    return time.perf_counter() - start, result
+class StageClock:
+    """A progress callback that records when each build stage finished."""
+
+    def __init__(self) -> None:
+        self.start = time.perf_counter()
+        self.finished: dict[str, float] = {}
+
+    def __call__(self, stage: str, done: int, total: int) -> None:
+        if done == total:
+            self.finished[stage] = time.perf_counter()
+
+    def summary(self) -> str:
+        previous, parts = self.start, []
+        for stage, at in self.finished.items():
+            parts.append(f"{stage} {at - previous:.2f} s")
+            previous = at
+        return ", ".join(parts)
+
+
+def build(config: WorkflowConfig) -> tuple[float, BuildResult, StageClock]:
+    clock = StageClock()
+    result = build_release(config, clock)
+    return time.perf_counter() - clock.start, result, clock
 
 
 def main() -> None:
@@ -89,15 +108,23 @@ def main() -> None:
         os.sync()
         config = load_config(root / "tilebox.workflow.toml")
         count = len(select_files(config))
-        selection = min(timed(lambda: select_files(config))[0] for _ in range(args.runs))
+        selection = min(_seconds(lambda: select_files(config)) for _ in range(args.runs))
         print(f"selection: {selection:.3f} s ({count} files)")
-        cold, result = timed(lambda: build_release(config))
-        print(f"cold build: {cold:.2f} s ({count} files, artifact {result.size:,} bytes)")  # type: ignore[attr-defined]
-        unchanged = min(timed(lambda: build_release(config))[0] for _ in range(args.runs))
+        cold, result, clock = build(config)
+        print(f"cold build: {cold:.2f} s ({count} files, artifact {result.size:,} bytes)")
+        print(f"  stages: {clock.summary()}")
+        unchanged = min(build(config)[0] for _ in range(args.runs))
         print(f"unchanged rebuild: {unchanged:.3f} s ({count} files)")
         (root / "bench" / "runner.py").write_text(RUNNER + "\n# changed\n")
-        changed, _ = timed(lambda: build_release(config))
+        changed, _, clock = build(config)
         print(f"rebuild after a change: {changed:.2f} s ({count} files)")
+        print(f"  stages: {clock.summary()}")
+
+
+def _seconds(action: Callable[[], object]) -> float:
+    start = time.perf_counter()
+    action()
+    return time.perf_counter() - start
 
 
 if __name__ == "__main__":

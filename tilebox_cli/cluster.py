@@ -49,8 +49,9 @@ def get(app: AppContext, slug: str) -> None:
     """Show a cluster and what is deployed on it."""
     found: Cluster = app.client.clusters().find(slug)
     deployed = app.client.deployments().current().get(slug, {})
+    runners = app.client.clusters().runners(slug)
     if app.json:
-        emit_json({**_builtins(found), "deployments": deployed})
+        emit_json({**_builtins(found), "deployments": deployed, "runners": runners})
         return
     click.echo(f"cluster  {found.slug} ({found.name})")
     click.echo(f"created  {when(found.created_at)} by {found.created_by or '-'}")
@@ -58,6 +59,13 @@ def get(app: AppContext, slug: str) -> None:
         table(["workflow", "release"], sorted(deployed.items()))
     else:
         click.echo("no releases deployed")
+    if not runners:
+        click.echo(f"no live runners; start one with 'tilebox runner start --cluster {slug}'")
+    for r in runners:
+        click.echo(f"runner   {r.id} on {r.host} (pid {r.pid}), heartbeat {when(r.last_heartbeat)}")
+        for status in r.releases:
+            error = f": {status.error}" if status.error else ""
+            click.echo(f"  {status.workflow} {status.release_id} {status.status}{error}")
 
 
 @cluster.command("delete")

@@ -7,6 +7,7 @@ import sys
 from pathlib import Path
 
 import click
+import msgspec
 
 from tilebox_core import Job, TaskInfo
 
@@ -84,8 +85,9 @@ def list_(
 def get(app: AppContext, job_id: str) -> None:
     """Show a job: state, progress, and its task tree with runner and release."""
     found = app.client.jobs().find(job_id)
+    reasons = app.client.jobs().why_queued(found)
     if app.json:
-        emit_json(found)
+        emit_json({**msgspec.to_builtins(found), "waiting_because": reasons})
         return
     click.echo(f"job       {found.id} ({found.name})")
     click.echo(f"cluster   {found.cluster}")
@@ -94,6 +96,8 @@ def get(app: AppContext, job_id: str) -> None:
     click.echo(f"tasks     {_counts(found)}; compute {found.compute_seconds:.3f} s")
     for progress in found.progress:
         click.echo(f"progress  {progress.label or '-'}: {progress.done}/{progress.total}")
+    for reason in reasons:
+        click.echo(f"waiting   {reason}")
     click.echo("")
     for depth, task in _tree(found.tasks):
         runner = f" runner={task.runner_id}" if task.runner_id else ""

@@ -54,9 +54,9 @@ def cli(ctx: click.Context, team: str | None, log_level: str, log_format: str, d
 
 
 def _register() -> None:
-    from . import cluster, history, job, server, workflow
+    from . import cluster, history, job, runner, server, workflow
 
-    for module in (cluster, workflow, job, history, server):
+    for module in (cluster, workflow, job, runner, history, server):
         module.register(cli)
 
 

@@ -34,3 +34,28 @@ def _cell(value: Any) -> str:
     if isinstance(value, (list, tuple)):
         return ",".join(map(str, value)) or "-"
     return str(value)
+
+
+class TerminalProgress:
+    """``progress(stage, done, total)`` drawn on one stderr line, only on a terminal and not in --json."""
+
+    def __init__(self, enabled: bool) -> None:
+        import sys
+
+        self.enabled = enabled and sys.stderr.isatty()
+        self._drawn = False
+
+    def __call__(self, stage: str, done: int, total: int) -> None:
+        if not self.enabled:
+            return
+        percent = f"{100 * done // total:3d}%" if total else ""
+        click.echo(f"\r{stage:<10} {done}/{total} {percent}".ljust(60), nl=False, err=True)
+        self._drawn = True
+
+    def upload(self, done: int, total: int) -> None:
+        self("upload", done, total)
+
+    def close(self) -> None:
+        if self._drawn:
+            click.echo("\r".ljust(61) + "\r", nl=False, err=True)
+            self._drawn = False

@@ -7,10 +7,12 @@ from pathlib import Path
 import click
 
 from tilebox_core import DeployPlan, NotFound, Release
+from tilebox_core.build import BuildResult, build_release
 from tilebox_core.config import WorkflowConfig, find_config, load_config
+from tilebox_core.scaffold import init_project
 
 from .context import AppContext, json_option, pass_app, split_csv
-from .output import emit_json, table
+from .output import TerminalProgress, emit_json, table
 
 
 @click.group("workflow")
@@ -105,6 +107,91 @@ def releases(app: AppContext, slug: str | None) -> None:
             for r, c in rows
         ],
     )
+
+
+@workflow.command("init")
+@click.argument("directory", required=False, type=click.Path(path_type=Path, file_okay=False))
+@click.option("--name", help="Workflow name (default: the directory's name).")
+@json_option
+@pass_app
+def init(app: AppContext, directory: Path | None, name: str | None) -> None:
+    """Scaffold a workflow project: tilebox.workflow.toml, pyproject.toml and a runner module."""
+    written = init_project(directory or Path.cwd(), name)
+    if app.json:
+        emit_json([str(p) for p in written])
+        return
+    for path in written:
+        click.echo(f"created {path}")
+    click.echo("next: tilebox workflow create NAME, then tilebox workflow publish-release")
+
+
+def _build(app: AppContext, path: Path | None) -> BuildResult:
+    config = project_config(path, required=True)
+    assert config is not None
+    progress = TerminalProgress(not app.json)
+    try:
+        return build_release(config, progress)
+    finally:
+        progress.close()
+
+
+def _build_dict(result: BuildResult) -> dict:
+    return {
+        "workflow": result.workflow, "fingerprint": result.fingerprint, "digest": result.digest,
+        "size": result.size, "artifact_path": str(result.artifact_path), "cached": result.cached,
+        "runner": result.runner, "command": result.command,
+        "tasks": [{"name": t.name, "version": t.version} for t in result.tasks],
+        "files": result.files,
+    }  # fmt: skip
+
+
+@workflow.command("build-release")
+@click.argument("path", required=False, type=click.Path(path_type=Path, exists=True))
+@json_option
+@pass_app
+def build_release_command(app: AppContext, path: Path | None) -> None:
+    """Build the deterministic artifact and discover its tasks; nothing is uploaded."""
+    result = _build(app, path)
+    if app.json:
+        emit_json(_build_dict(result))
+        return
+    click.echo(f"artifact     {result.artifact_path} ({result.size:,} bytes, {len(result.files)} files)")
+    click.echo(f"digest       {result.digest}")
+    click.echo(f"fingerprint  {result.fingerprint}")
+    click.echo(f"tasks        {', '.join(f'{t.name}@{t.version}' for t in result.tasks)}")
+    if result.cached:
+        click.echo("runtime check: unchanged project, answered from the local cache")
+
+
+@workflow.command("publish-release")
+@click.argument("path", required=False, type=click.Path(path_type=Path, exists=True))
+@click.option("--force", is_flag=True, help="Publish despite input schema incompatibilities.")
+@json_option
+@pass_app
+def publish_release(app: AppContext, path: Path | None, force: bool) -> None:
+    """Build, upload the artifact if it is not stored yet, and create the release (idempotent)."""
+    result = _build(app, path)
+    progress = TerminalProgress(not app.json)
+    try:
+        published = app.client.workflows().publish_release(
+            result.workflow, result.artifact_path.read_bytes(), result.tasks,
+            runner=result.runner, command=result.command, force=force, progress=progress.upload,
+        )  # fmt: skip
+    finally:
+        progress.close()
+    release = published.release
+    if app.json:
+        emit_json({**release_dict(release), "created": published.created,
+                   "uploaded": published.uploaded})  # fmt: skip
+        return
+    if not published.created:
+        click.echo(f"release {release.id} already published with identical content; nothing uploaded")
+        return
+    stored = "uploaded" if published.uploaded else "already stored, not uploaded"
+    click.echo(f"published release {release.id} of {release.workflow} (artifact {stored})")
+    if release.forced:
+        click.echo("published with --force despite incompatibilities", err=True)
+    click.echo(f"deploy it: tilebox workflow deploy-release --release {release.id}")
 
 
 def release_dict(release: Release) -> dict:

@@ -40,6 +40,7 @@ from .artifact import (
     pack,
 )
 from .config import WorkflowConfig
+from .control import release_fingerprint
 from .discovery import discover_tasks
 from .events import ReleaseTask
 from .selection import SelectedFile, scan
@@ -115,27 +116,6 @@ def build_release(config: WorkflowConfig, progress: Progress | None = None) -> B
         command=workflow.command,
         cached=cached,
     )
-
-
-def release_fingerprint(
-    workflow: str,
-    digest: str,
-    runner: str | None,
-    command: list[str] | None,
-    tasks: list[ReleaseTask],
-) -> str:
-    """A stable identity of release content (key order and task order do not matter)."""
-    document = {
-        "workflow": workflow,
-        "digest": digest,
-        "runner": runner,
-        "command": command,
-        "tasks": [
-            [t.name, t.version, t.input_schema]
-            for t in sorted(tasks, key=lambda t: (t.name, t.version))
-        ],
-    }
-    return digest_of(msgspec.json.encode(document, order="sorted"))
 
 
 def artifact_path(build_dir: Path, digest: str) -> Path:

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import datetime as dt
 import getpass
-import hashlib
 import os
 import random
 import socket
@@ -23,13 +22,14 @@ import structlog
 
 from . import control
 from .artifact import MAX_ARTIFACT_BYTES, digest_of
-from .connection import connect
+from .connection import connect, resolve_url
 from .errors import ArtifactError, ConcurrencyError, InvalidInput
 from .events import Event, ReleaseTask
 from .ids import new_id, utcnow
 from .keys import DEFAULT_PREFIX, Keys
 from .projection import Cluster, ControlState, Release, Workflow, fold
 from .jobs import Jobs
+from .liveness import RunnerInfo, RunnerRegistry
 from .store import CONTROL, EventStore, Stored
 from .task import Task
 from .taskstore import TASKS, TaskStore
@@ -55,29 +55,6 @@ def default_actor() -> str:
     return f"user:{user}@{socket.gethostname()}"
 
 
-def release_fingerprint(
-    workflow: str,
-    digest: str,
-    runner: str | None,
-    command: Sequence[str] | None,
-    tasks: Sequence[ReleaseTask],
-) -> str:
-    """Identity of a release's content: equal fingerprints publish as the same release."""
-    import msgspec
-
-    payload = msgspec.json.encode(
-        {
-            "workflow": workflow,
-            "digest": digest,
-            "runner": runner,
-            "command": list(command) if command else None,
-            "tasks": sorted(([t.name, t.version, t.input_schema] for t in tasks), key=str),
-        },
-        order="sorted",
-    )
-    return "sha256:" + hashlib.sha256(payload).hexdigest()
-
-
 class PublishResult(NamedTuple):
     release: Release
     created: bool  # False: identical content was published before; that release is returned
@@ -99,7 +76,9 @@ class Client:
     ) -> None:
         self.team = team or os.environ.get("TILEBOX_TEAM") or "default"
         keys = Keys(prefix or os.environ.get("TILEBOX_PREFIX") or DEFAULT_PREFIX, self.team)
-        self.redis = connect(url, home=home, retries=retries)
+        self.url = resolve_url(url, home)
+        self.prefix = keys.prefix
+        self.redis = connect(self.url, retries=retries)
         self.store = EventStore(self.redis, keys)
         self.tasks = TaskStore(self.store)
         self.actor = actor or default_actor()
@@ -148,6 +127,12 @@ class Client:
         """The control-plane projection, caught up incrementally from the last position seen."""
         return fold(self.store.replay(CONTROL, after=self._state.position), self._state)
 
+    def watch(self, block_ms: int) -> list[Stored]:
+        """Block up to ``block_ms`` for new control-plane events and fold them into the state."""
+        new = self.store.wait(CONTROL, self._state.position, block_ms)
+        fold(new, self._state)
+        return new
+
     def origin(self) -> control.Origin:
         return control.Origin(self.team, self.actor, utcnow(), new_id)
 
@@ -195,6 +180,11 @@ class Clusters:
         state = self._client.state()
         control.require_cluster(state, slug)
         return state.clusters[slug]
+
+    def runners(self, slug: str) -> list[RunnerInfo]:
+        """The live release runners serving ``slug`` and the releases each has loaded."""
+        control.require_cluster(self._client.state(), slug)
+        return RunnerRegistry(self._client.store).live(slug)
 
     def delete(self, slug: str) -> None:
         self._client.decide(lambda state, origin: (None, control.delete_cluster(state, origin, slug)))
@@ -250,7 +240,7 @@ class Workflows:
             )
         digest = digest_of(artifact)
         command = list(command) if command is not None else None
-        fingerprint = release_fingerprint(workflow, digest, runner, command, tasks)
+        fingerprint = control.release_fingerprint(workflow, digest, runner, command, tasks)
         uploaded = False
 
         def rule(state: ControlState, origin: control.Origin) -> tuple[str, list[Event]]:

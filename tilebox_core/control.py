@@ -7,8 +7,11 @@ A decision that changes nothing returns no events; a refused one raises from ``t
 from __future__ import annotations
 
 import datetime as dt
+import hashlib
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+
+import msgspec
 
 from .compat import release_incompatibilities
 from .errors import Conflict, Incompatible, InvalidInput, NotFound
@@ -172,6 +175,30 @@ def _incompatible_message(problems: list[str]) -> str:
         f"incompatible with the deployed release: {'; '.join(problems)}. "
         "Bump the task's major version (and submit new jobs), or pass --force"
     )
+
+
+def release_fingerprint(
+    workflow: str,
+    digest: str,
+    runner: str | None,
+    command: Sequence[str] | None,
+    tasks: Sequence[ReleaseTask],
+) -> str:
+    """A stable identity of release content (key order and task order do not matter).
+
+    Equal fingerprints publish as the same release; the build prints it before anything is sent.
+    """
+    document = {
+        "workflow": workflow,
+        "digest": digest,
+        "runner": runner,
+        "command": list(command) if command is not None else None,
+        "tasks": [
+            [t.name, t.version, t.input_schema]
+            for t in sorted(tasks, key=lambda t: (t.name, t.version))
+        ],
+    }
+    return "sha256:" + hashlib.sha256(msgspec.json.encode(document, order="sorted")).hexdigest()
 
 
 # --- deployments --------------------------------------------------------------------------------------

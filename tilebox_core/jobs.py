@@ -265,6 +265,16 @@ class Jobs:
                 break
         return jobs
 
+    def why_queued(self, job: Job) -> list[str]:
+        """Why the queued tasks of ``job`` are not running (empty when a runner should take them)."""
+        from .diagnosis import why_queued
+        from .liveness import RunnerRegistry
+
+        if not any(t.state == "queued" for t in job.tasks):
+            return []
+        runners = RunnerRegistry(self._client.store).live(job.cluster)
+        return why_queued(job, self._client.state(), runners)
+
     def wait(
         self,
         job_id: str,

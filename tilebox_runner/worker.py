@@ -118,7 +118,7 @@ class TaskRunner:
             raise TileboxError("this runner has no tasks to serve")
         self._stopping.clear()
         self._done.clear()
-        restore = _install_signal_handlers(self.stop)
+        restore = install_signal_handlers(self.stop)
         self._with_backoff(lambda: self.store.ensure_lanes(self.lanes))
         heartbeat = threading.Thread(target=self._heartbeat, name="tilebox-heartbeat", daemon=True)
         heartbeat.start()
@@ -354,7 +354,7 @@ def _classes_by_major(
     return result
 
 
-def _install_signal_handlers(stop: Callable[[], None]) -> Callable[[], None]:
+def install_signal_handlers(stop: Callable[[], None]) -> Callable[[], None]:
     """SIGTERM/SIGINT stop claiming and drain (main thread only); returns a restore function."""
     if threading.current_thread() is not threading.main_thread():
         return lambda: None

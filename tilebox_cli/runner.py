@@ -1,0 +1,33 @@
+"""``tilebox runner start``: a release runner for one cluster."""
+
+from __future__ import annotations
+
+import click
+
+from tilebox_runner.supervisor import ReleaseRunner
+
+from .context import AppContext, pass_app
+
+
+@click.group("runner")
+def runner() -> None:
+    """Release runners: execute the releases deployed on a cluster."""
+
+
+@runner.command("start")
+@click.option("--cluster", envvar="TILEBOX_CLUSTER", help="Cluster to serve (default: 'default').")
+@click.option("-n", "processes", type=click.IntRange(min=1), default=1, show_default=True,
+              help="Runtime processes per deployed release.")  # fmt: skip
+@click.option("--stop-when-idling", is_flag=True, help="Exit once no task is left to run.")
+@pass_app
+def start(app: AppContext, cluster: str | None, processes: int, stop_when_idling: bool) -> None:
+    """Watch the cluster's deployments and run their tasks until SIGTERM (which drains)."""
+    release_runner = ReleaseRunner(
+        app.client, cluster, processes, stop_when_idle=stop_when_idling
+    )
+    click.echo(f"release runner {release_runner.id} serving cluster {release_runner.cluster}", err=True)
+    release_runner.run()
+
+
+def register(cli: click.Group) -> None:
+    cli.add_command(runner)

@@ -1,0 +1,253 @@
+"""``ReleaseRunner``: what ``tilebox runner start`` runs.
+
+It watches one cluster's deployments with a blocking read on the control log, loads each deployed
+release (download, verify, extract into a cache keyed by digest) and starts runtime processes
+(``tilebox_runner.runtime``) that import the release's runner object and claim only the tasks it
+provides. A deploy, redeploy or undeploy switches without a restart: new runtimes start, replaced
+ones get SIGTERM and finish their in-flight tasks. A release that fails to load or crashes is
+reported and restarted with backoff; the other releases keep running.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import structlog
+
+from tilebox_core.client import Client
+from tilebox_core.errors import TileboxError
+from tilebox_core.ids import utcnow
+from tilebox_core.jobs import default_cluster
+from tilebox_core.liveness import HEARTBEAT_SECONDS, ReleaseStatus, RunnerInfo, RunnerRegistry
+from tilebox_core.projection import Release
+from tilebox_core.release_cache import ReleaseCache
+from tilebox_core.server import default_home
+
+from .runtime import LOAD_FAILED
+from .worker import install_signal_handlers, new_runner_id
+
+log = structlog.get_logger(__name__)
+
+MAX_BACKOFF = 60.0
+DRAIN_SECONDS = 300.0
+
+
+@dataclass
+class Runtime:
+    """The runtime processes of one deployed release."""
+
+    release: Release
+    processes: list[subprocess.Popen[bytes]] = field(default_factory=list)
+    status: str = "loading"
+    error: str = ""
+    restarts: int = 0
+    retry_at: float = 0.0
+    idle: bool = False  # exited after finding nothing to do (--stop-when-idling)
+
+    def report(self) -> ReleaseStatus:
+        return ReleaseStatus(self.release.id, self.release.workflow, self.status, self.error,
+                             self.restarts)  # fmt: skip
+
+
+class ReleaseRunner:
+    def __init__(
+        self,
+        client: Client,
+        cluster: str | None = None,
+        processes: int = 1,
+        *,
+        home: Path | None = None,
+        stop_when_idle: bool = False,
+        runner_id: str | None = None,
+        block_ms: int = 500,
+    ) -> None:
+        if processes < 1:
+            raise TileboxError("the number of runtime processes per release (-n) must be >= 1")
+        self.client = client
+        self.cluster = cluster or default_cluster()
+        self.processes = processes
+        self.home = home or default_home()
+        self.cache = ReleaseCache(self.home / "releases")
+        self.id = runner_id or new_runner_id()
+        self.logs = self.home / "logs" / self.id
+        self.stop_when_idle = stop_when_idle
+        self.block_ms = block_ms
+        self.registry = RunnerRegistry(client.store)
+        self.runtimes: dict[str, Runtime] = {}
+        self.draining: list[subprocess.Popen[bytes]] = []
+        self.started_at = utcnow()
+        self._stopping = threading.Event()
+        self._next_heartbeat = 0.0
+        self.log = log.bind(runner_id=self.id, cluster=self.cluster)
+
+    def stop(self) -> None:
+        self._stopping.set()
+
+    # --- main loop --------------------------------------------------------------------------------
+
+    def run(self) -> None:
+        from tilebox_core.control import require_cluster
+
+        require_cluster(self.client.state(), self.cluster)
+        restore = install_signal_handlers(self.stop)
+        self.logs.mkdir(parents=True, exist_ok=True)
+        self.log.info("release runner started", processes=self.processes)
+        try:
+            while not self._stopping.is_set():
+                self._reconcile()
+                self._supervise()
+                self._heartbeat()
+                if self.stop_when_idle and self._all_idle():
+                    self.log.info("nothing left to run; stopping")
+                    break
+                try:
+                    self.client.watch(self.block_ms)
+                except TileboxError as exc:
+                    self.log.warning("control log unavailable, retrying", error=str(exc))
+                    self._stopping.wait(1.0)
+        finally:
+            self._shutdown()
+            restore()
+
+    def _reconcile(self) -> None:
+        state = self.client.state()
+        wanted = {
+            d.release_id: state.releases[d.release_id]
+            for d in state.deployments.get(self.cluster, {}).values()
+        }
+        for release_id in list(self.runtimes):
+            if release_id not in wanted:
+                self._retire(self.runtimes.pop(release_id))
+        for release_id, release in wanted.items():
+            if release_id not in self.runtimes:
+                self.runtimes[release_id] = Runtime(release)
+                self.log.info("release deployed", release_id=release_id, workflow=release.workflow)
+        for runtime in self.runtimes.values():
+            if not runtime.processes and not runtime.idle and time.monotonic() >= runtime.retry_at:
+                self._start(runtime)
+
+    def _start(self, runtime: Runtime) -> None:
+        release = runtime.release
+        try:
+            directory = self.cache.prepare(self.client.store, release)
+        except TileboxError as exc:
+            self._failed(runtime, f"cannot load release: {exc}")
+            return
+        runtime.processes = [self._spawn(release, directory, i) for i in range(self.processes)]
+        runtime.status, runtime.error = "running", runtime.error if runtime.restarts else ""
+        self.log.info("release started", release_id=release.id, processes=len(runtime.processes))
+
+    def _spawn(self, release: Release, directory: Path, index: int) -> subprocess.Popen[bytes]:
+        env = dict(
+            os.environ,
+            TILEBOX_REDIS_URL=self.client.url,
+            TILEBOX_TEAM=self.client.team,
+            TILEBOX_PREFIX=self.client.prefix,
+            TILEBOX_CLUSTER=self.cluster,
+            TILEBOX_RELEASE_ID=release.id,
+            TILEBOX_RUNNER_ID=f"{self.id}/{release.id[-8:]}/{index}",
+            TILEBOX_UNTIL_IDLE="1" if self.stop_when_idle else "0",
+        )
+        if release.runner is not None:
+            argv = [sys.executable, "-m", "tilebox_runner.runtime", release.runner]
+        else:
+            assert release.command is not None
+            argv = [sys.executable if w in ("python", "python3") and i == 0 else w
+                    for i, w in enumerate(release.command)]  # fmt: skip
+            env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(directory), env.get("PYTHONPATH")]))
+        logfile = open(self._logfile(release, index), "ab")  # noqa: SIM115 - owned by the child
+        try:
+            return subprocess.Popen(argv, cwd=directory, env=env, stdout=logfile,
+                                    stderr=subprocess.STDOUT, start_new_session=True)  # fmt: skip
+        finally:
+            logfile.close()
+
+    def _supervise(self) -> None:
+        for runtime in self.runtimes.values():
+            if not runtime.processes or any(p.poll() is None for p in runtime.processes):
+                continue
+            codes = [p.returncode for p in runtime.processes]
+            runtime.processes = []
+            if all(code == 0 for code in codes):
+                runtime.idle = self.stop_when_idle
+                runtime.status = "idle" if runtime.idle else runtime.status
+                continue
+            reason = "failed to import its runner" if LOAD_FAILED in codes else f"exited {codes}"
+            self._failed(runtime, f"runtime {reason}: {self._last_error(runtime.release)}")
+        self.draining = [p for p in self.draining if p.poll() is None]
+
+    def _failed(self, runtime: Runtime, error: str) -> None:
+        runtime.status, runtime.error = "failed", error
+        delay = min(MAX_BACKOFF, 2.0 ** min(runtime.restarts, 6))
+        runtime.restarts += 1
+        runtime.retry_at = time.monotonic() + delay
+        if self.stop_when_idle and "cannot load release" in error:
+            runtime.idle = True  # nothing will change without a redeploy
+        self.log.error("release failed", release_id=runtime.release.id, error=error,
+                       retry_in=delay)  # fmt: skip
+
+    def _retire(self, runtime: Runtime) -> None:
+        """Stop claiming for a release that is no longer deployed; in-flight tasks finish."""
+        self.log.info("release undeployed; draining", release_id=runtime.release.id)
+        for process in runtime.processes:
+            if process.poll() is None:
+                process.send_signal(signal.SIGTERM)
+                self.draining.append(process)
+
+    def _all_idle(self) -> bool:
+        return all(r.idle for r in self.runtimes.values()) and not self.draining
+
+    def _heartbeat(self, force: bool = False) -> None:
+        now = time.monotonic()
+        if not force and now < self._next_heartbeat:
+            return
+        self._next_heartbeat = now + HEARTBEAT_SECONDS
+        info = RunnerInfo(
+            id=self.id, host=socket.gethostname(), pid=os.getpid(), cluster=self.cluster,
+            started_at=self.started_at, last_heartbeat=utcnow(),
+            releases=[r.report() for r in self.runtimes.values()],
+        )  # fmt: skip
+        try:
+            self.registry.heartbeat(info)
+        except TileboxError as exc:
+            self.log.warning("heartbeat failed", error=str(exc))
+
+    def _shutdown(self) -> None:
+        """SIGTERM every runtime and wait for the drains (bounded), then deregister."""
+        for runtime in self.runtimes.values():
+            self._retire(runtime)
+        deadline = time.monotonic() + DRAIN_SECONDS
+        for process in self.draining:
+            try:
+                process.wait(max(0.0, deadline - time.monotonic()))
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait()
+        try:
+            self.registry.remove(self.cluster, self.id)
+        except TileboxError:
+            pass
+        self.log.info("release runner stopped")
+
+    # --- logs -------------------------------------------------------------------------------------
+
+    def _logfile(self, release: Release, index: int) -> Path:
+        return self.logs / f"{release.id}-{index}.log"
+
+    def _last_error(self, release: Release) -> str:
+        lines: list[str] = []
+        for index in range(self.processes):
+            try:
+                text = self._logfile(release, index).read_text(errors="replace")
+            except OSError:
+                continue
+            lines += [line for line in text.splitlines() if line.strip()]
+        return lines[-1][-500:] if lines else "no output"
