@@ -1,0 +1,326 @@
+"""Release runners end to end: real `tilebox runner start` processes, real builds, real servers."""
+
+from __future__ import annotations
+
+import io
+import os
+import signal
+import subprocess
+import sys
+import tarfile
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+import zstandard
+
+from tests.conftest import Cli
+from tests.servers import ServerProcess
+from tilebox_core import Client
+from tilebox_core.build import build_release
+from tilebox_core.config import load_config
+from tilebox_core.events import ReleaseTask, TaskClaimed
+from tilebox_core.liveness import RunnerInfo
+from tilebox_core.taskstore import TASKS
+
+TILEBOX = str(Path(sys.executable).parent / "tilebox")
+
+CONFIG = """
+[workflow]
+slug = "scenes"
+runner = "scenes.runner:runner"
+
+[build]
+include = ["scenes/**/*.py"]
+
+[targets.production]
+clusters = ["prod-a", "prod-b"]
+"""
+
+RUNNER = '''
+import os
+import time
+
+from tilebox_core import Task
+from tilebox_runner import Runner
+
+LABEL = "{label}"
+
+
+def trace(what):
+    with open(os.environ["TILEBOX_TEST_TRACE"], "a") as handle:
+        handle.write(f"{{what}}-{{LABEL}}\\n")
+
+
+class Fetch(Task):
+    scene: str
+
+    @staticmethod
+    def identifier():
+        return "scenes.Fetch", "v1.0"
+
+    def execute(self, context):
+        trace("fetch")
+        first = context.submit_subtask(Process(self.scene))
+        context.submit_subtask(Publish(self.scene), depends_on=[first])
+
+
+class Process(Task):
+    scene: str
+
+    @staticmethod
+    def identifier():
+        return "scenes.Process", "{process_version}"
+
+    def execute(self, context):
+        trace("process")
+{process_body}
+
+
+class Publish(Task):
+    scene: str
+
+    @staticmethod
+    def identifier():
+        return "scenes.Publish", "v1.0"
+
+    def execute(self, context):
+        trace("publish")
+
+
+runner = Runner(tasks=[Fetch, Process, Publish])
+'''
+
+
+def indent(body: str) -> str:
+    return "\n".join("        " + line for line in body.strip().splitlines())
+
+
+class Story:
+    """A workflow project on disk, a client, and release runner processes (stopped at teardown)."""
+
+    def __init__(self, server: ServerProcess, team: str, tmp: Path) -> None:
+        self.tmp = tmp
+        self.trace = tmp / "trace"
+        self.trace.touch()
+        self.client = Client(server.url, team=team, retries=20)
+        self.env = {k: v for k, v in os.environ.items() if not k.startswith("TILEBOX_")}
+        self.env.update(TILEBOX_REDIS_URL=server.url, TILEBOX_TEAM=team,
+                        TILEBOX_HOME=str(tmp / "home"), TILEBOX_TEST_TRACE=str(self.trace))  # fmt: skip
+        self.cli = Cli(server.url, team)
+        self.runners: list[subprocess.Popen[str]] = []
+        self.client.workflows().create("scenes")
+
+    def publish(self, label: str, process_version: str = "v1.0", process_body: str = "pass") -> str:
+        project = self.tmp / f"project-{label}"
+        (project / "scenes").mkdir(parents=True)
+        (project / "tilebox.workflow.toml").write_text(CONFIG)
+        (project / "scenes" / "__init__.py").write_text("")
+        runner = RUNNER.format(label=label, process_version=process_version,
+                               process_body=indent(process_body))  # fmt: skip
+        (project / "scenes" / "runner.py").write_text(runner)
+        built = build_release(load_config(project / "tilebox.workflow.toml"))
+        return self.client.workflows().publish_release(
+            built.workflow, built.artifact_path.read_bytes(), built.tasks, runner=built.runner
+        ).release.id
+
+    def deploy(self, release_id: str, *clusters: str) -> None:
+        self.client.workflows().deploy_release(release_id, clusters=clusters)
+
+    def start_runner(self, cluster: str = "default", *extra: str) -> subprocess.Popen[str]:
+        process = subprocess.Popen([TILEBOX, "runner", "start", "--cluster", cluster, *extra],
+                                   env=self.env, stderr=subprocess.PIPE, text=True)  # fmt: skip
+        self.runners.append(process)
+        wait_for(lambda: any(r.id for r in self.live(cluster)) or process.poll() is not None)
+        assert process.poll() is None, process.stderr.read() if process.stderr else ""
+        return process
+
+    def live(self, cluster: str) -> list[RunnerInfo]:
+        return self.client.clusters().runners(cluster)
+
+    def traced(self) -> list[str]:
+        return self.trace.read_text().split()
+
+    def claims(self, job_id: str) -> list[TaskClaimed]:
+        return [s.event for s in self.client.store.replay(TASKS)
+                if isinstance(s.event, TaskClaimed) and s.event.job_id == job_id]  # fmt: skip
+
+    def state(self, job_id: str) -> str:
+        return self.client.jobs().find(job_id).state
+
+    def close(self) -> None:
+        for process in self.runners:
+            if process.poll() is None:
+                process.kill()
+            process.wait(10)
+            if process.stderr:
+                process.stderr.close()
+        self.client.close()
+
+
+@pytest.fixture
+def story(private_server: ServerProcess, team: str, tmp_path: Path) -> Iterator[Story]:
+    s = Story(private_server, team, tmp_path)
+    yield s
+    s.close()
+
+
+def wait_for(condition: Callable[[], object], timeout: float = 60.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, "condition not reached in time"
+        time.sleep(0.05)
+
+
+def test_seed_story_failed_job_is_retried_after_a_compatible_fix(story: Story) -> None:
+    broken = story.publish("v10", "v1.0", 'raise RuntimeError("bug in v1.0")')
+    story.deploy(broken)
+    story.start_runner()
+    job = story.client.jobs().submit_by_name("scene-42", "scenes.Fetch", "v1.0", '{"scene": "42"}')
+    wait_for(lambda: story.state(job.id) == "failed")
+    assert story.traced() == ["fetch-v10", "process-v10"]
+
+    fixed = story.publish("v11", "v1.1", "pass")  # same major, higher minor, same input schema
+    story.deploy(fixed)
+    assert "re-queued 1 failed task" in story.cli("job", "retry", job.id).output
+    wait_for(lambda: story.state(job.id) == "completed")
+    # Fetch (finished before the failure) was not rerun; the fix ran Process, then Publish.
+    assert story.traced() == ["fetch-v10", "process-v10", "process-v11", "publish-v11"]
+    releases = [(c.task_id, c.release_id) for c in story.claims(job.id)]
+    assert releases[0][1] == broken and releases[-1][1] == fixed
+
+
+def test_clusters_run_different_releases_and_targets_deploy_to_several(
+    story: Story, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    for slug in ("dev", "prod-a", "prod-b"):
+        story.client.clusters().create(slug)
+    stable = story.publish("stable")
+    candidate = story.publish("candidate")
+    story.deploy(candidate, "dev")
+    monkeypatch.chdir(story.tmp / "project-stable")  # its tilebox.workflow.toml defines the target
+    story.cli("workflow", "deploy-release", "--release", stable, "--target", "production")
+    assert story.client.deployments().current() == {
+        "dev": {"scenes": candidate}, "prod-a": {"scenes": stable}, "prod-b": {"scenes": stable},
+    }  # fmt: skip
+    story.start_runner("dev")
+    story.start_runner("prod-a")
+    on_dev = story.client.jobs().submit_by_name("d", "scenes.Fetch", "v1.0", '{"scene": "1"}', "dev")
+    on_prod = story.client.jobs().submit_by_name("p", "scenes.Fetch", "v1.0", '{"scene": "2"}', "prod-a")
+    wait_for(lambda: story.state(on_dev.id) == story.state(on_prod.id) == "completed")
+    assert {c.release_id for c in story.claims(on_dev.id)} == {candidate}
+    assert {c.release_id for c in story.claims(on_prod.id)} == {stable}
+
+
+def test_a_job_waits_for_its_deployment_and_other_clusters_never_claim(story: Story) -> None:
+    story.client.clusters().create("other")
+    release = story.publish("r1")
+    story.start_runner()
+    here = story.client.jobs().submit_by_name("here", "scenes.Fetch", "v1.0", '{"scene": "1"}')
+    elsewhere = story.client.jobs().submit_by_name("x", "scenes.Fetch", "v1.0", '{"scene": "2"}', "other")
+    newer = story.client.jobs().submit_by_name("v2", "scenes.Fetch", "v2.0", '{"scene": "3"}')
+    reasons = story.client.jobs().why_queued(story.client.jobs().find(here.id))
+    assert reasons and "no release deployed on cluster 'default' provides task 'scenes.Fetch'" in reasons[0]
+
+    story.deploy(release)  # the running release runner picks it up without a restart
+    wait_for(lambda: story.state(here.id) == "completed")
+    assert story.state(elsewhere.id) == "queued" and story.claims(elsewhere.id) == []
+    (reason,) = story.client.jobs().why_queued(story.client.jobs().find(newer.id))
+    assert "only incompatible versions are deployed on cluster 'default' (v1.0)" in reason
+    story.deploy(release, "other")
+    (reason,) = story.client.jobs().why_queued(story.client.jobs().find(elsewhere.id))
+    assert "no live runner serves cluster 'other'" in reason
+    text = story.cli("job", "get", elsewhere.id).output
+    assert "waiting   scenes.Fetch@v1.0: no live runner serves cluster 'other'" in text
+
+
+def test_undeploy_stops_new_claims_while_in_flight_work_finishes(story: Story) -> None:
+    marker = story.tmp / "release-process"
+    release = story.publish("slow", "v1.0", f"""
+import pathlib
+pathlib.Path({str(marker)!r}).touch()
+while pathlib.Path({str(marker)!r}).exists():
+    time.sleep(0.02)
+""")  # fmt: skip
+    story.deploy(release)
+    runner = story.start_runner()
+    job = story.client.jobs().submit_by_name("slow", "scenes.Fetch", "v1.0", '{"scene": "1"}')
+    wait_for(marker.exists)  # Process is running
+    story.client.workflows().undeploy_release("scenes")
+    later = story.client.jobs().submit_by_name("later", "scenes.Fetch", "v1.0", '{"scene": "2"}')
+    wait_for(lambda: all(s.status != "running" for r in story.live("default") for s in r.releases)
+             or not story.live("default")[0].releases)  # fmt: skip
+    marker.unlink()  # let the in-flight task finish
+    process = next(t for t in story.client.jobs().find(job.id).tasks if t.name == "scenes.Process")
+    wait_for(lambda: story.client.jobs().find(job.id).tasks[1].state == "computed")
+    assert process.release_id == release
+    tasks = {t.name: t.state for t in story.client.jobs().find(job.id).tasks}
+    assert tasks == {"scenes.Fetch": "computed", "scenes.Process": "computed", "scenes.Publish": "queued"}
+    assert story.state(later.id) == "queued" and story.claims(later.id) == []
+    runner.send_signal(signal.SIGTERM)
+    assert runner.wait(30) == 0
+    assert story.live("default") == []  # it deregistered
+
+
+def test_sigterm_drains_in_flight_tasks_and_exits(story: Story) -> None:
+    marker = story.tmp / "started"
+    release = story.publish("drain", "v1.0", f"""
+import pathlib
+pathlib.Path({str(marker)!r}).touch()
+time.sleep(1.0)
+""")  # fmt: skip
+    story.deploy(release)
+    runner = story.start_runner()
+    job = story.client.jobs().submit_by_name("drain", "scenes.Fetch", "v1.0", '{"scene": "1"}')
+    wait_for(marker.exists)
+    runner.send_signal(signal.SIGTERM)
+    assert runner.wait(30) == 0
+    states = {t.name: t.state for t in story.client.jobs().find(job.id).tasks}
+    assert states["scenes.Process"] == "computed"  # finished, not abandoned
+
+
+def artifact(name: str) -> bytes:
+    """A one-file artifact built by hand (so its member name can be hostile)."""
+    raw = io.BytesIO()
+    with tarfile.open(fileobj=raw, mode="w") as tar:
+        info = tarfile.TarInfo(name)
+        info.size = 4
+        tar.addfile(info, io.BytesIO(b"x=1\n"))
+    return zstandard.ZstdCompressor().compress(raw.getvalue())
+
+
+def test_hostile_or_broken_releases_are_reported_and_isolated(story: Story) -> None:
+    good = story.publish("good")
+    workflows = story.client.workflows()
+    for slug in ("evil", "tampered", "broken"):
+        workflows.create(slug)
+    evil = workflows.publish_release("evil", artifact("../escape.py"), [ReleaseTask("e.T", "v1.0")],
+                                     runner="m:r")  # fmt: skip
+    tampered = workflows.publish_release("tampered", artifact("ok.py"), [ReleaseTask("t.T", "v1.0")],
+                                         runner="ok:runner")  # fmt: skip
+    # Corrupt the stored copy: its bytes no longer match the digest the release records.
+    story.client.redis.lset(story.client.store.keys.artifact(tampered.release.digest), 0, b"junk")
+    good_bytes = story.client.store.get_artifact(workflows.release(good).digest)
+    broken = workflows.publish_release("broken", good_bytes, [ReleaseTask("b.T", "v1.0")],
+                                       runner="scenes.missing:runner")  # fmt: skip
+    for release in (good, evil.release.id, tampered.release.id, broken.release.id):
+        story.deploy(release)
+    story.start_runner()
+
+    def statuses() -> dict[str, str]:
+        live = story.live("default")
+        return {s.workflow: f"{s.status}: {s.error}" for r in live for s in r.releases}
+
+    wait_for(lambda: all(v.startswith("failed") for k, v in statuses().items() if k != "scenes")
+             and len(statuses()) == 4)  # fmt: skip
+    found = statuses()
+    assert "not a safe relative path" in found["evil"]
+    assert "digest mismatch" in found["tampered"]
+    assert "failed to import its runner" in found["broken"] and "scenes.missing" in found["broken"]
+    # The good release keeps running next to them.
+    job = story.client.jobs().submit_by_name("ok", "scenes.Fetch", "v1.0", '{"scene": "1"}')
+    wait_for(lambda: story.state(job.id) == "completed")
+    assert not (story.tmp / "home" / "escape.py").exists()
+    text = story.cli("cluster", "get", "default").output
+    assert "evil" in text and "failed" in text
