@@ -102,9 +102,11 @@ class ReleaseRunner:
         self.log.info("release runner started", processes=self.processes)
         try:
             while not self._stopping.is_set():
+                before = [r.report() for r in self.runtimes.values()]
                 self._reconcile()
                 self._supervise()
-                self._heartbeat()
+                # Publish a change at once, so `cluster get` and `job get` see it without delay.
+                self._heartbeat(force=before != [r.report() for r in self.runtimes.values()])
                 if self.stop_when_idle and self._all_idle():
                     self.log.info("nothing left to run; stopping")
                     break
