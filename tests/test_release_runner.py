@@ -112,10 +112,17 @@ class Story:
         self.runners: list[subprocess.Popen[str]] = []
         self.client.workflows().create("scenes")
 
-    def publish(self, label: str, process_version: str = "v1.0", process_body: str = "pass") -> str:
+    def publish(
+        self, label: str, process_version: str = "v1.0", process_body: str = "pass",
+        extra_files: dict[str, str] | None = None,
+    ) -> str:  # fmt: skip
         project = self.tmp / f"project-{label}"
         (project / "scenes").mkdir(parents=True)
-        (project / "tilebox.workflow.toml").write_text(CONFIG)
+        config = CONFIG
+        for name, text in (extra_files or {}).items():
+            (project / name).write_text(text)
+            config = config.replace('include = [', f'include = ["{name}", ')
+        (project / "tilebox.workflow.toml").write_text(config)
         (project / "scenes" / "__init__.py").write_text("")
         runner = RUNNER.format(label=label, process_version=process_version,
                                process_body=indent(process_body))  # fmt: skip
@@ -129,6 +136,7 @@ class Story:
         self.client.workflows().deploy_release(release_id, clusters=clusters)
 
     def start_runner(self, cluster: str = "default", *extra: str) -> subprocess.Popen[str]:
+        """``tilebox runner start --cluster CLUSTER [extra...]``, once it is registered live."""
         process = subprocess.Popen([TILEBOX, "runner", "start", "--cluster", cluster, *extra],
                                    env=self.env, stderr=subprocess.PIPE, text=True)  # fmt: skip
         self.runners.append(process)
@@ -324,3 +332,49 @@ def test_hostile_or_broken_releases_are_reported_and_isolated(story: Story) -> N
     assert not (story.tmp / "home" / "escape.py").exists()
     text = story.cli("cluster", "get", "default").output
     assert "evil" in text and "failed" in text
+
+
+def tiny_wheel(directory: Path) -> Path:
+    """A pure-Python wheel made by hand, so installing it needs no network and no build step."""
+    import zipfile
+
+    wheel = directory / "tinydep-1.0-py3-none-any.whl"
+    files = {
+        "tinydep/__init__.py": 'VALUE = "from-tinydep"\n',
+        "tinydep-1.0.dist-info/METADATA": "Metadata-Version: 2.1\nName: tinydep\nVersion: 1.0\n",
+        "tinydep-1.0.dist-info/WHEEL": "Wheel-Version: 1.0\nGenerator: test\nRoot-Is-Purelib: true\n"
+        "Tag: py3-none-any\n",
+    }
+    files["tinydep-1.0.dist-info/RECORD"] = "".join(f"{name},,\n" for name in files) + (
+        "tinydep-1.0.dist-info/RECORD,,\n"
+    )
+    with zipfile.ZipFile(wheel, "w") as archive:
+        for name, text in files.items():
+            archive.writestr(name, text)
+    return wheel
+
+
+@pytest.mark.slow
+def test_uv_environment_per_release_dependencies(story: Story) -> None:
+    wheel = tiny_wheel(story.tmp)
+    pyproject = (
+        '[project]\nname = "scenes"\nversion = "0.1"\n'
+        f'dependencies = ["tinydep @ {wheel.as_uri()}"]\n'
+    )
+    body = "import tinydep\ntrace(tinydep.VALUE)"
+    first = story.publish("uv1", "v1.0", body, {"pyproject.toml": pyproject})
+    story.deploy(first)
+    story.start_runner("default", "--env", "uv")
+    job = story.client.jobs().submit_by_name("deps", "scenes.Fetch", "v1.0", '{"scene": "1"}')
+    wait_for(lambda: story.state(job.id) in ("completed", "failed"), 60)
+    assert story.state(job.id) == "completed", story.client.clusters().runners("default")
+    assert "from-tinydep-uv1" in story.traced()
+    envs = list((story.tmp / "home" / "envs").iterdir())
+    assert len(envs) == 1  # cached by the digest of pyproject.toml
+    # A new release with the same dependencies reuses the environment.
+    second = story.publish("uv2", "v1.0", body, {"pyproject.toml": pyproject})
+    story.deploy(second)
+    again = story.client.jobs().submit_by_name("deps2", "scenes.Fetch", "v1.0", '{"scene": "2"}')
+    wait_for(lambda: story.state(again.id) == "completed", 60)
+    assert "from-tinydep-uv2" in story.traced()
+    assert list((story.tmp / "home" / "envs").iterdir()) == envs

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import click
 
+from tilebox_runner.environment import MODES
 from tilebox_runner.supervisor import ReleaseRunner
 
 from .context import AppContext, pass_app
@@ -19,11 +20,15 @@ def runner() -> None:
 @click.option("-n", "processes", type=click.IntRange(min=1), default=1, show_default=True,
               help="Runtime processes per deployed release.")  # fmt: skip
 @click.option("--stop-when-idling", is_flag=True, help="Exit once no task is left to run.")
+@click.option("--env", "environment", type=click.Choice(MODES), default="inherit", show_default=True,
+              help="'uv': a cached virtual environment per release lock (uv.lock/pyproject.toml).")  # fmt: skip
 @pass_app
-def start(app: AppContext, cluster: str | None, processes: int, stop_when_idling: bool) -> None:
+def start(
+    app: AppContext, cluster: str | None, processes: int, stop_when_idling: bool, environment: str
+) -> None:
     """Watch the cluster's deployments and run their tasks until SIGTERM (which drains)."""
     release_runner = ReleaseRunner(
-        app.client, cluster, processes, stop_when_idle=stop_when_idling
+        app.client, cluster, processes, stop_when_idle=stop_when_idling, environment=environment
     )
     click.echo(f"release runner {release_runner.id} serving cluster {release_runner.cluster}", err=True)
     release_runner.run()

@@ -31,6 +31,7 @@ from tilebox_core.projection import Release
 from tilebox_core.release_cache import ReleaseCache
 from tilebox_core.server import default_home
 
+from .environment import MODES, python_for
 from .runtime import LOAD_FAILED
 from .worker import install_signal_handlers, new_runner_id
 
@@ -68,7 +69,10 @@ class ReleaseRunner:
         stop_when_idle: bool = False,
         runner_id: str | None = None,
         block_ms: int = 500,
+        environment: str = "inherit",
     ) -> None:
+        if environment not in MODES:
+            raise TileboxError(f"unknown runner environment {environment!r}; use one of {MODES}")
         if processes < 1:
             raise TileboxError("the number of runtime processes per release (-n) must be >= 1")
         self.client = client
@@ -80,6 +84,7 @@ class ReleaseRunner:
         self.logs = self.home / "logs" / self.id
         self.stop_when_idle = stop_when_idle
         self.block_ms = block_ms
+        self.environment = environment
         self.registry = RunnerRegistry(client.store)
         self.runtimes: dict[str, Runtime] = {}
         self.draining: list[subprocess.Popen[bytes]] = []
@@ -140,14 +145,19 @@ class ReleaseRunner:
         release = runtime.release
         try:
             directory = self.cache.prepare(self.client.store, release)
+            python = python_for(directory, self.home / "envs", self.environment)
         except TileboxError as exc:
             self._failed(runtime, f"cannot load release: {exc}")
             return
-        runtime.processes = [self._spawn(release, directory, i) for i in range(self.processes)]
+        runtime.processes = [
+            self._spawn(release, directory, python, i) for i in range(self.processes)
+        ]
         runtime.status, runtime.error = "running", runtime.error if runtime.restarts else ""
         self.log.info("release started", release_id=release.id, processes=len(runtime.processes))
 
-    def _spawn(self, release: Release, directory: Path, index: int) -> subprocess.Popen[bytes]:
+    def _spawn(
+        self, release: Release, directory: Path, python: str, index: int
+    ) -> subprocess.Popen[bytes]:
         env = dict(
             os.environ,
             TILEBOX_REDIS_URL=self.client.url,
@@ -159,10 +169,10 @@ class ReleaseRunner:
             TILEBOX_UNTIL_IDLE="1" if self.stop_when_idle else "0",
         )
         if release.runner is not None:
-            argv = [sys.executable, "-m", "tilebox_runner.runtime", release.runner]
+            argv = [python, "-m", "tilebox_runner.runtime", release.runner]
         else:
             assert release.command is not None
-            argv = [sys.executable if w in ("python", "python3") and i == 0 else w
+            argv = [python if w in ("python", "python3") and i == 0 else w
                     for i, w in enumerate(release.command)]  # fmt: skip
             env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(directory), env.get("PYTHONPATH")]))
         logfile = open(self._logfile(release, index), "ab")  # noqa: SIM115 - owned by the child
