@@ -15,9 +15,13 @@ F = TypeVar("F", bound=Callable[..., Any])
 
 
 class AppContext:
-    def __init__(self, team: str | None, debug: bool) -> None:
+    def __init__(
+        self, team: str | None, debug: bool, log_level: str | None = None, log_format: str = "console"
+    ) -> None:
         self.team = team
         self.debug = debug
+        self.log_level = log_level  # None: the command's own default
+        self.log_format = log_format
         self.json = False
         self._client: Client | None = None
 

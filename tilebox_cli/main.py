@@ -38,17 +38,19 @@ class TileboxGroup(click.Group):
 @click.option(
     "--log-level",
     type=click.Choice(["debug", "info", "warning", "error"]),
-    default="warning",
-    show_default=True,
+    help="Default: warning; info for long-running commands (runner start).",
 )
 @click.option("--log-format", type=click.Choice(["console", "json"]), default="console")
 @click.option("--debug", is_flag=True, help="Show tracebacks and child-process output on errors.")
 @click.version_option(package_name="tilebox-releases")
 @click.pass_context
-def cli(ctx: click.Context, team: str | None, log_level: str, log_format: str, debug: bool) -> None:
+def cli(
+    ctx: click.Context, team: str | None, log_level: str | None, log_format: str, debug: bool
+) -> None:
     """Workflow releases and cluster deployments on Redis Streams."""
-    configure_logging("debug" if debug else log_level, log_format)
-    app = AppContext(team, debug)
+    level = "debug" if debug else log_level
+    configure_logging(level or "warning", log_format)
+    app = AppContext(team, debug, level, log_format)
     ctx.obj = app
     ctx.call_on_close(app.close)
 

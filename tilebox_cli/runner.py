@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import click
 
+from tilebox_core.logs import configure_logging
 from tilebox_runner.environment import MODES
 from tilebox_runner.supervisor import ReleaseRunner
 
@@ -27,9 +28,12 @@ def start(
     app: AppContext, cluster: str | None, processes: int, stop_when_idling: bool, environment: str
 ) -> None:
     """Watch the cluster's deployments and run their tasks until SIGTERM (which drains)."""
+    level = app.log_level or "info"
+    configure_logging(level, app.log_format)
     release_runner = ReleaseRunner(
-        app.client, cluster, processes, stop_when_idle=stop_when_idling, environment=environment
-    )
+        app.client, cluster, processes, stop_when_idle=stop_when_idling, environment=environment,
+        log_level=level, log_format=app.log_format,
+    )  # fmt: skip
     click.echo(f"release runner {release_runner.id} serving cluster {release_runner.cluster}", err=True)
     release_runner.run()
 

@@ -70,6 +70,8 @@ class ReleaseRunner:
         runner_id: str | None = None,
         block_ms: int = 500,
         environment: str = "inherit",
+        log_level: str = "info",
+        log_format: str = "console",
     ) -> None:
         if environment not in MODES:
             raise TileboxError(f"unknown runner environment {environment!r}; use one of {MODES}")
@@ -85,6 +87,7 @@ class ReleaseRunner:
         self.stop_when_idle = stop_when_idle
         self.block_ms = block_ms
         self.environment = environment
+        self.log_settings = {"TILEBOX_LOG_LEVEL": log_level, "TILEBOX_LOG_FORMAT": log_format}
         self.registry = RunnerRegistry(client.store)
         self.runtimes: dict[str, Runtime] = {}
         self.draining: list[subprocess.Popen[bytes]] = []
@@ -167,6 +170,7 @@ class ReleaseRunner:
             TILEBOX_RELEASE_ID=release.id,
             TILEBOX_RUNNER_ID=f"{self.id}/{release.id[-8:]}/{index}",
             TILEBOX_UNTIL_IDLE="1" if self.stop_when_idle else "0",
+            **self.log_settings,
         )
         if release.runner is not None:
             argv = [python, "-m", "tilebox_runner.runtime", release.runner]
