@@ -122,12 +122,17 @@ def apply(state: ControlState, event: Event | UnknownEvent, position: str = "") 
     state.version += 1
     if position:
         state.position = position
+    if isinstance(event, DeploymentSet):
+        # Nearly every event of a long log, so handled before ``match``: its class patterns add
+        # ~0.1 us per event (~0.1 s to a million-event replay).
+        by_workflow = state.deployments.get(event.cluster)
+        if by_workflow is None:
+            by_workflow = state.deployments[event.cluster] = {}
+        by_workflow[event.workflow] = Deployment(
+            event.cluster, event.workflow, event.release_id, event.at, event.actor, event.requested
+        )
+        return state
     match event:
-        case DeploymentSet():
-            state.deployments.setdefault(event.cluster, {})[event.workflow] = Deployment(
-                event.cluster, event.workflow, event.release_id, event.at, event.actor,
-                event.requested,
-            )  # fmt: skip
         case DeploymentRemoved():
             state.deployments.get(event.cluster, {}).pop(event.workflow, None)
         case ReleasePublished():
