@@ -91,3 +91,12 @@ class ServerProcess:
     def restart(self) -> None:
         self.kill()
         self.start()
+
+
+def start_backend(name: str, data_dir: Path, appendfsync: str = "always") -> ServerProcess:
+    """A started server of backend ``name`` (for benchmarks: ``appendfsync="everysec"``)."""
+    binary = available_backends().get(name)
+    if binary is None:
+        raise RuntimeError(f"no {name} server binary is installed")
+    # Later arguments override earlier ones, so this replaces the tests' "always".
+    return ServerProcess(name, binary, data_dir, ["--appendfsync", appendfsync]).start()

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.tasks_fixture import FanOut, Leaf, Root, Sleep, Step
+from tests.tasks_fixture import Leaf, Root, Step
 from tilebox_core import Client
 from tilebox_core.events import TaskClaimed, TaskCompleted, TaskSubmitted
 from tilebox_core.taskstore import TASKS

@@ -7,7 +7,6 @@ import os
 import signal
 import subprocess
 import sys
-import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -194,7 +193,7 @@ def test_a_long_cpu_bound_task_keeps_its_lease(
 
 
 def test_sigterm_drains_and_exits(runners: Runners, pclient: Client, tmp_path: Path) -> None:
-    job = pclient.jobs().submit("drain", FanOut(6))
+    pclient.jobs().submit("drain", FanOut(6))
     runner = runners.start("tests.tasks_fixture:FanOut,tests.tasks_fixture:Busy,tests.tasks_fixture:Sleep")
     wait_for(lambda: len(events_of(pclient, TaskCompleted)) >= 1)
     slow = pclient.jobs().submit("slow", Busy(1.0))
