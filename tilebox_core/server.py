@@ -79,7 +79,7 @@ class EmbeddedServer:
                 return self.status()
             self._spawn()
             self._wait(timeout)
-        log.info("embedded server started", url=self.url, data_dir=str(self.dir))
+        log.debug("embedded server started", url=self.url, data_dir=str(self.dir))
         return self.status()
 
     def stop(self, timeout: float = 15.0) -> bool:
