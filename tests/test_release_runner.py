@@ -160,8 +160,12 @@ class Story:
     def close(self) -> None:
         for process in self.runners:
             if process.poll() is None:
+                process.send_signal(signal.SIGTERM)  # drains its runtime processes
+            try:
+                process.wait(20)
+            except subprocess.TimeoutExpired:
                 process.kill()
-            process.wait(10)
+                process.wait(10)
             if process.stderr:
                 process.stderr.close()
         self.client.close()
@@ -378,3 +382,23 @@ def test_uv_environment_per_release_dependencies(story: Story) -> None:
     wait_for(lambda: story.state(again.id) == "completed", 60)
     assert "from-tinydep-uv2" in story.traced()
     assert list((story.tmp / "home" / "envs").iterdir()) == envs
+
+
+def test_runtime_processes_do_not_outlive_a_killed_runner(story: Story) -> None:
+    story.deploy(story.publish("orphan"))
+    runner = story.start_runner()
+    wait_for(lambda: any(s.status == "running" for r in story.live("default") for s in r.releases))
+    children = subprocess.run(["pgrep", "-P", str(runner.pid)], capture_output=True, text=True)
+    pids = [int(p) for p in children.stdout.split()]
+    assert pids
+    runner.kill()  # kill -9: no chance to stop its runtime processes itself
+    runner.wait(10)
+
+    def gone(pid: int) -> bool:
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            return True
+        return Path(f"/proc/{pid}/stat").read_text().split(") ", 1)[1].startswith("Z")
+
+    wait_for(lambda: all(gone(pid) for pid in pids), 30)

@@ -9,6 +9,7 @@ from the environment so that ``command = [...]`` releases can start the same way
     TILEBOX_CLUSTER, TILEBOX_RELEASE_ID               what to serve, recorded in every TaskClaimed
     TILEBOX_RUNNER_ID, TILEBOX_CONCURRENCY            identity and threads of this process
     TILEBOX_UNTIL_IDLE=1                              exit once nothing is left (--stop-when-idling)
+    TILEBOX_SUPERVISOR_PID                            drain and exit when that process is gone
 
 Exit codes: 0 after a drain or when idle, 3 when the runner object cannot be loaded.
 """
@@ -17,6 +18,11 @@ from __future__ import annotations
 
 import os
 import sys
+import threading
+import time
+from collections.abc import Callable
+
+import structlog
 
 from tilebox_core.client import Client
 from tilebox_core.errors import TileboxError
@@ -27,6 +33,8 @@ from .registry import Runner
 from .worker import TaskRunner, new_runner_id
 
 LOAD_FAILED = 3
+
+log = structlog.get_logger(__name__)
 
 
 def serve(runner: Runner) -> None:
@@ -45,11 +53,28 @@ def serve(runner: Runner) -> None:
         runner_id=env.get("TILEBOX_RUNNER_ID") or new_runner_id(),
         release_id=env.get("TILEBOX_RELEASE_ID") or None,
     )
+    supervisor = env.get("TILEBOX_SUPERVISOR_PID")
+    if supervisor:
+        _stop_when_orphaned(int(supervisor), task_runner.stop)
     with client:
         if env.get("TILEBOX_UNTIL_IDLE") == "1":
             task_runner.run_all()
         else:
             task_runner.run_forever()
+
+
+def _stop_when_orphaned(supervisor_pid: int, stop: Callable[[], None]) -> None:
+    """Drain and exit if the supervisor dies (even by kill -9): a runtime must not outlive the
+    release runner that decides which releases run. Polling the parent works on every POSIX system,
+    unlike Linux's PR_SET_PDEATHSIG."""
+
+    def watch() -> None:
+        while os.getppid() == supervisor_pid:
+            time.sleep(0.5)
+        log.warning("release runner is gone; draining", supervisor_pid=supervisor_pid)
+        stop()
+
+    threading.Thread(target=watch, name="tilebox-orphan-watch", daemon=True).start()
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -169,6 +169,7 @@ class ReleaseRunner:
             TILEBOX_RELEASE_ID=release.id,
             TILEBOX_RUNNER_ID=f"{self.id}/{release.id[-8:]}/{index}",
             TILEBOX_UNTIL_IDLE="1" if self.stop_when_idle else "0",
+            TILEBOX_SUPERVISOR_PID=str(os.getpid()),
             **self.log_settings,
         )
         if release.runner is not None:
