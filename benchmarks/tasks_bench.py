@@ -1,7 +1,8 @@
 """Task-plane benchmark: no-op tasks end to end (fan-out and single-task jobs) and claim latency.
 
     python benchmarks/tasks_bench.py [--backend valkey|redis | --url URL] [--tasks N]
-        [--latency-jobs N] [--prefetch N] [--concurrency N] [--runners 1,2] [--profile DIR]
+        [--latency-jobs N] [--prefetch N] [--concurrency N] [--runners 1,2] [--only fanout,single,latency]
+        [--profile DIR]
 
 Starts a throwaway server of its own (the embedded Valkey binary by default, the system
 ``redis-server`` with ``--backend redis``; both with ``--appendonly yes --appendfsync everysec
@@ -25,6 +26,11 @@ runners, waits until every one of them is blocked in XREADGROUP, and only then s
    milliseconds, too coarse). ``TaskSubmitted.at`` is taken just before the client sends the submit
    script, ``TaskClaimed.at`` by the runner right after XREADGROUP returned the entry, so the figure
    covers the submit round trip, the server waking the blocked reader and the reply's decoding.
+
+Each throughput line also gives the CPU time used per task by the server (INFO cpu) and by the
+runner processes (their own process time while serving), which tells where the time goes and is
+steadier than wall-clock figures on a shared machine. ``--only`` picks measurements, ``--profile``
+writes a cProfile of every runner process.
 
 Prints plain lines; targets on a 2-core machine: >= 10,000 no-op tasks/s end to end, claim p99
 < 5 ms. Figures are printed, never asserted.
@@ -60,7 +66,7 @@ from noop_tasks import FanOut, Noop  # noqa: E402
 from tilebox_core import Client  # noqa: E402
 from tilebox_core.events import TaskClaimed, TaskCompleted, TaskSubmitted  # noqa: E402
 from tilebox_core.jobs import job_state  # noqa: E402
-from tilebox_core.keys import DEFAULT_PREFIX, Keys  # noqa: E402
+from tilebox_core.keys import Keys  # noqa: E402
 from tilebox_core.taskstore import TASKS  # noqa: E402
 
 CLUSTER = "default"
@@ -154,18 +160,20 @@ def serve_runner(argv: list[str]) -> None:
         options["prefetch"] = int(prefetch)
     runner = client.runner(CLUSTER, noop_tasks.TASKS, **options)
     print("ready", flush=True)
+    started = time.process_time()
     if not profile_dir:
         runner.run_forever()
-        return
-    import cProfile
+    else:
+        import cProfile
 
-    profiler = cProfile.Profile()
-    profiler.enable()
-    try:
-        runner.run_forever()
-    finally:
-        profiler.disable()
-        profiler.dump_stats(os.path.join(profile_dir, f"runner-{team}-{os.getpid()}.prof"))
+        profiler = cProfile.Profile()
+        profiler.enable()
+        try:
+            runner.run_forever()
+        finally:
+            profiler.disable()
+            profiler.dump_stats(os.path.join(profile_dir, f"runner-{team}-{os.getpid()}.prof"))
+    print(f"cpu {time.process_time() - started}", flush=True)  # read by Runners.__exit__
 
 
 class Runners:
@@ -175,6 +183,7 @@ class Runners:
         self.url, self.team, self.count, self.args = url, team, count, args
         self.cache = Path(tempfile.mkdtemp(prefix="tilebox-bench-cache-"))
         self.processes: list[subprocess.Popen[str]] = []
+        self.cpu = 0.0  # CPU seconds the runner processes used while serving (known after exit)
 
     def __enter__(self) -> Runners:
         watcher = redis.Redis.from_url(self.url)
@@ -216,6 +225,9 @@ class Runners:
                 process.kill()
                 process.wait(10)
             if process.stdout is not None:
+                for line in process.stdout.read().splitlines():
+                    if line.startswith("cpu "):
+                        self.cpu += float(line.split()[1])
                 process.stdout.close()
         self.processes.clear()
         shutil.rmtree(self.cache, ignore_errors=True)
@@ -229,6 +241,16 @@ def blocked_readers(client: redis.Redis) -> int:
 
 
 # --- measurements ---------------------------------------------------------------------------------
+
+
+def server_cpu(client: redis.Redis) -> float:
+    """CPU seconds the server has used (INFO cpu), to tell its share from the runners'."""
+    info = client.info("cpu")
+    return float(info["used_cpu_user"]) + float(info["used_cpu_sys"])
+
+
+def cpu_note(server: float, runners: float, tasks: int) -> str:
+    return f"CPU per task: server {server / tasks * 1e6:.0f} us, runners {runners / tasks * 1e6:.0f} us"
 
 
 def rate(count: int, seconds: float) -> str:
@@ -261,29 +283,39 @@ def delete_team(client: redis.Redis, keys: Keys) -> None:
         client.unlink(*batch)
 
 
-def wait_for_job(client: Client, job_id: str, timeout: float) -> dict[str, str]:
-    """Poll the job hash (one HGETALL per 2 ms) until the job is no longer queued or running."""
+def wait_for_job(client: Client, job_id: str, timeout: float) -> tuple[dict[str, str], float]:
+    """Poll the job's counters (one HMGET per 2 ms) until it is no longer queued or running;
+    returns its fields and when (perf_counter) its first task was computed."""
+    key = client.store.keys.job(job_id)
+    names = ("open", "computed", "failed", "cancelled", "started")
+    first = 0.0
     deadline = time.monotonic() + timeout
     while True:
-        fields = client.tasks.job(job_id)
+        values = client.redis.hmget(key, names)
+        fields = {n: v.decode() for n, v in zip(names, values) if v is not None}
+        if not first and int(fields.get("computed", 0)):
+            first = time.perf_counter()
         if job_state(fields) not in ("queued", "running") or time.monotonic() > deadline:
-            return fields
+            return fields, first
         time.sleep(0.002)
 
 
 def bench_fanout(url: str, run_id: str, args: argparse.Namespace, runners: int) -> None:
     n = args.tasks
     with team_client(url, run_id, f"fanout{runners}") as client:
-        with Runners(url, client.team, runners, args):
+        with Runners(url, client.team, runners, args) as group:
+            cpu = server_cpu(client.redis)
             start = time.perf_counter()
             job = client.jobs().submit("fan-out", FanOut(n))
-            fields = wait_for_job(client, job.id, args.timeout)
+            fields, root_done = wait_for_job(client, job.id, args.timeout)
             elapsed = time.perf_counter() - start
+            cpu = server_cpu(client.redis) - cpu
         state, computed = job_state(fields), int(fields.get("computed", 0))
         note = "" if state == "completed" and computed == n + 1 else f"; INCOMPLETE: {state}, {computed} computed"
         print(
             f"fan-out, {plural(runners, 'runner process')}: {rate(n + 1, elapsed)} tasks/s "
-            f"(1 root + {n} no-op subtasks in {elapsed:.2f} s{note})",
+            f"(1 root + {n} no-op subtasks in {elapsed:.2f} s; the root, which submits them, finished "
+            f"after {root_done - start:.2f} s; {cpu_note(cpu, group.cpu, n + 1)}{note})",
             flush=True,
         )
 
@@ -294,7 +326,8 @@ def bench_single_jobs(url: str, run_id: str, args: argparse.Namespace, runners: 
         jobs = client.jobs()
         lane = client.tasks.lane(CLUSTER, *Noop.identifier())
         inputs = [Noop(i) for i in range(n)]
-        with Runners(url, client.team, runners, args):
+        with Runners(url, client.team, runners, args) as group:
+            cpu = server_cpu(client.redis)
             start = time.perf_counter()
             ids = [jobs.submit("single", task).id for task in inputs]
             submitted = time.perf_counter() - start
@@ -304,6 +337,7 @@ def bench_single_jobs(url: str, run_id: str, args: argparse.Namespace, runners: 
             while client.redis.xlen(lane) and time.monotonic() < deadline:
                 time.sleep(0.002)
             elapsed = time.perf_counter() - start
+            cpu = server_cpu(client.redis) - cpu
         pipe = client.redis.pipeline(transaction=False)
         for job_id in ids:
             pipe.hget(client.store.keys.job(job_id), "open")
@@ -312,7 +346,7 @@ def bench_single_jobs(url: str, run_id: str, args: argparse.Namespace, runners: 
         print(
             f"single-task jobs, {plural(runners, 'runner process')}: {rate(n, elapsed)} tasks/s end to end "
             f"({n} jobs in {elapsed:.2f} s; submitted at {rate(n, submitted)} jobs/s by one client "
-            f"in {submitted:.2f} s{note})",
+            f"in {submitted:.2f} s; {cpu_note(cpu, group.cpu, n)}{note})",
             flush=True,
         )
 
@@ -324,6 +358,7 @@ def bench_latency(url: str, run_id: str, args: argparse.Namespace) -> None:
         log = client.store.keys.log(TASKS)
         codec = client.store.codec
         watcher = redis.Redis.from_url(url)
+        others = blocked_readers(watcher)  # with --url, other clients may be blocked too
         latencies: list[float] = []
         with Runners(url, client.team, 1, _with(args, concurrency=1)):
             position = client.redis.xinfo_stream(log)["last-generated-id"] if client.redis.exists(log) else "0-0"
@@ -350,7 +385,7 @@ def bench_latency(url: str, run_id: str, args: argparse.Namespace) -> None:
                 if i >= warmup:
                     latencies.append((claimed_at - submitted_at).total_seconds() * 1000)
                 # Idle again: the runner's worker is back in XREADGROUP before the next submit.
-                while blocked_readers(watcher) < 1:
+                while blocked_readers(watcher) < others + 1:
                     time.sleep(0.0005)
         watcher.close()
     latencies.sort()
@@ -386,11 +421,14 @@ def run(url: str, args: argparse.Namespace) -> None:
     )
     run_id = uuid.uuid4().hex[:8]
     counts = [int(c) for c in args.runners.split(",")]
-    for runners in counts:
-        bench_fanout(url, run_id, args, runners)
-    for runners in counts:
-        bench_single_jobs(url, run_id, args, runners)
-    if args.latency_jobs:
+    only = set(args.only.split(","))
+    if "fanout" in only:
+        for runners in counts:
+            bench_fanout(url, run_id, args, runners)
+    if "single" in only:
+        for runners in counts:
+            bench_single_jobs(url, run_id, args, runners)
+    if "latency" in only and args.latency_jobs:
         bench_latency(url, run_id, args)
 
 
@@ -411,6 +449,7 @@ def main() -> None:
     parser.add_argument("--prefetch", type=int, default=0, help="runner prefetch (0: the runner's default)")
     parser.add_argument("--concurrency", type=int, default=1, help="worker threads per runner process")
     parser.add_argument("--timeout", type=float, default=600, help="give up on a measurement after this many s")
+    parser.add_argument("--only", default="fanout,single,latency", help="measurements to run, e.g. fanout,latency")
     parser.add_argument("--profile", metavar="DIR", help="cProfile the runner processes into DIR/*.prof")
     args = parser.parse_args()
     if args.tasks < 1 or args.latency_jobs < 0 or args.prefetch < 0 or args.concurrency < 1:

@@ -9,6 +9,7 @@ append the events in one atomic call. Driver errors are translated as in ``store
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterable, Sequence
 from typing import Any, NamedTuple
 
@@ -24,6 +25,7 @@ TASKS = "tasks"  # name of the task-plane event log
 GROUP = "runners"
 
 _json = msgspec.json.Encoder()
+_NEEDS_ESCAPE = re.compile(r'[\x00-\x1f"\\\x7f-\U0010ffff]')  # anything JSON might escape
 
 
 class TaskSpec(msgspec.Struct, frozen=True):
@@ -115,36 +117,52 @@ class TaskStore:
 
     # --- submitting -------------------------------------------------------------------------------
 
-    def task_spec_json(
-        self, job_id: str, spec: TaskSpec, siblings: Sequence[TaskSpec], parent_chain: list
-    ) -> dict:
-        key = self.keys.task(spec.id)
-        dependants = [
-            [self.keys.task(s.id), self.lane(s.cluster, s.name, s.version)]
-            for s in siblings
-            if spec.id in s.depends_on
-        ]
-        chain = [{"k": key, "d": dependants}, *parent_chain]
-        return {
-            "key": key, "id": spec.id, "job": job_id, "name": spec.name, "version": spec.version,
-            "cluster": spec.cluster, "lane": self.lane(spec.cluster, spec.name, spec.version),
-            "lanes": self.keys.lanes(spec.cluster), "input": spec.input,
-            # Strings only: Lua numbers decoded by cjson are doubles, which Redis refuses.
-            "parent": spec.parent_id or "", "deps": str(len(spec.depends_on)),
-            "max_retries": str(spec.max_retries), "optional": "1" if spec.optional else "0",
-            "chain": _json.encode(chain).decode(),
-        }  # fmt: skip
+    def specs_payload(
+        self, job_id: str, specs: Sequence[TaskSpec], parent_chain: str = "[]"
+    ) -> tuple[bytes, list[str]]:
+        """Sibling tasks to create, as the JSON the task scripts read (see ``create_tasks`` in
+        tasklib.lua), and the task, lane and lane-registry keys they name; linear in the number
+        of tasks, and compact: what siblings share (identifier, cluster, lane, parent, retry
+        policy, the parent's chain) is sent once per distinct value, not once per task.
 
-    def specs_json(self, job_id: str, specs: Sequence[TaskSpec], parent_chain: list) -> list[dict]:
-        return [self.task_spec_json(job_id, s, specs, parent_chain) for s in specs]
+        ``parent_chain`` is the JSON chain of the parent task; its keys are the caller's to declare.
+        """
+        task_key, lanes_key = self.keys.task, self.keys.lanes
+        shapes: dict[tuple, int] = {}
+        lanes: dict[tuple[str, str, str], str] = {}
 
-    @staticmethod
-    def spec_keys(specs: list[dict]) -> list[str]:
+        def lane_of(s: TaskSpec) -> str:
+            lane = lanes.get((s.cluster, s.name, s.version))
+            if lane is None:
+                lane = lanes[(s.cluster, s.name, s.version)] = self.lane(s.cluster, s.name, s.version)
+            return lane
+
+        dependants: dict[str, list[list[str]]] = {}
+        for s in specs:
+            if s.depends_on:
+                for dependency in dict.fromkeys(s.depends_on):
+                    dependants.setdefault(dependency, []).append([task_key(s.id), lane_of(s)])
+        # A task's chain is its own node followed by the parent's chain: the scripts splice them.
+        tail = parent_chain.strip()[1:-1].strip()
+        tail = "," + tail + "]" if tail else "]"
+        tasks: list[list[Any]] = []
         keys: list[str] = []
-        for spec in specs:
-            keys += (spec["key"], spec["lane"], spec["lanes"])
-            keys += chain_keys(spec["chain"])
-        return keys
+        for s in specs:
+            key, lane, registry = task_key(s.id), lane_of(s), lanes_key(s.cluster)
+            # Strings only: Lua numbers decoded by cjson are doubles, which Redis refuses.
+            shape = (s.name, s.version, s.cluster, lane, registry, s.parent_id or "",
+                     str(s.max_retries), "1" if s.optional else "0")  # fmt: skip
+            index = shapes.setdefault(shape, len(shapes) + 1)  # 1-based: Lua tables
+            # The node {"k": key, "d": dependants}; "" when the script can write it: no
+            # dependants and a key JSON needs no escapes for.
+            node = ""
+            if s.id in dependants or _NEEDS_ESCAPE.search(key):
+                node = _json.encode({"k": key, "d": dependants.get(s.id, [])}).decode()
+            tasks.append([index, key, s.id, s.input, str(len(s.depends_on)), node])
+            # A task's dependants are its siblings: their keys and lanes are listed here too.
+            keys += (key, lane, registry)
+        payload = {"job": job_id, "tail": tail, "shapes": list(shapes), "tasks": tasks}
+        return _json.encode(payload), keys
 
     @translate_errors
     def submit_job(
@@ -152,13 +170,13 @@ class TaskStore:
         submitted_ms: int,
     ) -> bool:  # fmt: skip
         """Create the job and its root tasks; False if this job id was submitted before."""
-        payload = self.specs_json(job_id, specs, [])
+        payload, spec_keys = self.specs_payload(job_id, specs)
         keys = [
             self.keys.log(TASKS), self.keys.job(job_id), self.keys.jobs, self.keys.job_tasks(job_id),
-            *self.spec_keys(payload),
+            *spec_keys,
         ]  # fmt: skip
         fields = {name: str(value) for name, value in fields.items()}
-        args = [_json.encode(fields), submitted_ms, job_id, _json.encode(payload)]
+        args = [_json.encode(fields), submitted_ms, job_id, payload]
         args += [self.events.codec.encode(e) for e in events]
         return bool(self._scripts["submit"](keys=_unique(keys), args=args))
 
@@ -256,31 +274,56 @@ class TaskStore:
 
     # --- finishing --------------------------------------------------------------------------------
 
-    def finish_call(
-        self, pipe: Any, runner_id: str, task: ClaimedTask, outcome: str, events: Sequence[Event],
-        compute_ms: int = 0, progress: dict[str, list[int]] | None = None,
-        subtasks: Sequence[TaskSpec] = (),
-    ) -> None:  # fmt: skip
-        """Queue the fenced finish script of one task on ``pipe`` (see finish.lua)."""
-        parent_chain = msgspec.json.decode(task.chain)
-        specs = self.specs_json(task.job_id, subtasks, parent_chain) if subtasks else []
-        keys = [
-            self.keys.log(TASKS), self.keys.job(task.job_id), task.lane, self.keys.task(task.task_id),
-            self.keys.job_tasks(task.job_id), *chain_keys(task.chain), *self.spec_keys(specs),
-        ]  # fmt: skip
+    def finish_args(
+        self, task: ClaimedTask, outcome: str, events: Sequence[Event], compute_ms: int = 0,
+        progress: dict[str, list[int]] | None = None, subtasks: Sequence[TaskSpec] = (),
+    ) -> tuple[list[str], list[Any]]:  # fmt: skip
+        """The keys to declare and the arguments of one task in the finish script (see finish.lua)."""
+        specs, spec_keys = self.specs_payload(task.job_id, subtasks, task.chain) if subtasks else (b"", [])
+        job, task_key, job_tasks = (
+            self.keys.job(task.job_id), self.keys.task(task.task_id), self.keys.job_tasks(task.job_id)
+        )  # fmt: skip
+        keys = [job, task.lane, task_key, job_tasks, *chain_keys(task.chain), *spec_keys]
+        encode = self.events.codec.encode
         args = [
-            runner_id, task.entry, outcome, compute_ms, _json.encode(progress or {}),
-            _json.encode(specs), *(self.events.codec.encode(e) for e in events),
+            job, task.lane, task_key, job_tasks, task.entry, outcome, compute_ms,
+            _json.encode(progress) if progress else b"{}", specs,
+            len(events), *(encode(e) for e in events),
         ]  # fmt: skip
-        self._scripts["finish"](keys=_unique(keys), args=args, client=pipe)
+        return keys, args
+
+    def finish_call(self, runner_id: str, calls: Sequence[dict[str, Any]]) -> tuple[list[str], list[Any]]:
+        """Keys and arguments of one fenced finish script for ``calls`` (tasks of ``runner_id``)."""
+        keys: dict[str, None] = {self.keys.log(TASKS): None}
+        args: list[Any] = [runner_id]
+        for call in calls:
+            call_keys, call_args = self.finish_args(**call)
+            keys.update(dict.fromkeys(call_keys))
+            args += call_args
+        return list(keys), args
 
     @translate_errors
     def finish_many(self, calls: Sequence[dict[str, Any]]) -> list[bool]:
-        """Run several finish calls in one round trip; True where the runner still owned the task."""
-        pipe = self.redis.pipeline(transaction=False)
+        """Finish several tasks in one round trip (one script call per runner id, in order);
+        True where the runner still owned the task. Each call: ``runner_id`` and the arguments
+        of ``finish_args``."""
+        groups: list[tuple[str, list[dict[str, Any]]]] = []
         for call in calls:
-            self.finish_call(pipe, **call)
-        return [bool(r) for r in pipe.execute()]
+            call = dict(call)
+            runner_id = call.pop("runner_id")
+            if groups and groups[-1][0] == runner_id:
+                groups[-1][1].append(call)
+            else:
+                groups.append((runner_id, [call]))
+        script = self._scripts["finish"]
+        if len(groups) == 1:  # the usual case; a pipeline would add a SCRIPT EXISTS round trip
+            keys, args = self.finish_call(*groups[0])
+            return [bool(r) for r in script(keys=keys, args=args)]
+        pipe = self.redis.pipeline(transaction=False)
+        for runner_id, group in groups:
+            keys, args = self.finish_call(runner_id, group)
+            script(keys=keys, args=args, client=pipe)
+        return [bool(r) for results in pipe.execute() for r in results]
 
     # --- jobs -------------------------------------------------------------------------------------
 

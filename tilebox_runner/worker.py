@@ -222,12 +222,14 @@ class TaskRunner:
                     **origin.stamp(), job_id=d.job_id, task_id=d.task_id,
                     previous_runner_id=d.previous_owner, runner_id=self.id, deliveries=d.deliveries,
                 ))  # fmt: skip
-            poisoned = TaskFailed(
-                **origin.stamp(), job_id=d.job_id, task_id=d.task_id, runner_id=self.id,
-                release_id=self.release_id, reason="poison",
-                error=f"delivered {d.deliveries} times without finishing (it may crash its runner)",
-            )  # fmt: skip
-            events.append((self._encode(claimed), expired, self._encode(poisoned)))
+            poisoned = b""  # the claim script fails the task as poison only past max_deliveries
+            if d.deliveries > self.max_deliveries:
+                poisoned = self._encode(TaskFailed(
+                    **origin.stamp(), job_id=d.job_id, task_id=d.task_id, runner_id=self.id,
+                    release_id=self.release_id, reason="poison",
+                    error=f"delivered {d.deliveries} times without finishing (it may crash its runner)",
+                ))  # fmt: skip
+            events.append((self._encode(claimed), expired, poisoned))
         results = self.store.claim(self.id, self.release_id, self.max_deliveries, deliveries, events)
         claimed_tasks = []
         for d, (status, task) in zip(deliveries, results):
@@ -319,6 +321,9 @@ class TaskRunner:
                 self.log.warning("lease renewal failed", error=str(exc))
                 continue
             lost = {e for entries in by_lane.values() for e in entries} - renewed
+            if lost:
+                with self._lock:  # entries finished since the snapshot were not lost
+                    lost &= self._in_flight.keys()
             if lost:
                 self.log.warning("leases lost", entries=sorted(lost))
 

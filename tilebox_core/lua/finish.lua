@@ -1,58 +1,186 @@
--- Finish a claimed task, fenced: only the current owner of the lane entry is heard.
--- KEYS[1] task log, KEYS[2] job hash, KEYS[3] lane, KEYS[4] task hash, KEYS[5] job task list,
--- then every key the task's chain and its subtask specs name.
--- ARGV[1] runner id, ARGV[2] entry id, ARGV[3] outcome: completed | retry | failed |
--- failed_optional | released, ARGV[4] compute ms, ARGV[5] progress (JSON {label: [done, total]}),
--- ARGV[6] subtask specs (JSON array), ARGV[7..] encoded events to append.
--- Returns 1, or 0 when fenced off (the lease was lost; another runner owns the task now).
-local log, job, lane, task = KEYS[1], KEYS[2], KEYS[3], KEYS[4]
-local entry, outcome = ARGV[2], ARGV[3]
-if not owns(lane, entry, ARGV[1], task) then
-  return 0
-end
-drop(lane, entry)
-for i = 7, #ARGV do
-  append(log, ARGV[i])
-end
-local now = now_ms()
-if outcome == 'released' then
-  enqueue(task)
-  return 1
-end
-redis.call('HSET', task, 'finished_ms', now, 'compute_ms', ARGV[4])
-if outcome == 'retry' then
-  redis.call('HINCRBY', task, 'attempts', 1)
-  enqueue(task)
-  return 1
-end
-if outcome == 'failed' then
-  redis.call('HINCRBY', task, 'attempts', 1)
-  redis.call('HSET', task, 'state', 'failed')
-  redis.call('HINCRBY', job, 'failed', 1)
-  return 1
-end
-local cancelled = redis.call('HGET', job, 'cancelled') == '1'
-local chain = cjson.decode(redis.call('HGET', task, 'chain'))
-local open
-if outcome == 'failed_optional' then
-  redis.call('HINCRBY', task, 'attempts', 1)
-  redis.call('HSET', task, 'state', 'failed_optional')
-  redis.call('HINCRBY', job, 'skipped', 1)
-  open = redis.call('HINCRBY', task, 'open', -1)
-else
-  redis.call('HSET', task, 'state', 'computed')
-  redis.call('HINCRBY', job, 'computed', 1)
-  for label, counts in pairs(cjson.decode(ARGV[5])) do
-    redis.call('HINCRBY', job, 'progress:' .. label .. ':done', counts[1])
-    redis.call('HINCRBY', job, 'progress:' .. label .. ':total', counts[2])
+-- Finish claimed tasks, fenced: only the current owner of a lane entry is heard.
+-- KEYS[1] task log, then every other key the tasks name: their job hashes, lanes, task hashes and
+-- job task lists, and every key their chains and subtask specs name.
+-- ARGV[1] runner id, then per task: job hash, lane, task hash, job task list, entry id, outcome
+-- (completed | retry | failed | failed_optional | released), compute ms, progress (JSON
+-- {label: [done, total]}), subtasks (JSON, see create_tasks; '' for none), the number of events
+-- to append, and the encoded events.
+-- Returns per task 1, or 0 when fenced off (the lease was lost; another runner owns the task now).
+-- Per-call work is done once per lane or job: ownership is read with one XPENDING per lane, lane
+-- entries are acknowledged and deleted per lane and job counters incremented per job at the end
+-- (the order of the fields a hash gains is kept).
+local log, runner = KEYS[1], ARGV[1]
+local lanes, acks = {}, {}                -- lanes in order; lane -> entries to drop
+local hashes, counters = {}, {}           -- job hashes in order; job -> {fields in order, by field}
+local cancelled_jobs = {}
+
+local function drop_later(lane, entry)
+  local entries = acks[lane]
+  if entries == nil then
+    entries = {}
+    acks[lane] = entries
+    lanes[#lanes + 1] = lane
   end
-  local specs = cancelled and {} or cjson.decode(ARGV[6])
-  for _, spec in ipairs(specs) do
-    create_task(job, KEYS[5], spec)
+  entries[#entries + 1] = entry
+end
+
+local function count(job, field, by)
+  local c = counters[job]
+  if c == nil then
+    c = {fields = {}, by = {}}
+    counters[job] = c
+    hashes[#hashes + 1] = job
   end
-  open = redis.call('HINCRBY', task, 'open', #specs - 1)
+  if c.by[field] == nil then
+    c.fields[#c.fields + 1] = field
+    c.by[field] = 0
+  end
+  c.by[field] = c.by[field] + by
 end
-if open == 0 and not cancelled then
-  settle(job, chain)
+
+local function is_cancelled(job)
+  local cancelled = cancelled_jobs[job]
+  if cancelled == nil then
+    cancelled = redis.call('HGET', job, 'cancelled') == '1'
+    cancelled_jobs[job] = cancelled
+  end
+  return cancelled
 end
-return 1
+
+-- Fencing: lane -> set of the call's entries still pending for this runner. One XPENDING over the
+-- range of the call's entries in a lane, filtered by consumer; when the reply may have been cut
+-- short by its count, each entry is asked for on its own instead.
+local function owned_entries(lane_order, entries_by_lane)
+  local owned = {}
+  for _, lane in ipairs(lane_order) do
+    local entries, mine = entries_by_lane[lane], {}
+    local low, high, low_ms, low_seq, high_ms, high_seq
+    for _, entry in ipairs(entries) do
+      local ms, seq = string.match(entry, '^(%d+)-(%d+)$')
+      ms, seq = tonumber(ms), tonumber(seq)
+      if ms == nil then
+        low = nil  -- not an entry id: leave it to the one-by-one check (it is not pending)
+        break
+      end
+      if low == nil or ms < low_ms or (ms == low_ms and seq < low_seq) then
+        low, low_ms, low_seq = entry, ms, seq
+      end
+      if high == nil or ms > high_ms or (ms == high_ms and seq > high_seq) then
+        high, high_ms, high_seq = entry, ms, seq
+      end
+    end
+    local limit = 2 * #entries + 16
+    local rows = low and redis.call('XPENDING', lane, GROUP, low, high, limit, runner) or {}
+    if low and #rows < limit then
+      for _, row in ipairs(rows) do
+        mine[row[1]] = true
+      end
+    else
+      for _, entry in ipairs(entries) do
+        local pending = redis.call('XPENDING', lane, GROUP, entry, entry, 1)
+        if #pending == 1 and pending[1][2] == runner then
+          mine[entry] = true
+        end
+      end
+    end
+    owned[lane] = mine
+  end
+  return owned
+end
+
+local owned
+
+local function finish(job, lane, task, job_tasks, entry, outcome, compute_ms, progress, specs_json,
+                      first_event, last_event)
+  if not owned[lane][entry] then
+    return 0
+  end
+  local f = redis.call('HMGET', task, 'state', 'entry', 'chain', 'open')
+  if f[1] ~= 'running' or f[2] ~= entry then
+    return 0
+  end
+  drop_later(lane, entry)
+  for i = first_event, last_event do
+    append(log, ARGV[i])
+  end
+  if outcome == 'released' then
+    enqueue(task)
+    return 1
+  end
+  local now = now_ms()
+  if outcome == 'retry' then
+    redis.call('HSET', task, 'finished_ms', now, 'compute_ms', compute_ms)
+    redis.call('HINCRBY', task, 'attempts', 1)
+    enqueue(task)
+    return 1
+  end
+  if outcome == 'failed' then
+    redis.call('HSET', task, 'finished_ms', now, 'compute_ms', compute_ms, 'state', 'failed')
+    redis.call('HINCRBY', task, 'attempts', 1)
+    count(job, 'failed', 1)
+    return 1
+  end
+  local cancelled = is_cancelled(job)
+  local open
+  if outcome == 'failed_optional' then
+    open = tonumber(f[4]) - 1
+    redis.call('HSET', task, 'finished_ms', now, 'compute_ms', compute_ms, 'state', 'failed_optional',
+      'open', open)
+    redis.call('HINCRBY', task, 'attempts', 1)
+    count(job, 'skipped', 1)
+  else
+    count(job, 'computed', 1)
+    if progress ~= '{}' then
+      for label, counts in pairs(cjson.decode(progress)) do
+        count(job, 'progress:' .. label .. ':done', counts[1])
+        count(job, 'progress:' .. label .. ':total', counts[2])
+      end
+    end
+    local created = 0
+    if not cancelled and specs_json ~= '' then
+      created = create_tasks(job, job_tasks, cjson.decode(specs_json))
+    end
+    open = tonumber(f[4]) + created - 1
+    redis.call('HSET', task, 'finished_ms', now, 'compute_ms', compute_ms, 'state', 'computed',
+      'open', open)
+  end
+  if open == 0 and not cancelled then
+    settle(job, cjson.decode(f[3]))
+  end
+  return 1
+end
+
+local starts, lane_order, entries_by_lane = {}, {}, {}
+local a = 2
+while a <= #ARGV do
+  starts[#starts + 1] = a
+  local lane = key(ARGV[a + 1])
+  if entries_by_lane[lane] == nil then
+    entries_by_lane[lane] = {}
+    lane_order[#lane_order + 1] = lane
+  end
+  table.insert(entries_by_lane[lane], ARGV[a + 4])
+  a = a + 10 + tonumber(ARGV[a + 9])
+end
+owned = owned_entries(lane_order, entries_by_lane)
+local out = {}
+for _, a in ipairs(starts) do
+  out[#out + 1] = finish(key(ARGV[a]), key(ARGV[a + 1]), key(ARGV[a + 2]), key(ARGV[a + 3]),
+    ARGV[a + 4], ARGV[a + 5], ARGV[a + 6], ARGV[a + 7], ARGV[a + 8],
+    a + 10, a + 9 + tonumber(ARGV[a + 9]))
+end
+for _, lane in ipairs(lanes) do
+  local entries = acks[lane]
+  for i = 1, #entries, 1000 do  -- bounded: unpack has a stack limit
+    local chunk = {unpack(entries, i, math.min(i + 999, #entries))}
+    redis.call('XACK', lane, GROUP, unpack(chunk))
+    redis.call('XDEL', lane, unpack(chunk))
+  end
+end
+for _, job in ipairs(hashes) do
+  local c = counters[job]
+  for _, field in ipairs(c.fields) do
+    redis.call('HINCRBY', job, field, c.by[field])
+  end
+end
+return out
