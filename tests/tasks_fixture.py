@@ -153,3 +153,15 @@ class Busy(Task):
         while time.monotonic() < deadline:
             x += sum(range(1000))
         _record("busy-done")
+
+
+class Twice(Task):
+    """Names the same dependency twice."""
+
+    @staticmethod
+    def identifier() -> tuple[str, str]:
+        return "test.Twice", "v1.0"
+
+    def execute(self, context: ExecutionContext) -> None:
+        first = context.submit_subtask(Leaf("first"))
+        context.submit_subtask(Leaf("second"), depends_on=[first, first])

@@ -140,3 +140,11 @@ def test_job_events_appear_in_the_history(cli: Cli, client: Client, tmp_path: Pa
     claimed = history[2]
     assert claimed["job_id"] == job.id and claimed["runner_id"]
     assert msgspec.json.decode(history[1]["input"]) == {"label": "a"}
+
+
+def test_a_dependency_named_twice_counts_once(client: Client, tmp_path: Path) -> None:
+    from tests.tasks_fixture import Twice
+
+    job = client.jobs().submit("twice", Twice())
+    client.runner(tasks=[Twice, Leaf], cache_root=tmp_path).run_all()
+    assert client.jobs().find(job.id).state == "completed"

@@ -127,6 +127,10 @@ class Client:
         """The control-plane projection, caught up incrementally from the last position seen."""
         return fold(self.store.replay(CONTROL, after=self._state.position), self._state)
 
+    def cached_state(self) -> ControlState:
+        """The projection as last caught up, without reading the log (may be behind)."""
+        return self._state
+
     def watch(self, block_ms: int) -> list[Stored]:
         """Block up to ``block_ms`` for new control-plane events and fold them into the state."""
         new = self.store.wait(CONTROL, self._state.position, block_ms)

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import functools
 import os
 from collections.abc import Iterator, Sequence
 from pathlib import Path
+from typing import Any
 import structlog
 
 from .errors import InvalidInput
@@ -109,13 +111,19 @@ class ExecutionContext:
     ) -> None:  # fmt: skip
         self.current_task = current_task
         self.job_cache = JobCache(cache_root / current_task.job_id)
-        self.logger = structlog.get_logger("tilebox.task").bind(
-            job_id=current_task.job_id, task_id=current_task.id, task=current_task.name,
-            runner_id=runner_id,
-        )  # fmt: skip
+        self._runner_id = runner_id
         self._max_retries = max_retries
         self._subtasks: list[SubtaskRequest] = []
         self._progress: dict[str, ProgressIndicator] = {}
+
+    @functools.cached_property
+    def logger(self) -> Any:
+        """A structlog logger bound to the job, task and runner (built on first use: most tasks
+        never log, and binding costs more than a no-op task)."""
+        task = self.current_task
+        return structlog.get_logger("tilebox.task").bind(
+            job_id=task.job_id, task_id=task.id, task=task.name, runner_id=self._runner_id
+        )
 
     def submit_subtask(
         self,
@@ -129,6 +137,8 @@ class ExecutionContext:
         if max_retries is not None and max_retries < 0:
             raise InvalidInput(f"max_retries must be >= 0, got {max_retries}")
         deps = [depends_on] if isinstance(depends_on, FutureTask) else list(depends_on or [])
+        # A dependency named twice is one dependency (counting it twice would wait forever).
+        deps = list({id(d): d for d in deps}.values())
         for dep in deps:
             if not isinstance(dep, FutureTask) or dep._context is not self:
                 raise InvalidInput(

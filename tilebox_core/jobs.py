@@ -201,7 +201,9 @@ class Jobs:
     def _submit(self, name: str, cluster: str, specs: list[TaskSpec], max_retries: int) -> Job:
         if not name.strip():
             raise InvalidInput("a job needs a non-empty name")
-        require_cluster(self._client.state(), cluster)
+        # A cluster the cached projection knows needs no round trip; an unknown one may be new.
+        known = self._client.cached_state()
+        require_cluster(known if cluster in known.clusters else self._client.state(), cluster)
         origin = self._client.origin()
         job_id = new_id()
         events = [
