@@ -20,10 +20,8 @@ import datetime as dt
 import hashlib
 import itertools
 import logging
-import shutil
 import signal
 import sys
-import tempfile
 import time
 import uuid
 from collections.abc import Iterator
@@ -34,7 +32,7 @@ import structlog
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # for tests.servers
 
-from tests.servers import start_backend  # noqa: E402
+from tests.servers import server_url  # noqa: E402
 from tilebox_core.connection import connect, redacted
 from tilebox_core.control import deployment_ops
 from tilebox_core.events import (
@@ -295,18 +293,8 @@ def main() -> None:
     structlog.configure(wrapper_class=structlog.make_filtering_bound_logger(logging.WARNING))
     # A SIGTERM should still run the ``finally`` below that stops the server we started.
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
-    if args.url:
-        run(args.url, args)
-        return
-    work = Path(tempfile.mkdtemp(prefix=f"tilebox-bench-{args.backend}-"))
-    try:
-        server = start_backend(args.backend, work, appendfsync="everysec")
-        try:
-            run(server.url, args)
-        finally:
-            server.stop()
-    finally:
-        shutil.rmtree(work, ignore_errors=True)
+    with server_url(args.backend, args.url) as url:
+        run(url, args)
 
 
 if __name__ == "__main__":

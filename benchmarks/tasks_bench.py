@@ -63,7 +63,7 @@ sys.path.insert(0, str(HERE.parent))  # for tests.servers
 import noop_tasks  # noqa: E402  (the task classes the runner processes import too)
 from noop_tasks import FanOut, Noop  # noqa: E402
 
-from tests.servers import start_backend  # noqa: E402
+from tests.servers import server_url  # noqa: E402
 from tilebox_core import Client  # noqa: E402
 from tilebox_core.events import TaskClaimed, TaskCompleted, TaskSubmitted  # noqa: E402
 from tilebox_core.jobs import job_state  # noqa: E402
@@ -394,18 +394,8 @@ def main() -> None:
     structlog.configure(wrapper_class=structlog.make_filtering_bound_logger(logging.WARNING))
     # A SIGTERM should still run the ``finally`` blocks that stop the processes we started.
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
-    if args.url:
-        run(args.url, args)
-        return
-    work = Path(tempfile.mkdtemp(prefix=f"tilebox-bench-{args.backend}-"))
-    try:
-        server = start_backend(args.backend, work, appendfsync="everysec")
-        try:
-            run(server.url, args)
-        finally:
-            server.stop()
-    finally:
-        shutil.rmtree(work, ignore_errors=True)
+    with server_url(args.backend, args.url) as url:
+        run(url, args)
 
 
 if __name__ == "__main__":

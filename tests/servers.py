@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import contextlib
 import shutil
 import socket
 import subprocess
+import tempfile
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import redis
@@ -100,3 +103,21 @@ def start_backend(name: str, data_dir: Path, appendfsync: str = "always") -> Ser
         raise RuntimeError(f"no {name} server binary is installed")
     # Later arguments override earlier ones, so this replaces the tests' "always".
     return ServerProcess(name, binary, data_dir, ["--appendfsync", appendfsync]).start()
+
+
+@contextlib.contextmanager
+def server_url(backend: str, url: str | None = None) -> Iterator[str]:
+    """``url`` if given, else a throwaway ``backend`` server (AOF, fsync every second) that is
+    stopped and deleted afterwards; what the benchmarks run against."""
+    if url:
+        yield url
+        return
+    work = Path(tempfile.mkdtemp(prefix=f"tilebox-bench-{backend}-"))
+    try:
+        server = start_backend(backend, work, appendfsync="everysec")
+        try:
+            yield server.url
+        finally:
+            server.stop()
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
