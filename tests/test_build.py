@@ -11,8 +11,8 @@ from structlog.testing import capture_logs
 from tests.projects import RUNNER, demo_project, write_files
 from tilebox_core.artifact import digest_of, extract_artifact
 from tilebox_core.build import build_release
-from tilebox_core.control import release_fingerprint
 from tilebox_core.config import WorkflowConfig, load_config
+from tilebox_core.control import release_fingerprint
 from tilebox_core.discovery import BuildError
 from tilebox_core.events import ReleaseTask
 

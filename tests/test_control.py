@@ -11,8 +11,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from tests.servers import ServerProcess
-from tilebox_core import Client
-from tilebox_core import control
+from tilebox_core import Client, control
 from tilebox_core.client import position_time
 from tilebox_core.errors import Conflict, Incompatible, InvalidInput, NotFound, TileboxError
 from tilebox_core.events import ReleaseTask

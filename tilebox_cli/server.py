@@ -19,10 +19,10 @@ def _show(app: AppContext, status: object, verb: str) -> None:
     if app.json:
         emit_json(status)
         return
-    running = getattr(status, "running")
+    running = status.running
     click.echo(
-        f"{verb}: {'running' if running else 'not running'} at {getattr(status, 'url')} "
-        f"(pid {getattr(status, 'pid') or '-'}, data in {getattr(status, 'data_dir')})"
+        f"{verb}: {'running' if running else 'not running'} at {status.url} "
+        f"(pid {status.pid or '-'}, data in {status.data_dir})"
     )
 
 

@@ -9,11 +9,11 @@ from __future__ import annotations
 
 import datetime as dt
 import getpass
+import heapq
 import os
 import random
 import socket
 import time
-import heapq
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, NamedTuple, TypeVar
@@ -26,10 +26,10 @@ from .connection import connect, resolve_url
 from .errors import ArtifactError, ConcurrencyError, InvalidInput
 from .events import Event, ReleaseTask
 from .ids import new_id, utcnow
-from .keys import DEFAULT_PREFIX, Keys
-from .projection import Cluster, ControlState, Release, Workflow, fold
 from .jobs import Jobs
+from .keys import DEFAULT_PREFIX, Keys
 from .liveness import RunnerInfo, RunnerRegistry
+from .projection import Cluster, ControlState, Release, Workflow, fold
 from .store import CONTROL, EventStore, Stored
 from .task import Task
 from .taskstore import TASKS, TaskStore

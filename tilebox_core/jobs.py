@@ -17,11 +17,10 @@ import msgspec
 
 from .control import require_cluster
 from .errors import Conflict, InvalidInput, NotFound
-from .events import JobCancelled, JobRetried, JobSubmitted, TaskSubmitted
-from .events import ReleaseTask
+from .events import JobCancelled, JobRetried, JobSubmitted, ReleaseTask, TaskSubmitted
 from .identifiers import TaskIdentifier, can_run, make_identifier, parse_version
-from .projection import ControlState
 from .ids import new_id
+from .projection import ControlState
 from .task import Task, task_identifier
 from .taskstore import TaskSpec
 

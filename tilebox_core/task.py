@@ -38,7 +38,7 @@ def task_identifier(task_class: type[Task]) -> TaskIdentifier:
 def check_task_class(task_class: object) -> None:
     if not (isinstance(task_class, type) and issubclass(task_class, Task)):
         raise InvalidInput(f"{task_class!r} is not a subclass of tilebox_core.Task")
-    if getattr(task_class, "execute") is Task.execute:
+    if task_class.execute is Task.execute:
         raise InvalidInput(f"task class {task_class.__qualname__} does not define execute(context)")
 
 
