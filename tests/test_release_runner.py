@@ -402,3 +402,26 @@ def test_runtime_processes_do_not_outlive_a_killed_runner(story: Story) -> None:
         return Path(f"/proc/{pid}/stat").read_text().split(") ", 1)[1].startswith("Z")
 
     wait_for(lambda: all(gone(pid) for pid in pids), 30)
+
+
+def test_a_crashing_runtime_is_reported_and_restarted(story: Story) -> None:
+    marker = story.tmp / "crashed-once"
+    release = story.publish("crash", "v1.0", f"""
+import pathlib
+if not pathlib.Path({str(marker)!r}).exists():
+    pathlib.Path({str(marker)!r}).touch()
+    os._exit(9)  # the runtime process dies in the middle of the task
+""")  # fmt: skip
+    story.deploy(release)
+    story.start_runner("default", "--lease", "1")
+    job = story.client.jobs().submit_by_name("crash", "scenes.Fetch", "v1.0", '{"scene": "1"}')
+
+    def restarts() -> int:
+        return max((s.restarts for r in story.live("default") for s in r.releases), default=0)
+
+    wait_for(lambda: restarts() >= 1)
+    (status,) = [s for r in story.live("default") for s in r.releases]
+    assert "runtime exited [9]" in status.error
+    # Restarted with backoff; the task's lease expired and the new runtime finished it.
+    wait_for(lambda: story.state(job.id) == "completed")
+    assert story.traced().count("process-crash") == 2

@@ -23,16 +23,19 @@ def runner() -> None:
 @click.option("--stop-when-idling", is_flag=True, help="Exit once no task is left to run.")
 @click.option("--env", "environment", type=click.Choice(MODES), default="inherit", show_default=True,
               help="'uv': a cached virtual environment per release lock (uv.lock/pyproject.toml).")  # fmt: skip
+@click.option("--lease", type=click.FloatRange(min=0.1), default=30.0, show_default=True,
+              help="Seconds a claimed task stays leased without a heartbeat before others take it.")  # fmt: skip
 @pass_app
 def start(
-    app: AppContext, cluster: str | None, processes: int, stop_when_idling: bool, environment: str
-) -> None:
+    app: AppContext, cluster: str | None, processes: int, stop_when_idling: bool, environment: str,
+    lease: float,
+) -> None:  # fmt: skip
     """Watch the cluster's deployments and run their tasks until SIGTERM (which drains)."""
     level = app.log_level or "info"
     configure_logging(level, app.log_format)
     release_runner = ReleaseRunner(
         app.client, cluster, processes, stop_when_idle=stop_when_idling, environment=environment,
-        log_level=level, log_format=app.log_format,
+        lease_seconds=lease, log_level=level, log_format=app.log_format,
     )  # fmt: skip
     click.echo(f"release runner {release_runner.id} serving cluster {release_runner.cluster}", err=True)
     release_runner.run()

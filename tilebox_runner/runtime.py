@@ -8,6 +8,7 @@ from the environment so that ``command = [...]`` releases can start the same way
     TILEBOX_REDIS_URL, TILEBOX_TEAM, TILEBOX_PREFIX  where the state lives
     TILEBOX_CLUSTER, TILEBOX_RELEASE_ID               what to serve, recorded in every TaskClaimed
     TILEBOX_RUNNER_ID, TILEBOX_CONCURRENCY            identity and threads of this process
+    TILEBOX_LEASE_SECONDS                             lease of a claimed task (default 30)
     TILEBOX_UNTIL_IDLE=1                              exit once nothing is left (--stop-when-idling)
     TILEBOX_SUPERVISOR_PID                            drain and exit when that process is gone
 
@@ -30,7 +31,7 @@ from tilebox_core.logs import configure_logging
 
 from .discover import emit_discovery, load_runner
 from .registry import Runner
-from .worker import TaskRunner, new_runner_id
+from .worker import DEFAULT_LEASE, TaskRunner, new_runner_id
 
 LOAD_FAILED = 3
 
@@ -50,6 +51,7 @@ def serve(runner: Runner) -> None:
         env.get("TILEBOX_CLUSTER"),
         runner,
         concurrency=int(env.get("TILEBOX_CONCURRENCY", "1")),
+        lease_seconds=float(env.get("TILEBOX_LEASE_SECONDS", DEFAULT_LEASE)),
         runner_id=env.get("TILEBOX_RUNNER_ID") or new_runner_id(),
         release_id=env.get("TILEBOX_RELEASE_ID") or None,
     )

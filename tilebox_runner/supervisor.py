@@ -69,6 +69,7 @@ class ReleaseRunner:
         runner_id: str | None = None,
         block_ms: int = 500,
         environment: str = "inherit",
+        lease_seconds: float | None = None,
         log_level: str = "info",
         log_format: str = "console",
     ) -> None:
@@ -86,7 +87,9 @@ class ReleaseRunner:
         self.stop_when_idle = stop_when_idle
         self.block_ms = block_ms
         self.environment = environment
-        self.log_settings = {"TILEBOX_LOG_LEVEL": log_level, "TILEBOX_LOG_FORMAT": log_format}
+        self.runtime_settings = {"TILEBOX_LOG_LEVEL": log_level, "TILEBOX_LOG_FORMAT": log_format}
+        if lease_seconds is not None:
+            self.runtime_settings["TILEBOX_LEASE_SECONDS"] = str(lease_seconds)
         self.registry = RunnerRegistry(client.store)
         self.runtimes: dict[str, Runtime] = {}
         self.draining: list[subprocess.Popen[bytes]] = []
@@ -170,7 +173,7 @@ class ReleaseRunner:
             TILEBOX_RUNNER_ID=f"{self.id}/{release.id[-8:]}/{index}",
             TILEBOX_UNTIL_IDLE="1" if self.stop_when_idle else "0",
             TILEBOX_SUPERVISOR_PID=str(os.getpid()),
-            **self.log_settings,
+            **self.runtime_settings,
         )
         if release.runner is not None:
             argv = [python, "-m", "tilebox_runner.runtime", release.runner]
