@@ -30,7 +30,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from tests.servers import ServerProcess, valkey_binary  # noqa: E402
+from tests.servers import add_server_arguments, server_url  # noqa: E402
 from tilebox_core import Client  # noqa: E402
 from tilebox_core.build import build_release  # noqa: E402
 from tilebox_core.config import load_config  # noqa: E402
@@ -96,22 +96,16 @@ def claim_latency(client: Client, deploy, task: str, version: str = "v1.0") -> f
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--backend", choices=["valkey", "redis"], default="valkey")
-    parser.add_argument("--url", help="use this server instead of starting one")
+    add_server_arguments(parser)
     parser.add_argument("--rounds", type=int, default=10)
     args = parser.parse_args()
     configure_logging("warning")
+    with server_url(args.backend, args.url) as url:
+        run(url, args.rounds)
 
+
+def run(url: str, rounds: int) -> None:
     work = Path(tempfile.mkdtemp(prefix="tilebox-release-bench-"))
-    server = None
-    if args.url:
-        url = args.url
-    else:
-        binary = valkey_binary() if args.backend == "valkey" else shutil.which("redis-server")
-        assert binary, "redis-server is not installed"
-        server = ServerProcess(args.backend, binary, work / "server",
-                               ["--appendfsync", "everysec"]).start()  # fmt: skip
-        url = server.url
     team = f"bench-{os.getpid()}"
     runner = None
     try:
@@ -129,7 +123,7 @@ def main() -> None:
         for release, version in ((releases[0], "v1.0"), (other, "v1.1")):
             claim_latency(client, lambda r=release: workflows.deploy_release(r), "wf-0.Greet", version)
         latencies, switches = [], []
-        for _ in range(args.rounds):
+        for _ in range(rounds):
             workflows.undeploy_release("wf-0")
             wait_for(lambda: not children(runner.pid))  # the replaced runtime has drained
             latencies.append(claim_latency(
@@ -138,7 +132,7 @@ def main() -> None:
             switches.append(claim_latency(
                 client, lambda: workflows.deploy_release(other), "wf-0.Greet", "v1.1"))  # fmt: skip
             workflows.deploy_release(releases[0])
-        print(f"deploy -> first claim (cached artifact, {args.rounds} rounds): "
+        print(f"deploy -> first claim (cached artifact, {rounds} rounds): "
               f"p50 {statistics.median(latencies):.0f} ms, max {max(latencies):.0f} ms")
         print(f"redeploy -> first claim on the new release: "
               f"p50 {statistics.median(switches):.0f} ms, max {max(switches):.0f} ms")
@@ -161,8 +155,6 @@ def main() -> None:
         if runner is not None:
             runner.send_signal(signal.SIGTERM)
             runner.wait(60)
-        if server is not None:
-            server.stop()
         shutil.rmtree(work, ignore_errors=True)
 
 

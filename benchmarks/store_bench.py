@@ -32,7 +32,7 @@ import structlog
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # for tests.servers
 
-from tests.servers import server_url  # noqa: E402
+from tests.servers import add_server_arguments, server_url  # noqa: E402
 from tilebox_core.connection import connect, redacted
 from tilebox_core.control import deployment_ops
 from tilebox_core.events import (
@@ -274,12 +274,7 @@ def run(url: str, args: argparse.Namespace) -> None:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    where = parser.add_mutually_exclusive_group()
-    where.add_argument(
-        "--backend", choices=["valkey", "redis"], default="valkey",
-        help="throwaway server to start: the embedded Valkey (default) or the system redis-server",
-    )  # fmt: skip
-    where.add_argument("--url", help="use this existing server instead of starting one")
+    add_server_arguments(parser)
     parser.add_argument("--events", type=int, default=1_000_000, help="events to replay")
     parser.add_argument("--single", type=int, default=20_000, help="single appends to time")
     parser.add_argument("--batches", type=int, default=1_000, help="batches to append")

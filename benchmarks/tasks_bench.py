@@ -63,7 +63,7 @@ sys.path.insert(0, str(HERE.parent))  # for tests.servers
 import noop_tasks  # noqa: E402  (the task classes the runner processes import too)
 from noop_tasks import FanOut, Noop  # noqa: E402
 
-from tests.servers import server_url  # noqa: E402
+from tests.servers import add_server_arguments, server_url  # noqa: E402
 from tilebox_core import Client  # noqa: E402
 from tilebox_core.events import TaskClaimed, TaskCompleted, TaskSubmitted  # noqa: E402
 from tilebox_core.jobs import job_state  # noqa: E402
@@ -367,12 +367,7 @@ def main() -> None:
         serve_runner(sys.argv[2:])
         return
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    where = parser.add_mutually_exclusive_group()
-    where.add_argument(
-        "--backend", choices=["valkey", "redis"], default="valkey",
-        help="throwaway server to start: the embedded Valkey (default) or the system redis-server",
-    )  # fmt: skip
-    where.add_argument("--url", help="use this existing server instead of starting one")
+    add_server_arguments(parser)
     parser.add_argument("--tasks", type=int, default=20_000, help="subtasks of the fan-out job, and single-task jobs")
     parser.add_argument("--latency-jobs", type=int, default=500, help="jobs timed one at a time (0: skip)")
     parser.add_argument("--runners", default="1,2", help="runner process counts to measure, e.g. 1,2")

@@ -19,7 +19,8 @@ BACKENDS = available_backends()
 @pytest.fixture(autouse=True)
 def _isolated_environment(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """No test may touch the developer's own server, team or home."""
-    for name in ("TILEBOX_REDIS_URL", "TILEBOX_TEAM", "TILEBOX_CLUSTER", "TILEBOX_PREFIX"):
+    for name in ("TILEBOX_REDIS_URL", "TILEBOX_TEAM", "TILEBOX_CLUSTER", "TILEBOX_PREFIX",
+                 "TILEBOX_LOG_LEVEL", "TILEBOX_LOG_FORMAT"):
         monkeypatch.delenv(name, raising=False)
     monkeypatch.setenv("TILEBOX_HOME", str(tmp_path / "home"))
 

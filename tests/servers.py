@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import contextlib
 import shutil
 import socket
@@ -121,3 +122,13 @@ def server_url(backend: str, url: str | None = None) -> Iterator[str]:
             server.stop()
     finally:
         shutil.rmtree(work, ignore_errors=True)
+
+
+def add_server_arguments(parser: argparse.ArgumentParser) -> None:
+    """``--backend`` / ``--url``: the choices ``server_url`` takes, for the benchmark scripts."""
+    where = parser.add_mutually_exclusive_group()
+    where.add_argument(
+        "--backend", choices=["valkey", "redis"], default="valkey",
+        help="throwaway server to start: the embedded Valkey (default) or the system redis-server",
+    )  # fmt: skip
+    where.add_argument("--url", help="use this existing server instead of starting one")

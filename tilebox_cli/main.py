@@ -37,10 +37,14 @@ class TileboxGroup(click.Group):
 @click.option("--team", envvar="TILEBOX_TEAM", default=None, help="Team (default: 'default').")
 @click.option(
     "--log-level",
+    envvar="TILEBOX_LOG_LEVEL",
     type=click.Choice(["debug", "info", "warning", "error"]),
     help="Default: warning; info for long-running commands (runner start).",
 )
-@click.option("--log-format", type=click.Choice(["console", "json"]), default="console")
+@click.option(
+    "--log-format", envvar="TILEBOX_LOG_FORMAT", type=click.Choice(["console", "json"]),
+    default="console",
+)  # fmt: skip
 @click.option("--debug", is_flag=True, help="Show tracebacks and child-process output on errors.")
 @click.version_option(package_name="tilebox-releases")
 @click.pass_context
