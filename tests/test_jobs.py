@@ -37,3 +37,13 @@ def test_subtasks_with_dependencies_run_in_order(
     assert sorted(e.task_id for e in completed) == sorted(t.id for t in done.tasks)
     assert len(task_events(client, TaskSubmitted)) == 6
     assert {e.runner_id for e in task_events(client, TaskClaimed)} == {done.tasks[0].runner_id}
+
+
+def test_a_stop_requested_before_the_run_is_honoured(client: Client, tmp_path: Path) -> None:
+    job = client.jobs().submit("not-yet", Leaf("x"))
+    runner = client.runner(tasks=[Leaf], cache_root=tmp_path)
+    runner.stop()  # e.g. SIGTERM, or an orphaned runtime, while still starting up
+    runner.run_forever()  # returns at once instead of serving
+    assert client.jobs().find(job.id).state == "queued"
+    runner.run_all()  # a later run works normally
+    assert client.jobs().find(job.id).state == "completed"

@@ -119,7 +119,8 @@ class TaskRunner:
     def _run(self, until_idle: bool) -> None:
         if not self.lanes:
             raise TileboxError("this runner has no tasks to serve")
-        self._stopping.clear()
+        # A stop requested before the run began (a signal, an orphaned runtime) is honoured:
+        # the flag is cleared when a run ends, not when one starts.
         self._done.clear()
         restore = install_signal_handlers(self.stop)
         self._with_backoff(lambda: self.store.ensure_lanes(self.lanes))
@@ -141,6 +142,7 @@ class TaskRunner:
             self._done.set()
             heartbeat.join(5)
             restore()
+            self._stopping.clear()
             self.log.info("runner stopped")
 
     # --- the worker loop ----------------------------------------------------------------------------
