@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import json
 import os
 import signal
 import subprocess
@@ -425,3 +426,14 @@ if not pathlib.Path({str(marker)!r}).exists():
     # Restarted with backoff; the task's lease expired and the new runtime finished it.
     wait_for(lambda: story.state(job.id) == "completed")
     assert story.traced().count("process-crash") == 2
+
+
+def test_stop_when_idling_with_json_output(story: Story) -> None:
+    story.deploy(story.publish("idle"))
+    job = story.client.jobs().submit_by_name("idle", "scenes.Fetch", "v1.0", '{"scene": "1"}')
+    result = subprocess.run([TILEBOX, "runner", "start", "--json", "--stop-when-idling"],
+                            env=story.env, capture_output=True, text=True, timeout=60)  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    first = json.loads(result.stdout.splitlines()[0])
+    assert first["cluster"] == "default" and first["runner_id"]
+    assert story.state(job.id) == "completed"  # it ran what was queued, then stopped

@@ -8,7 +8,8 @@ from tilebox_core.logs import configure_logging
 from tilebox_runner.environment import MODES
 from tilebox_runner.supervisor import ReleaseRunner
 
-from .context import AppContext, pass_app
+from .context import AppContext, json_option, pass_app
+from .output import emit_json
 
 
 @click.group("runner")
@@ -25,6 +26,7 @@ def runner() -> None:
               help="'uv': a cached virtual environment per release lock (uv.lock/pyproject.toml).")  # fmt: skip
 @click.option("--lease", type=click.FloatRange(min=0.1), default=30.0, show_default=True,
               help="Seconds a claimed task stays leased without a heartbeat before others take it.")  # fmt: skip
+@json_option
 @pass_app
 def start(
     app: AppContext, cluster: str | None, processes: int, stop_when_idling: bool, environment: str,
@@ -32,12 +34,18 @@ def start(
 ) -> None:  # fmt: skip
     """Watch the cluster's deployments and run their tasks until SIGTERM (which drains)."""
     level = app.log_level or "info"
-    configure_logging(level, app.log_format)
+    log_format = "json" if app.json else app.log_format  # --json: machine-readable logs too
+    configure_logging(level, log_format)
     release_runner = ReleaseRunner(
         app.client, cluster, processes, stop_when_idle=stop_when_idling, environment=environment,
-        lease_seconds=lease, log_level=level, log_format=app.log_format,
+        lease_seconds=lease, log_level=level, log_format=log_format,
     )  # fmt: skip
-    click.echo(f"release runner {release_runner.id} serving cluster {release_runner.cluster}", err=True)
+    if app.json:
+        emit_json({"runner_id": release_runner.id, "cluster": release_runner.cluster})
+    else:
+        click.echo(
+            f"release runner {release_runner.id} serving cluster {release_runner.cluster}", err=True
+        )
     release_runner.run()
 
 
