@@ -19,7 +19,6 @@ import argparse
 import datetime as dt
 import hashlib
 import itertools
-import logging
 import signal
 import sys
 import time
@@ -28,7 +27,6 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import redis
-import structlog
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # for tests.servers
 
@@ -46,6 +44,7 @@ from tilebox_core.events import (
 )
 from tilebox_core.ids import new_id
 from tilebox_core.keys import DEFAULT_PREFIX, Keys
+from tilebox_core.logs import configure_logging  # noqa: E402
 from tilebox_core.projection import fold
 from tilebox_core.store import CONTROL, EventStore
 
@@ -285,7 +284,7 @@ def main() -> None:
     args = parser.parse_args()
     if min(args.events, args.single, args.batches, args.batch_size, args.fill_batch) < 1:
         parser.error("counts must be positive")
-    structlog.configure(wrapper_class=structlog.make_filtering_bound_logger(logging.WARNING))
+    configure_logging("warning")
     # A SIGTERM should still run the ``finally`` below that stops the server we started.
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     with server_url(args.backend, args.url) as url:

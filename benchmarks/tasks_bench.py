@@ -39,7 +39,6 @@ Prints plain lines; targets on a 2-core machine: >= 10,000 no-op tasks/s end to 
 from __future__ import annotations
 
 import argparse
-import logging
 import os
 import shutil
 import signal
@@ -54,7 +53,6 @@ from contextlib import contextmanager
 from pathlib import Path
 
 import redis
-import structlog
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
@@ -68,6 +66,7 @@ from tilebox_core import Client  # noqa: E402
 from tilebox_core.events import TaskClaimed, TaskCompleted, TaskSubmitted  # noqa: E402
 from tilebox_core.jobs import job_state  # noqa: E402
 from tilebox_core.keys import Keys  # noqa: E402
+from tilebox_core.logs import configure_logging  # noqa: E402
 from tilebox_core.taskstore import TASKS  # noqa: E402
 
 CLUSTER = "default"
@@ -386,7 +385,7 @@ def main() -> None:
         parser.error("--runners takes positive counts separated by commas, e.g. 1,2")
     if args.profile:
         Path(args.profile).mkdir(parents=True, exist_ok=True)
-    structlog.configure(wrapper_class=structlog.make_filtering_bound_logger(logging.WARNING))
+    configure_logging("warning")
     # A SIGTERM should still run the ``finally`` blocks that stop the processes we started.
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     with server_url(args.backend, args.url) as url:

@@ -24,7 +24,7 @@ from . import control
 from .artifact import MAX_ARTIFACT_BYTES, digest_of
 from .connection import connect, resolve_url
 from .errors import ArtifactError, ConcurrencyError, InvalidInput
-from .events import Event, ReleaseTask
+from .events import ALL_EVENTS, Event, ReleaseTask
 from .ids import new_id, utcnow
 from .jobs import Jobs
 from .keys import DEFAULT_PREFIX, Keys
@@ -41,6 +41,7 @@ if TYPE_CHECKING:
 log = structlog.get_logger(__name__)
 
 T = TypeVar("T")
+KNOWN_TYPES = frozenset(cls.__name__ for cls in ALL_EVENTS)
 MAX_ATTEMPTS = 200
 
 
@@ -339,21 +340,15 @@ class History:
         after = f"{position_ms(since) - 1}-18446744073709551615" if since else "0-0"
         end = str(position_ms(until)) if until else "+"
         wanted = set(types)
-        if wanted - _known_types():
-            unknown = ", ".join(sorted(wanted - _known_types()))
+        if wanted - KNOWN_TYPES:
+            unknown = ", ".join(sorted(wanted - KNOWN_TYPES))
             raise InvalidInput(
-                f"unknown event type {unknown}; known: {', '.join(sorted(_known_types()))}"
+                f"unknown event type {unknown}; known: {', '.join(sorted(KNOWN_TYPES))}"
             )
         logs = [self._client.store.replay(name, after=after, until=end) for name in (CONTROL, TASKS)]
         for stored in heapq.merge(*logs, key=lambda s: _order(s.position)):
             if not wanted or stored.event.type in wanted:
                 yield stored
-
-
-def _known_types() -> set[str]:
-    from .events import ALL_EVENTS
-
-    return {cls.__name__ for cls in ALL_EVENTS}
 
 
 def _order(position: str) -> tuple[int, int]:

@@ -138,8 +138,6 @@ class ExecutionContext:
         if max_retries is not None and max_retries < 0:
             raise InvalidInput(f"max_retries must be >= 0, got {max_retries}")
         deps = [depends_on] if isinstance(depends_on, FutureTask) else list(depends_on or [])
-        # A dependency named twice is one dependency (counting it twice would wait forever).
-        deps = list({id(d): d for d in deps}.values())
         for dep in deps:
             if not isinstance(dep, FutureTask) or dep._context is not self:
                 raise InvalidInput(

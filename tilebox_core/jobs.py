@@ -88,7 +88,7 @@ def task_spec(
     identifier = task_identifier(type(task))
     return TaskSpec(
         task_id, identifier.name, identifier.version, cluster, msgspec.json.encode(task).decode(),
-        parent_id, list(depends_on), max_retries, optional,
+        parent_id, list(dict.fromkeys(depends_on)), max_retries, optional,  # a dependency once
     )  # fmt: skip
 
 
@@ -232,6 +232,10 @@ class Jobs:
         fields = self._store.job(job_id)
         if not fields:
             raise NotFound(f"unknown job {job_id!r}; list jobs with 'tilebox job list'")
+        return self._job(job_id, fields, with_tasks)
+
+    def _job(self, job_id: str, fields: dict[str, str], with_tasks: bool) -> Job:
+        """The job view from its hash ``fields`` and its tasks' rows."""
         task_ids = self._store.task_ids(job_id)
         rows = self._store.tasks(task_ids, TASK_FIELDS)
         infos = [_task_info(task_id, row) for task_id, row in zip(task_ids, rows)]
@@ -270,7 +274,7 @@ class Jobs:
                 continue
             if state and job_state(fields) != state:
                 continue
-            jobs.append(self.find(job_id, with_tasks=False))
+            jobs.append(self._job(job_id, fields, with_tasks=False))
             if len(jobs) >= limit:
                 break
         return jobs

@@ -158,7 +158,7 @@ class TaskStore:
             node = ""
             if s.id in dependants or _NEEDS_ESCAPE.search(key):
                 node = _json.encode({"k": key, "d": dependants.get(s.id, [])}).decode()
-            tasks.append([index, key, s.id, s.input, str(len(s.depends_on)), node])
+            tasks.append([index, key, s.id, s.input, str(len(set(s.depends_on))), node])
             # A task's dependants are its siblings: their keys and lanes are listed here too.
             keys += (key, lane, registry)
         payload = {"job": job_id, "tail": tail, "shapes": list(shapes), "tasks": tasks}
