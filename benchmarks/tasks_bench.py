@@ -1,7 +1,7 @@
 """Task-plane benchmark: no-op tasks end to end (fan-out and single-task jobs) and claim latency.
 
     python benchmarks/tasks_bench.py [--backend valkey|redis | --url URL] [--tasks N]
-        [--latency-jobs N] [--prefetch N] [--concurrency N] [--runners 1,2] [--only fanout,single,latency]
+        [--latency-jobs N] [--prefetch N] [--submit bulk|one] [--concurrency N] [--runners 1,2] [--only fanout,single,latency]
         [--profile DIR]
 
 Starts a throwaway server of its own (the embedded Valkey binary by default, the system
@@ -16,9 +16,10 @@ runners, waits until every one of them is blocked in XREADGROUP, and only then s
 
 1. fan-out: one job whose root task submits N no-op subtasks (``context.submit_subtasks``); timed
    from the submit call until the job is completed, with 1 and with 2 runner processes.
-2. single-task jobs: N jobs of one no-op task each, submitted one after the other as fast as this
-   client can (the submit rate is printed too) while the runners execute them; timed from the
-   first submit until the last task has finished.
+2. single-task jobs: N jobs of one no-op task each, submitted by one client with one
+   ``jobs().submit_many`` call (``--submit one``: one ``submit()`` per job, one after the other),
+   while the runners execute them (the submit rate is printed too); timed from the first submit
+   until the last task has finished.
 3. claim latency on an idle runner: one runner blocked in XREADGROUP; single no-op jobs are
    submitted one at a time, each only after the previous one completed and the runner is blocked
    again. Latency = ``TaskClaimed.at - TaskSubmitted.at``: both events carry a wall-clock
@@ -258,7 +259,10 @@ def bench_single_jobs(url: str, run_id: str, args: argparse.Namespace, runners: 
         with Runners(url, client.team, runners, args) as group:
             cpu = server_cpu(client.redis)
             start = time.perf_counter()
-            ids = [jobs.submit("single", task).id for task in inputs]
+            if args.submit == "bulk":
+                ids = [job.id for job in jobs.submit_many(("single", task) for task in inputs)]
+            else:
+                ids = [jobs.submit("single", task).id for task in inputs]
             submitted = time.perf_counter() - start
             # Lane entries are deleted by the finish script, atomically with the completion: once
             # every job is submitted, an empty lane means every task has finished.
@@ -272,9 +276,10 @@ def bench_single_jobs(url: str, run_id: str, args: argparse.Namespace, runners: 
             pipe.hget(client.store.keys.job(job_id), "open")
         done = sum(1 for v in pipe.execute() if v == b"0")
         note = "" if done == n else f"; INCOMPLETE: {done} of {n} jobs completed"
+        how = "with submit_many" if args.submit == "bulk" else "one submit() call per job"
         print(
             f"single-task jobs, {plural(runners, 'runner process')}: {rate(n, elapsed)} tasks/s end to end "
-            f"({n} jobs in {elapsed:.2f} s; submitted at {rate(n, submitted)} jobs/s by one client "
+            f"({n} jobs in {elapsed:.2f} s; submitted {how} at {rate(n, submitted)} jobs/s by one client "
             f"in {submitted:.2f} s; {cpu_note(cpu, group.cpu, n)}{note})",
             flush=True,
         )
@@ -371,6 +376,8 @@ def main() -> None:
     parser.add_argument("--latency-jobs", type=int, default=500, help="jobs timed one at a time (0: skip)")
     parser.add_argument("--runners", default="1,2", help="runner process counts to measure, e.g. 1,2")
     parser.add_argument("--prefetch", type=int, default=0, help="runner prefetch (0: the runner's default)")
+    parser.add_argument("--submit", choices=["bulk", "one"], default="bulk",
+                        help="single-task jobs: one jobs().submit_many call, or one submit() per job")
     parser.add_argument("--concurrency", type=int, default=1, help="worker threads per runner process")
     parser.add_argument("--timeout", type=float, default=600, help="give up on a measurement after this many s")
     parser.add_argument("--only", default="fanout,single,latency", help="measurements to run, e.g. fanout,latency")

@@ -111,11 +111,16 @@ class ExecutionContext:
         runner_id: str = "",
     ) -> None:  # fmt: skip
         self.current_task = current_task
-        self.job_cache = JobCache(cache_root / current_task.job_id)
+        self._cache_root = cache_root
         self._runner_id = runner_id
         self._max_retries = max_retries
         self._subtasks: list[SubtaskRequest] = []
         self._progress: dict[str, ProgressIndicator] = {}
+
+    @functools.cached_property
+    def job_cache(self) -> JobCache:
+        """Bytes shared by the tasks of this job (built on first use, like ``logger``)."""
+        return JobCache(self._cache_root / self.current_task.job_id)
 
     @functools.cached_property
     def logger(self) -> Any:
@@ -134,21 +139,7 @@ class ExecutionContext:
         max_retries: int | None = None,
         optional: bool = False,
     ) -> FutureTask:
-        task_identifier(type(task))  # validates the class and its identifier now, not at the end
-        if max_retries is not None and max_retries < 0:
-            raise InvalidInput(f"max_retries must be >= 0, got {max_retries}")
-        deps = [depends_on] if isinstance(depends_on, FutureTask) else list(depends_on or [])
-        for dep in deps:
-            if not isinstance(dep, FutureTask) or dep._context is not self:
-                raise InvalidInput(
-                    f"depends_on of {type(task).__name__} must name subtasks submitted earlier in "
-                    "the same execute call"
-                )
-        handle = FutureTask(self, len(self._subtasks), new_id(), task)
-        self._subtasks.append(
-            SubtaskRequest(handle, [d.id for d in deps], cluster, max_retries, optional)
-        )
-        return handle
+        return self.submit_subtasks([task], depends_on, cluster, max_retries, optional)[0]
 
     def submit_subtasks(
         self,
@@ -158,7 +149,26 @@ class ExecutionContext:
         max_retries: int | None = None,
         optional: bool = False,
     ) -> list[FutureTask]:
-        return [self.submit_subtask(t, depends_on, cluster, max_retries, optional) for t in tasks]
+        """Submit several subtasks sharing the same options (checked once, not per task)."""
+        for task_class in {type(t) for t in tasks}:
+            task_identifier(task_class)  # validates the class and its identifier now, not at the end
+        if max_retries is not None and max_retries < 0:
+            raise InvalidInput(f"max_retries must be >= 0, got {max_retries}")
+        deps = [depends_on] if isinstance(depends_on, FutureTask) else list(depends_on or [])
+        for dep in deps:
+            if not isinstance(dep, FutureTask) or dep._context is not self:
+                names = ", ".join(sorted({type(t).__name__ for t in tasks}))
+                raise InvalidInput(
+                    f"depends_on of {names} must name subtasks submitted earlier in the same "
+                    "execute call"
+                )
+        dep_ids = [d.id for d in deps]
+        handles = []
+        for task in tasks:
+            handle = FutureTask(self, len(self._subtasks), new_id(), task)
+            self._subtasks.append(SubtaskRequest(handle, dep_ids, cluster, max_retries, optional))
+            handles.append(handle)
+        return handles
 
     def progress(self, label: str = "") -> ProgressIndicator:
         if label not in self._progress:

@@ -12,7 +12,7 @@ from typing import Any, Union
 import msgspec
 
 
-class Event(msgspec.Struct, frozen=True, kw_only=True, tag_field="type", tag=True):
+class Event(msgspec.Struct, frozen=True, kw_only=True, tag_field="type", tag=True, omit_defaults=True):
     id: str
     at: dt.datetime
     actor: str
@@ -214,6 +214,7 @@ class Codec:
         self._decoder = msgspec.msgpack.Decoder(union)
         self._loose = msgspec.msgpack.Decoder(_Loose)
         self._raw = msgspec.msgpack.Decoder(dict[str, Any])
+        self._array = msgspec.msgpack.Decoder(list[msgspec.Raw])
 
     def encode(self, event: Event) -> bytes:
         return self._encoder.encode(event)
@@ -223,6 +224,15 @@ class Codec:
             return self._decoder.decode(data)
         except msgspec.DecodeError:
             return self._decode_unknown(data)
+
+    def decode_many(self, data: bytes) -> list[Event | UnknownEvent]:
+        """A msgpack array of encoded events (a batched log entry); each is decoded on its own,
+        so one unknown event does not hide the others."""
+        try:
+            items = self._array.decode(data)
+        except msgspec.DecodeError:
+            return [self._decode_unknown(data)]
+        return [self.decode(item) for item in items]  # type: ignore[arg-type]  # Raw is bytes-like
 
     def _decode_unknown(self, data: bytes) -> UnknownEvent:
         try:

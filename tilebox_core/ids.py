@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import datetime as _dt
 
-from uuid6 import uuid7
+from uuid_utils import uuid7
 
 
 def new_id() -> str:

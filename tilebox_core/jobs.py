@@ -10,25 +10,29 @@ from __future__ import annotations
 import datetime as dt
 import os
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from typing import TYPE_CHECKING, Any
 
 import msgspec
 
-from .control import require_cluster
+from .control import Origin, require_cluster
 from .errors import Conflict, InvalidInput, NotFound
 from .events import JobCancelled, JobRetried, JobSubmitted, ReleaseTask, TaskSubmitted
 from .identifiers import TaskIdentifier, can_run, make_identifier, parse_version
 from .ids import new_id
 from .projection import ControlState
 from .task import Task, task_identifier
-from .taskstore import TaskSpec
+from .taskstore import NewJob, TaskSpec
 
 if TYPE_CHECKING:
     from .client import Client
 
 JOB_STATES = ("queued", "running", "completed", "failed", "cancelled")
 TASK_STATES = ("waiting", "queued", "running", "computed", "failed", "failed_optional", "cancelled")
+# Jobs per submit script call: one call's work blocks the server, so a bulk submission is cut
+# into calls of a few milliseconds each, and runners start on the first jobs meanwhile.
+SUBMIT_CHUNK = 200
+
 TASK_FIELDS = (
     "name", "version", "state", "parent", "runner", "release", "attempts", "compute_ms",
     "cluster", "lane", "claimed_ms", "finished_ms", "max_retries",
@@ -153,15 +157,27 @@ class Jobs:
         max_retries: int = 0,
     ) -> Job:
         """Submit a job whose root tasks are ``tasks``; returns it (state ``queued``)."""
-        roots = [tasks] if isinstance(tasks, Task) else list(tasks)
-        if not roots:
-            raise InvalidInput("a job needs at least one task")
-        cluster = cluster or default_cluster()
-        specs = [
-            task_spec(t, new_id(), cluster, max_retries=_retries(max_retries)) for t in roots
-        ]
-        return self._submit(name, cluster, specs, max_retries)
+        return self.submit_many([(name, tasks)], cluster, max_retries)[0]
 
+    def submit_many(
+        self,
+        jobs: Iterable[tuple[str, Task | Sequence[Task]]],
+        cluster: str | None = None,
+        max_retries: int = 0,
+    ) -> list[Job]:
+        """Submit many jobs, each ``(name, root task or tasks)``, in few round trips: every job is
+        created atomically, in order, and runners may start on the first ones while later ones
+        are still being sent. All are checked before any is submitted."""
+        cluster = cluster or default_cluster()
+        _retries(max_retries)
+        requests = []
+        for name, tasks in jobs:
+            roots = [tasks] if isinstance(tasks, Task) else list(tasks)
+            if not roots:
+                raise InvalidInput(f"job {name!r} needs at least one task")
+            requests.append((name, [task_spec(t, new_id(), cluster, max_retries=max_retries)
+                                    for t in roots]))  # fmt: skip
+        return self._submit(cluster, requests, max_retries)
     def submit_by_name(
         self,
         name: str,
@@ -195,36 +211,34 @@ class Jobs:
             new_id(), identifier.name, identifier.version, cluster, input_json,
             max_retries=_retries(max_retries),
         )  # fmt: skip
-        return self._submit(name, cluster, [spec], max_retries)
+        return self._submit(cluster, [(name, [spec])], max_retries)[0]
 
-    def _submit(self, name: str, cluster: str, specs: list[TaskSpec], max_retries: int) -> Job:
-        if not name.strip():
-            raise InvalidInput("a job needs a non-empty name")
+    def _submit(
+        self, cluster: str, requests: Sequence[tuple[str, list[TaskSpec]]], max_retries: int
+    ) -> list[Job]:
+        """Create the jobs ``requests`` (name, root task specs) on ``cluster``."""
+        for name, _ in requests:
+            if not name.strip():
+                raise InvalidInput("a job needs a non-empty name")
         # A cluster the cached projection knows needs no round trip; an unknown one may be new.
         known = self._client.cached_state()
         require_cluster(known if cluster in known.clusters else self._client.state(), cluster)
         origin = self._client.origin()
-        job_id = new_id()
-        events = [
-            JobSubmitted(**origin.stamp(), job_id=job_id, name=name, cluster=cluster,
-                         root_task_ids=[s.id for s in specs], max_retries=max_retries),
-            *(submitted_event(origin.stamp(), job_id, s) for s in specs),
-        ]  # fmt: skip
-        fields = {
-            "id": job_id, "name": name, "cluster": cluster, "submitted_by": origin.actor,
-            "submitted_at": origin.at.isoformat(), "max_retries": max_retries,
-        }  # fmt: skip
-        self._store.submit_job(job_id, fields, specs, events, int(origin.at.timestamp() * 1000))
-        # What find(job_id, with_tasks=False) would read back, without three more round trips.
-        by_state: dict[str, int] = {}
-        for spec in specs:
-            state = "waiting" if spec.depends_on else "queued"
-            by_state[state] = by_state.get(state, 0) + 1
-        return Job(
-            id=job_id, name=name, cluster=cluster, state="queued", submitted_at=origin.at,
-            submitted_by=origin.actor, total_tasks=len(specs), tasks_by_state=by_state,
-            compute_seconds=0.0, progress=[],
-        )  # fmt: skip
+        views: list[Job] = []
+
+        def chunks() -> Iterator[list[NewJob]]:
+            """The jobs to create, SUBMIT_CHUNK at a time, made as the store sends them."""
+            submitted_ms = int(origin.at.timestamp() * 1000)
+            for start in range(0, len(requests), SUBMIT_CHUNK):
+                chunk = []
+                for name, specs in requests[start : start + SUBMIT_CHUNK]:
+                    job = new_job(origin, submitted_ms, name, cluster, specs, max_retries)
+                    chunk.append(job)
+                    views.append(job_view(job, origin))
+                yield chunk
+
+        self._store.submit_jobs(chunks())
+        return views
 
     # --- reading ----------------------------------------------------------------------------------
 
@@ -336,6 +350,36 @@ class Jobs:
         ]
         self._store.cancel(job_id, unfinished, JobCancelled(**self._client.origin().stamp(), job_id=job_id))
         return self.find(job_id)
+
+
+def new_job(
+    origin: Origin, submitted_ms: int, name: str, cluster: str, specs: list[TaskSpec],
+    max_retries: int,
+) -> NewJob:  # fmt: skip
+    job_id = new_id()
+    events = [
+        JobSubmitted(**origin.stamp(), job_id=job_id, name=name, cluster=cluster,
+                     root_task_ids=[s.id for s in specs], max_retries=max_retries),
+        *(submitted_event(origin.stamp(), job_id, s) for s in specs),
+    ]  # fmt: skip
+    fields = {
+        "id": job_id, "name": name, "cluster": cluster, "submitted_by": origin.actor,
+        "submitted_at": origin.at.isoformat(), "max_retries": max_retries,
+    }  # fmt: skip
+    return NewJob(job_id, fields, specs, events, submitted_ms)
+
+
+def job_view(job: NewJob, origin: Origin) -> Job:
+    """What ``find(job.id, with_tasks=False)`` reads back right after the submission."""
+    by_state: dict[str, int] = {}
+    for spec in job.specs:
+        state = "waiting" if spec.depends_on else "queued"
+        by_state[state] = by_state.get(state, 0) + 1
+    return Job(
+        id=job.id, name=job.fields["name"], cluster=job.fields["cluster"], state="queued",
+        submitted_at=origin.at, submitted_by=origin.actor, total_tasks=len(job.specs),
+        tasks_by_state=by_state, compute_seconds=0.0, progress=[],
+    )  # fmt: skip
 
 
 def submitted_event(stamp: dict[str, Any], job_id: str, spec: TaskSpec) -> TaskSubmitted:

@@ -132,10 +132,10 @@ class EventStore:
 
         Positions are stream ids; ``until`` may be a bare millisecond timestamp (server time).
         """
-        decode = self.codec.decode
         return [
-            _tuple_new(Stored, (position.decode(), decode(_event_field(fields))))
+            _tuple_new(Stored, (position.decode(), event))
             for position, fields in self._xrange(log, after, until, count)
+            for event in self._entry_events(fields)
         ]
 
     def replay(self, log: str, after: str = "0-0", until: str = "+") -> Iterator[Stored]:
@@ -146,8 +146,12 @@ class EventStore:
             # Decoded one at a time as the caller consumes them (the hot loop of a replay): a page
             # of decoded events is never alive at once, which spares the garbage collector.
             for position, fields in entries:
-                data = fields[1] if fields[0] == b"e" else _event_field(fields)
-                yield _tuple_new(Stored, (position.decode(), decode(data)))
+                if fields[0] == b"e":
+                    yield _tuple_new(Stored, (position.decode(), decode(fields[1])))
+                else:
+                    text = position.decode()
+                    for event in self._entry_events(fields):
+                        yield _tuple_new(Stored, (text, event))
             if len(entries) < REPLAY_PAGE:
                 return
             after = _text(entries[-1][0])
@@ -162,11 +166,22 @@ class EventStore:
 
     def _decode(self, entries: list[tuple[bytes, dict[bytes, bytes]]]) -> list[Stored]:
         """Entries as redis-py parses them: (id, {field: value})."""
-        decode = self.codec.decode
         return [
-            _tuple_new(Stored, (_text(position), decode(fields.get(b"e", b""))))
+            _tuple_new(Stored, (_text(position), event))
             for position, fields in entries
+            for event in self._entry_events([item for pair in fields.items() for item in pair])
         ]
+
+    def _entry_events(self, fields: list[bytes]) -> list[Event | UnknownEvent]:
+        """The events of a raw entry's [field, value, ...]: one in field ``e``, or a batch (a
+        msgpack array, as the task scripts append them) in field ``b``; an entry with neither
+        reads as one undecodable event."""
+        for index in range(0, len(fields) - 1, 2):
+            if fields[index] == b"e":
+                return [self.codec.decode(fields[index + 1])]
+            if fields[index] == b"b":
+                return self.codec.decode_many(fields[index + 1])
+        return [self.codec.decode(b"")]
 
     @functools.cached_property
     def _raw_redis(self) -> redis.Redis:
@@ -252,14 +267,6 @@ def _text(value: bytes | str) -> str:
 
 def _raw_reply(response: Any, **options: Any) -> Any:
     return response
-
-
-def _event_field(fields: list[bytes]) -> bytes:
-    """The encoded event in a raw entry's [field, value, ...]; empty (undecodable) if missing."""
-    for index in range(0, len(fields) - 1, 2):
-        if fields[index] == b"e":
-            return fields[index + 1]
-    return b""
 
 
 # ``_tuple_new(Stored, (position, event))`` is ``Stored(position, event)`` without the Python-level

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 from typing import TYPE_CHECKING, Any
 
 import msgspec
@@ -28,6 +29,7 @@ class Task(msgspec.Struct):
         raise NotImplementedError
 
 
+@functools.cache  # asked once per task submitted and run; a class's identifier never changes
 def task_identifier(task_class: type[Task]) -> TaskIdentifier:
     """The validated identifier of a task class."""
     check_task_class(task_class)

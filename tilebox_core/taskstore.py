@@ -42,6 +42,16 @@ class TaskSpec(msgspec.Struct, frozen=True):
     optional: bool = False
 
 
+class NewJob(NamedTuple):
+    """A job to create: its hash fields, root tasks and the events recording its submission."""
+
+    id: str
+    fields: dict[str, Any]
+    specs: Sequence[TaskSpec]
+    events: Sequence[Event]
+    submitted_ms: int
+
+
 class Delivery(NamedTuple):
     """A lane entry handed to a runner (fresh, or taken over after its lease expired)."""
 
@@ -165,20 +175,49 @@ class TaskStore:
         return _json.encode(payload), keys
 
     @translate_errors
-    def submit_job(
-        self, job_id: str, fields: dict[str, Any], specs: Sequence[TaskSpec], events: Sequence[Event],
-        submitted_ms: int,
-    ) -> bool:  # fmt: skip
-        """Create the job and its root tasks; False if this job id was submitted before."""
-        payload, spec_keys = self.specs_payload(job_id, specs)
-        keys = [
-            self.keys.log(TASKS), self.keys.job(job_id), self.keys.jobs, self.keys.job_tasks(job_id),
-            *spec_keys,
-        ]  # fmt: skip
-        fields = {name: str(value) for name, value in fields.items()}
-        args = [_json.encode(fields), submitted_ms, job_id, payload]
-        args += [self.events.codec.encode(e) for e in events]
-        return bool(self._scripts["submit"](keys=_unique(keys), args=args))
+    def submit_jobs(self, chunks: Iterable[Sequence[NewJob]]) -> list[bool]:
+        """Create jobs and their root tasks, each job atomically, one script call per chunk; per
+        job False if its id was submitted before (a retried submission changes nothing).
+
+        Calls are pipelined: chunk i+1 is prepared and sent before chunk i's reply is read, so
+        this client encodes while the server creates. A failure leaves the chunks before it
+        submitted.
+        """
+        script = self._scripts["submit"].script  # EVAL: no NOSCRIPT to recover mid-pipeline
+        pool = self.redis.connection_pool
+        connection = pool.get_connection()
+        results: list[bool] = []
+        unread = 0
+        try:
+            for chunk in chunks:
+                keys, args = self._submit_call(chunk)
+                connection.send_command("EVAL", script, len(keys), *keys, *args)
+                unread += 1
+                if unread > 1:
+                    results += (bool(r) for r in connection.read_response())
+                    unread -= 1
+            for _ in range(unread):
+                results += (bool(r) for r in connection.read_response())
+        except BaseException:
+            connection.disconnect()  # replies may still be in flight: never reuse it
+            raise
+        finally:
+            pool.release(connection)
+        return results
+
+    def _submit_call(self, jobs: Sequence[NewJob]) -> tuple[list[str], list[Any]]:
+        """Keys and arguments of one submit script call (see submit.lua)."""
+        keys = [self.keys.log(TASKS), self.keys.jobs]
+        args: list[Any] = []
+        encode = self.events.codec.encode
+        for job in jobs:
+            payload, spec_keys = self.specs_payload(job.id, job.specs)
+            job_key, job_tasks = self.keys.job(job.id), self.keys.job_tasks(job.id)
+            keys += (job_key, job_tasks, *spec_keys)
+            fields = {name: str(value) for name, value in job.fields.items()}
+            args += (job_key, job_tasks, _json.encode(fields), job.submitted_ms, job.id, payload,
+                     len(job.events), *(encode(e) for e in job.events))  # fmt: skip
+        return _unique(keys), args
 
     # --- claiming ---------------------------------------------------------------------------------
 
@@ -253,9 +292,9 @@ class TaskStore:
             if status != "ok":
                 results.append((status, None))
                 continue
-            task_id, job_id, name, version, data, attempts, retries, optional, chain, cluster = row[1:]
+            name, version, data, attempts, retries, optional, chain, cluster = row[1:]
             results.append((status, ClaimedTask(
-                d.lane, d.entry, _s(task_id), _s(job_id), _s(name), _s(version), data,
+                d.lane, d.entry, d.task_id, d.job_id, _s(name), _s(version), data,
                 int(attempts), int(retries), optional == b"1", _s(chain), _s(cluster),
             )))  # fmt: skip
         return results

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import itertools
 import os
+import queue
 import random
 import signal
 import socket
@@ -95,6 +96,9 @@ class TaskRunner:
         self._idle: set[int] = set()  # worker threads that found nothing to do
         self._done = threading.Event()  # set when the run is over; ends the heartbeat
         self._next_reclaim = 0.0
+        # Results on their way to the store (see _record); two batches at most, then the workers
+        # wait: a runner never gets far ahead of what it has recorded.
+        self._results: queue.Queue[list[dict[str, Any]] | None] = queue.Queue(maxsize=2)
         self.log = log.bind(runner_id=self.id, cluster=self.cluster)
 
     # --- lifecycle --------------------------------------------------------------------------------
@@ -126,6 +130,8 @@ class TaskRunner:
         self._with_backoff(lambda: self.store.ensure_lanes(self.lanes))
         heartbeat = threading.Thread(target=self._heartbeat, name="tilebox-heartbeat", daemon=True)
         heartbeat.start()
+        recorder = threading.Thread(target=self._record, name="tilebox-recorder", daemon=True)
+        recorder.start()
         self.log.info("runner started", lanes=len(self.lanes), concurrency=self.concurrency)
         try:
             workers = [
@@ -138,6 +144,8 @@ class TaskRunner:
             for worker in workers:
                 worker.join()
         finally:
+            self._results.put(None)  # after every result handed over: they are all recorded
+            recorder.join()
             self._stopping.set()
             self._done.set()
             heartbeat.join(5)
@@ -198,32 +206,42 @@ class TaskRunner:
         with self._lock:
             self._in_flight.update((c.entry, c) for c in claimed)
         calls: list[dict[str, Any]] = []
+        handed = 0  # claimed[:handed] belong to the recorder now
         since = time.monotonic()
         try:
             for task in claimed:
                 # Draining: hand back what has not started rather than run it now.
                 calls.append(self._release(task) if self._stopping.is_set() else self._execute(task))
+                # Fast tasks are recorded in batches; a batch is handed over once it is
+                # FLUSH_SECONDS old, so a slow task's result (and its dependants) is not held back.
                 if time.monotonic() - since >= FLUSH_SECONDS:
-                    self._finish(calls)
+                    self._results.put(calls)
+                    handed += len(calls)
                     calls, since = [], time.monotonic()
-            self._finish(calls)
+            if calls:
+                self._results.put(calls)
+                handed += len(calls)
         finally:
             with self._lock:
-                for task in claimed:
+                for task in claimed[handed:]:
                     self._in_flight.pop(task.entry, None)
 
-    def _finish(self, calls: list[dict[str, Any]]) -> None:
-        """Record finished tasks in one call. Fast tasks are batched; a batch is flushed once it
-        is FLUSH_SECONDS old, so a slow task's result (and its dependants) is not held back."""
-        if not calls:
-            return
-        results = self._with_backoff(lambda: self.store.finish_many(calls))
-        with self._lock:
-            for call, owned in zip(calls, results):
-                self._in_flight.pop(call["task"].entry, None)
-                if not owned:
-                    self.log.warning("lease lost; another runner owns the task now",
-                                     task_id=call["task"].task_id)  # fmt: skip
+    def _record(self) -> None:
+        """Record finished tasks, a batch per call, in a thread of its own: the server stores one
+        batch while the workers claim and execute the next (the GIL is free while it waits)."""
+        while (calls := self._results.get()) is not None:
+            try:
+                results = self._with_backoff(lambda: self.store.finish_many(calls))
+            except StoreUnavailable as exc:
+                # Not lost: the leases expire and the tasks run again (delivery is at-least-once).
+                self.log.error("could not record finished tasks", error=str(exc), tasks=len(calls))
+                results = [True] * len(calls)
+            with self._lock:
+                for call, owned in zip(calls, results):
+                    self._in_flight.pop(call["task"].entry, None)
+                    if not owned:
+                        self.log.warning("lease lost; another runner owns the task now",
+                                         task_id=call["task"].task_id)  # fmt: skip
 
     def _claim(self, deliveries: list[Delivery]) -> list[ClaimedTask]:
         origin = self.client.origin()

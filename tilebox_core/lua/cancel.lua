@@ -15,4 +15,5 @@ for i = 3, #KEYS, 2 do
   end
 end
 append(KEYS[1], ARGV[1])
+flush_events()
 return 1

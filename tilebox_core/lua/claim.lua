@@ -3,7 +3,8 @@
 -- ARGV[1] runner id, ARGV[2] release id ('' for none), ARGV[3] max deliveries, then per entry:
 -- entry id, deliveries, TaskClaimed, TaskLeaseExpired ('' if fresh), TaskFailed for a poison task
 -- ('' when deliveries <= max deliveries: it is not used then).
--- Returns per entry: {status, task fields...} with status ok | stale | cancelled | poisoned.
+-- Returns per entry: {status, task fields...} with status ok | stale | cancelled | poisoned;
+-- the fields: name, version, input, attempts, max_retries, optional, chain, cluster.
 local out = {}
 local n = (#KEYS - 1) / 3
 local cancelled_jobs, started_jobs = {}, {}  -- per job, read / written once per call
@@ -12,8 +13,8 @@ for i = 0, n - 1 do
   local a = 4 + 5 * i
   local entry, deliveries = ARGV[a], tonumber(ARGV[a + 1])
   -- state and entry, then the fields returned (which the claim does not change).
-  local t = redis.call('HMGET', task_key, 'state', 'entry', 'id', 'job', 'name', 'version',
-    'input', 'attempts', 'max_retries', 'optional', 'chain', 'cluster')
+  local t = redis.call('HMGET', task_key, 'state', 'entry', 'name', 'version', 'input',
+    'attempts', 'max_retries', 'optional', 'chain', 'cluster')
   local cancelled = cancelled_jobs[job_key]
   if t[2] ~= entry or (t[1] ~= 'queued' and t[1] ~= 'running') then
     drop(lane, entry)  -- superseded (requeued, cancelled, finished): not ours to run
@@ -31,7 +32,7 @@ for i = 0, n - 1 do
       -- Delivered again and again without finishing: it keeps killing its runners.
       drop(lane, entry)
       redis.call('HSET', task_key, 'state', 'failed', 'runner', ARGV[1])
-      redis.call('HINCRBY', job_key, 'failed', 1)
+      redis.call('HINCRBY', job_key, 'failed', '1')
       append(KEYS[1], ARGV[a + 4])
       out[#out + 1] = {'poisoned'}
     else
@@ -40,11 +41,13 @@ for i = 0, n - 1 do
       redis.call('HSET', task_key, 'state', 'running', 'runner', ARGV[1], 'release', ARGV[2],
         'claimed_ms', now_ms())
       if not started_jobs[job_key] then
-        redis.call('HSET', job_key, 'started', 1)
+        redis.call('HSET', job_key, 'started', '1')
         started_jobs[job_key] = true
       end
-      out[#out + 1] = {'ok', t[3], t[4], t[5], t[6], t[7], t[8], t[9], t[10], t[11], t[12]}
+      -- fields at their default are not stored (see create_tasks)
+      out[#out + 1] = {'ok', t[3], t[4], t[5], t[6] or '0', t[7] or '0', t[8] or '0', t[9], t[10]}
     end
   end
 end
+flush_events()
 return out

@@ -90,6 +90,35 @@ end
 
 local owned
 
+-- A complete task's parent learns of it at the end of the call, once per parent however many of
+-- its subtasks completed here (a fan-out's thousands of leaves cost one write, not thousands).
+local parents, completed_children = {}, {}  -- parents in order; parent key -> {count, chain}
+
+local function settle_later(job, chain)
+  release_dependants(chain[1])
+  local parent = chain[2]
+  if parent == nil then
+    count(job, 'open', -1)
+    return
+  end
+  local pending = completed_children[parent.k]
+  if pending == nil then
+    completed_children[parent.k] = {1, job, chain}
+    parents[#parents + 1] = parent.k
+  else
+    pending[1] = pending[1] + 1
+  end
+end
+
+local function settle_parents()
+  for _, parent in ipairs(parents) do
+    local done, job, chain = unpack(completed_children[parent])
+    if redis.call('HINCRBY', key(parent), 'open', tostring(-done)) == 0 then
+      settle(job, chain, 2)
+    end
+  end
+end
+
 local function finish(job, lane, task, job_tasks, entry, outcome, compute_ms, progress, specs_json,
                       first_event, last_event)
   if not owned[lane][entry] then
@@ -142,10 +171,10 @@ local function finish(job, lane, task, job_tasks, entry, outcome, compute_ms, pr
     end
     open = tonumber(f[4]) + created - 1
     redis.call('HSET', task, 'finished_ms', now, 'compute_ms', compute_ms, 'state', 'computed',
-      'open', open)
+      'open', tostring(open))
   end
   if open == 0 and not cancelled then
-    settle(job, cjson.decode(f[3]))
+    settle_later(job, cjson.decode(f[3]))
   end
   return 1
 end
@@ -169,6 +198,7 @@ for _, a in ipairs(starts) do
     ARGV[a + 4], ARGV[a + 5], ARGV[a + 6], ARGV[a + 7], ARGV[a + 8],
     a + 10, a + 9 + tonumber(ARGV[a + 9]))
 end
+settle_parents()
 for _, lane in ipairs(lanes) do
   local entries = acks[lane]
   for i = 1, #entries, 1000 do  -- bounded: unpack has a stack limit
@@ -180,7 +210,8 @@ end
 for _, job in ipairs(hashes) do
   local c = counters[job]
   for _, field in ipairs(c.fields) do
-    redis.call('HINCRBY', job, field, c.by[field])
+    redis.call('HINCRBY', job, field, tostring(c.by[field]))
   end
 end
+flush_events()
 return out

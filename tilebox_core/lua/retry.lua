@@ -14,4 +14,5 @@ if requeued > 0 then
   redis.call('HINCRBY', KEYS[2], 'failed', -requeued)
   append(KEYS[1], ARGV[1])
 end
+flush_events()
 return requeued

@@ -1,25 +1,34 @@
--- Submit a job and its root tasks atomically.
--- KEYS[1] task log, KEYS[2] job hash, KEYS[3] jobs index, KEYS[4] job task list, then every task,
--- lane and lane-registry key the specs name.
--- ARGV[1] job fields (JSON object), ARGV[2] submit time (ms), ARGV[3] job id,
--- ARGV[4] the root tasks (JSON, see create_tasks), ARGV[5..] encoded events to append.
-if redis.call('EXISTS', KEYS[2]) == 1 then
-  return 0  -- a retried submission of the same job id: already done
+-- Submit jobs and their root tasks; each job atomically, and all of them in one call.
+-- KEYS[1] task log, KEYS[2] jobs index, then every job hash, job task list, and task, lane and
+-- lane-registry key the jobs' specs name.
+-- ARGV per job: job hash, job task list, job fields (JSON object), submit time (ms), job id, the
+-- root tasks (JSON, see create_tasks), the number of events, the encoded events.
+-- Returns per job 1, or 0 for a retried submission of a job id that exists: already done.
+local out = {}
+local a = 1
+while a <= #ARGV do
+  local job_key, job_tasks_key = key(ARGV[a]), key(ARGV[a + 1])
+  local n_events = tonumber(ARGV[a + 6])
+  if redis.call('EXISTS', job_key) == 1 then
+    out[#out + 1] = 0
+  else
+    local hset = {}
+    for name, value in pairs(cjson.decode(ARGV[a + 2])) do
+      hset[#hset + 1] = name
+      hset[#hset + 1] = value
+    end
+    local payload = cjson.decode(ARGV[a + 5])
+    -- the other counters start absent, read as 0 (jobs.py)
+    local roots = tostring(#payload.tasks)
+    redis.call('HSET', job_key, 'open', roots, 'total', roots, unpack(hset))
+    redis.call('ZADD', KEYS[2], ARGV[a + 3], ARGV[a + 4])
+    for i = a + 7, a + 6 + n_events do
+      append(KEYS[1], ARGV[i])
+    end
+    create_tasks(job_key, job_tasks_key, payload, true)
+    out[#out + 1] = 1
+  end
+  a = a + 7 + n_events
 end
-local hset = {}
-for name, value in pairs(cjson.decode(ARGV[1])) do
-  hset[#hset + 1] = name
-  hset[#hset + 1] = value
-end
-if #hset > 0 then
-  redis.call('HSET', KEYS[2], unpack(hset))
-end
-local payload = cjson.decode(ARGV[4])
-redis.call('HSET', KEYS[2], 'total', 0, 'open', #payload.tasks, 'computed', 0, 'failed', 0,
-  'skipped', 0, 'cancelled', 0, 'started', 0)
-redis.call('ZADD', KEYS[3], ARGV[2], ARGV[3])
-for i = 5, #ARGV do
-  append(KEYS[1], ARGV[i])
-end
-create_tasks(KEYS[2], KEYS[4], payload)
-return 1
+flush_events()
+return out

@@ -45,14 +45,41 @@ local now_cached
 local function now_ms()
   if now_cached == nil then
     local t = redis.call('TIME')
-    now_cached = t[1] * 1000 + math.floor(t[2] / 1000)
+    -- as text: a Lua number passed to redis.call is formatted with printf, once per use
+    now_cached = string.format('%d', t[1] * 1000 + math.floor(t[2] / 1000))
   end
   return now_cached
 end
 
+-- A call's events go to the task log in as few entries as possible: an XADD, and its AOF record,
+-- costs about the same for one event as for a thousand. An entry holds one event in field 'e', or
+-- several as one msgpack array in field 'b' (store.py reads both). Scripts end with flush_events().
+local EVENTS_PER_ENTRY = 1000
+local event_log, buffered = nil, {}
+
+local function flush_events()
+  local n = #buffered
+  if n == 1 then
+    redis.call('XADD', event_log, '*', 'e', buffered[1])
+  elseif n > 1 then
+    -- the encoded events are msgpack already: an array is its header followed by them
+    local header = n < 16 and string.char(0x90 + n)
+      or string.char(0xdc, math.floor(n / 256), n % 256)
+    redis.call('XADD', event_log, '*', 'b', header .. table.concat(buffered))
+  end
+  buffered = {}
+end
+
 local function append(log, payload)
   if payload ~= '' then
-    redis.call('XADD', log, '*', 'e', payload)
+    if event_log ~= nil and event_log ~= log then
+      flush_events()  -- one log per call in practice; order is kept if not
+    end
+    event_log = log
+    buffered[#buffered + 1] = payload
+    if #buffered >= EVENTS_PER_ENTRY then
+      flush_events()
+    end
   end
 end
 
@@ -67,10 +94,13 @@ end
 -- node], a shape [name, version, cluster, lane, lane registry, parent, max_retries, optional];
 -- its chain is '[' .. node .. tail, the node written here when empty. The task hash is written
 -- once, queued or waiting; ids are appended to the job's task list and counted in its total in
--- one command per call, not one per task. Returns how many tasks were created.
-local function create_tasks(job_key, job_tasks_key, payload)
+-- one command per call, not one per task (``counted``: the caller has set the total). Returns how
+-- many tasks were created.
+local registered = {}  -- lanes added to their cluster's registry in this call
+
+local function create_tasks(job_key, job_tasks_key, payload, counted)
   local job, tail, shapes, tasks = payload.job, payload.tail, payload.shapes, payload.tasks
-  local ids, registered = {}, {}
+  local ids = {}
   for i, t in ipairs(tasks) do
     local s = shapes[t[1]]
     local name, version, cluster, lane, registry, parent, max_retries, optional =
@@ -79,24 +109,36 @@ local function create_tasks(job_key, job_tasks_key, payload)
     if node == '' then
       node = '{"k":"' .. task_key .. '","d":[]}'
     end
-    if tonumber(deps) == 0 then
-      ensure_lane(key(lane))
-      local entry = redis.call('XADD', lane, '*', 't', id, 'j', job)
-      redis.call('HSET', task_key,
-        'id', id, 'job', job, 'name', name, 'version', version, 'cluster', cluster,
-        'lane', lane, 'input', input, 'parent', parent, 'state', 'queued', 'deps', deps,
-        'open', 1, 'attempts', 0, 'max_retries', max_retries, 'optional', optional,
-        'chain', '[' .. node .. tail, 'entry', entry, 'runner', '', 'release', '')
-    else
-      redis.call('HSET', task_key,
-        'id', id, 'job', job, 'name', name, 'version', version, 'cluster', cluster,
-        'lane', lane, 'input', input, 'parent', parent, 'state', 'waiting', 'deps', deps,
-        'open', 1, 'attempts', 0, 'max_retries', max_retries, 'optional', optional,
-        'chain', '[' .. node .. tail)
+    -- Fields at their default (no parent, dependencies, retries; not optional; no attempts,
+    -- runner or release yet) are left out: a smaller hash is cheaper to write, keep and log.
+    local queued = deps == '0'
+    local fields = {'id', id, 'job', job, 'name', name, 'version', version, 'cluster', cluster,
+      'lane', lane, 'input', input, 'state', queued and 'queued' or 'waiting', 'open', '1',
+      'chain', '[' .. node .. tail}
+    if parent ~= '' then
+      fields[#fields + 1] = 'parent'
+      fields[#fields + 1] = parent
     end
-    if registered[s] == nil then  -- per shape: it names one lane and its registry
+    if max_retries ~= '0' then
+      fields[#fields + 1] = 'max_retries'
+      fields[#fields + 1] = max_retries
+    end
+    if optional ~= '0' then
+      fields[#fields + 1] = 'optional'
+      fields[#fields + 1] = optional
+    end
+    if queued then
+      ensure_lane(key(lane))
+      fields[#fields + 1] = 'entry'
+      fields[#fields + 1] = redis.call('XADD', lane, '*', 't', id, 'j', job)
+    else
+      fields[#fields + 1] = 'deps'
+      fields[#fields + 1] = deps
+    end
+    redis.call('HSET', task_key, unpack(fields))
+    if registered[lane] == nil then
       redis.call('SADD', key(registry), lane)
-      registered[s] = true
+      registered[lane] = true
     end
     ids[#ids + 1] = id
     if #ids == 1000 or i == #tasks then  -- bounded: unpack has a stack limit
@@ -104,29 +146,34 @@ local function create_tasks(job_key, job_tasks_key, payload)
       ids = {}
     end
   end
-  if #tasks > 0 then
-    redis.call('HINCRBY', job_key, 'total', #tasks)
+  if #tasks > 0 and not counted then
+    redis.call('HINCRBY', job_key, 'total', tostring(#tasks))
   end
   return #tasks
 end
 
--- The first task of ``chain`` is complete (it and all its subtasks are done): release its
--- dependants, and walk up while each parent thereby becomes complete too.
-local function settle(job_key, chain)
-  for i = 1, #chain do
-    for _, dependant in ipairs(chain[i].d) do
-      local dk = key(dependant[1])
-      local left = redis.call('HINCRBY', dk, 'deps', -1)
-      if left == 0 and redis.call('HGET', dk, 'state') == 'waiting' then
-        enqueue(dk)
-      end
+-- Release the dependants of a complete task (``node`` of its chain).
+local function release_dependants(node)
+  for _, dependant in ipairs(node.d) do
+    local dk = key(dependant[1])
+    local left = redis.call('HINCRBY', dk, 'deps', '-1')
+    if left == 0 and redis.call('HGET', dk, 'state') == 'waiting' then
+      enqueue(dk)
     end
+  end
+end
+
+-- The task at ``chain[from]`` is complete (it and all its subtasks are done): release its
+-- dependants, and walk up while each parent thereby becomes complete too.
+local function settle(job_key, chain, from)
+  for i = from or 1, #chain do
+    release_dependants(chain[i])
     local parent = chain[i + 1]
     if parent == nil then
-      redis.call('HINCRBY', job_key, 'open', -1)
+      redis.call('HINCRBY', job_key, 'open', '-1')
       return
     end
-    if redis.call('HINCRBY', key(parent.k), 'open', -1) > 0 then
+    if redis.call('HINCRBY', key(parent.k), 'open', '-1') > 0 then
       return
     end
   end
