@@ -165,3 +165,30 @@ class Twice(Task):
     def execute(self, context: ExecutionContext) -> None:
         first = context.submit_subtask(Leaf("first"))
         context.submit_subtask(Leaf("second"), depends_on=[first, first])
+
+
+class Wide(Task):
+    """A parent of many leaves: they complete in batches, and the parent only after all of them."""
+
+    count: int
+
+    @staticmethod
+    def identifier() -> tuple[str, str]:
+        return "test.Wide", "v1.0"
+
+    def execute(self, context: ExecutionContext) -> None:
+        context.submit_subtasks([Leaf(f"leaf-{i}") for i in range(self.count)])
+
+
+class Top(Task):
+    """A wide subtree, and a step that may run only once that whole subtree is complete."""
+
+    count: int
+
+    @staticmethod
+    def identifier() -> tuple[str, str]:
+        return "test.Top", "v1.0"
+
+    def execute(self, context: ExecutionContext) -> None:
+        wide = context.submit_subtask(Wide(self.count))
+        context.submit_subtask(Leaf("after"), depends_on=wide)

@@ -6,9 +6,12 @@ from pathlib import Path
 
 import pytest
 
-from tests.tasks_fixture import Leaf, Root, Step
-from tilebox_core import Client
-from tilebox_core.events import TaskClaimed, TaskCompleted, TaskSubmitted
+from tests.tasks_fixture import Leaf, Root, Step, Top, Wide
+from tilebox_core import Client, Task
+from tilebox_core.errors import InvalidInput
+from tilebox_core.events import JobSubmitted, TaskClaimed, TaskCompleted, TaskSubmitted
+from tilebox_core.ids import new_id
+from tilebox_core.jobs import SUBMIT_CHUNK, new_job, task_spec
 from tilebox_core.taskstore import TASKS
 
 
@@ -47,3 +50,62 @@ def test_a_stop_requested_before_the_run_is_honoured(client: Client, tmp_path: P
     assert client.jobs().find(job.id).state == "queued"
     runner.run_all()  # a later run works normally
     assert client.jobs().find(job.id).state == "completed"
+
+
+def test_a_parent_completes_once_all_its_many_subtasks_have(
+    client: Client, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The leaves finish in batches (prefetch 64), each batch telling their parent once.
+    trace = tmp_path / "trace"
+    monkeypatch.setenv("TILEBOX_TEST_TRACE", str(trace))
+    job = client.jobs().submit("wide", Top(150))
+    client.runner(tasks=[Top, Wide, Leaf], prefetch=64, cache_root=tmp_path / "c").run_all()
+    order = trace.read_text().split()
+    assert len(order) == 151 and order[-1] == "after"
+    done = client.jobs().find(job.id)
+    assert done.state == "completed" and done.tasks_by_state == {"computed": 153}
+    wide = next(t for t in done.tasks if t.name == "test.Wide")
+    assert client.redis.hget(client.store.keys.task(wide.id), "open") == b"0"
+    assert client.redis.hget(client.store.keys.job(job.id), "open") == b"0"
+
+
+def test_submit_many_creates_each_job_in_order(client: Client, tmp_path: Path) -> None:
+    count = 2 * SUBMIT_CHUNK + 50  # several pipelined script calls
+    jobs = client.jobs().submit_many((f"job-{i}", Leaf(str(i))) for i in range(count))
+    assert [j.name for j in jobs] == [f"job-{i}" for i in range(count)]
+    assert len({j.id for j in jobs}) == count
+    assert all(j.state == "queued" and j.tasks_by_state == {"queued": 1} for j in jobs)
+    assert client.jobs().find(jobs[-1].id).tasks[0].state == "queued"
+    submitted = task_events(client, JobSubmitted)
+    assert [e.job_id for e in submitted] == [j.id for j in jobs]
+    # The events of a call share log entries: far fewer entries than events.
+    assert client.redis.xlen(client.store.keys.log(TASKS)) < count
+    client.runner(tasks=[Leaf], prefetch=64, cache_root=tmp_path).run_all()
+    assert {client.jobs().find(j.id, with_tasks=False).state for j in jobs} == {"completed"}
+    assert len(task_events(client, TaskCompleted)) == count
+
+
+class NoExecute(Task):
+    x: int
+
+
+def test_submit_many_checks_every_job_before_submitting_any(client: Client) -> None:
+    with pytest.raises(InvalidInput, match="non-empty name"):
+        client.jobs().submit_many([("fine", Leaf("a")), (" ", Leaf("b"))])
+    with pytest.raises(InvalidInput, match="does not define execute"):
+        client.jobs().submit_many([("fine", Leaf("a")), ("bad", NoExecute(1))])
+    with pytest.raises(InvalidInput, match="needs at least one task"):
+        client.jobs().submit_many([("fine", Leaf("a")), ("empty", [])])
+    assert client.jobs().query() == []
+    assert client.redis.xlen(client.store.keys.log(TASKS)) == 0
+
+
+def test_a_retried_submission_of_a_job_is_not_duplicated(client: Client) -> None:
+    origin = client.origin()
+    specs = [task_spec(Leaf("once"), new_id(), "default")]
+    job = new_job(origin, 0, "once", "default", specs, 0)
+    assert client.tasks.submit_jobs([[job]]) == [True]
+    entries = client.redis.xlen(client.store.keys.log(TASKS))
+    assert client.tasks.submit_jobs([[job]]) == [False]  # e.g. resent after a lost reply
+    assert client.redis.xlen(client.store.keys.log(TASKS)) == entries
+    assert client.jobs().find(job.id).total_tasks == 1

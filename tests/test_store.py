@@ -114,6 +114,21 @@ def test_unknown_event_types_are_read_not_fatal(store: EventStore, team: str) ->
     assert isinstance(events[2], UnknownEvent) and events[2].type == "<undecodable>"
 
 
+def test_batched_entries_read_as_their_events_in_order(store: EventStore, team: str) -> None:
+    # The task scripts append a call's events as one entry: a msgpack array in field "b".
+    future = {"type": "ClusterRenamed", "id": new_id(), "at": utcnow(), "actor": "x", "team": team}
+    batch = [store.codec.encode(made(team, "a")), msgspec.msgpack.encode(future),
+             store.codec.encode(made(team, "b"))]  # fmt: skip
+    log = store.keys.log(CONTROL)
+    store.redis.xadd(log, {"b": b"\x93" + b"".join(batch)})  # 0x93: an array of three
+    store.append(CONTROL, [made(team, "c")])
+    for read in (list(store.replay(CONTROL)), store.read(CONTROL), store.wait(CONTROL, "0-0", 10)):
+        assert [getattr(s.event, "slug", s.event.type) for s in read] == ["a", "ClusterRenamed", "b", "c"]
+        assert len({s.position for s in read[:3]}) == 1 and read[3].position > read[0].position
+    store.redis.xadd(log, {"b": b"\xc1broken"})
+    assert store.read(CONTROL)[-1].event.type == "<undecodable>"
+
+
 def test_materialised_projection_changes_with_the_append(store: EventStore, team: str) -> None:
     store.append(CONTROL, [made(team, "a")], projection=[("HSET", "dev/scenes", "r1")])
     assert store.deployments() == {("dev", "scenes"): "r1"}

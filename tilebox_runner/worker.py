@@ -1,8 +1,9 @@
 """``TaskRunner``: claims tasks from the lanes of one cluster and executes them.
 
 Each worker thread loops: take over expired leases or read new entries (one blocking XREADGROUP
-over every lane the registered tasks can serve), record the claims, execute, and finish (fenced,
-atomic). A heartbeat thread renews the leases of in-flight entries, so a long CPU-bound task keeps
+over every lane the registered tasks can serve), record the claims, execute, and hand the results
+to the recorder thread, which finishes them (fenced, atomic) while the worker goes on with the next
+batch. A heartbeat thread renews the leases of in-flight entries, so a long CPU-bound task keeps
 its lease; a runner that dies stops renewing and any other runner takes its tasks over.
 """
 
@@ -57,7 +58,12 @@ def new_runner_id() -> str:
 
 
 class TaskRunner:
-    """Executes the tasks of ``tasks`` submitted to ``cluster``; see ``run_all``/``run_forever``."""
+    """Executes the tasks of ``tasks`` submitted to ``cluster``; see ``run_all``/``run_forever``.
+
+    ``concurrency`` worker threads each claim up to ``prefetch`` tasks at once: as many as take
+    about FLUSH_SECONDS to run, judged by the tasks run so far, so no-op tasks go 64 to a round
+    trip and slow ones one at a time.
+    """
 
     def __init__(
         self,
@@ -66,7 +72,7 @@ class TaskRunner:
         tasks: Runner | Iterable[type[Task]] = (),
         *,
         concurrency: int = 1,
-        prefetch: int = 8,
+        prefetch: int = 64,
         lease_seconds: float = DEFAULT_LEASE,
         max_deliveries: int = MAX_DELIVERIES,
         block_ms: int = 500,
@@ -96,6 +102,7 @@ class TaskRunner:
         self._idle: set[int] = set()  # worker threads that found nothing to do
         self._done = threading.Event()  # set when the run is over; ends the heartbeat
         self._next_reclaim = 0.0
+        self._task_seconds: float | None = None  # moving average of one task's execution
         # Results on their way to the store (see _record); two batches at most, then the workers
         # wait: a runner never gets far ahead of what it has recorded.
         self._results: queue.Queue[list[dict[str, Any]] | None] = queue.Queue(maxsize=2)
@@ -176,11 +183,27 @@ class TaskRunner:
         now = time.monotonic()
         if now >= self._next_reclaim:
             self._next_reclaim = now + self.lease_ms / 2000
-            expired = self.store.expired(self.lanes, self.lease_ms, self.prefetch)
+            expired = self.store.expired(self.lanes, self.lease_ms, self._batch_size())
             taken = self.store.take_over(self.id, expired, self.lease_ms) if expired else []
             if taken:
                 return taken
-        return self.store.read(self.id, self.lanes, self.prefetch, self.block_ms)
+        return self.store.read(self.id, self.lanes, self._batch_size(), self.block_ms)
+
+    def _batch_size(self) -> int:
+        """How many tasks to claim at once: about FLUSH_SECONDS of work, at most ``prefetch``.
+
+        Fast tasks are claimed (and recorded) many per round trip; slow ones one at a time, so
+        that a claimed task never waits behind others here while another runner is idle.
+        """
+        seconds = self._task_seconds
+        if seconds is None:
+            return 1  # nothing known yet: the first task tells
+        return max(1, min(self.prefetch, int(FLUSH_SECONDS / max(seconds, 1e-6))))
+
+    def _observe(self, seconds: float) -> None:
+        previous = self._task_seconds
+        # weighted to the recent: after one slow task, a few fast ones restore large batches
+        self._task_seconds = seconds if previous is None else (previous + seconds) / 2
 
     def _finished(self) -> bool:
         """True when every worker found nothing and no lane of ours holds an entry."""
@@ -211,7 +234,12 @@ class TaskRunner:
         try:
             for task in claimed:
                 # Draining: hand back what has not started rather than run it now.
-                calls.append(self._release(task) if self._stopping.is_set() else self._execute(task))
+                if self._stopping.is_set():
+                    calls.append(self._release(task))
+                else:
+                    started = time.perf_counter()
+                    calls.append(self._execute(task))
+                    self._observe(time.perf_counter() - started)
                 # Fast tasks are recorded in batches; a batch is handed over once it is
                 # FLUSH_SECONDS old, so a slow task's result (and its dependants) is not held back.
                 if time.monotonic() - since >= FLUSH_SECONDS:
@@ -230,18 +258,20 @@ class TaskRunner:
         """Record finished tasks, a batch per call, in a thread of its own: the server stores one
         batch while the workers claim and execute the next (the GIL is free while it waits)."""
         while (calls := self._results.get()) is not None:
+            lost: list[str] = []
             try:
-                results = self._with_backoff(lambda: self.store.finish_many(calls))
+                owned = self._with_backoff(lambda: self.store.finish_many(calls))
+                lost = [call["task"].task_id for call, mine in zip(calls, owned) if not mine]
             except StoreUnavailable as exc:
                 # Not lost: the leases expire and the tasks run again (delivery is at-least-once).
                 self.log.error("could not record finished tasks", error=str(exc), tasks=len(calls))
-                results = [True] * len(calls)
+            except Exception:  # noqa: BLE001 - the recorder must outlive a bad batch, or workers block
+                self.log.exception("could not record finished tasks", tasks=len(calls))
             with self._lock:
-                for call, owned in zip(calls, results):
+                for call in calls:
                     self._in_flight.pop(call["task"].entry, None)
-                    if not owned:
-                        self.log.warning("lease lost; another runner owns the task now",
-                                         task_id=call["task"].task_id)  # fmt: skip
+            for task_id in lost:
+                self.log.warning("lease lost; another runner owns the task now", task_id=task_id)
 
     def _claim(self, deliveries: list[Delivery]) -> list[ClaimedTask]:
         origin = self.client.origin()
