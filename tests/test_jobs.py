@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -19,15 +20,21 @@ def task_events(client: Client, kind: type) -> list:
     return [s.event for s in client.store.replay(TASKS) if isinstance(s.event, kind)]
 
 
+@pytest.fixture
+def trace(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Callable[[], list[str]]:
+    """The labels of the fixture tasks, in the order they ran."""
+    path = tmp_path / "trace"
+    monkeypatch.setenv("TILEBOX_TEST_TRACE", str(path))
+    return lambda: path.read_text().split()
+
+
 def test_subtasks_with_dependencies_run_in_order(
-    client: Client, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    client: Client, tmp_path: Path, trace: Callable[[], list[str]]
 ) -> None:
-    trace = tmp_path / "trace"
-    monkeypatch.setenv("TILEBOX_TEST_TRACE", str(trace))
     job = client.jobs().submit("ordered", Root(1))
     assert job.state == "queued"
     client.runner(tasks=[Root, Step, Leaf], cache_root=tmp_path / "cache").run_all()
-    order = trace.read_text().split()
+    order = trace()
     assert order[0] == "root"
     # b waits for a, and a is complete only when its subtasks a.1 and a.2 are; c waits for both.
     assert order.index("b") > max(order.index("a.1"), order.index("a.2"))
@@ -53,14 +60,12 @@ def test_a_stop_requested_before_the_run_is_honoured(client: Client, tmp_path: P
 
 
 def test_a_parent_completes_once_all_its_many_subtasks_have(
-    client: Client, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    client: Client, tmp_path: Path, trace: Callable[[], list[str]]
 ) -> None:
     # The leaves finish in batches (prefetch 64), each batch telling their parent once.
-    trace = tmp_path / "trace"
-    monkeypatch.setenv("TILEBOX_TEST_TRACE", str(trace))
     job = client.jobs().submit("wide", Top(150))
     client.runner(tasks=[Top, Wide, Leaf], prefetch=64, cache_root=tmp_path / "c").run_all()
-    order = trace.read_text().split()
+    order = trace()
     assert len(order) == 151 and order[-1] == "after"
     done = client.jobs().find(job.id)
     assert done.state == "completed" and done.tasks_by_state == {"computed": 153}
