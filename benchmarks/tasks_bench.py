@@ -290,12 +290,13 @@ def bench_latency(url: str, run_id: str, args: argparse.Namespace) -> None:
     with team_client(url, run_id, "latency") as client:
         jobs = client.jobs()
         log = client.store.keys.log(TASKS)
-        codec = client.store.codec
         watcher = redis.Redis.from_url(url)
         others = blocked_readers(watcher)  # with --url, other clients may be blocked too
         latencies: list[float] = []
         with Runners(url, client.team, 1, _with(args, concurrency=1)):
-            position = client.redis.xinfo_stream(log)["last-generated-id"] if client.redis.exists(log) else "0-0"
+            position = "0-0"
+            if client.redis.exists(log):
+                position = client.redis.xinfo_stream(log)["last-generated-id"].decode()
             for i in range(warmup + n):
                 job = jobs.submit("latency", Noop(i))
                 submitted_at = claimed_at = None
@@ -303,17 +304,16 @@ def bench_latency(url: str, run_id: str, args: argparse.Namespace) -> None:
                 deadline = time.monotonic() + args.timeout
                 while not completed and time.monotonic() < deadline:
                     # Block on the task log for this job's events: no polling of task state.
-                    for _, entries in client.redis.xread({log: position}, count=100, block=1000) or []:
-                        for position, fields in entries:
-                            event = codec.decode(fields[b"e"])
-                            if getattr(event, "job_id", None) != job.id:
-                                continue
-                            if isinstance(event, TaskSubmitted):
-                                submitted_at = event.at
-                            elif isinstance(event, TaskClaimed):
-                                claimed_at = event.at
-                            elif isinstance(event, TaskCompleted):
-                                completed = True
+                    for stored in client.store.wait(TASKS, position, block_ms=1000, count=100):
+                        position, event = stored.position, stored.event
+                        if getattr(event, "job_id", None) != job.id:
+                            continue
+                        if isinstance(event, TaskSubmitted):
+                            submitted_at = event.at
+                        elif isinstance(event, TaskClaimed):
+                            claimed_at = event.at
+                        elif isinstance(event, TaskCompleted):
+                            completed = True
                 if submitted_at is None or claimed_at is None:
                     raise RuntimeError(f"job {job.id} was not claimed within {args.timeout} s")
                 if i >= warmup:

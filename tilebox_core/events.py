@@ -1,7 +1,8 @@
 """The event catalog: every state change is one of these, encoded with msgspec as a tagged union.
 
 Schema evolution: a new field always gets a default; a field's type never changes; a tag is never
-reused for another meaning. Events are frozen and carry their own id, time, actor and team.
+reused for another meaning. Events are frozen and carry their own id, time, actor and team. Fields
+at their default are left out of the encoding (decoding restores them): smaller log entries.
 """
 
 from __future__ import annotations
@@ -12,7 +13,9 @@ from typing import Any, Union
 import msgspec
 
 
-class Event(msgspec.Struct, frozen=True, kw_only=True, tag_field="type", tag=True, omit_defaults=True):
+class Event(
+    msgspec.Struct, frozen=True, kw_only=True, tag_field="type", tag=True, omit_defaults=True
+):
     id: str
     at: dt.datetime
     actor: str

@@ -178,6 +178,7 @@ class Jobs:
             requests.append((name, [task_spec(t, new_id(), cluster, max_retries=max_retries)
                                     for t in roots]))  # fmt: skip
         return self._submit(cluster, requests, max_retries)
+
     def submit_by_name(
         self,
         name: str,

@@ -265,7 +265,7 @@ class TaskRunner:
             except StoreUnavailable as exc:
                 # Not lost: the leases expire and the tasks run again (delivery is at-least-once).
                 self.log.error("could not record finished tasks", error=str(exc), tasks=len(calls))
-            except Exception:  # noqa: BLE001 - the recorder must outlive a bad batch, or workers block
+            except Exception:  # the recorder must outlive a bad batch, or the workers would block
                 self.log.exception("could not record finished tasks", tasks=len(calls))
             with self._lock:
                 for call in calls:

@@ -92,7 +92,7 @@ local owned
 
 -- A complete task's parent learns of it at the end of the call, once per parent however many of
 -- its subtasks completed here (a fan-out's thousands of leaves cost one write, not thousands).
-local parents, completed_children = {}, {}  -- parents in order; parent key -> {count, chain}
+local parents, completed_children = {}, {}  -- parents in order; key -> {count, job, a child chain}
 
 local function settle_later(job, chain)
   release_dependants(chain[1])
