@@ -2,18 +2,19 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
 
+from tests.servers import ServerProcess
 from tests.tasks_fixture import Leaf, Root, Step, Top, Wide
 from tilebox_core import Client, Task
 from tilebox_core.errors import InvalidInput
 from tilebox_core.events import JobSubmitted, TaskClaimed, TaskCompleted, TaskSubmitted
 from tilebox_core.ids import new_id
 from tilebox_core.jobs import SUBMIT_CHUNK, new_job, task_spec
-from tilebox_core.taskstore import TASKS
+from tilebox_core.taskstore import TASKS, NewJob
 
 
 def task_events(client: Client, kind: type) -> list:
@@ -114,3 +115,25 @@ def test_a_retried_submission_of_a_job_is_not_duplicated(client: Client) -> None
     assert client.tasks.submit_jobs([[job]]) == [False]  # e.g. resent after a lost reply
     assert client.redis.xlen(client.store.keys.log(TASKS)) == entries
     assert client.jobs().find(job.id).total_tasks == 1
+
+
+def test_a_bulk_submission_rides_over_a_server_restart(
+    private_server: ServerProcess, team: str
+) -> None:
+    with Client(private_server.url, team=team, retries=20) as client:
+        origin = client.origin()
+        jobs = [new_job(origin, 0, f"job-{i}", "default", [task_spec(Leaf(str(i)), new_id(),
+                "default")], 0) for i in range(300)]  # fmt: skip
+
+        def chunks() -> Iterator[list[NewJob]]:
+            yield jobs[:100]
+            yield jobs[100:200]  # sent, reply unread: then the server dies under it
+            private_server.restart()  # kill -9, start again on the same AOF
+            yield jobs[200:]
+
+        assert len(client.tasks.submit_jobs(chunks())) == 300
+        # Resent calls found their jobs created: every job once, with its one task.
+        submitted = task_events(client, JobSubmitted)
+        assert sorted(e.job_id for e in submitted) == sorted(j.id for j in jobs)
+        assert len(task_events(client, TaskSubmitted)) == 300
+        assert {client.jobs().find(j.id).total_tasks for j in jobs} == {1}

@@ -9,6 +9,7 @@ append the events in one atomic call. Driver errors are translated as in ``store
 
 from __future__ import annotations
 
+import collections
 import re
 from collections.abc import Iterable, Sequence
 from typing import Any, NamedTuple
@@ -180,26 +181,46 @@ class TaskStore:
         job False if its id was submitted before (a retried submission changes nothing).
 
         Calls are pipelined: chunk i+1 is prepared and sent before chunk i's reply is read, so
-        this client encodes while the server creates. A failure leaves the chunks before it
-        submitted.
+        this client encodes while the server creates. A lost connection is ridden over like any
+        command's (the client's retry policy): the calls whose replies were not read are sent
+        again, which the script's check of the job id makes safe. A failure that outlasts the
+        policy leaves the chunks before it submitted.
         """
         script = self._scripts["submit"].script  # EVAL: no NOSCRIPT to recover mid-pipeline
+        calls = (self._submit_call(chunk) for chunk in chunks)
+        unanswered: collections.deque[tuple[list[str], list[Any]]] = collections.deque()
+        results: list[bool] = []
+        resend = False
         pool = self.redis.connection_pool
         connection = pool.get_connection()
-        results: list[bool] = []
-        unread = 0
+
+        def send(keys: list[str], args: list[Any]) -> None:
+            connection.send_command("EVAL", script, len(keys), *keys, *args)
+
+        def run() -> None:
+            nonlocal resend
+            if resend:
+                resend = False
+                for call in unanswered:
+                    send(*call)
+            while True:
+                while len(unanswered) < 2 and (call := next(calls, None)) is not None:
+                    unanswered.append(call)  # before sending: a failed send is sent again
+                    send(*call)
+                if not unanswered:
+                    return
+                results.extend(bool(r) for r in connection.read_response())
+                unanswered.popleft()
+
+        def fail(error: Exception) -> None:
+            nonlocal resend
+            connection.disconnect()  # replies may still be in flight: start afresh
+            resend = True
+
         try:
-            for chunk in chunks:
-                keys, args = self._submit_call(chunk)
-                connection.send_command("EVAL", script, len(keys), *keys, *args)
-                unread += 1
-                if unread > 1:
-                    results += (bool(r) for r in connection.read_response())
-                    unread -= 1
-            for _ in range(unread):
-                results += (bool(r) for r in connection.read_response())
+            connection.retry.call_with_retry(run, fail)
         except BaseException:
-            connection.disconnect()  # replies may still be in flight: never reuse it
+            connection.disconnect()
             raise
         finally:
             pool.release(connection)
