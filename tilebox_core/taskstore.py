@@ -53,6 +53,94 @@ class NewJob(NamedTuple):
     submitted_ms: int
 
 
+class TaskSpecFields(msgspec.Struct):
+    """A task hash's ``spec``: what never changes once the task exists, kept as one JSON field
+    (a hash field costs the server about as much to write as a command)."""
+
+    id: str
+    job: str
+    name: str
+    version: str
+    cluster: str
+    lane: str
+    parent: str = ""
+    max_retries: str = "0"
+    optional: str = "0"
+
+
+SPEC_FIELDS = frozenset(TaskSpecFields.__struct_fields__)
+_spec = msgspec.json.Decoder(TaskSpecFields)
+
+
+class Payload:
+    """Builds the JSON of tasks to create that the task scripts read (see ``create_tasks`` in
+    tasklib.lua) and collects the task, lane and lane-registry keys they name. Linear in the
+    number of tasks, and compact: what tasks share (identifier, cluster, lane, parent, retry
+    policy) is one "shape" sent once, for every group of siblings built by one Payload."""
+
+    def __init__(self, keys: Keys) -> None:
+        self._keys = keys
+        self._shapes: dict[tuple[str, ...], int] = {}  # shape -> its 1-based index (Lua)
+        self._rows: list[tuple[str, ...]] = []  # shapes as sent: plus their ``spec`` fragment
+        self._lanes: dict[tuple[str, str, str], str] = {}
+        self.keys: list[str] = []
+
+    def shapes(self) -> list[tuple[str, ...]]:
+        return self._rows
+
+    def _shape(self, s: TaskSpec, lane: str, registry: str) -> int:
+        # Strings only: Lua numbers decoded by cjson are doubles, which Redis refuses.
+        shape = (s.name, s.version, s.cluster, lane, registry, s.parent_id or "",
+                 str(s.max_retries), "1" if s.optional else "0")  # fmt: skip
+        index = self._shapes.get(shape)
+        if index is None:
+            index = self._shapes[shape] = len(self._shapes) + 1
+            # The task hash's "spec" field (see create_tasks) without its braces, id and job.
+            spec = {"name": s.name, "version": s.version, "cluster": s.cluster, "lane": lane}
+            if s.parent_id:
+                spec["parent"] = s.parent_id
+            if s.max_retries:
+                spec["max_retries"] = str(s.max_retries)
+            if s.optional:
+                spec["optional"] = "1"
+            self._rows.append((*shape, _json.encode(spec).decode()[1:-1]))
+        return index
+
+    def _lane(self, s: TaskSpec) -> str:
+        lane = self._lanes.get((s.cluster, s.name, s.version))
+        if lane is None:
+            major, minor = parse_version(s.version)
+            lane = self._lanes[(s.cluster, s.name, s.version)] = self._keys.lane(
+                s.cluster, s.name, major, minor
+            )
+        return lane
+
+    def siblings(self, specs: Sequence[TaskSpec], parent_chain: str = "[]") -> dict[str, Any]:
+        """``{"tail", "tasks"}`` for sibling tasks under a parent whose chain is ``parent_chain``."""
+        task_key, lanes_key = self._keys.task, self._keys.lanes
+        dependants: dict[str, list[list[str]]] = {}
+        for s in specs:
+            if s.depends_on:
+                for dependency in dict.fromkeys(s.depends_on):
+                    dependants.setdefault(dependency, []).append([task_key(s.id), self._lane(s)])
+        # A task's chain is its own node followed by the parent's chain: the scripts splice them.
+        tail = parent_chain.strip()[1:-1].strip()
+        tail = "," + tail + "]" if tail else "]"
+        tasks: list[list[Any]] = []
+        for s in specs:
+            key, lane, registry = task_key(s.id), self._lane(s), lanes_key(s.cluster)
+            index = self._shape(s, lane, registry)
+            # The node {"k": key, "d": dependants}; "" when the script can write it: no
+            # dependants and a key JSON needs no escapes for.
+            node = ""
+            if s.id in dependants or _NEEDS_ESCAPE.search(key):
+                node = _json.encode({"k": key, "d": dependants.get(s.id, [])}).decode()
+            tasks.append([index, key, s.id, s.input, str(len(set(s.depends_on))), node])
+            # A task's dependants are its siblings: their keys and lanes are listed here too.
+            self.keys += (key, lane, registry)
+        return {"tail": tail, "tasks": tasks}
+
+
 class Delivery(NamedTuple):
     """A lane entry handed to a runner (fresh, or taken over after its lease expired)."""
 
@@ -132,48 +220,14 @@ class TaskStore:
         self, job_id: str, specs: Sequence[TaskSpec], parent_chain: str = "[]"
     ) -> tuple[bytes, list[str]]:
         """Sibling tasks to create, as the JSON the task scripts read (see ``create_tasks`` in
-        tasklib.lua), and the task, lane and lane-registry keys they name; linear in the number
-        of tasks, and compact: what siblings share (identifier, cluster, lane, parent, retry
-        policy, the parent's chain) is sent once per distinct value, not once per task.
+        tasklib.lua), and the task, lane and lane-registry keys they name.
 
         ``parent_chain`` is the JSON chain of the parent task; its keys are the caller's to declare.
         """
-        task_key, lanes_key = self.keys.task, self.keys.lanes
-        shapes: dict[tuple, int] = {}
-        lanes: dict[tuple[str, str, str], str] = {}
-
-        def lane_of(s: TaskSpec) -> str:
-            lane = lanes.get((s.cluster, s.name, s.version))
-            if lane is None:
-                lane = lanes[(s.cluster, s.name, s.version)] = self.lane(s.cluster, s.name, s.version)
-            return lane
-
-        dependants: dict[str, list[list[str]]] = {}
-        for s in specs:
-            if s.depends_on:
-                for dependency in dict.fromkeys(s.depends_on):
-                    dependants.setdefault(dependency, []).append([task_key(s.id), lane_of(s)])
-        # A task's chain is its own node followed by the parent's chain: the scripts splice them.
-        tail = parent_chain.strip()[1:-1].strip()
-        tail = "," + tail + "]" if tail else "]"
-        tasks: list[list[Any]] = []
-        keys: list[str] = []
-        for s in specs:
-            key, lane, registry = task_key(s.id), lane_of(s), lanes_key(s.cluster)
-            # Strings only: Lua numbers decoded by cjson are doubles, which Redis refuses.
-            shape = (s.name, s.version, s.cluster, lane, registry, s.parent_id or "",
-                     str(s.max_retries), "1" if s.optional else "0")  # fmt: skip
-            index = shapes.setdefault(shape, len(shapes) + 1)  # 1-based: Lua tables
-            # The node {"k": key, "d": dependants}; "" when the script can write it: no
-            # dependants and a key JSON needs no escapes for.
-            node = ""
-            if s.id in dependants or _NEEDS_ESCAPE.search(key):
-                node = _json.encode({"k": key, "d": dependants.get(s.id, [])}).decode()
-            tasks.append([index, key, s.id, s.input, str(len(set(s.depends_on))), node])
-            # A task's dependants are its siblings: their keys and lanes are listed here too.
-            keys += (key, lane, registry)
-        payload = {"job": job_id, "tail": tail, "shapes": list(shapes), "tasks": tasks}
-        return _json.encode(payload), keys
+        payload = Payload(self.keys)
+        siblings = payload.siblings(specs, parent_chain)
+        siblings.update(job=job_id, shapes=payload.shapes())
+        return _json.encode(siblings), payload.keys
 
     @translate_errors
     def submit_jobs(self, chunks: Iterable[Sequence[NewJob]]) -> list[bool]:
@@ -227,18 +281,25 @@ class TaskStore:
         return results
 
     def _submit_call(self, jobs: Sequence[NewJob]) -> tuple[list[str], list[Any]]:
-        """Keys and arguments of one submit script call (see submit.lua)."""
+        """Keys and arguments of one submit script call (see submit.lua): one JSON for all the
+        jobs (their siblings share the shapes), then every job's encoded events."""
+        payload = Payload(self.keys)
         keys = [self.keys.log(TASKS), self.keys.jobs]
-        args: list[Any] = []
+        described: list[list[Any]] = []
+        events: list[bytes] = []
         encode = self.events.codec.encode
         for job in jobs:
-            payload, spec_keys = self.specs_payload(job.id, job.specs)
             job_key, job_tasks = self.keys.job(job.id), self.keys.job_tasks(job.id)
-            keys += (job_key, job_tasks, *spec_keys)
-            fields = {name: str(value) for name, value in job.fields.items()}
-            args += (job_key, job_tasks, _json.encode(fields), job.submitted_ms, job.id, payload,
-                     len(job.events), *(encode(e) for e in job.events))  # fmt: skip
-        return _unique(keys), args
+            keys += (job_key, job_tasks)
+            # Strings only: Lua numbers decoded by cjson are doubles, which Redis refuses.
+            siblings = payload.siblings(job.specs)
+            described.append([job_key, job_tasks, job.id, str(job.submitted_ms),
+                              _json.encode(job.fields).decode(), siblings["tasks"],
+                              len(job.events)])  # fmt: skip
+            events += (encode(e) for e in job.events)
+        keys += payload.keys
+        body = _json.encode({"shapes": payload.shapes(), "jobs": described})
+        return _unique(keys), [body, *events]
 
     # --- claiming ---------------------------------------------------------------------------------
 
@@ -313,10 +374,11 @@ class TaskStore:
             if status != "ok":
                 results.append((status, None))
                 continue
-            name, version, data, attempts, retries, optional, chain, cluster = row[1:]
+            spec_json, data, attempts, chain = row[1:]
+            spec = _spec.decode(spec_json)
             results.append((status, ClaimedTask(
-                d.lane, d.entry, d.task_id, d.job_id, _s(name), _s(version), data,
-                int(attempts), int(retries), optional == b"1", _s(chain), _s(cluster),
+                d.lane, d.entry, d.task_id, d.job_id, spec.name, spec.version, data,
+                int(attempts), int(spec.max_retries), spec.optional == "1", _s(chain), spec.cluster,
             )))  # fmt: skip
         return results
 
@@ -388,8 +450,16 @@ class TaskStore:
     # --- jobs -------------------------------------------------------------------------------------
 
     @translate_errors
-    def job(self, job_id: str) -> dict[str, str]:
-        return {_s(k): _s(v) for k, v in self.redis.hgetall(self.keys.job(job_id)).items()}
+    def job(self, job_id: str) -> dict[str, Any]:
+        """The job hash: its counters and flags, and the fields it was submitted with (kept as
+        one JSON field, ``info``: a hash field costs the server as much to write as a command)."""
+        fields: dict[str, Any] = {
+            _s(k): _s(v) for k, v in self.redis.hgetall(self.keys.job(job_id)).items()
+        }
+        info = fields.pop("info", None)
+        if info is not None:
+            fields.update(msgspec.json.decode(info))
+        return fields
 
     @translate_errors
     def task_ids(self, job_id: str) -> list[str]:
@@ -397,12 +467,17 @@ class TaskStore:
 
     @translate_errors
     def tasks(self, task_ids: Sequence[str], fields: Sequence[str]) -> list[dict[str, str]]:
+        """``fields`` of each task ("" where unset); the fields of its ``spec`` are read from it."""
+        stored = [f for f in fields if f not in SPEC_FIELDS] + ["spec"]
         pipe = self.redis.pipeline(transaction=False)
         for task_id in task_ids:
-            pipe.hmget(self.keys.task(task_id), list(fields))
-        return [
-            {f: _s(v) if v is not None else "" for f, v in zip(fields, row)} for row in pipe.execute()
-        ]
+            pipe.hmget(self.keys.task(task_id), stored)
+        rows = []
+        for values in pipe.execute():
+            row = {f: _s(v) if v is not None else "" for f, v in zip(stored, values)}
+            row.update(msgspec.json.decode(row.pop("spec") or "{}"))
+            rows.append({f: row.get(f, "") for f in fields})
+        return rows
 
     @translate_errors
     def job_ids(self, since_ms: float = float("-inf"), until_ms: float = float("inf"),

@@ -6,9 +6,9 @@ if redis.call('HGET', KEYS[2], 'cancelled') == '1' then
 end
 redis.call('HSET', KEYS[2], 'cancelled', 1)
 for i = 3, #KEYS, 2 do
-  local f = redis.call('HMGET', KEYS[i], 'state', 'lane', 'entry')
+  local f = redis.call('HMGET', KEYS[i], 'state', 'spec', 'entry')
   if f[1] == 'queued' then
-    redis.call('XDEL', key(f[2]), f[3])
+    redis.call('XDEL', key(cjson.decode(f[2]).lane), f[3])
     redis.call('HSET', KEYS[i], 'state', 'cancelled')
   elseif f[1] == 'waiting' then
     redis.call('HSET', KEYS[i], 'state', 'cancelled')

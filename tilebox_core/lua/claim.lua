@@ -4,7 +4,7 @@
 -- entry id, deliveries, TaskClaimed, TaskLeaseExpired ('' if fresh), TaskFailed for a poison task
 -- ('' when deliveries <= max deliveries: it is not used then).
 -- Returns per entry: {status, task fields...} with status ok | stale | cancelled | poisoned;
--- the fields: name, version, input, attempts, max_retries, optional, chain, cluster.
+-- the fields: spec, input, attempts, chain.
 local out = {}
 local n = (#KEYS - 1) / 3
 local cancelled_jobs, started_jobs = {}, {}  -- per job, read / written once per call
@@ -13,8 +13,7 @@ for i = 0, n - 1 do
   local a = 4 + 5 * i
   local entry, deliveries = ARGV[a], tonumber(ARGV[a + 1])
   -- state and entry, then the fields returned (which the claim does not change).
-  local t = redis.call('HMGET', task_key, 'state', 'entry', 'name', 'version', 'input',
-    'attempts', 'max_retries', 'optional', 'chain', 'cluster')
+  local t = redis.call('HMGET', task_key, 'state', 'entry', 'spec', 'input', 'attempts', 'chain')
   local cancelled = cancelled_jobs[job_key]
   if t[2] ~= entry or (t[1] ~= 'queued' and t[1] ~= 'running') then
     drop(lane, entry)  -- superseded (requeued, cancelled, finished): not ours to run
@@ -44,8 +43,8 @@ for i = 0, n - 1 do
         redis.call('HSET', job_key, 'started', '1')
         started_jobs[job_key] = true
       end
-      -- fields at their default are not stored (see create_tasks)
-      out[#out + 1] = {'ok', t[3], t[4], t[5], t[6] or '0', t[7] or '0', t[8] or '0', t[9], t[10]}
+      -- attempts is absent until a first attempt ended (see create_tasks)
+      out[#out + 1] = {'ok', t[3], t[4], t[5] or '0', t[6]}
     end
   end
 end

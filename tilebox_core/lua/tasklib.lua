@@ -1,9 +1,10 @@
 -- Shared prelude of the task-plane scripts (prepended to each when it is loaded).
 --
--- Task hash fields: id, job, name, version, cluster, lane, input, parent, state, deps (unfinished
--- dependencies), open (1 for the task itself + its unfinished subtasks), attempts, max_retries,
--- optional, runner, release, entry (its lane entry id), chain (JSON: this task and its ancestors,
--- each with the keys and lanes of its dependants), claimed_ms, finished_ms, compute_ms.
+-- Task hash fields: spec (JSON: id, job, name, version, cluster, lane, and parent, max_retries,
+-- optional unless at their default), input, state, deps (unfinished dependencies), open (1 for the
+-- task itself + its unfinished subtasks), attempts, runner, release, entry (its lane entry id),
+-- chain (JSON: this task and its ancestors, each with the keys and lanes of its dependants),
+-- claimed_ms, finished_ms, compute_ms.
 -- States: waiting -> queued -> running -> computed | failed | failed_optional | cancelled.
 --
 -- Key names read from state (lanes, dependants, ancestors) must also have been passed in KEYS:
@@ -32,10 +33,10 @@ local function ensure_lane(lane)
 end
 
 local function enqueue(task_key)
-  local f = redis.call('HMGET', task_key, 'lane', 'id', 'job')
-  local lane = key(f[1])
+  local spec = cjson.decode(redis.call('HGET', task_key, 'spec'))
+  local lane = key(spec.lane)
   ensure_lane(lane)
-  local entry = redis.call('XADD', lane, '*', 't', f[2], 'j', f[3])
+  local entry = redis.call('XADD', lane, '*', 't', spec.id, 'j', spec.job)
   redis.call('HSET', task_key, 'state', 'queued', 'entry', entry, 'runner', '', 'release', '')
 end
 
@@ -91,7 +92,8 @@ end
 
 -- Create sibling tasks from their JSON (see TaskStore.specs_payload), in order, queueing those
 -- without dependencies: {job, tail, shapes, tasks}. Each task is [shape, key, id, input, deps,
--- node], a shape [name, version, cluster, lane, lane registry, parent, max_retries, optional];
+-- node], a shape [name, version, cluster, lane, lane registry, parent, max_retries, optional,
+-- the spec's other fields as JSON without braces];
 -- its chain is '[' .. node .. tail, the node written here when empty. The task hash is written
 -- once, queued or waiting; ids are appended to the job's task list and counted in its total in
 -- one command per call, not one per task (``counted``: the caller has set the total). Returns how
@@ -103,30 +105,17 @@ local function create_tasks(job_key, job_tasks_key, payload, counted)
   local ids = {}
   for i, t in ipairs(tasks) do
     local s = shapes[t[1]]
-    local name, version, cluster, lane, registry, parent, max_retries, optional =
-      s[1], s[2], s[3], s[4], s[5], s[6], s[7], s[8]
+    local lane, registry, spec = s[4], s[5], s[9]
     local task_key, id, input, deps, node = key(t[2]), t[3], t[4], t[5], t[6]
     if node == '' then
       node = '{"k":"' .. task_key .. '","d":[]}'
     end
-    -- Fields at their default (no parent, dependencies, retries; not optional; no attempts,
-    -- runner or release yet) are left out: a smaller hash is cheaper to write, keep and log.
+    -- What never changes is one JSON field, "spec" (ids need no escaping); attempts, runner and
+    -- release are absent until set: every hash field costs the server about a command's work.
     local queued = deps == '0'
-    local fields = {'id', id, 'job', job, 'name', name, 'version', version, 'cluster', cluster,
-      'lane', lane, 'input', input, 'state', queued and 'queued' or 'waiting', 'open', '1',
+    local fields = {'spec', '{"id":"' .. id .. '","job":"' .. job .. '",' .. spec .. '}',
+      'input', input, 'state', queued and 'queued' or 'waiting', 'open', '1',
       'chain', '[' .. node .. tail}
-    if parent ~= '' then
-      fields[#fields + 1] = 'parent'
-      fields[#fields + 1] = parent
-    end
-    if max_retries ~= '0' then
-      fields[#fields + 1] = 'max_retries'
-      fields[#fields + 1] = max_retries
-    end
-    if optional ~= '0' then
-      fields[#fields + 1] = 'optional'
-      fields[#fields + 1] = optional
-    end
     if queued then
       ensure_lane(key(lane))
       fields[#fields + 1] = 'entry'
