@@ -1,0 +1,119 @@
+"""The work one no-op task costs, counted in instructions: steadier than tasks/s on a shared machine.
+
+    python benchmarks/task_cost.py [--backend valkey|redis | --url URL] [--tasks N]
+
+In one process, one after the other: N single-task jobs (one ``jobs().submit_many`` call, then a
+direct runner's ``run_all``), and one job whose root task fans out N no-op subtasks (``run_all``).
+For each it prints, per task: the server's instructions (``perf stat`` attached to the server
+process, when ``perf`` is installed and may attach; the server must run on this machine), the
+server's CPU time (INFO cpu) and this process's CPU time (submitting and running).
+
+Instruction counts repeat within about 1% from run to run, whatever else the machine is doing;
+times and tasks/s (``tasks_bench.py``) swing by tens of percent on a shared 2-vCPU machine. Use
+this script to compare two versions of the task plane; use ``tasks_bench.py`` for throughput.
+"""
+
+from __future__ import annotations
+
+import argparse
+import shutil
+import signal
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE))
+sys.path.insert(0, str(HERE.parent))  # for tests.servers
+
+import noop_tasks  # noqa: E402
+from noop_tasks import FanOut, Noop  # noqa: E402
+
+from tasks_bench import delete_team  # noqa: E402
+
+from tests.servers import add_server_arguments, server_url  # noqa: E402
+from tilebox_core import Client  # noqa: E402
+from tilebox_core.logs import configure_logging  # noqa: E402
+
+
+@contextmanager
+def instructions(pid: int) -> Iterator[Callable[[], int | None]]:
+    """Count the instructions process ``pid`` runs inside the block; None if perf cannot."""
+    counted: list[int | None] = [None]
+    perf = shutil.which("perf")
+    if perf is None:
+        yield lambda: counted[0]
+        return
+    process = subprocess.Popen(
+        [perf, "stat", "-x", ",", "-e", "instructions", "-p", str(pid)],
+        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    time.sleep(0.2)  # attached before the work starts
+    try:
+        yield lambda: counted[0]
+    finally:
+        process.send_signal(signal.SIGINT)
+        _, report = process.communicate(timeout=10)
+        for line in report.splitlines():
+            value, _, event = (line.split(",") + ["", "", ""])[:3]
+            if event.startswith("instructions") and value.isdigit():
+                counted[0] = int(value)
+
+
+def server_cpu(client: Client) -> float:
+    info = client.redis.info("cpu")
+    return float(info["used_cpu_user"]) + float(info["used_cpu_sys"])
+
+
+def measure(url: str, label: str, tasks: int, work: Callable[[Client], None]) -> None:
+    team = f"cost-{uuid.uuid4().hex[:8]}"
+    with Client(url, team=team) as client:
+        pid = int(client.redis.info("server")["process_id"])
+        cpu, mine = server_cpu(client), time.process_time()
+        with instructions(pid) as counted:
+            work(client)
+        cpu, mine = server_cpu(client) - cpu, time.process_time() - mine
+        delete_team(client.redis, client.store.keys)  # with --url: leave nothing behind
+    count = counted()
+    server = f"{count / tasks:,.0f} instructions" if count else "instructions n/a (no perf)"
+    print(
+        f"{label}: server {server}, {cpu / tasks * 1e6:.0f} us CPU per task; "
+        f"this process (submit + run) {mine / tasks * 1e6:.0f} us CPU per task",
+        flush=True,
+    )
+
+
+def run_single(n: int) -> Callable[[Client], None]:
+    def work(client: Client) -> None:
+        client.jobs().submit_many(("single", Noop(i)) for i in range(n))
+        client.runner(tasks=noop_tasks.TASKS).run_all()
+
+    return work
+
+
+def run_fanout(n: int) -> Callable[[Client], None]:
+    def work(client: Client) -> None:
+        client.jobs().submit("fan-out", FanOut(n))
+        client.runner(tasks=noop_tasks.TASKS).run_all()
+
+    return work
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    add_server_arguments(parser)
+    parser.add_argument("--tasks", type=int, default=10_000, help="jobs, and subtasks of the fan-out")
+    args = parser.parse_args()
+    configure_logging("warning")
+    with server_url(args.backend, args.url) as url:
+        print(f"server: {args.url or args.backend}; {args.tasks} tasks per measurement", flush=True)
+        measure(url, "single-task jobs", args.tasks, run_single(args.tasks))
+        measure(url, "fan-out subtasks", args.tasks + 1, run_fanout(args.tasks))
+
+
+if __name__ == "__main__":
+    main()
