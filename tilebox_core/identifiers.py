@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import functools
+
 import re
 import unicodedata
 
@@ -50,6 +52,7 @@ class TaskIdentifier(msgspec.Struct, frozen=True, order=True):
         return f"{self.name}@{self.version}"
 
 
+@functools.lru_cache(maxsize=1024)  # asked for every task claimed and run; versions are few
 def parse_version(version: str) -> tuple[int, int]:
     match = _VERSION.match(version)
     if match is None:

@@ -37,8 +37,14 @@ for i = 0, n - 1 do
     else
       append(KEYS[1], ARGV[a + 3])
       append(KEYS[1], ARGV[a + 2])
-      redis.call('HSET', task_key, 'state', 'running', 'runner', ARGV[1], 'release', ARGV[2],
-        'claimed_ms', now_ms())
+      if ARGV[2] == '' and t[1] == 'queued' then
+        -- a direct runner's fresh claim: no release to record, and none is set (a queued task
+        -- never had one, or enqueue emptied it); a takeover overwrites the previous owner's
+        redis.call('HSET', task_key, 'state', 'running', 'runner', ARGV[1], 'claimed_ms', now_ms())
+      else
+        redis.call('HSET', task_key, 'state', 'running', 'runner', ARGV[1], 'release', ARGV[2],
+          'claimed_ms', now_ms())
+      end
       if not started_jobs[job_key] then
         redis.call('HSET', job_key, 'started', '1')
         started_jobs[job_key] = true
