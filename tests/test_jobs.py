@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -10,10 +11,10 @@ import pytest
 from tests.servers import ServerProcess
 from tests.tasks_fixture import Leaf, Root, Step, Top, Wide
 from tilebox_core import Client, Task
-from tilebox_core.errors import InvalidInput
+from tilebox_core.errors import InvalidInput, NotFound
 from tilebox_core.events import JobSubmitted, TaskClaimed, TaskCompleted, TaskSubmitted
 from tilebox_core.ids import new_id
-from tilebox_core.jobs import SUBMIT_CHUNK, new_job, task_spec
+from tilebox_core.jobs import SUBMIT_CHUNK, Job, new_job, task_spec
 from tilebox_core.taskstore import TASKS, NewJob
 
 
@@ -137,3 +138,19 @@ def test_a_bulk_submission_rides_over_a_server_restart(
         assert sorted(e.job_id for e in submitted) == sorted(j.id for j in jobs)
         assert len(task_events(client, TaskSubmitted)) == 300
         assert {client.jobs().find(j.id).total_tasks for j in jobs} == {1}
+
+
+def test_wait_reports_progress_until_the_job_is_done(client: Client, tmp_path: Path) -> None:
+    job = client.jobs().submit("watched", Top(20))
+    runner = client.runner(tasks=[Top, Wide, Leaf], cache_root=tmp_path)
+    worker = threading.Thread(target=runner.run_all)
+    updates: list[Job] = []
+    worker.start()
+    try:
+        done = client.jobs().wait(job.id, timeout=60, on_update=updates.append, interval=0.01)
+    finally:
+        worker.join(60)
+    assert done.state == "completed" and done.tasks_by_state == {"computed": 23}
+    assert updates and updates[-1] == done  # the last update is the final view
+    with pytest.raises(NotFound):
+        client.jobs().wait("no-such-job", timeout=1)

@@ -244,10 +244,13 @@ class Jobs:
     # --- reading ----------------------------------------------------------------------------------
 
     def find(self, job_id: str, with_tasks: bool = True) -> Job:
+        return self._job(job_id, self._fields(job_id), with_tasks)
+
+    def _fields(self, job_id: str) -> dict[str, Any]:
         fields = self._store.job(job_id)
         if not fields:
             raise NotFound(f"unknown job {job_id!r}; list jobs with 'tilebox job list'")
-        return self._job(job_id, fields, with_tasks)
+        return fields
 
     def _job(self, job_id: str, fields: dict[str, str], with_tasks: bool) -> Job:
         """The job view from its hash ``fields`` and its tasks' rows."""
@@ -311,16 +314,25 @@ class Jobs:
         on_update: Callable[[Job], None] | None = None,
         interval: float = 0.2,
     ) -> Job:
-        """Poll until the job is completed, failed or cancelled (or ``timeout`` seconds pass)."""
+        """Poll until the job is completed, failed or cancelled (or ``timeout`` seconds pass).
+
+        Each poll reads the job's hash only; the full view (every task's row) is read for
+        ``on_update``, at most every ``interval`` seconds per 2,000 tasks (a waiting terminal
+        must not load the server like a runner), and once at the end.
+        """
         deadline = None if timeout is None else time.monotonic() + timeout
+        next_update = 0.0
         while True:
-            job = self.find(job_id, with_tasks=False)
-            if on_update is not None:
+            done = job_state(self._fields(job_id)) in ("completed", "failed", "cancelled")
+            if done or (deadline is not None and time.monotonic() > deadline):
+                job = self.find(job_id, with_tasks=False)
+                if on_update is not None:
+                    on_update(job)
+                return job
+            if on_update is not None and time.monotonic() >= next_update:
+                job = self.find(job_id, with_tasks=False)
                 on_update(job)
-            if job.state in ("completed", "failed", "cancelled"):
-                return job
-            if deadline is not None and time.monotonic() > deadline:
-                return job
+                next_update = time.monotonic() + interval * max(1.0, job.total_tasks / 2000)
             time.sleep(interval)
 
     # --- changing ---------------------------------------------------------------------------------
