@@ -149,10 +149,9 @@ local function finish(job, lane, task, job_tasks, entry, outcome, compute_ms, pr
     count(job, 'failed', 1)
     return 1
   end
-  local cancelled = is_cancelled(job)
   local open
   if outcome == 'failed_optional' then
-    open = tonumber(f[4]) - 1
+    open = tonumber(f[4] or '1') - 1
     redis.call('HSET', task, 'finished_ms', now, 'compute_ms', compute_ms, 'state', 'failed_optional',
       'open', open)
     redis.call('HINCRBY', task, 'attempts', 1)
@@ -166,14 +165,16 @@ local function finish(job, lane, task, job_tasks, entry, outcome, compute_ms, pr
       end
     end
     local created = 0
-    if not cancelled and specs_json ~= '' then
+    if specs_json ~= '' and not is_cancelled(job) then  -- a cancelled job gets no new tasks
       created = create_tasks(job, job_tasks, cjson.decode(specs_json))
     end
-    open = tonumber(f[4]) + created - 1
+    open = tonumber(f[4] or '1') + created - 1
     redis.call('HSET', task, 'finished_ms', now, 'compute_ms', compute_ms, 'state', 'computed',
       'open', tostring(open))
   end
-  if open == 0 and not cancelled then
+  -- Also in a cancelled job: its waiting tasks are cancelled, and settling only ever queues
+  -- waiting ones.
+  if open == 0 then
     settle_later(job, cjson.decode(f[3]))
   end
   return 1

@@ -1,8 +1,8 @@
 -- Shared prelude of the task-plane scripts (prepended to each when it is loaded).
 --
 -- Task hash fields: spec (JSON: id, job, name, version, cluster, lane, and parent, max_retries,
--- optional unless at their default), input, state, deps (unfinished dependencies), open (1 for the
--- task itself + its unfinished subtasks), attempts, runner, release, entry (its lane entry id),
+-- optional unless at their default), input, state, deps (unfinished dependencies), open (the task
+-- itself + its unfinished subtasks; absent until it finishes: 1), attempts, runner, release, entry (its lane entry id),
 -- chain (JSON: this task and its ancestors, each with the keys and lanes of its dependants),
 -- claimed_ms, finished_ms, compute_ms.
 -- States: waiting -> queued -> running -> computed | failed | failed_optional | cancelled.
@@ -111,11 +111,11 @@ local function create_tasks(job_key, job_tasks_key, payload, counted)
       node = '{"k":"' .. task_key .. '","d":[]}'
     end
     -- What never changes is one JSON field, "spec" (ids need no escaping); attempts, runner and
-    -- release are absent until set: every hash field costs the server about a command's work.
+    -- release are absent until set, open until the task finishes (absent: 1, the task itself):
+    -- every hash field costs the server about a command's work.
     local queued = deps == '0'
     local fields = {'spec', '{"id":"' .. id .. '","job":"' .. job .. '",' .. spec .. '}',
-      'input', input, 'state', queued and 'queued' or 'waiting', 'open', '1',
-      'chain', '[' .. node .. tail}
+      'input', input, 'state', queued and 'queued' or 'waiting', 'chain', '[' .. node .. tail}
     if queued then
       ensure_lane(key(lane))
       fields[#fields + 1] = 'entry'
