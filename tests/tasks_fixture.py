@@ -192,3 +192,24 @@ class Top(Task):
     def execute(self, context: ExecutionContext) -> None:
         wide = context.submit_subtask(Wide(self.count))
         context.submit_subtask(Leaf("after"), depends_on=wide)
+
+
+class Rendezvous(Task):
+    """Finishes only once ``count`` of its kind run at the same time (10 s at most, then fails):
+    proof that a runner executes tasks concurrently."""
+
+    i: int
+    count: int
+
+    @staticmethod
+    def identifier() -> tuple[str, str]:
+        return "test.Rendezvous", "v1.0"
+
+    def execute(self, context: ExecutionContext) -> None:
+        place = Path(os.environ["TILEBOX_TEST_RENDEZVOUS"])
+        (place / str(self.i)).touch()
+        deadline = time.monotonic() + 10
+        while len(list(place.iterdir())) < self.count:
+            if time.monotonic() > deadline:
+                raise RuntimeError("the other tasks never ran alongside this one")
+            time.sleep(0.01)

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from tests.servers import ServerProcess
-from tests.tasks_fixture import Leaf, Root, Step, Top, Wide
+from tests.tasks_fixture import Leaf, Rendezvous, Root, Step, Top, Wide
 from tilebox_core import Client, Task
 from tilebox_core.errors import InvalidInput, NotFound
 from tilebox_core.events import JobSubmitted, TaskClaimed, TaskCompleted, TaskSubmitted
@@ -154,3 +154,16 @@ def test_wait_reports_progress_until_the_job_is_done(client: Client, tmp_path: P
     assert updates and updates[-1] == done  # the last update is the final view
     with pytest.raises(NotFound):
         client.jobs().wait("no-such-job", timeout=1)
+
+
+def test_concurrency_runs_tasks_side_by_side(
+    client: Client, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    place = tmp_path / "rendezvous"
+    place.mkdir()
+    monkeypatch.setenv("TILEBOX_TEST_RENDEZVOUS", str(place))
+    jobs = client.jobs().submit_many((f"meet-{i}", Rendezvous(i, 3)) for i in range(3))
+    client.runner(tasks=[Rendezvous], concurrency=3, cache_root=tmp_path / "c").run_all()
+    assert {client.jobs().find(j.id, with_tasks=False).state for j in jobs} == {"completed"}
+    claims = task_events(client, TaskClaimed)
+    assert len(claims) == 3 and len({c.runner_id for c in claims}) == 1
