@@ -213,9 +213,10 @@ class ReleaseRunner:
         self.log.error("release failed", release_id=runtime.release.id, error=error,
                        retry_in=delay)  # fmt: skip
 
-    def _retire(self, runtime: Runtime) -> None:
-        """Stop claiming for a release that is no longer deployed; in-flight tasks finish."""
-        self.log.info("release undeployed; draining", release_id=runtime.release.id)
+    def _retire(self, runtime: Runtime, why: str = "release undeployed") -> None:
+        """Stop claiming for a release (no longer deployed, or the runner stops); in-flight tasks
+        finish."""
+        self.log.info("draining release", release_id=runtime.release.id, reason=why)
         for process in runtime.processes:
             if process.poll() is None:
                 process.send_signal(signal.SIGTERM)
@@ -242,7 +243,7 @@ class ReleaseRunner:
     def _shutdown(self) -> None:
         """SIGTERM every runtime and wait for the drains (bounded), then deregister."""
         for runtime in self.runtimes.values():
-            self._retire(runtime)
+            self._retire(runtime, "runner stopping")
         deadline = time.monotonic() + DRAIN_SECONDS
         for process in self.draining:
             try:
