@@ -148,3 +148,36 @@ def test_a_dependency_named_twice_counts_once(client: Client, tmp_path: Path) ->
     job = client.jobs().submit("twice", Twice())
     client.runner(tasks=[Twice, Leaf], cache_root=tmp_path).run_all()
     assert client.jobs().find(job.id).state == "completed"
+
+
+def test_job_list_filters_by_state_name_and_time(client: Client, cli: Cli, tmp_path: Path) -> None:
+    done = [client.jobs().submit(f"scene-{i}", Leaf(str(i))) for i in range(3)]
+    client.runner(tasks=[Leaf], cache_root=tmp_path).run_all()
+    broken = client.jobs().submit("broken-scene", Flaky("x"))
+    client.runner(tasks=[Flaky], cache_root=tmp_path).run_all()
+    waiting = client.jobs().submit_many([("later-1", Leaf("a")), ("later-2", Leaf("b"))])
+    cancelled = client.jobs().submit("dropped", Leaf("c"))
+    client.jobs().cancel(cancelled.id)
+
+    def listed(*args: str) -> list[tuple[str, str]]:
+        rows = json.loads(cli("job", "list", "--json", *args).output)
+        return [(row["name"], row["state"]) for row in rows]
+
+    assert listed() == [
+        ("dropped", "cancelled"), ("later-2", "queued"), ("later-1", "queued"),
+        ("broken-scene", "failed"), ("scene-2", "completed"), ("scene-1", "completed"),
+        ("scene-0", "completed"),
+    ]  # newest first  # fmt: skip
+    assert listed("--state", "completed", "--limit", "2") == [
+        ("scene-2", "completed"), ("scene-1", "completed")
+    ]  # fmt: skip
+    assert listed("--name", "scene") == [
+        ("broken-scene", "failed"), ("scene-2", "completed"), ("scene-1", "completed"),
+        ("scene-0", "completed"),
+    ]  # fmt: skip
+    assert listed("--state", "failed") == [("broken-scene", "failed")]
+    since = waiting[0].submitted_at.isoformat()
+    assert [n for n, _ in listed("--since", since)] == ["dropped", "later-2", "later-1"]
+    until = done[-1].submitted_at.isoformat()
+    assert [n for n, _ in listed("--until", until)] == ["scene-2", "scene-1", "scene-0"]
+    assert broken.id in cli("job", "list", "--state", "failed").output

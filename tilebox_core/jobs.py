@@ -8,6 +8,7 @@ not a replay.
 from __future__ import annotations
 
 import datetime as dt
+import math
 import os
 import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
@@ -32,6 +33,8 @@ TASK_STATES = ("waiting", "queued", "running", "computed", "failed", "failed_opt
 # Jobs per submit script call: one call's work blocks the server, so a bulk submission is cut
 # into calls of a few milliseconds each, and runners start on the first jobs meanwhile.
 SUBMIT_CHUNK = 200
+
+QUERY_PAGE = 500  # job hashes read per round trip by query
 
 TASK_FIELDS = (
     "name", "version", "state", "parent", "runner", "release", "attempts", "compute_ms",
@@ -252,22 +255,29 @@ class Jobs:
             raise NotFound(f"unknown job {job_id!r}; list jobs with 'tilebox job list'")
         return fields
 
-    def _job(self, job_id: str, fields: dict[str, str], with_tasks: bool) -> Job:
+    def _job(self, job_id: str, fields: dict[str, Any], with_tasks: bool) -> Job:
         """The job view from its hash ``fields`` and its tasks' rows."""
-        task_ids = self._store.task_ids(job_id)
-        rows = self._store.tasks(task_ids, TASK_FIELDS)
-        infos = [_task_info(task_id, row) for task_id, row in zip(task_ids, rows)]
-        by_state = {state: 0 for state in TASK_STATES}
-        for info in infos:
-            by_state[info.state] = by_state.get(info.state, 0) + 1
-        return Job(
-            id=job_id, name=fields["name"], cluster=fields["cluster"], state=job_state(fields),
-            submitted_at=dt.datetime.fromisoformat(fields["submitted_at"]),
-            submitted_by=fields["submitted_by"], total_tasks=len(infos),
-            tasks_by_state={k: v for k, v in by_state.items() if v},
-            compute_seconds=round(sum(i.compute_seconds for i in infos), 3),
-            progress=_progress(fields), tasks=infos if with_tasks else [],
-        )  # fmt: skip
+        return self._jobs([(job_id, fields)], with_tasks)[0]
+
+    def _jobs(self, found: Sequence[tuple[str, dict[str, Any]]], with_tasks: bool) -> list[Job]:
+        """Job views from (id, hash fields) pairs; two round trips however many jobs."""
+        task_ids = self._store.task_ids_of([job_id for job_id, _ in found])
+        rows = iter(self._store.tasks([t for ids in task_ids for t in ids], TASK_FIELDS))
+        views = []
+        for (job_id, fields), ids in zip(found, task_ids):
+            infos = [_task_info(task_id, next(rows)) for task_id in ids]
+            by_state = {state: 0 for state in TASK_STATES}
+            for info in infos:
+                by_state[info.state] = by_state.get(info.state, 0) + 1
+            views.append(Job(
+                id=job_id, name=fields["name"], cluster=fields["cluster"], state=job_state(fields),
+                submitted_at=dt.datetime.fromisoformat(fields["submitted_at"]),
+                submitted_by=fields["submitted_by"], total_tasks=len(infos),
+                tasks_by_state={k: v for k, v in by_state.items() if v},
+                compute_seconds=round(sum(i.compute_seconds for i in infos), 3),
+                progress=_progress(fields), tasks=infos if with_tasks else [],
+            ))  # fmt: skip
+        return views
 
     def query(
         self,
@@ -281,21 +291,24 @@ class Jobs:
         if state is not None and state not in JOB_STATES:
             raise InvalidInput(f"unknown job state {state!r}; use one of {', '.join(JOB_STATES)}")
         ids = self._store.job_ids(
-            since.timestamp() * 1000 if since else float("-inf"),
+            math.floor(since.timestamp() * 1000) if since else float("-inf"),  # the index is in ms
             until.timestamp() * 1000 if until else float("inf"),
             limit=100_000,
         )
-        jobs = []
-        for job_id in ids:
-            fields = self._store.job(job_id)
-            if name and name not in fields.get("name", ""):
-                continue
-            if state and job_state(fields) != state:
-                continue
-            jobs.append(self._job(job_id, fields, with_tasks=False))
-            if len(jobs) >= limit:
+        matched: list[tuple[str, dict[str, Any]]] = []
+        for start in range(0, len(ids), QUERY_PAGE):  # job hashes a page per round trip
+            page = ids[start : start + QUERY_PAGE]
+            for job_id, fields in zip(page, self._store.jobs(page)):
+                if not fields:
+                    continue
+                if name and name not in fields.get("name", ""):
+                    continue
+                if state and job_state(fields) != state:
+                    continue
+                matched.append((job_id, fields))
+            if len(matched) >= limit:
                 break
-        return jobs
+        return self._jobs(matched[:limit], with_tasks=False)
 
     def why_queued(self, job: Job) -> list[str]:
         """Why the queued tasks of ``job`` are not running (empty when a runner should take them)."""

@@ -449,21 +449,37 @@ class TaskStore:
 
     # --- jobs -------------------------------------------------------------------------------------
 
-    @translate_errors
     def job(self, job_id: str) -> dict[str, Any]:
         """The job hash: its counters and flags, and the fields it was submitted with (kept as
-        one JSON field, ``info``: a hash field costs the server as much to write as a command)."""
-        fields: dict[str, Any] = {
-            _s(k): _s(v) for k, v in self.redis.hgetall(self.keys.job(job_id)).items()
-        }
-        info = fields.pop("info", None)
-        if info is not None:
-            fields.update(msgspec.json.decode(info))
-        return fields
+        one JSON field, ``info``: a hash field costs the server as much to write as a command);
+        empty for an unknown job."""
+        return self.jobs([job_id])[0]
 
     @translate_errors
+    def jobs(self, job_ids: Sequence[str]) -> list[dict[str, Any]]:
+        """``job`` of each of ``job_ids``, in one round trip."""
+        pipe = self.redis.pipeline(transaction=False)
+        for job_id in job_ids:
+            pipe.hgetall(self.keys.job(job_id))
+        found = []
+        for raw in pipe.execute():
+            fields: dict[str, Any] = {_s(k): _s(v) for k, v in raw.items()}
+            info = fields.pop("info", None)
+            if info is not None:
+                fields.update(msgspec.json.decode(info))
+            found.append(fields)
+        return found
+
     def task_ids(self, job_id: str) -> list[str]:
-        return [_s(t) for t in self.redis.lrange(self.keys.job_tasks(job_id), 0, -1)]
+        return self.task_ids_of([job_id])[0]
+
+    @translate_errors
+    def task_ids_of(self, job_ids: Sequence[str]) -> list[list[str]]:
+        """The task ids of each of ``job_ids``, in one round trip."""
+        pipe = self.redis.pipeline(transaction=False)
+        for job_id in job_ids:
+            pipe.lrange(self.keys.job_tasks(job_id), 0, -1)
+        return [[_s(t) for t in ids] for ids in pipe.execute()]
 
     @translate_errors
     def tasks(self, task_ids: Sequence[str], fields: Sequence[str]) -> list[dict[str, str]]:
