@@ -32,7 +32,6 @@ sys.path.insert(0, str(HERE.parent))  # for tests.servers
 
 import noop_tasks  # noqa: E402
 from noop_tasks import FanOut, Noop  # noqa: E402
-
 from tasks_bench import delete_team  # noqa: E402
 
 from tests.servers import add_server_arguments, server_url  # noqa: E402
