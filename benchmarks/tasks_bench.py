@@ -393,8 +393,6 @@ def main() -> None:
     if args.profile:
         Path(args.profile).mkdir(parents=True, exist_ok=True)
     configure_logging("warning")
-    # A SIGTERM should still run the ``finally`` blocks that stop the processes we started.
-    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     with server_url(args.backend, args.url) as url:
         run(url, args)
 

@@ -5,8 +5,10 @@ from __future__ import annotations
 import argparse
 import contextlib
 import shutil
+import signal
 import socket
 import subprocess
+import sys
 import tempfile
 import time
 from collections.abc import Iterator
@@ -109,19 +111,24 @@ def start_backend(name: str, data_dir: Path, appendfsync: str = "always") -> Ser
 @contextlib.contextmanager
 def server_url(backend: str, url: str | None = None) -> Iterator[str]:
     """``url`` if given, else a throwaway ``backend`` server (AOF, fsync every second) that is
-    stopped and deleted afterwards; what the benchmarks run against."""
-    if url:
-        yield url
-        return
-    work = Path(tempfile.mkdtemp(prefix=f"tilebox-bench-{backend}-"))
+    stopped and deleted afterwards; what the benchmarks run against. A SIGTERM meanwhile exits
+    through the ``finally`` blocks (this one's and the caller's), so nothing is left running."""
+    previous = signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     try:
-        server = start_backend(backend, work, appendfsync="everysec")
+        if url:
+            yield url
+            return
+        work = Path(tempfile.mkdtemp(prefix=f"tilebox-bench-{backend}-"))
         try:
-            yield server.url
+            server = start_backend(backend, work, appendfsync="everysec")
+            try:
+                yield server.url
+            finally:
+                server.stop()
         finally:
-            server.stop()
+            shutil.rmtree(work, ignore_errors=True)
     finally:
-        shutil.rmtree(work, ignore_errors=True)
+        signal.signal(signal.SIGTERM, previous)
 
 
 def add_server_arguments(parser: argparse.ArgumentParser) -> None:

@@ -336,14 +336,15 @@ class Jobs:
         deadline = None if timeout is None else time.monotonic() + timeout
         next_update = 0.0
         while True:
-            done = job_state(self._fields(job_id)) in ("completed", "failed", "cancelled")
+            fields = self._fields(job_id)
+            done = job_state(fields) in ("completed", "failed", "cancelled")
             if done or (deadline is not None and time.monotonic() > deadline):
-                job = self.find(job_id, with_tasks=False)
+                job = self._job(job_id, fields, with_tasks=False)
                 if on_update is not None:
                     on_update(job)
                 return job
             if on_update is not None and time.monotonic() >= next_update:
-                job = self.find(job_id, with_tasks=False)
+                job = self._job(job_id, fields, with_tasks=False)
                 on_update(job)
                 next_update = time.monotonic() + interval * max(1.0, job.total_tasks / 2000)
             time.sleep(interval)

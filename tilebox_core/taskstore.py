@@ -53,6 +53,12 @@ class NewJob(NamedTuple):
     submitted_ms: int
 
 
+def lane_key(keys: Keys, cluster: str, name: str, version: str) -> str:
+    """The lane of tasks ``name``@``version`` submitted to ``cluster``."""
+    major, minor = parse_version(version)
+    return keys.lane(cluster, name, major, minor)
+
+
 class TaskSpecFields(msgspec.Struct):
     """A task hash's ``spec``: what never changes once the task exists, kept as one JSON field
     (a hash field costs the server about as much to write as a command)."""
@@ -88,14 +94,15 @@ class Payload:
     def shapes(self) -> list[tuple[str, ...]]:
         return self._rows
 
-    def _shape(self, s: TaskSpec, lane: str, registry: str) -> int:
-        # Strings only: Lua numbers decoded by cjson are doubles, which Redis refuses.
-        shape = (s.name, s.version, s.cluster, lane, registry, s.parent_id or "",
-                 str(s.max_retries), "1" if s.optional else "0")  # fmt: skip
+    def _shape(self, s: TaskSpec) -> int:
+        """The 1-based (Lua) index of ``s``'s shape as sent: [lane, lane registry, the task hash's
+        "spec" field without its braces, id and job (see create_tasks)]."""
+        shape = (s.name, s.version, s.cluster, s.parent_id, s.max_retries, s.optional)
         index = self._shapes.get(shape)
         if index is None:
             index = self._shapes[shape] = len(self._shapes) + 1
-            # The task hash's "spec" field (see create_tasks) without its braces, id and job.
+            lane = self._lane(s)
+            # Strings only: Lua numbers decoded by cjson are doubles, which Redis refuses.
             spec = {"name": s.name, "version": s.version, "cluster": s.cluster, "lane": lane}
             if s.parent_id:
                 spec["parent"] = s.parent_id
@@ -103,21 +110,21 @@ class Payload:
                 spec["max_retries"] = str(s.max_retries)
             if s.optional:
                 spec["optional"] = "1"
-            self._rows.append((*shape, _json.encode(spec).decode()[1:-1]))
+            registry = self._keys.lanes(s.cluster)
+            self._rows.append((lane, registry, _json.encode(spec).decode()[1:-1]))
         return index
 
     def _lane(self, s: TaskSpec) -> str:
         lane = self._lanes.get((s.cluster, s.name, s.version))
         if lane is None:
-            major, minor = parse_version(s.version)
-            lane = self._lanes[(s.cluster, s.name, s.version)] = self._keys.lane(
-                s.cluster, s.name, major, minor
+            lane = self._lanes[(s.cluster, s.name, s.version)] = lane_key(
+                self._keys, s.cluster, s.name, s.version
             )
         return lane
 
     def siblings(self, specs: Sequence[TaskSpec], parent_chain: str = "[]") -> dict[str, Any]:
         """``{"tail", "tasks"}`` for sibling tasks under a parent whose chain is ``parent_chain``."""
-        task_key, lanes_key = self._keys.task, self._keys.lanes
+        task_key = self._keys.task
         dependants: dict[str, list[list[str]]] = {}
         for s in specs:
             if s.depends_on:
@@ -128,8 +135,8 @@ class Payload:
         tail = "," + tail + "]" if tail else "]"
         tasks: list[list[Any]] = []
         for s in specs:
-            key, lane, registry = task_key(s.id), self._lane(s), lanes_key(s.cluster)
-            index = self._shape(s, lane, registry)
+            key, index = task_key(s.id), self._shape(s)
+            lane, registry = self._rows[index - 1][:2]
             # The node {"k": key, "d": dependants}; "" when the script can write it: no
             # dependants and a key JSON needs no escapes for.
             node = ""
@@ -181,8 +188,7 @@ class TaskStore:
     # --- lanes ------------------------------------------------------------------------------------
 
     def lane(self, cluster: str, name: str, version: str) -> str:
-        major, minor = parse_version(version)
-        return self.keys.lane(cluster, name, major, minor)
+        return lane_key(self.keys, cluster, name, version)
 
     @translate_errors
     def ensure_lanes(self, lanes: Iterable[str]) -> None:

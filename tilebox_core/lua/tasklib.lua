@@ -92,8 +92,7 @@ end
 
 -- Create sibling tasks from their JSON (see TaskStore.specs_payload), in order, queueing those
 -- without dependencies: {job, tail, shapes, tasks}. Each task is [shape, key, id, input, deps,
--- node], a shape [name, version, cluster, lane, lane registry, parent, max_retries, optional,
--- the spec's other fields as JSON without braces];
+-- node], a shape [lane, lane registry, the spec's fields but id and job as JSON without braces];
 -- its chain is '[' .. node .. tail, the node written here when empty. The task hash is written
 -- once, queued or waiting; ids are appended to the job's task list and counted in its total in
 -- one command per call, not one per task (``counted``: the caller has set the total). Returns how
@@ -104,8 +103,7 @@ local function create_tasks(job_key, job_tasks_key, payload, counted)
   local job, tail, shapes, tasks = payload.job, payload.tail, payload.shapes, payload.tasks
   local ids = {}
   for i, t in ipairs(tasks) do
-    local s = shapes[t[1]]
-    local lane, registry, spec = s[4], s[5], s[9]
+    local lane, registry, spec = unpack(shapes[t[1]])
     local task_key, id, input, deps, node = key(t[2]), t[3], t[4], t[5], t[6]
     if node == '' then
       node = '{"k":"' .. task_key .. '","d":[]}'
