@@ -107,6 +107,8 @@ def main() -> None:
     add_server_arguments(parser)
     parser.add_argument("--tasks", type=int, default=10_000, help="jobs, and subtasks of the fan-out")
     args = parser.parse_args()
+    if args.tasks < 1:
+        parser.error("--tasks must be positive")
     configure_logging("warning")
     with server_url(args.backend, args.url) as url:
         print(f"server: {args.url or args.backend}; {args.tasks} tasks per measurement", flush=True)

@@ -116,6 +116,7 @@ def server_url(backend: str, url: str | None = None) -> Iterator[str]:
     previous = signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     try:
         if url:
+            check_reachable(url)
             yield url
             return
         work = Path(tempfile.mkdtemp(prefix=f"tilebox-bench-{backend}-"))
@@ -129,6 +130,17 @@ def server_url(backend: str, url: str | None = None) -> Iterator[str]:
             shutil.rmtree(work, ignore_errors=True)
     finally:
         signal.signal(signal.SIGTERM, previous)
+
+
+def check_reachable(url: str) -> None:
+    """Exit with one line if ``url`` is no usable server (a benchmark's bad ``--url``)."""
+    from tilebox_core.connection import connect
+    from tilebox_core.errors import TileboxError
+
+    try:
+        connect(url, retries=0).close()
+    except TileboxError as exc:
+        sys.exit(f"error: --url: {exc}")
 
 
 def add_server_arguments(parser: argparse.ArgumentParser) -> None:
