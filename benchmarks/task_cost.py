@@ -1,12 +1,12 @@
 """The work one no-op task costs, counted in instructions: steadier than tasks/s on a shared machine.
 
-    python benchmarks/task_cost.py [--backend valkey|redis | --url URL] [--tasks N]
+    python benchmarks/task_cost.py [--backend valkey|redis | --url URL] [--tasks N] [--valgrind]
 
 In one process, one after the other: N single-task jobs (one ``jobs().submit_many`` call, then a
 direct runner's ``run_all``), and one job whose root task fans out N no-op subtasks (``run_all``).
 For each it prints, per task: the server's instructions (``perf stat`` attached to the server
-process, when ``perf`` is installed and may attach; the server must run on this machine), the
-server's CPU time (INFO cpu) and this process's CPU time (submitting and running).
+process, when ``perf`` is installed, may attach and the machine has hardware counters; the
+server must run on this machine; or, with ``--valgrind``, callgrind's count), the server's CPU time (INFO cpu) and this process's CPU time (submitting and running).
 
 Instruction counts repeat within about 1% from run to run, whatever else the machine is doing;
 times and tasks/s (``tasks_bench.py``) swing by tens of percent on a shared 2-vCPU machine. Use
@@ -40,8 +40,9 @@ from tilebox_core.logs import configure_logging  # noqa: E402
 
 
 @contextmanager
-def instructions(pid: int) -> Iterator[Callable[[], int | None]]:
-    """Count the instructions process ``pid`` runs inside the block; None if perf cannot."""
+def perf_instructions(pid: int) -> Iterator[Callable[[], int | None]]:
+    """Count the instructions process ``pid`` runs inside the block; None if perf cannot (not
+    installed, not allowed to attach, or no hardware counters, as on many VMs)."""
     counted: list[int | None] = [None]
     perf = shutil.which("perf")
     if perf is None:
@@ -63,22 +64,46 @@ def instructions(pid: int) -> Iterator[Callable[[], int | None]]:
                 counted[0] = int(value)
 
 
+def callgrind_launcher(work: Path) -> list[str]:
+    """Run the throwaway server under callgrind: exact instruction counts, about 50x slower."""
+    return ["valgrind", "--tool=callgrind", f"--callgrind-out-file={work}/callgrind.out"]
+
+
+@contextmanager
+def callgrind_instructions(pid: int, work: Path) -> Iterator[Callable[[], int | None]]:
+    """Count the instructions the server ``pid``, run by ``callgrind_launcher(work)``, executes
+    inside the block: its counters are zeroed before and dumped after."""
+    counted: list[int | None] = [None]
+    subprocess.run(["callgrind_control", "--zero", str(pid)], check=True, capture_output=True)
+    try:
+        yield lambda: counted[0]
+    finally:
+        subprocess.run(["callgrind_control", "--dump", str(pid)], check=True, capture_output=True)
+        dumps = sorted(work.glob("callgrind.out.*"), key=lambda p: int(p.suffix[1:]))
+        for line in dumps[-1].read_text().splitlines():
+            if line.startswith("summary:"):
+                counted[0] = int(line.split()[1])
+
+
 def server_cpu(client: Client) -> float:
     info = client.redis.info("cpu")
     return float(info["used_cpu_user"]) + float(info["used_cpu_sys"])
 
 
-def measure(url: str, label: str, tasks: int, work: Callable[[Client], None]) -> None:
+def measure(
+    url: str, label: str, tasks: int, work: Callable[[Client], None], callgrind: Path | None
+) -> None:
     team = f"cost-{uuid.uuid4().hex[:8]}"
     with Client(url, team=team) as client:
         pid = int(client.redis.info("server")["process_id"])
         cpu, mine = server_cpu(client), time.process_time()
-        with instructions(pid) as counted:
+        counter = callgrind_instructions(pid, callgrind) if callgrind else perf_instructions(pid)
+        with counter as counted:
             work(client)
         cpu, mine = server_cpu(client) - cpu, time.process_time() - mine
         delete_team(client.redis, client.store.keys)  # with --url: leave nothing behind
     count = counted()
-    server = f"{count / tasks:,.0f} instructions" if count else "instructions n/a (no perf)"
+    server = f"{count / tasks:,.0f} instructions" if count else "instructions n/a (see --valgrind)"
     print(
         f"{label}: server {server}, {cpu / tasks * 1e6:.0f} us CPU per task; "
         f"this process (submit + run) {mine / tasks * 1e6:.0f} us CPU per task",
@@ -106,14 +131,30 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     add_server_arguments(parser)
     parser.add_argument("--tasks", type=int, default=10_000, help="jobs, and subtasks of the fan-out")
+    parser.add_argument(
+        "--valgrind", action="store_true",
+        help="run the throwaway server under callgrind and count with it (where perf cannot "
+        "count; exact, but the run takes about 50x longer: use --tasks 2000)",
+    )  # fmt: skip
     args = parser.parse_args()
     if args.tasks < 1:
         parser.error("--tasks must be positive")
+    if args.valgrind and (args.url or not shutil.which("valgrind")):
+        parser.error("--valgrind needs valgrind installed, and a throwaway server (no --url)")
     configure_logging("warning")
-    with server_url(args.backend, args.url) as url:
-        print(f"server: {args.url or args.backend}; {args.tasks} tasks per measurement", flush=True)
-        measure(url, "single-task jobs", args.tasks, run_single(args.tasks))
-        measure(url, "fan-out subtasks", args.tasks + 1, run_fanout(args.tasks))
+    works: list[Path] = []
+
+    def launcher(work: Path) -> list[str]:
+        works.append(work)
+        return callgrind_launcher(work)
+
+    with server_url(args.backend, args.url, launcher if args.valgrind else None) as url:
+        callgrind = works[0] if works else None
+        counting = "callgrind" if callgrind else "perf"
+        print(f"server: {args.url or args.backend}; {args.tasks} tasks per measurement; "
+              f"instructions counted by {counting}", flush=True)  # fmt: skip
+        measure(url, "single-task jobs", args.tasks, run_single(args.tasks), callgrind)
+        measure(url, "fan-out subtasks", args.tasks + 1, run_fanout(args.tasks), callgrind)
 
 
 if __name__ == "__main__":

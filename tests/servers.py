@@ -11,7 +11,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import redis
@@ -41,9 +41,13 @@ def available_backends() -> dict[str, str]:
 class ServerProcess:
     """One server on a free port; ``restart`` keeps the port and data dir, so AOF is replayed."""
 
-    def __init__(self, name: str, binary: str, data_dir: Path, extra: list[str] | None = None):
+    def __init__(
+        self, name: str, binary: str, data_dir: Path, extra: list[str] | None = None,
+        launcher: list[str] | None = None,
+    ) -> None:  # fmt: skip
         self.name = name
         self.binary = binary
+        self.launcher = launcher or []  # a command the server runs under, e.g. valgrind
         self.dir = data_dir
         self.port = free_port()
         self.extra = extra or []
@@ -56,6 +60,7 @@ class ServerProcess:
 
     def start(self) -> ServerProcess:
         args = [
+            *self.launcher,
             self.binary,
             "--port", str(self.port),
             "--bind", "127.0.0.1",
@@ -68,7 +73,7 @@ class ServerProcess:
             *self.extra,
         ]  # fmt: skip
         self.process = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        deadline = time.monotonic() + 15
+        deadline = time.monotonic() + (60 if self.launcher else 15)
         while True:
             try:
                 with redis.Redis(port=self.port, socket_timeout=1) as client:
@@ -99,19 +104,24 @@ class ServerProcess:
         self.start()
 
 
-def start_backend(name: str, data_dir: Path, appendfsync: str = "always") -> ServerProcess:
+def start_backend(
+    name: str, data_dir: Path, appendfsync: str = "always", launcher: list[str] | None = None
+) -> ServerProcess:
     """A started server of backend ``name`` (for benchmarks: ``appendfsync="everysec"``)."""
     binary = available_backends().get(name)
     if binary is None:
         raise RuntimeError(f"no {name} server binary is installed")
     # Later arguments override earlier ones, so this replaces the tests' "always".
-    return ServerProcess(name, binary, data_dir, ["--appendfsync", appendfsync]).start()
+    return ServerProcess(name, binary, data_dir, ["--appendfsync", appendfsync], launcher).start()
 
 
 @contextlib.contextmanager
-def server_url(backend: str, url: str | None = None) -> Iterator[str]:
+def server_url(
+    backend: str, url: str | None = None, launcher: Callable[[Path], list[str]] | None = None
+) -> Iterator[str]:
     """``url`` if given, else a throwaway ``backend`` server (AOF, fsync every second) that is
-    stopped and deleted afterwards; what the benchmarks run against. A SIGTERM meanwhile exits
+    stopped and deleted afterwards; what the benchmarks run against. ``launcher(work dir)``: a
+    command to run that server under. A SIGTERM meanwhile exits
     through the ``finally`` blocks (this one's and the caller's), so nothing is left running."""
     previous = signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     try:
@@ -121,7 +131,9 @@ def server_url(backend: str, url: str | None = None) -> Iterator[str]:
             return
         work = Path(tempfile.mkdtemp(prefix=f"tilebox-bench-{backend}-"))
         try:
-            server = start_backend(backend, work, appendfsync="everysec")
+            server = start_backend(
+                backend, work, appendfsync="everysec", launcher=launcher(work) if launcher else None
+            )
             try:
                 yield server.url
             finally:

@@ -213,3 +213,22 @@ class Rendezvous(Task):
             if time.monotonic() > deadline:
                 raise RuntimeError("the other tasks never ran alongside this one")
             time.sleep(0.01)
+
+
+class Gate(Task):
+    """Runs until the test removes the file it creates at ``path`` (10 s at most, then fails)."""
+
+    path: str
+
+    @staticmethod
+    def identifier() -> tuple[str, str]:
+        return "test.Gate", "v1.0"
+
+    def execute(self, context: ExecutionContext) -> None:
+        gate = Path(self.path)
+        gate.touch()
+        deadline = time.monotonic() + 10
+        while gate.exists():
+            if time.monotonic() > deadline:
+                raise RuntimeError("the gate was never opened")
+            time.sleep(0.01)

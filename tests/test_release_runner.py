@@ -265,8 +265,8 @@ while pathlib.Path({str(marker)!r}).exists():
     wait_for(lambda: all(s.status != "running" for r in story.live("default") for s in r.releases)
              or not story.live("default")[0].releases)  # fmt: skip
     marker.unlink()  # let the in-flight task finish
-    process = next(t for t in story.client.jobs().find(job.id).tasks if t.name == "scenes.Process")
     wait_for(lambda: story.client.jobs().find(job.id).tasks[1].state == "computed")
+    process = next(t for t in story.client.jobs().find(job.id).tasks if t.name == "scenes.Process")
     assert process.release_id == release
     tasks = {t.name: t.state for t in story.client.jobs().find(job.id).tasks}
     assert tasks == {"scenes.Fetch": "computed", "scenes.Process": "computed", "scenes.Publish": "queued"}

@@ -216,7 +216,9 @@ def test_cancel_stops_handing_out_tasks(client: Client, tmp_path: Path) -> None:
     assert events_of(client, TaskClaimed) == []
 
 
-def test_cancel_lets_running_tasks_finish_without_subtasks(client: Client, tmp_path: Path) -> None:
+def test_cancel_lets_running_tasks_finish_without_subtasks(
+    client: Client, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     job = client.jobs().submit("cancel-later", FanOut(5))
     runner = client.runner(tasks=[FanOut, Sleep], cache_root=tmp_path)
     original = FanOut.execute
@@ -225,11 +227,8 @@ def test_cancel_lets_running_tasks_finish_without_subtasks(client: Client, tmp_p
         client.jobs().cancel(job.id)  # cancelled while this task runs
         original(self, context)
 
-    FanOut.execute = cancelling  # type: ignore[method-assign]
-    try:
-        runner.run_all()
-    finally:
-        FanOut.execute = original  # type: ignore[method-assign]
+    monkeypatch.setattr(FanOut, "execute", cancelling)
+    runner.run_all()
     done = client.jobs().find(job.id)
     assert done.state == "cancelled"
     assert done.tasks_by_state == {"computed": 1}  # it finished; its 5 subtasks were not queued

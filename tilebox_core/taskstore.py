@@ -148,18 +148,9 @@ class Payload:
         return {"tail": tail, "tasks": tasks}
 
 
-class Delivery(NamedTuple):
-    """A lane entry handed to a runner (fresh, or taken over after its lease expired)."""
-
-    lane: str
-    entry: str
-    task_id: str
-    job_id: str
-    deliveries: int = 1
-    previous_owner: str | None = None
-
-
 class ClaimedTask(NamedTuple):
+    """A task a runner received, with what it needs to run it (read from its lane entry)."""
+
     lane: str
     entry: str
     task_id: str
@@ -172,6 +163,23 @@ class ClaimedTask(NamedTuple):
     optional: bool
     chain: str
     cluster: str
+
+
+class Delivery(NamedTuple):
+    """A lane entry handed to a runner: fresh, or taken over after its lease expired."""
+
+    task: ClaimedTask
+    deliveries: int = 1
+    previous_owner: str | None = None
+
+
+class Pending(NamedTuple):
+    """A lane entry delivered but not acknowledged: whose it is, and how often it was delivered."""
+
+    lane: str
+    entry: str
+    deliveries: int
+    owner: str
 
 
 class TaskStore:
@@ -315,19 +323,41 @@ class TaskStore:
         reply = self.redis.xreadgroup(
             GROUP, runner_id, {lane: ">" for lane in lanes}, count=count, block=block_ms
         )
-        deliveries = []
-        for lane, entries in _stream_items(reply):
+        received = []
+        for lane, entries in reply or []:
             for entry, fields in entries:
                 if fields:  # deleted entries (cancelled) come back without fields
-                    deliveries.append(
-                        Delivery(_s(lane), _s(entry), _s(fields[b"t"]), _s(fields[b"j"]))
-                    )
+                    received.append((_s(lane), _s(entry), fields))
                 else:
                     self.redis.xack(lane, GROUP, entry)
-        return deliveries
+        return [Delivery(task) for task in self._tasks(received)]
+
+    def _tasks(self, received: Sequence[tuple[str, str, dict[bytes, bytes]]]) -> list[ClaimedTask]:
+        """The tasks of lane entries (lane, entry id, fields). Entries written before they carried
+        their task (only "t" and "j") have it read from the task hashes, in one round trip."""
+        older = [fields for _, _, fields in received if b"s" not in fields]
+        if older:
+            pipe = self.redis.pipeline(transaction=False)
+            for fields in older:
+                pipe.hmget(self.keys.task(_s(fields[b"t"])), "attempts", "spec", "input", "chain")
+            for fields, (attempts, spec, data, chain) in zip(older, pipe.execute()):
+                fields.update({b"a": attempts or b"0", b"s": spec or b"{}", b"i": data or b"",
+                               b"c": chain or b"[]"})  # fmt: skip
+        tasks = []
+        for lane, entry, fields in received:
+            try:
+                spec = _spec.decode(fields[b"s"])
+            except msgspec.ValidationError:  # its task hash is gone: the claim finds it stale
+                spec = TaskSpecFields(_s(fields[b"t"]), _s(fields[b"j"]), "", "v0.0", "", lane)
+            tasks.append(ClaimedTask(
+                lane, entry, spec.id, spec.job, spec.name, spec.version, fields[b"i"],
+                int(fields[b"a"]), int(spec.max_retries), spec.optional == "1", _s(fields[b"c"]),
+                spec.cluster,
+            ))  # fmt: skip
+        return tasks
 
     @translate_errors
-    def expired(self, lanes: Sequence[str], lease_ms: int, count: int) -> list[Delivery]:
+    def expired(self, lanes: Sequence[str], lease_ms: int, count: int) -> list[Pending]:
         """Pending entries idle longer than the lease, with their owner and delivery count."""
         pipe = self.redis.pipeline(transaction=False)
         for lane in lanes:
@@ -338,55 +368,43 @@ class TaskStore:
                 continue
             for row in rows:
                 found.append(
-                    Delivery(lane, _s(row["message_id"]), "", "", int(row["times_delivered"]),
-                             _s(row["consumer"]))
-                )  # fmt: skip
+                    Pending(lane, _s(row["message_id"]), int(row["times_delivered"]), _s(row["consumer"]))
+                )
         return found
 
     @translate_errors
-    def take_over(self, runner_id: str, expired: Sequence[Delivery], lease_ms: int) -> list[Delivery]:
+    def take_over(self, runner_id: str, expired: Sequence[Pending], lease_ms: int) -> list[Delivery]:
         """XCLAIM expired entries (delivery counts rise); an entry renewed meanwhile is skipped.
 
         We use XPENDING + XCLAIM rather than XAUTOCLAIM because the audit event needs the previous
         owner and the poison check the delivery count, which XAUTOCLAIM does not return.
         """
-        taken = []
-        for d in expired:
-            claimed = self.redis.xclaim(d.lane, GROUP, runner_id, lease_ms, [d.entry])
-            for entry, fields in claimed:
-                if not fields:
-                    self.redis.xack(d.lane, GROUP, entry)
-                    continue
-                taken.append(
-                    d._replace(task_id=_s(fields[b"t"]), job_id=_s(fields[b"j"]),
-                               deliveries=d.deliveries + 1)
-                )  # fmt: skip
-        return taken
+        received, taken = [], []
+        for p in expired:
+            for entry, fields in self.redis.xclaim(p.lane, GROUP, runner_id, lease_ms, [p.entry]):
+                if fields:
+                    received.append((p.lane, _s(entry), fields))
+                    taken.append(p)
+                else:
+                    self.redis.xack(p.lane, GROUP, entry)
+        return [
+            Delivery(task, p.deliveries + 1, p.owner) for task, p in zip(self._tasks(received), taken)
+        ]
 
     @translate_errors
     def claim(
         self, runner_id: str, release_id: str | None, max_deliveries: int,
         deliveries: Sequence[Delivery], events: Sequence[tuple[bytes, bytes, bytes]],
-    ) -> list[tuple[str, ClaimedTask | None]]:  # fmt: skip
-        """Record claims; ``events`` per delivery: (TaskClaimed, TaskLeaseExpired|b"", TaskFailed)."""
+    ) -> list[str]:  # fmt: skip
+        """Record claims before the tasks run; ``events`` per delivery: (TaskClaimed,
+        TaskLeaseExpired|b"", TaskFailed). Per delivery: ok | stale | cancelled | poisoned."""
         keys = [self.keys.log(TASKS)]
         args: list[Any] = [runner_id, release_id or "", max_deliveries]
         for d, (claimed, expired, poisoned) in zip(deliveries, events):
-            keys += (self.keys.task(d.task_id), self.keys.job(d.job_id), d.lane)
-            args += (d.entry, d.deliveries, claimed, expired, poisoned)
-        results = []
-        for d, row in zip(deliveries, self._scripts["claim"](keys=keys, args=args)):
-            status = _s(row[0])
-            if status != "ok":
-                results.append((status, None))
-                continue
-            spec_json, data, attempts, chain = row[1:]
-            spec = _spec.decode(spec_json)
-            results.append((status, ClaimedTask(
-                d.lane, d.entry, d.task_id, d.job_id, spec.name, spec.version, data,
-                int(attempts), int(spec.max_retries), spec.optional == "1", _s(chain), spec.cluster,
-            )))  # fmt: skip
-        return results
+            task = d.task
+            keys += (self.keys.task(task.task_id), self.keys.job(task.job_id), task.lane)
+            args += (task.entry, d.deliveries, claimed, expired, poisoned)
+        return [_s(status) for status in self._scripts["claim"](keys=keys, args=args)]
 
     @translate_errors
     def renew(self, runner_id: str, entries_by_lane: dict[str, list[str]]) -> set[str]:
@@ -405,8 +423,11 @@ class TaskStore:
     def finish_args(
         self, task: ClaimedTask, outcome: str, events: Sequence[Event], compute_ms: int = 0,
         progress: dict[str, list[int]] | None = None, subtasks: Sequence[TaskSpec] = (),
+        claimed: bool = True,
     ) -> tuple[list[str], list[Any]]:  # fmt: skip
-        """The keys to declare and the arguments of one task in the finish script (see finish.lua)."""
+        """The keys to declare and the arguments of one task in the finish script (see finish.lua).
+        ``claimed``: its claim was recorded (``claim``); if not, ``events`` begin with its
+        TaskClaimed and the finish records the claim too."""
         specs, spec_keys = self.specs_payload(task.job_id, subtasks, task.chain) if subtasks else (b"", [])
         job, task_key, job_tasks = (
             self.keys.job(task.job_id), self.keys.task(task.task_id), self.keys.job_tasks(task.job_id)
@@ -415,43 +436,25 @@ class TaskStore:
         encode = self.events.codec.encode
         args = [
             job, task.lane, task_key, job_tasks, task.entry, outcome, compute_ms,
-            _json.encode(progress) if progress else b"{}", specs,
+            _json.encode(progress) if progress else b"{}", specs, "1" if claimed else "0",
             len(events), *(encode(e) for e in events),
         ]  # fmt: skip
         return keys, args
 
-    def finish_call(self, runner_id: str, calls: Sequence[dict[str, Any]]) -> tuple[list[str], list[Any]]:
-        """Keys and arguments of one fenced finish script for ``calls`` (tasks of ``runner_id``)."""
+    @translate_errors
+    def finish_many(
+        self, runner_id: str, release_id: str | None, calls: Sequence[dict[str, Any]]
+    ) -> list[int]:
+        """Finish tasks of ``runner_id`` in one script call (one round trip), each call the
+        arguments of ``finish_args``. Per task: 1 finished; 0 fenced off (another runner owns
+        its entry now); 2 superseded while it ran (see finish.lua), nothing recorded."""
         keys: dict[str, None] = {self.keys.log(TASKS): None}
-        args: list[Any] = [runner_id]
+        args: list[Any] = [runner_id, release_id or ""]
         for call in calls:
             call_keys, call_args = self.finish_args(**call)
             keys.update(dict.fromkeys(call_keys))
             args += call_args
-        return list(keys), args
-
-    @translate_errors
-    def finish_many(self, calls: Sequence[dict[str, Any]]) -> list[bool]:
-        """Finish several tasks in one round trip (one script call per runner id, in order);
-        True where the runner still owned the task. Each call: ``runner_id`` and the arguments
-        of ``finish_args``."""
-        groups: list[tuple[str, list[dict[str, Any]]]] = []
-        for call in calls:
-            call = dict(call)
-            runner_id = call.pop("runner_id")
-            if groups and groups[-1][0] == runner_id:
-                groups[-1][1].append(call)
-            else:
-                groups.append((runner_id, [call]))
-        script = self._scripts["finish"]
-        if len(groups) == 1:  # the usual case; a pipeline would add a SCRIPT EXISTS round trip
-            keys, args = self.finish_call(*groups[0])
-            return [bool(r) for r in script(keys=keys, args=args)]
-        pipe = self.redis.pipeline(transaction=False)
-        for runner_id, group in groups:
-            keys, args = self.finish_call(runner_id, group)
-            script(keys=keys, args=args, client=pipe)
-        return [bool(r) for results in pipe.execute() for r in results]
+        return [int(r) for r in self._scripts["finish"](keys=list(keys), args=args)]
 
     # --- jobs -------------------------------------------------------------------------------------
 
@@ -536,11 +539,6 @@ def chain_keys(chain: str | list) -> list[str]:
 
 def _unique(keys: list[str]) -> list[str]:
     return list(dict.fromkeys(keys))
-
-
-def _stream_items(reply: Any) -> list[tuple[Any, list]]:
-    """XREADGROUP's RESP2 reply as (stream, entries) pairs."""
-    return [(lane, entries) for lane, entries in reply or []]
 
 
 def _s(value: bytes | str) -> str:

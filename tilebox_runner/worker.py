@@ -9,6 +9,7 @@ its lease; a runner that dies stops renewing and any other runner takes its task
 
 from __future__ import annotations
 
+import collections
 import itertools
 import os
 import queue
@@ -50,6 +51,10 @@ log = structlog.get_logger(__name__)
 DEFAULT_LEASE = 30.0
 MAX_DELIVERIES = 5  # a task delivered more often than this without finishing is poison
 FLUSH_SECONDS = 0.05
+# Tasks expected to take longer have their claims recorded (the task shows running) before they
+# run; faster ones with their results, at most about FLUSH_SECONDS later.
+CLAIM_AHEAD_SECONDS = 0.005
+LOST, SUPERSEDED = 0, 2  # finish statuses besides 1, finished (see TaskStore.finish_many)
 ATTEMPTS, DRAIN_ATTEMPTS = 60, 6  # store retries with backoff capped at 5 s: ~4.5 min / ~1.5 s
 
 
@@ -99,6 +104,11 @@ class TaskRunner:
         self._stopping = threading.Event()
         self._lock = threading.Lock()
         self._in_flight: dict[str, ClaimedTask] = {}  # entry id -> task
+        # Tasks whose claims are to be recorded with their results: entry id -> (task, when it
+        # started running, None before). One running longer than FLUSH_SECONDS has its claim
+        # recorded by the heartbeat thread, holding _claiming meanwhile (see _claim_overdue).
+        self._unclaimed: dict[str, tuple[ClaimedTask, float | None]] = {}
+        self._claiming = threading.Lock()
         self._idle: set[int] = set()  # worker threads that found nothing to do
         self._done = threading.Event()  # set when the run is over; ends the heartbeat
         self._next_reclaim = 0.0
@@ -225,82 +235,158 @@ class TaskRunner:
                 self._idle.discard(threading.get_ident())
 
     def _handle(self, deliveries: list[Delivery]) -> None:
-        claimed = self._claim(deliveries)
+        # Fast tasks have their claims recorded with their results, one script call per batch
+        # instead of two: the lease is the lane entry's, held since XREADGROUP delivered it.
+        deferred = self._defer_claims() and all(d.previous_owner is None for d in deliveries)
+        tasks = [d.task for d in deliveries] if deferred else self._claim(deliveries)
         with self._lock:
-            self._in_flight.update((c.entry, c) for c in claimed)
+            self._in_flight.update((t.entry, t) for t in tasks)
+            if deferred:
+                self._unclaimed.update((t.entry, (t, None)) for t in tasks)
+        pending = collections.deque(tasks)
         calls: list[dict[str, Any]] = []
-        handed = 0  # claimed[:handed] belong to the recorder now
-        since = time.monotonic()
+        handed: set[str] = set()  # entries of the tasks whose results the recorder has
+        since = began = time.monotonic()
         try:
-            for task in claimed:
+            while pending:
+                task = pending.popleft()
+                if deferred and time.monotonic() - began >= FLUSH_SECONDS:
+                    # Slower than they looked: the rest have their claims recorded before they run.
+                    deferred = False
+                    rest = [task, *pending]
+                    with self._lock:
+                        for t in rest:
+                            del self._unclaimed[t.entry]
+                    kept = {t.entry for t in self._claim([Delivery(t) for t in rest])}
+                    self._forget(t for t in rest if t.entry not in kept)
+                    pending = collections.deque(t for t in pending if t.entry in kept)
+                    if task.entry not in kept:
+                        continue
                 # Draining: hand back what has not started rather than run it now.
                 if self._stopping.is_set():
-                    calls.append(self._release(task))
+                    call = self._release(task)
                 else:
+                    if deferred:
+                        with self._lock:
+                            self._unclaimed[task.entry] = (task, time.monotonic())
                     started = time.perf_counter()
-                    calls.append(self._execute(task))
+                    call = self._execute(task)
                     self._observe(time.perf_counter() - started)
+                if deferred and not self._claimed_meanwhile(task):
+                    call.update(claimed=False, events=[self._claimed_event(task), *call["events"]])
+                calls.append(call)
                 # Fast tasks are recorded in batches; a batch is handed over once it is
                 # FLUSH_SECONDS old, so a slow task's result (and its dependants) is not held back.
                 if time.monotonic() - since >= FLUSH_SECONDS:
-                    self._results.put(calls)
-                    handed += len(calls)
+                    self._hand_over(calls, handed)
                     calls, since = [], time.monotonic()
             if calls:
-                self._results.put(calls)
-                handed += len(calls)
+                self._hand_over(calls, handed)
         finally:
             with self._lock:
-                for task in claimed[handed:]:
-                    self._in_flight.pop(task.entry, None)
+                for t in tasks:
+                    self._unclaimed.pop(t.entry, None)
+            self._forget(t for t in tasks if t.entry not in handed)
+
+    def _claimed_meanwhile(self, task: ClaimedTask) -> bool:
+        """Whether the heartbeat thread recorded the claim of ``task`` while it ran (it ran long);
+        if it is recording it now, waits: a claim is recorded before the result."""
+        with self._lock:
+            if self._unclaimed.pop(task.entry, None) is not None:
+                return False
+        with self._claiming:
+            return True
+
+    def _claim_overdue(self) -> None:
+        """Record the claims of tasks running unclaimed for longer than FLUSH_SECONDS, so a task
+        that turned out slow shows as running (with its runner and release) while it runs."""
+        with self._claiming:
+            now = time.monotonic()
+            with self._lock:
+                overdue = [
+                    task for task, started in self._unclaimed.values()
+                    if started is not None and now - started >= FLUSH_SECONDS
+                ]  # fmt: skip
+                for task in overdue:
+                    del self._unclaimed[task.entry]
+            if not overdue:
+                return
+            try:
+                self._claim([Delivery(task) for task in overdue])
+            except Exception as exc:  # noqa: BLE001 - the heartbeat must go on renewing leases
+                self.log.warning("could not record claims", error=f"{type(exc).__name__}: {exc}")
+                with self._lock:  # their results will record them
+                    self._unclaimed.update((t.entry, (t, now)) for t in overdue)
+
+    def _defer_claims(self) -> bool:
+        """Whether tasks are fast enough to have their claims recorded with their results."""
+        return self._task_seconds is not None and self._task_seconds < CLAIM_AHEAD_SECONDS
+
+    def _hand_over(self, calls: list[dict[str, Any]], handed: set[str]) -> None:
+        self._results.put(calls)
+        handed.update(call["task"].entry for call in calls)
+
+    def _forget(self, tasks: Iterable[ClaimedTask]) -> None:
+        """No longer in flight here: their leases are not renewed, and expire."""
+        with self._lock:
+            for task in tasks:
+                self._in_flight.pop(task.entry, None)
 
     def _record(self) -> None:
         """Record finished tasks, a batch per call, in a thread of its own: the server stores one
         batch while the workers claim and execute the next (the GIL is free while it waits)."""
         while (calls := self._results.get()) is not None:
-            lost: list[str] = []
+            statuses: list[int] = []
             try:
-                owned = self._with_backoff(lambda: self.store.finish_many(calls))
-                lost = [call["task"].task_id for call, mine in zip(calls, owned) if not mine]
+                statuses = self._with_backoff(
+                    lambda: self.store.finish_many(self.id, self.release_id, calls)
+                )
             except StoreUnavailable as exc:
                 # Not lost: the leases expire and the tasks run again (delivery is at-least-once).
                 self.log.error("could not record finished tasks", error=str(exc), tasks=len(calls))
             except Exception:  # the recorder must outlive a bad batch, or the workers would block
                 self.log.exception("could not record finished tasks", tasks=len(calls))
-            with self._lock:
-                for call in calls:
-                    self._in_flight.pop(call["task"].entry, None)
-            for task_id in lost:
-                self.log.warning("lease lost; another runner owns the task now", task_id=task_id)
+            self._forget(call["task"] for call in calls)
+            for call, status in zip(calls, statuses):
+                if status == LOST:
+                    self.log.warning("lease lost; another runner owns the task now",
+                                     task_id=call["task"].task_id)  # fmt: skip
+                elif status == SUPERSEDED:
+                    self.log.info("result dropped: the task was cancelled or requeued while it ran",
+                                  task_id=call["task"].task_id)  # fmt: skip
+
+    def _claimed_event(self, task: ClaimedTask) -> TaskClaimed:
+        return TaskClaimed(**self.client.origin().stamp(), job_id=task.job_id, task_id=task.task_id,
+                           runner_id=self.id, release_id=self.release_id)  # fmt: skip
 
     def _claim(self, deliveries: list[Delivery]) -> list[ClaimedTask]:
+        """Record the claims of ``deliveries`` before their tasks run; the tasks to run."""
         origin = self.client.origin()
         events = []
         for d in deliveries:
-            claimed = TaskClaimed(**origin.stamp(), job_id=d.job_id, task_id=d.task_id,
-                                  runner_id=self.id, release_id=self.release_id)  # fmt: skip
+            task = d.task
             expired = b""
             if d.previous_owner is not None:
                 expired = self._encode(TaskLeaseExpired(
-                    **origin.stamp(), job_id=d.job_id, task_id=d.task_id,
+                    **origin.stamp(), job_id=task.job_id, task_id=task.task_id,
                     previous_runner_id=d.previous_owner, runner_id=self.id, deliveries=d.deliveries,
                 ))  # fmt: skip
             poisoned = b""  # the claim script fails the task as poison only past max_deliveries
             if d.deliveries > self.max_deliveries:
                 poisoned = self._encode(TaskFailed(
-                    **origin.stamp(), job_id=d.job_id, task_id=d.task_id, runner_id=self.id,
+                    **origin.stamp(), job_id=task.job_id, task_id=task.task_id, runner_id=self.id,
                     release_id=self.release_id, reason="poison",
                     error=f"delivered {d.deliveries} times without finishing (it may crash its runner)",
                 ))  # fmt: skip
-            events.append((self._encode(claimed), expired, poisoned))
-        results = self.store.claim(self.id, self.release_id, self.max_deliveries, deliveries, events)
-        claimed_tasks = []
-        for d, (status, task) in zip(deliveries, results):
-            if task is not None:
-                claimed_tasks.append(task)
+            events.append((self._encode(self._claimed_event(task)), expired, poisoned))
+        statuses = self.store.claim(self.id, self.release_id, self.max_deliveries, deliveries, events)
+        claimed = []
+        for d, status in zip(deliveries, statuses):
+            if status == "ok":
+                claimed.append(d.task)
             elif status == "poisoned":
-                self.log.error("poison task failed", task_id=d.task_id, deliveries=d.deliveries)
-        return claimed_tasks
+                self.log.error("poison task failed", task_id=d.task.task_id, deliveries=d.deliveries)
+        return claimed
 
     # --- executing --------------------------------------------------------------------------------
 
@@ -344,7 +430,7 @@ class TaskRunner:
                           subtask_ids=[s.id for s in subtasks], progress=progress),
             *(submitted_event(origin.stamp(), claimed.job_id, s) for s in subtasks),
         ]  # fmt: skip
-        return {"runner_id": self.id, "task": claimed, "outcome": "completed", "events": events,
+        return {"task": claimed, "outcome": "completed", "events": events,
                 "compute_ms": int(seconds * 1000), "progress": progress, "subtasks": subtasks}  # fmt: skip
 
     def _failed(
@@ -356,13 +442,13 @@ class TaskRunner:
         outcome = "retry" if will_retry else "failed_optional" if claimed.optional else "failed"
         event = TaskFailed(**origin.stamp(), **common, error=error[:4000], will_retry=will_retry,
                            reason=reason, compute_seconds=round(seconds, 6))  # fmt: skip
-        return {"runner_id": self.id, "task": claimed, "outcome": outcome, "events": [event],
+        return {"task": claimed, "outcome": outcome, "events": [event],
                 "compute_ms": int(seconds * 1000)}  # fmt: skip
 
     def _release(self, claimed: ClaimedTask) -> dict[str, Any]:
         event = TaskReleased(**self.client.origin().stamp(), job_id=claimed.job_id,
                              task_id=claimed.task_id, runner_id=self.id)  # fmt: skip
-        return {"runner_id": self.id, "task": claimed, "outcome": "released", "events": [event]}
+        return {"task": claimed, "outcome": "released", "events": [event]}
 
     def _encode(self, event: Event) -> bytes:
         return self.store.events.codec.encode(event)
@@ -370,8 +456,15 @@ class TaskRunner:
     # --- leases -----------------------------------------------------------------------------------
 
     def _heartbeat(self) -> None:
+        """Renews the leases of in-flight entries, every third of a lease; and records the claims
+        of tasks that run longer than they looked (every FLUSH_SECONDS)."""
         interval = self.lease_ms / 3000
-        while not self._done.wait(interval):
+        renew_at = time.monotonic() + interval
+        while not self._done.wait(min(FLUSH_SECONDS, interval)):
+            self._claim_overdue()
+            if time.monotonic() < renew_at:
+                continue
+            renew_at = time.monotonic() + interval
             with self._lock:
                 by_lane: dict[str, list[str]] = {}
                 for entry, task in self._in_flight.items():

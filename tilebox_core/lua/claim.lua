@@ -1,10 +1,10 @@
--- Record the claims of lane entries a runner received (XREADGROUP) or took over (XCLAIM).
+-- Record the claims of lane entries a runner received (XREADGROUP) or took over (XCLAIM), before
+-- it runs their tasks (see TaskRunner: fast tasks have their claim recorded with their result).
 -- KEYS[1] task log, then per entry: task hash, job hash, lane.
 -- ARGV[1] runner id, ARGV[2] release id ('' for none), ARGV[3] max deliveries, then per entry:
 -- entry id, deliveries, TaskClaimed, TaskLeaseExpired ('' if fresh), TaskFailed for a poison task
 -- ('' when deliveries <= max deliveries: it is not used then).
--- Returns per entry: {status, task fields...} with status ok | stale | cancelled | poisoned;
--- the fields: spec, input, attempts, chain.
+-- Returns per entry its status: ok | stale | cancelled | poisoned.
 local out = {}
 local n = (#KEYS - 1) / 3
 local cancelled_jobs, started_jobs = {}, {}  -- per job, read / written once per call
@@ -12,12 +12,11 @@ for i = 0, n - 1 do
   local task_key, job_key, lane = KEYS[2 + 3 * i], KEYS[3 + 3 * i], KEYS[4 + 3 * i]
   local a = 4 + 5 * i
   local entry, deliveries = ARGV[a], tonumber(ARGV[a + 1])
-  -- state and entry, then the fields returned (which the claim does not change).
-  local t = redis.call('HMGET', task_key, 'state', 'entry', 'spec', 'input', 'attempts', 'chain')
+  local t = redis.call('HMGET', task_key, 'state', 'entry')
   local cancelled = cancelled_jobs[job_key]
   if t[2] ~= entry or (t[1] ~= 'queued' and t[1] ~= 'running') then
     drop(lane, entry)  -- superseded (requeued, cancelled, finished): not ours to run
-    out[#out + 1] = {'stale'}
+    out[#out + 1] = 'stale'
   else
     if cancelled == nil then
       cancelled = redis.call('HGET', job_key, 'cancelled') == '1'
@@ -26,31 +25,29 @@ for i = 0, n - 1 do
     if cancelled then
       drop(lane, entry)
       redis.call('HSET', task_key, 'state', 'cancelled')
-      out[#out + 1] = {'cancelled'}
+      out[#out + 1] = 'cancelled'
     elseif deliveries > tonumber(ARGV[3]) then
       -- Delivered again and again without finishing: it keeps killing its runners.
       drop(lane, entry)
       redis.call('HSET', task_key, 'state', 'failed', 'runner', ARGV[1])
       redis.call('HINCRBY', job_key, 'failed', '1')
       append(KEYS[1], ARGV[a + 4])
-      out[#out + 1] = {'poisoned'}
+      out[#out + 1] = 'poisoned'
     else
       append(KEYS[1], ARGV[a + 3])
       append(KEYS[1], ARGV[a + 2])
       if ARGV[2] == '' and t[1] == 'queued' then
         -- a direct runner's fresh claim: no release to record, and none is set (a queued task
         -- never had one, or enqueue emptied it); a takeover overwrites the previous owner's
-        redis.call('HSET', task_key, 'state', 'running', 'runner', ARGV[1], 'claimed_ms', now_ms())
+        redis.call('HSET', task_key, 'state', 'running', 'runner', ARGV[1])
       else
-        redis.call('HSET', task_key, 'state', 'running', 'runner', ARGV[1], 'release', ARGV[2],
-          'claimed_ms', now_ms())
+        redis.call('HSET', task_key, 'state', 'running', 'runner', ARGV[1], 'release', ARGV[2])
       end
       if not started_jobs[job_key] then
         redis.call('HSET', job_key, 'started', '1')
         started_jobs[job_key] = true
       end
-      -- attempts is absent until a first attempt ended (see create_tasks)
-      out[#out + 1] = {'ok', t[3], t[4], t[5] or '0', t[6]}
+      out[#out + 1] = 'ok'
     end
   end
 end

@@ -1,18 +1,21 @@
--- Finish claimed tasks, fenced: only the current owner of a lane entry is heard.
+-- Finish tasks a runner received, fenced: only the current owner of a lane entry is heard.
 -- KEYS[1] task log, then every other key the tasks name: their job hashes, lanes, task hashes and
 -- job task lists, and every key their chains and subtask specs name.
--- ARGV[1] runner id, then per task: job hash, lane, task hash, job task list, entry id, outcome
--- (completed | retry | failed | failed_optional | released), compute ms, progress (JSON
--- {label: [done, total]}), subtasks (JSON, see create_tasks; '' for none), the number of events
--- to append, and the encoded events.
--- Returns per task 1, or 0 when fenced off (the lease was lost; another runner owns the task now).
+-- ARGV[1] runner id, ARGV[2] release id ('' for none), then per task: job hash, lane, task hash,
+-- job task list, entry id, outcome (completed | retry | failed | failed_optional | released),
+-- compute ms, progress (JSON {label: [done, total]}), subtasks (JSON, see create_tasks; '' for
+-- none), claimed ('1': claim.lua recorded the claim; '0': this call records it, and the events
+-- begin with its TaskClaimed), the number of events to append, and the encoded events.
+-- Returns per task 1; 0 when fenced off (the lease was lost: another runner owns the entry now);
+-- 2 when the entry was superseded meanwhile (the job was cancelled while the task ran unclaimed,
+-- or the task was requeued): the entry is dropped and nothing is recorded.
 -- Per-call work is done once per lane or job: ownership is read with one XPENDING per lane, lane
 -- entries are acknowledged and deleted per lane and job counters incremented per job at the end
 -- (the order of the fields a hash gains is kept).
-local log, runner = KEYS[1], ARGV[1]
+local log, runner, release = KEYS[1], ARGV[1], ARGV[2]
 local lanes, acks = {}, {}                -- lanes in order; lane -> entries to drop
 local hashes, counters = {}, {}           -- job hashes in order; job -> {fields in order, by field}
-local cancelled_jobs = {}
+local cancelled_jobs, started_jobs = {}, {}
 
 local function drop_later(lane, entry)
   local entries = acks[lane]
@@ -119,14 +122,33 @@ local function settle_parents()
   end
 end
 
+-- The task hash fields a finish writes (compute time unless 0; the claim's when this call
+-- records it); the state and open count are added by the caller.
+local function finished(claimed, compute_ms)
+  local fields = {}
+  if compute_ms ~= '0' then
+    fields[1], fields[2] = 'compute_ms', compute_ms
+  end
+  if claimed == '0' then
+    fields[#fields + 1] = 'runner'
+    fields[#fields + 1] = runner
+    if release ~= '' then
+      fields[#fields + 1] = 'release'
+      fields[#fields + 1] = release
+    end
+  end
+  return fields
+end
+
 local function finish(job, lane, task, job_tasks, entry, outcome, compute_ms, progress, specs_json,
-                      first_event, last_event)
+                      claimed, first_event, last_event)
   if not owned[lane][entry] then
     return 0
   end
   local f = redis.call('HMGET', task, 'state', 'entry', 'chain', 'open')
-  if f[1] ~= 'running' or f[2] ~= entry then
-    return 0
+  if f[2] ~= entry or (f[1] ~= 'queued' and f[1] ~= 'running') then
+    drop_later(lane, entry)  -- ours, but superseded: as claim.lua does
+    return 2
   end
   drop_later(lane, entry)
   for i = first_event, last_event do
@@ -136,15 +158,24 @@ local function finish(job, lane, task, job_tasks, entry, outcome, compute_ms, pr
     enqueue(task)
     return 1
   end
-  local now = now_ms()
+  if claimed == '0' and not started_jobs[job] then
+    redis.call('HSET', job, 'started', '1')
+    started_jobs[job] = true
+  end
   if outcome == 'retry' then
-    redis.call('HSET', task, 'finished_ms', now, 'compute_ms', compute_ms)
+    local fields = finished('1', compute_ms)  -- no owner to record: enqueue clears it
     redis.call('HINCRBY', task, 'attempts', 1)
+    if #fields > 0 then
+      redis.call('HSET', task, unpack(fields))
+    end
     enqueue(task)
     return 1
   end
+  local fields = finished(claimed, compute_ms)
   if outcome == 'failed' then
-    redis.call('HSET', task, 'finished_ms', now, 'compute_ms', compute_ms, 'state', 'failed')
+    fields[#fields + 1] = 'state'
+    fields[#fields + 1] = 'failed'
+    redis.call('HSET', task, unpack(fields))
     redis.call('HINCRBY', task, 'attempts', 1)
     count(job, 'failed', 1)
     return 1
@@ -152,8 +183,8 @@ local function finish(job, lane, task, job_tasks, entry, outcome, compute_ms, pr
   local open
   if outcome == 'failed_optional' then
     open = tonumber(f[4] or '1') - 1
-    redis.call('HSET', task, 'finished_ms', now, 'compute_ms', compute_ms, 'state', 'failed_optional',
-      'open', open)
+    fields[#fields + 1] = 'state'
+    fields[#fields + 1] = 'failed_optional'
     redis.call('HINCRBY', task, 'attempts', 1)
     count(job, 'skipped', 1)
   else
@@ -169,9 +200,14 @@ local function finish(job, lane, task, job_tasks, entry, outcome, compute_ms, pr
       created = create_tasks(job, job_tasks, cjson.decode(specs_json))
     end
     open = tonumber(f[4] or '1') + created - 1
-    redis.call('HSET', task, 'finished_ms', now, 'compute_ms', compute_ms, 'state', 'computed',
-      'open', tostring(open))
+    fields[#fields + 1] = 'state'
+    fields[#fields + 1] = 'computed'
   end
+  if open ~= 0 then  -- absent once finished: 0 (see tasklib)
+    fields[#fields + 1] = 'open'
+    fields[#fields + 1] = tostring(open)
+  end
+  redis.call('HSET', task, unpack(fields))
   -- Also in a cancelled job: its waiting tasks are cancelled, and settling only ever queues
   -- waiting ones.
   if open == 0 then
@@ -181,7 +217,7 @@ local function finish(job, lane, task, job_tasks, entry, outcome, compute_ms, pr
 end
 
 local starts, lane_order, entries_by_lane = {}, {}, {}
-local a = 2
+local a = 3
 while a <= #ARGV do
   starts[#starts + 1] = a
   local lane = key(ARGV[a + 1])
@@ -190,14 +226,14 @@ while a <= #ARGV do
     lane_order[#lane_order + 1] = lane
   end
   table.insert(entries_by_lane[lane], ARGV[a + 4])
-  a = a + 10 + tonumber(ARGV[a + 9])
+  a = a + 11 + tonumber(ARGV[a + 10])
 end
 owned = owned_entries(lane_order, entries_by_lane)
 local out = {}
 for _, a in ipairs(starts) do
   out[#out + 1] = finish(key(ARGV[a]), key(ARGV[a + 1]), key(ARGV[a + 2]), key(ARGV[a + 3]),
-    ARGV[a + 4], ARGV[a + 5], ARGV[a + 6], ARGV[a + 7], ARGV[a + 8],
-    a + 10, a + 9 + tonumber(ARGV[a + 9]))
+    ARGV[a + 4], ARGV[a + 5], ARGV[a + 6], ARGV[a + 7], ARGV[a + 8], ARGV[a + 9],
+    a + 11, a + 10 + tonumber(ARGV[a + 10]))
 end
 settle_parents()
 for _, lane in ipairs(lanes) do

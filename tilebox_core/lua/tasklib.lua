@@ -2,10 +2,15 @@
 --
 -- Task hash fields: spec (JSON: id, job, name, version, cluster, lane, and parent, max_retries,
 -- optional unless at their default), input, state, deps (unfinished dependencies), open (the task
--- itself + its unfinished subtasks; absent until it finishes: 1), attempts, runner, release, entry (its lane entry id),
--- chain (JSON: this task and its ancestors, each with the keys and lanes of its dependants),
--- claimed_ms, finished_ms, compute_ms.
+-- itself + its unfinished subtasks, written once it has subtasks; absent: 1 while it runs, 0 once
+-- it finished), attempts, runner, release, entry (its lane entry id), chain (JSON: this task and
+-- its ancestors, each with the keys and lanes of its dependants), compute_ms. Fields at their
+-- default (attempts, runner, release, compute_ms 0) are absent: every hash field costs the server
+-- about a command's work. When a task ran is in the log (TaskClaimed, TaskCompleted).
 -- States: waiting -> queued -> running -> computed | failed | failed_optional | cancelled.
+--
+-- A lane entry carries what a runner needs to run its task (see add_entry): the runner reads it
+-- with the entry and need not read the task hash before it runs the task.
 --
 -- Key names read from state (lanes, dependants, ancestors) must also have been passed in KEYS:
 -- scripts never build a key, and stay correct on Redis Cluster and under ACL key patterns.
@@ -32,24 +37,19 @@ local function ensure_lane(lane)
   end
 end
 
-local function enqueue(task_key)
-  local spec = cjson.decode(redis.call('HGET', task_key, 'spec'))
-  local lane = key(spec.lane)
-  ensure_lane(lane)
-  local entry = redis.call('XADD', lane, '*', 't', spec.id, 'j', spec.job)
-  redis.call('HSET', task_key, 'state', 'queued', 'entry', entry, 'runner', '', 'release', '')
+-- A lane entry: task id, job id, attempts so far, spec, input and chain (TaskStore.read).
+local function add_entry(lane, id, job, attempts, spec, input, chain)
+  return redis.call('XADD', lane, '*', 't', id, 'j', job, 'a', attempts, 's', spec, 'i', input,
+    'c', chain)
 end
 
--- Server time in ms, read once per call: a script is atomic, all of it happens "now".
-local now_cached
-
-local function now_ms()
-  if now_cached == nil then
-    local t = redis.call('TIME')
-    -- as text: a Lua number passed to redis.call is formatted with printf, once per use
-    now_cached = string.format('%d', t[1] * 1000 + math.floor(t[2] / 1000))
-  end
-  return now_cached
+local function enqueue(task_key)
+  local f = redis.call('HMGET', task_key, 'spec', 'input', 'chain', 'attempts')
+  local spec = cjson.decode(f[1])
+  local lane = key(spec.lane)
+  ensure_lane(lane)
+  local entry = add_entry(lane, spec.id, spec.job, f[4] or '0', f[1], f[2], f[3])
+  redis.call('HSET', task_key, 'state', 'queued', 'entry', entry, 'runner', '', 'release', '')
 end
 
 -- A call's events go to the task log in as few entries as possible: an XADD, and its AOF record,
@@ -112,12 +112,14 @@ local function create_tasks(job_key, job_tasks_key, payload, counted)
     -- release are absent until set, open until the task finishes (absent: 1, the task itself):
     -- every hash field costs the server about a command's work.
     local queued = deps == '0'
-    local fields = {'spec', '{"id":"' .. id .. '","job":"' .. job .. '",' .. spec .. '}',
-      'input', input, 'state', queued and 'queued' or 'waiting', 'chain', '[' .. node .. tail}
+    spec = '{"id":"' .. id .. '","job":"' .. job .. '",' .. spec .. '}'
+    local chain = '[' .. node .. tail
+    local fields = {'spec', spec, 'input', input, 'state', queued and 'queued' or 'waiting',
+      'chain', chain}
     if queued then
       ensure_lane(key(lane))
       fields[#fields + 1] = 'entry'
-      fields[#fields + 1] = redis.call('XADD', lane, '*', 't', id, 'j', job)
+      fields[#fields + 1] = add_entry(lane, id, job, '0', spec, input, chain)
     else
       fields[#fields + 1] = 'deps'
       fields[#fields + 1] = deps

@@ -1,0 +1,107 @@
+"""When claims are recorded: before a task runs, or, for fast tasks, with its result."""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+
+from tests.tasks_fixture import FanOut, Gate, Leaf, Sleep
+from tilebox_core import Client
+from tilebox_core.events import TaskClaimed, TaskCompleted
+from tilebox_core.taskstore import TASKS
+from tilebox_runner.worker import TaskRunner
+
+
+def positions(client: Client, kind: type) -> dict[str, str]:
+    """task id -> position in the task log of its event of ``kind``."""
+    return {s.event.task_id: s.position for s in client.store.replay(TASKS) if isinstance(s.event, kind)}
+
+
+def wait_for(condition: Callable[[], object], timeout: float = 30.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, "condition not met in time"
+        time.sleep(0.01)
+
+
+def warmed_up(client: Client, tmp_path: Path) -> TaskRunner:
+    """A runner that has run fast tasks: it records the claims of the next ones with their results."""
+    runner = client.runner(tasks=[FanOut, Sleep, Gate, Leaf], cache_root=tmp_path / "cache")
+    client.jobs().submit("warm-up", FanOut(50))
+    runner.run_all()
+    return runner
+
+
+def test_fast_tasks_have_their_claims_recorded_with_their_results(client: Client, tmp_path: Path) -> None:
+    runner = warmed_up(client, tmp_path)
+    job = client.jobs().submit("fast", FanOut(100))
+    runner.run_all()
+    done = client.jobs().find(job.id)
+    assert done.state == "completed" and {t.runner_id for t in done.tasks} == {runner.id}
+    claimed, completed = positions(client, TaskClaimed), positions(client, TaskCompleted)
+    leaves = [t.id for t in done.tasks if t.name == "test.Sleep"]
+    # one log entry holds a leaf's claim and its result: one script call recorded both
+    assert sum(claimed[t] == completed[t] for t in leaves) >= len(leaves) // 2
+    claims = [e for e in (s.event for s in client.store.replay(TASKS)) if isinstance(e, TaskClaimed)]
+    assert len(claims) == len({c.task_id for c in claims})  # each task claimed once
+
+
+def test_a_task_slower_than_it_looked_shows_running_while_it_runs(
+    client: Client, tmp_path: Path
+) -> None:
+    runner = warmed_up(client, tmp_path)
+    gate = tmp_path / "gate"
+    job = client.jobs().submit("slow", Gate(str(gate)))
+    worker = threading.Thread(target=runner.run_all)
+    worker.start()
+    try:
+        wait_for(gate.exists)
+        wait_for(lambda: client.jobs().find(job.id).tasks[0].state == "running")
+        assert client.jobs().find(job.id).tasks[0].runner_id == runner.id
+    finally:
+        gate.unlink(missing_ok=True)
+        worker.join(30)
+    done = client.jobs().find(job.id)
+    assert done.state == "completed"
+    claims = [e for e in (s.event for s in client.store.replay(TASKS)) if isinstance(e, TaskClaimed)]
+    assert [c.task_id for c in claims].count(done.tasks[0].id) == 1
+
+
+def test_results_of_tasks_cancelled_while_they_ran_unclaimed_are_dropped(
+    client: Client, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    runner = warmed_up(client, tmp_path)
+    job = client.jobs().submit("cancel-me", FanOut(30))
+    original = Sleep.execute
+    cancelled = threading.Event()
+
+    def cancelling(self: Sleep, context) -> None:  # type: ignore[no-untyped-def]
+        if not cancelled.is_set():
+            cancelled.set()
+            client.jobs().cancel(job.id)  # its other leaves are queued as far as the store knows
+        original(self, context)
+
+    monkeypatch.setattr(Sleep, "execute", cancelling)
+    runner.run_all()
+    done = client.jobs().find(job.id)
+    assert done.state == "cancelled" and done.tasks_by_state == {"computed": 1, "cancelled": 30}
+    assert client.tasks.lane_backlog(runner.lanes) == (0, 0)  # every entry acknowledged
+    assert not set(positions(client, TaskCompleted)) & {t.id for t in done.tasks if t.name == "test.Sleep"}
+
+
+def test_lane_entries_without_their_task_still_run(client: Client, tmp_path: Path) -> None:
+    # Entries written before lane entries carried their task: only task and job id.
+    job = client.jobs().submit("older", Leaf("old"))
+    task = client.jobs().find(job.id).tasks[0]
+    task_key = client.store.keys.task(task.id)
+    entry = client.redis.hget(task_key, "entry")
+    lane = client.tasks.lane("default", "test.Leaf", "v1.0")
+    client.redis.xdel(lane, entry)
+    older = client.redis.xadd(lane, {"t": task.id, "j": job.id})
+    client.redis.hset(task_key, "entry", older)
+    client.runner(tasks=[Leaf], cache_root=tmp_path).run_all()
+    assert client.jobs().find(job.id).state == "completed"
