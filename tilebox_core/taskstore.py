@@ -333,26 +333,27 @@ class TaskStore:
         return [Delivery(task) for task in self._tasks(received)]
 
     def _tasks(self, received: Sequence[tuple[str, str, dict[bytes, bytes]]]) -> list[ClaimedTask]:
-        """The tasks of lane entries (lane, entry id, fields). Entries written before they carried
-        their task (only "t" and "j") have it read from the task hashes, in one round trip."""
-        older = [fields for _, _, fields in received if b"s" not in fields]
+        """The tasks of lane entries (lane, entry id, fields): attempts, spec, chain and input, one
+        per line (see add_entry in tasklib.lua). Entries written before they carried their task
+        (only "t" and "j") have it read from the task hashes, in one round trip."""
+        older = [fields for _, _, fields in received if b"d" not in fields]
         if older:
             pipe = self.redis.pipeline(transaction=False)
             for fields in older:
-                pipe.hmget(self.keys.task(_s(fields[b"t"])), "attempts", "spec", "input", "chain")
-            for fields, (attempts, spec, data, chain) in zip(older, pipe.execute()):
-                fields.update({b"a": attempts or b"0", b"s": spec or b"{}", b"i": data or b"",
-                               b"c": chain or b"[]"})  # fmt: skip
+                pipe.hmget(self.keys.task(_s(fields[b"t"])), "attempts", "spec", "chain", "input")
+            for fields, values in zip(older, pipe.execute()):
+                attempts, spec, chain, data = (v or b"" for v in values)
+                fields[b"d"] = b"\n".join((attempts or b"0", spec or b"{}", chain or b"[]", data))
         tasks = []
         for lane, entry, fields in received:
+            attempts, spec_json, chain, data = fields[b"d"].split(b"\n", 3)
             try:
-                spec = _spec.decode(fields[b"s"])
+                spec = _spec.decode(spec_json)
             except msgspec.ValidationError:  # its task hash is gone: the claim finds it stale
                 spec = TaskSpecFields(_s(fields[b"t"]), _s(fields[b"j"]), "", "v0.0", "", lane)
             tasks.append(ClaimedTask(
-                lane, entry, spec.id, spec.job, spec.name, spec.version, fields[b"i"],
-                int(fields[b"a"]), int(spec.max_retries), spec.optional == "1", _s(fields[b"c"]),
-                spec.cluster,
+                lane, entry, spec.id, spec.job, spec.name, spec.version, data, int(attempts),
+                int(spec.max_retries), spec.optional == "1", chain.decode(), spec.cluster,
             ))  # fmt: skip
         return tasks
 

@@ -37,10 +37,11 @@ local function ensure_lane(lane)
   end
 end
 
--- A lane entry: task id, job id, attempts so far, spec, input and chain (TaskStore.read).
-local function add_entry(lane, id, job, attempts, spec, input, chain)
-  return redis.call('XADD', lane, '*', 't', id, 'j', job, 'a', attempts, 's', spec, 'i', input,
-    'c', chain)
+-- A lane entry is one field, 'd': attempts so far, spec, chain and input, separated by newlines
+-- (TaskStore.read splits it; only the input, last, may hold one). One field, not four: every
+-- argument costs the server work to create, append, propagate to the AOF and reply.
+local function add_entry(lane, attempts, spec, input, chain)
+  return redis.call('XADD', lane, '*', 'd', attempts .. '\n' .. spec .. '\n' .. chain .. '\n' .. input)
 end
 
 local function enqueue(task_key)
@@ -48,7 +49,7 @@ local function enqueue(task_key)
   local spec = cjson.decode(f[1])
   local lane = key(spec.lane)
   ensure_lane(lane)
-  local entry = add_entry(lane, spec.id, spec.job, f[4] or '0', f[1], f[2], f[3])
+  local entry = add_entry(lane, f[4] or '0', f[1], f[2], f[3])
   redis.call('HSET', task_key, 'state', 'queued', 'entry', entry, 'runner', '', 'release', '')
 end
 
@@ -119,7 +120,7 @@ local function create_tasks(job_key, job_tasks_key, payload, counted)
     if queued then
       ensure_lane(key(lane))
       fields[#fields + 1] = 'entry'
-      fields[#fields + 1] = add_entry(lane, id, job, '0', spec, input, chain)
+      fields[#fields + 1] = add_entry(lane, '0', spec, input, chain)
     else
       fields[#fields + 1] = 'deps'
       fields[#fields + 1] = deps
