@@ -9,13 +9,13 @@ from pathlib import Path
 import pytest
 
 from tests.servers import ServerProcess
-from tests.tasks_fixture import Leaf, Rendezvous, Root, Step, Top, Wide
+from tests.tasks_fixture import FanOut, Leaf, Rendezvous, Root, Sleep, Step, Top, Wide
 from tilebox_core import Client, Task
 from tilebox_core.errors import InvalidInput, NotFound
 from tilebox_core.events import JobSubmitted, TaskClaimed, TaskCompleted, TaskSubmitted
 from tilebox_core.ids import new_id
 from tilebox_core.jobs import SUBMIT_CHUNK, Job, new_job, task_spec
-from tilebox_core.taskstore import TASKS, NewJob
+from tilebox_core.taskstore import STAGE_CHUNK, TASKS, NewJob
 
 
 def task_events(client: Client, kind: type) -> list:
@@ -74,6 +74,21 @@ def test_a_parent_completes_once_all_its_many_subtasks_have(
     wide = next(t for t in done.tasks if t.name == "test.Wide")
     assert client.redis.hget(client.store.keys.task(wide.id), "open") == b"0"
     assert client.redis.hget(client.store.keys.job(job.id), "open") == b"0"
+
+
+def test_a_large_fan_out_is_created_in_chunks_before_its_parent_completes(
+    client: Client, tmp_path: Path
+) -> None:
+    job = client.jobs().submit("large", FanOut(STAGE_CHUNK + 500))
+    client.runner(tasks=[FanOut, Sleep], cache_root=tmp_path).run_all()
+    done = client.jobs().find(job.id)
+    assert done.state == "completed" and done.tasks_by_state == {"computed": STAGE_CHUNK + 501}
+    events = [s.event for s in client.store.replay(TASKS)]
+    root = done.tasks[0].id
+    completed = next(i for i, e in enumerate(events) if isinstance(e, TaskCompleted) and e.task_id == root)
+    submitted = [i for i, e in enumerate(events) if isinstance(e, TaskSubmitted) and e.task_id != root]
+    assert len(submitted) == STAGE_CHUNK + 500 and max(submitted) < completed
+    assert len(set(client.tasks.task_ids(job.id))) == STAGE_CHUNK + 501
 
 
 def test_submit_many_creates_each_job_in_order(client: Client, tmp_path: Path) -> None:

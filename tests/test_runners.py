@@ -31,8 +31,9 @@ from tilebox_core.events import (
     TaskFailed,
     TaskLeaseExpired,
     TaskReleased,
+    TaskSubmitted,
 )
-from tilebox_core.taskstore import TASKS
+from tilebox_core.taskstore import STAGE_CHUNK, TASKS
 
 ROOT = Path(__file__).resolve().parents[1]
 FANOUT = "tests.tasks_fixture:FanOut,tests.tasks_fixture:Sleep"
@@ -108,6 +109,31 @@ def test_kill_9_of_a_runner_loses_no_task(runners: Runners, pclient: Client) -> 
     assert_exactly_once(pclient, job.id)
     # What the dead runner held was taken over after its lease expired.
     assert all(e.previous_runner_id for e in events_of(pclient, TaskLeaseExpired))
+
+
+@pytest.mark.slow
+def test_kill_9_while_a_large_fan_out_is_staged_creates_each_subtask_once(
+    runners: Runners, pclient: Client
+) -> None:
+    count = 12 * STAGE_CHUNK  # created a chunk per call, before the root's finish
+    victim = runners.start(FANOUT)  # alone at first: it runs the root
+    job = pclient.jobs().submit("staged", FanOut(count))
+    job_key = pclient.store.keys.job(job.id)
+    wait_for(lambda: int(pclient.redis.hget(job_key, "total") or 0) > 1, interval=0.002)
+    victim.send_signal(signal.SIGKILL)
+    victim.wait(10)
+    assert int(pclient.redis.hget(job_key, "total")) < count + 1  # died between two chunks
+    runners.start(FANOUT)
+    runners.start(FANOUT)
+    done = pclient.jobs().wait(job.id, timeout=180)
+    # The root ran again and created only the subtasks missing: their ids derive from its own.
+    assert done.state == "completed" and done.total_tasks == count + 1
+    assert done.tasks_by_state == {"computed": count + 1}
+    assert_exactly_once(pclient, job.id)
+    submitted = collections.Counter(e.task_id for e in events_of(pclient, TaskSubmitted))
+    assert len(submitted) == count + 1 and max(submitted.values()) == 1
+    root = pclient.jobs().find(job.id).tasks[0].id
+    assert [e.task_id for e in events_of(pclient, TaskLeaseExpired)].count(root) == 1
 
 
 @pytest.mark.slow

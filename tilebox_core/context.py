@@ -11,7 +11,7 @@ from typing import Any
 import structlog
 
 from .errors import InvalidInput
-from .ids import new_id
+from .ids import subtask_id
 from .task import Task, task_identifier
 
 
@@ -165,7 +165,8 @@ class ExecutionContext:
         dep_ids = [d.id for d in deps]
         handles = []
         for task in tasks:
-            handle = FutureTask(self, len(self._subtasks), new_id(), task)
+            index = len(self._subtasks)
+            handle = FutureTask(self, index, subtask_id(self.current_task.id, index), task)
             self._subtasks.append(SubtaskRequest(handle, dep_ids, cluster, max_retries, optional))
             handles.append(handle)
         return handles

@@ -3,13 +3,29 @@
 from __future__ import annotations
 
 import datetime as _dt
+import functools
 
-from uuid_utils import uuid7
+from uuid_utils import NAMESPACE_URL, UUID, uuid5, uuid7
 
 
 def new_id() -> str:
     """A time-ordered UUIDv7 as text: sortable, unique across processes and machines."""
     return str(uuid7())
+
+
+def subtask_id(parent_id: str, index: int) -> str:
+    """The id of the ``index``-th subtask a run of task ``parent_id`` submits: the same every time
+    the parent runs, so a parent run again after its runner died while submitting (see stage.lua)
+    creates each subtask once."""
+    return str(uuid5(_namespace(parent_id), str(index)))
+
+
+@functools.lru_cache(maxsize=256)
+def _namespace(parent_id: str) -> UUID:
+    try:
+        return UUID(parent_id)
+    except ValueError:  # not a UUID: ids of other origins still derive distinct ids
+        return uuid5(NAMESPACE_URL, parent_id)
 
 
 def utcnow() -> _dt.datetime:

@@ -11,19 +11,22 @@ from __future__ import annotations
 
 import collections
 import re
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from typing import Any, NamedTuple
 
 import msgspec
 import redis
 
-from .events import Event
+from .events import Event, TaskSubmitted
 from .identifiers import parse_version
 from .keys import Keys
 from .store import EventStore, load_script, translate_errors
 
 TASKS = "tasks"  # name of the task-plane event log
 GROUP = "runners"
+# Subtasks created per call when a finishing task submitted more than this many (see stage.lua):
+# about 50-100 ms of server work per call, where one call for 200,000 would block it for seconds.
+STAGE_CHUNK = 1000
 
 _json = msgspec.json.Encoder()
 _NEEDS_ESCAPE = re.compile(r'[\x00-\x1f"\\\x7f-\U0010ffff]')  # anything JSON might escape
@@ -190,7 +193,7 @@ class TaskStore:
         prelude = load_script("tasklib")
         self._scripts = {
             name: self.redis.register_script(prelude + "\n" + load_script(name))
-            for name in ("submit", "claim", "renew", "finish", "retry", "cancel")
+            for name in ("submit", "claim", "renew", "finish", "stage", "retry", "cancel")
         }
 
     # --- lanes ------------------------------------------------------------------------------------
@@ -444,18 +447,51 @@ class TaskStore:
 
     @translate_errors
     def finish_many(
-        self, runner_id: str, release_id: str | None, calls: Sequence[dict[str, Any]]
-    ) -> list[int]:
+        self, runner_id: str, release_id: str | None, calls: Sequence[dict[str, Any]],
+        between: Callable[[], None] | None = None,
+    ) -> list[int]:  # fmt: skip
         """Finish tasks of ``runner_id`` in one script call (one round trip), each call the
         arguments of ``finish_args``. Per task: 1 finished; 0 fenced off (another runner owns
-        its entry now); 2 superseded while it ran (see finish.lua), nothing recorded."""
+        its entry now); 2 superseded while it ran (see finish.lua), nothing recorded.
+
+        A task with more than STAGE_CHUNK subtasks and no dependencies among them has them created
+        first, STAGE_CHUNK per call (``stage``, which calls ``between`` after each); its finish
+        then completes it."""
         keys: dict[str, None] = {self.keys.log(TASKS): None}
         args: list[Any] = [runner_id, release_id or ""]
         for call in calls:
+            subtasks = call.get("subtasks") or ()
+            if len(subtasks) > STAGE_CHUNK and not any(s.depends_on for s in subtasks):
+                call = self.stage(runner_id, call, between)
             call_keys, call_args = self.finish_args(**call)
             keys.update(dict.fromkeys(call_keys))
             args += call_args
         return [int(r) for r in self._scripts["finish"](keys=list(keys), args=args)]
+
+    def stage(
+        self, runner_id: str, call: dict[str, Any], between: Callable[[], None] | None = None
+    ) -> dict[str, Any]:
+        """Create the subtasks of ``call`` (the arguments of ``finish_args``) STAGE_CHUNK per script
+        call, while the task is still running; ``call`` without them, to finish the task with.
+        Stops at the first call fenced off: the finish then finds out why."""
+        task: ClaimedTask = call["task"]
+        subtasks: Sequence[TaskSpec] = call["subtasks"]
+        submitted = {e.task_id: e for e in call["events"] if isinstance(e, TaskSubmitted)}
+        job, task_key, job_tasks = (
+            self.keys.job(task.job_id), self.keys.task(task.task_id), self.keys.job_tasks(task.job_id)
+        )  # fmt: skip
+        encode = self.events.codec.encode
+        for start in range(0, len(subtasks), STAGE_CHUNK):
+            chunk = subtasks[start : start + STAGE_CHUNK]
+            specs, spec_keys = self.specs_payload(task.job_id, chunk, task.chain)
+            keys = _unique([self.keys.log(TASKS), job, task.lane, task_key, job_tasks, *spec_keys])
+            args = [runner_id, task.entry, specs, *(encode(submitted[s.id]) for s in chunk)]
+            if self._scripts["stage"](keys=keys, args=args) == -1:
+                break
+            if between is not None:
+                between()
+        events = [e for e in call["events"] if not isinstance(e, TaskSubmitted)]
+        return {**call, "subtasks": (), "events": events}
 
     # --- jobs -------------------------------------------------------------------------------------
 

@@ -42,7 +42,7 @@ from tilebox_core.identifiers import TaskIdentifier, parse_version
 from tilebox_core.jobs import default_cluster, submitted_event, task_spec
 from tilebox_core.server import default_home
 from tilebox_core.task import Task
-from tilebox_core.taskstore import ClaimedTask, Delivery, TaskStore
+from tilebox_core.taskstore import STAGE_CHUNK, ClaimedTask, Delivery, TaskStore
 
 from .registry import Runner
 
@@ -273,7 +273,10 @@ class TaskRunner:
                     call = self._execute(task)
                     self._observe(time.perf_counter() - started)
                 if deferred and not self._claimed_meanwhile(task):
-                    call.update(claimed=False, events=[self._claimed_event(task), *call["events"]])
+                    if len(call.get("subtasks", ())) > STAGE_CHUNK:
+                        self._claim([Delivery(task)])  # recorded before its subtasks are staged
+                    else:
+                        call.update(claimed=False, events=[self._claimed_event(task), *call["events"]])
                 calls.append(call)
                 # Fast tasks are recorded in batches; a batch is handed over once it is
                 # FLUSH_SECONDS old, so a slow task's result (and its dependants) is not held back.
@@ -336,24 +339,40 @@ class TaskRunner:
         """Record finished tasks, a batch per call, in a thread of its own: the server stores one
         batch while the workers claim and execute the next (the GIL is free while it waits)."""
         while (calls := self._results.get()) is not None:
-            statuses: list[int] = []
+            self._record_batch(calls, between=self._record_waiting)
+
+    def _record_waiting(self) -> None:
+        """Between two chunks of a large fan-out (see TaskStore.stage): record the batches handed
+        over meanwhile, so their tasks' results and dependants do not wait for the last chunk."""
+        while True:
             try:
-                statuses = self._with_backoff(
-                    lambda: self.store.finish_many(self.id, self.release_id, calls)
-                )
-            except StoreUnavailable as exc:
-                # Not lost: the leases expire and the tasks run again (delivery is at-least-once).
-                self.log.error("could not record finished tasks", error=str(exc), tasks=len(calls))
-            except Exception:  # the recorder must outlive a bad batch, or the workers would block
-                self.log.exception("could not record finished tasks", tasks=len(calls))
-            self._forget(call["task"] for call in calls)
-            for call, status in zip(calls, statuses):
-                if status == LOST:
-                    self.log.warning("lease lost; another runner owns the task now",
-                                     task_id=call["task"].task_id)  # fmt: skip
-                elif status == SUPERSEDED:
-                    self.log.info("result dropped: the task was cancelled or requeued while it ran",
-                                  task_id=call["task"].task_id)  # fmt: skip
+                calls = self._results.get_nowait()
+            except queue.Empty:
+                return
+            if calls is None:  # the run is over: the main loop ends once the fan-out is recorded
+                self._results.put(None)
+                return
+            self._record_batch(calls)
+
+    def _record_batch(self, calls: list[dict[str, Any]], between: Callable[[], None] | None = None) -> None:
+        statuses: list[int] = []
+        try:
+            statuses = self._with_backoff(
+                lambda: self.store.finish_many(self.id, self.release_id, calls, between)
+            )
+        except StoreUnavailable as exc:
+            # Not lost: the leases expire and the tasks run again (delivery is at-least-once).
+            self.log.error("could not record finished tasks", error=str(exc), tasks=len(calls))
+        except Exception:  # the recorder must outlive a bad batch, or the workers would block
+            self.log.exception("could not record finished tasks", tasks=len(calls))
+        self._forget(call["task"] for call in calls)
+        for call, status in zip(calls, statuses):
+            if status == LOST:
+                self.log.warning("lease lost; another runner owns the task now",
+                                 task_id=call["task"].task_id)  # fmt: skip
+            elif status == SUPERSEDED:
+                self.log.info("result dropped: the task was cancelled or requeued while it ran",
+                              task_id=call["task"].task_id)  # fmt: skip
 
     def _claimed_event(self, task: ClaimedTask) -> TaskClaimed:
         return TaskClaimed(**self.client.origin().stamp(), job_id=task.job_id, task_id=task.task_id,

@@ -96,50 +96,62 @@ end
 -- node], a shape [lane, lane registry, the spec's fields but id and job as JSON without braces];
 -- its chain is '[' .. node .. tail, the node written here when empty. The task hash is written
 -- once, queued or waiting; ids are appended to the job's task list and counted in its total in
--- one command per call, not one per task (``counted``: the caller has set the total). Returns how
--- many tasks were created.
+-- one command per call, not one per task (``counted``: the caller has set the total).
+-- ``events_at``: staged creation (see stage.lua): a task that exists already is skipped, and
+-- ARGV[events_at + i - 1], the i-th task's TaskSubmitted, is appended for each task created.
+-- Returns how many tasks were created.
 local registered = {}  -- lanes added to their cluster's registry in this call
 
-local function create_tasks(job_key, job_tasks_key, payload, counted)
+local function create_tasks(job_key, job_tasks_key, payload, counted, events_at)
   local job, tail, shapes, tasks = payload.job, payload.tail, payload.shapes, payload.tasks
-  local ids = {}
+  local ids, created = {}, 0
   for i, t in ipairs(tasks) do
-    local lane, registry, spec = unpack(shapes[t[1]])
-    local task_key, id, input, deps, node = key(t[2]), t[3], t[4], t[5], t[6]
-    if node == '' then
-      node = '{"k":"' .. task_key .. '","d":[]}'
-    end
-    -- What never changes is one JSON field, "spec" (ids need no escaping); attempts, runner and
-    -- release are absent until set, open until the task finishes (absent: 1, the task itself):
-    -- every hash field costs the server about a command's work.
-    local queued = deps == '0'
-    spec = '{"id":"' .. id .. '","job":"' .. job .. '",' .. spec .. '}'
-    local chain = '[' .. node .. tail
-    local fields = {'spec', spec, 'input', input, 'state', queued and 'queued' or 'waiting',
-      'chain', chain}
-    if queued then
-      ensure_lane(key(lane))
-      fields[#fields + 1] = 'entry'
-      fields[#fields + 1] = add_entry(lane, '0', spec, input, chain)
-    else
-      fields[#fields + 1] = 'deps'
-      fields[#fields + 1] = deps
-    end
-    redis.call('HSET', task_key, unpack(fields))
-    if registered[lane] == nil then
-      redis.call('SADD', key(registry), lane)
-      registered[lane] = true
-    end
-    ids[#ids + 1] = id
-    if #ids == 1000 or i == #tasks then  -- bounded: unpack has a stack limit
-      redis.call('RPUSH', job_tasks_key, unpack(ids))
-      ids = {}
+    local task_key = key(t[2])
+    if events_at == nil or redis.call('EXISTS', task_key) == 0 then
+      local lane, registry, spec = unpack(shapes[t[1]])
+      local id, input, deps, node = t[3], t[4], t[5], t[6]
+      if node == '' then
+        node = '{"k":"' .. task_key .. '","d":[]}'
+      end
+      -- What never changes is one JSON field, "spec" (ids need no escaping); attempts, runner
+      -- and release are absent until set, open until the task finishes (absent: 1, the task
+      -- itself): every hash field costs the server about a command's work.
+      local queued = deps == '0'
+      spec = '{"id":"' .. id .. '","job":"' .. job .. '",' .. spec .. '}'
+      local chain = '[' .. node .. tail
+      local fields = {'spec', spec, 'input', input, 'state', queued and 'queued' or 'waiting',
+        'chain', chain}
+      if queued then
+        ensure_lane(key(lane))
+        fields[#fields + 1] = 'entry'
+        fields[#fields + 1] = add_entry(lane, '0', spec, input, chain)
+      else
+        fields[#fields + 1] = 'deps'
+        fields[#fields + 1] = deps
+      end
+      redis.call('HSET', task_key, unpack(fields))
+      if registered[lane] == nil then
+        redis.call('SADD', key(registry), lane)
+        registered[lane] = true
+      end
+      if events_at ~= nil then
+        append(KEYS[1], ARGV[events_at + i - 1])
+      end
+      created = created + 1
+      ids[#ids + 1] = id
+      if #ids == 1000 then  -- bounded: unpack has a stack limit
+        redis.call('RPUSH', job_tasks_key, unpack(ids))
+        ids = {}
+      end
     end
   end
-  if #tasks > 0 and not counted then
-    redis.call('HINCRBY', job_key, 'total', tostring(#tasks))
+  if #ids > 0 then
+    redis.call('RPUSH', job_tasks_key, unpack(ids))
   end
-  return #tasks
+  if created > 0 and not counted then
+    redis.call('HINCRBY', job_key, 'total', tostring(created))
+  end
+  return created
 end
 
 -- Release the dependants of a complete task (``node`` of its chain).
