@@ -104,6 +104,7 @@ class TaskRunner:
         self._stopping = threading.Event()
         self._lock = threading.Lock()
         self._in_flight: dict[str, ClaimedTask] = {}  # entry id -> task
+        self._recording: set[str] = set()  # entries whose finish call is under way
         # Tasks whose claims are to be recorded with their results: entry id -> (task, when it
         # started running, None before). One running longer than FLUSH_SECONDS has its claim
         # recorded by the heartbeat thread, holding _claiming meanwhile (see _claim_overdue).
@@ -356,6 +357,9 @@ class TaskRunner:
 
     def _record_batch(self, calls: list[dict[str, Any]], between: Callable[[], None] | None = None) -> None:
         statuses: list[int] = []
+        entries = {call["task"].entry for call in calls}
+        with self._lock:
+            self._recording |= entries
         try:
             statuses = self._with_backoff(
                 lambda: self.store.finish_many(self.id, self.release_id, calls, between)
@@ -365,7 +369,10 @@ class TaskRunner:
             self.log.error("could not record finished tasks", error=str(exc), tasks=len(calls))
         except Exception:  # the recorder must outlive a bad batch, or the workers would block
             self.log.exception("could not record finished tasks", tasks=len(calls))
-        self._forget(call["task"] for call in calls)
+        with self._lock:  # at once: the heartbeat must not see them in flight but not recording
+            self._recording -= entries
+            for entry in entries:
+                self._in_flight.pop(entry, None)
         for call, status in zip(calls, statuses):
             if status == LOST:
                 self.log.warning("lease lost; another runner owns the task now",
@@ -497,8 +504,8 @@ class TaskRunner:
                 continue
             lost = {e for entries in by_lane.values() for e in entries} - renewed
             if lost:
-                with self._lock:  # entries finished since the snapshot were not lost
-                    lost &= self._in_flight.keys()
+                with self._lock:  # entries finished since the snapshot (or finishing) were not lost
+                    lost &= self._in_flight.keys() - self._recording
             if lost:
                 self.log.warning("leases lost", entries=sorted(lost))
 
