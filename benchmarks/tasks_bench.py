@@ -217,7 +217,7 @@ def wait_for_job(client: Client, job_id: str, timeout: float) -> tuple[dict[str,
     """Poll the job's counters (one HMGET per 2 ms) until it is no longer queued or running;
     returns its fields and when (perf_counter) its first task was computed."""
     key = client.store.keys.job(job_id)
-    names = ("open", "computed", "failed", "cancelled", "started")
+    names = ("open", "computed", "skipped", "failed", "cancelled", "started")
     first = 0.0
     deadline = time.monotonic() + timeout
     while True:

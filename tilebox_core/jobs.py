@@ -83,7 +83,8 @@ def job_state(fields: dict[str, str]) -> str:
         return "failed"
     if int(fields.get("open", 1)) == 0:
         return "completed"
-    if fields.get("started") == "1":
+    # a finish that records its claim counts a result instead of setting "started" (finish.lua)
+    if fields.get("started") == "1" or int(fields.get("computed", 0)) or int(fields.get("skipped", 0)):
         return "running"
     return "queued"
 

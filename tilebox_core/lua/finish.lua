@@ -158,11 +158,12 @@ local function finish(job, lane, task, job_tasks, entry, outcome, compute_ms, pr
     enqueue(task)
     return 1
   end
-  if claimed == '0' and not started_jobs[job] then
-    redis.call('HSET', job, 'started', '1')
-    started_jobs[job] = true
-  end
   if outcome == 'retry' then
+    -- the other outcomes count a result, which shows the job started (jobs.job_state)
+    if claimed == '0' and not started_jobs[job] then
+      redis.call('HSET', job, 'started', '1')
+      started_jobs[job] = true
+    end
     local fields = finished('1', compute_ms)  -- no owner to record: enqueue clears it
     redis.call('HINCRBY', task, 'attempts', 1)
     if #fields > 0 then
