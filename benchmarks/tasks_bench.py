@@ -69,6 +69,7 @@ from tilebox_core.jobs import job_state  # noqa: E402
 from tilebox_core.keys import Keys  # noqa: E402
 from tilebox_core.logs import configure_logging  # noqa: E402
 from tilebox_core.taskstore import TASKS  # noqa: E402
+from tilebox_runner.worker import freeze_heap  # noqa: E402
 
 CLUSTER = "default"
 SERVE = "--serve-runner"
@@ -89,6 +90,7 @@ def serve_runner(argv: list[str]) -> None:
     if int(prefetch) > 0:
         options["prefetch"] = int(prefetch)
     runner = client.runner(CLUSTER, noop_tasks.TASKS, **options)
+    freeze_heap()  # as a release's runtime process does
     print("ready", flush=True)
     started = time.process_time()
     if not profile_dir:

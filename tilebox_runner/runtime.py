@@ -31,7 +31,7 @@ from tilebox_core.logs import configure_logging
 
 from .discover import emit_discovery, load_runner
 from .registry import Runner
-from .worker import DEFAULT_LEASE, TaskRunner, new_runner_id
+from .worker import DEFAULT_LEASE, TaskRunner, freeze_heap, new_runner_id
 
 LOAD_FAILED = 3
 
@@ -58,6 +58,7 @@ def serve(runner: Runner) -> None:
     supervisor = env.get("TILEBOX_SUPERVISOR_PID")
     if supervisor:
         _stop_when_orphaned(int(supervisor), task_runner.stop)
+    freeze_heap()
     with client:
         if env.get("TILEBOX_UNTIL_IDLE") == "1":
             task_runner.run_all()
