@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import datetime as dt
 import threading
 import time
 from collections.abc import Callable
@@ -48,6 +49,20 @@ def test_fast_tasks_have_their_claims_recorded_with_their_results(client: Client
     assert sum(claimed[t] == completed[t] for t in leaves) >= len(leaves) // 2
     claims = [e for e in (s.event for s in client.store.replay(TASKS)) if isinstance(e, TaskClaimed)]
     assert len(claims) == len({c.task_id for c in claims})  # each task claimed once
+
+
+def test_claims_recorded_with_results_are_stamped_when_the_tasks_were_received(
+    client: Client, tmp_path: Path
+) -> None:
+    runner = warmed_up(client, tmp_path)
+    jobs = client.jobs().submit_many((f"short-{i}", Sleep(i, seconds=0.002)) for i in range(20))
+    runner.run_all()
+    events = [s.event for s in client.store.replay(TASKS)]
+    ours = {t.id for j in jobs for t in client.jobs().find(j.id).tasks}
+    claimed = {e.task_id: e.at for e in events if isinstance(e, TaskClaimed) and e.task_id in ours}
+    completed = {e.task_id: e.at for e in events if isinstance(e, TaskCompleted) and e.task_id in ours}
+    assert claimed.keys() == completed.keys() == ours
+    assert all(completed[t] - claimed[t] >= dt.timedelta(seconds=0.002) for t in ours)
 
 
 def test_a_task_slower_than_it_looked_shows_running_while_it_runs(

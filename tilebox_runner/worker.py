@@ -241,6 +241,8 @@ class TaskRunner:
         # instead of two: the lease is the lane entry's, held since XREADGROUP delivered it.
         deferred = self._defer_claims() and all(d.previous_owner is None for d in deliveries)
         tasks = [d.task for d in deliveries] if deferred else self._claim(deliveries)
+        # stamped now, when they were received, however much later they are recorded
+        claims = self._claimed_events(tasks) if deferred else {}
         with self._lock:
             self._in_flight.update((t.entry, t) for t in tasks)
             if deferred:
@@ -278,7 +280,7 @@ class TaskRunner:
                     if len(call.get("subtasks", ())) > STAGE_CHUNK:
                         self._claim([Delivery(task)])  # recorded before its subtasks are staged
                     else:
-                        call.update(claimed=False, events=[self._claimed_event(task), *call["events"]])
+                        call.update(claimed=False, events=[claims[task.entry], *call["events"]])
                 calls.append(call)
                 # Fast tasks are recorded in batches; a batch is handed over once it is
                 # FLUSH_SECONDS old, so a slow task's result (and its dependants) is not held back.
@@ -382,13 +384,19 @@ class TaskRunner:
                 self.log.info("result dropped: the task was cancelled or requeued while it ran",
                               task_id=call["task"].task_id)  # fmt: skip
 
-    def _claimed_event(self, task: ClaimedTask) -> TaskClaimed:
-        return TaskClaimed(**self.client.origin().stamp(), job_id=task.job_id, task_id=task.task_id,
-                           runner_id=self.id, release_id=self.release_id)  # fmt: skip
+    def _claimed_events(self, tasks: Sequence[ClaimedTask]) -> dict[str, TaskClaimed]:
+        """Entry id -> TaskClaimed of each of ``tasks``, claimed now."""
+        origin = self.client.origin()
+        return {
+            t.entry: TaskClaimed(**origin.stamp(), job_id=t.job_id, task_id=t.task_id,
+                                 runner_id=self.id, release_id=self.release_id)
+            for t in tasks
+        }  # fmt: skip
 
     def _claim(self, deliveries: list[Delivery]) -> list[ClaimedTask]:
         """Record the claims of ``deliveries`` before their tasks run; the tasks to run."""
         origin = self.client.origin()
+        claims = self._claimed_events([d.task for d in deliveries])
         events = []
         for d in deliveries:
             task = d.task
@@ -405,7 +413,7 @@ class TaskRunner:
                     release_id=self.release_id, reason="poison",
                     error=f"delivered {d.deliveries} times without finishing (it may crash its runner)",
                 ))  # fmt: skip
-            events.append((self._encode(self._claimed_event(task)), expired, poisoned))
+            events.append((self._encode(claims[task.entry]), expired, poisoned))
         statuses = self.store.claim(self.id, self.release_id, self.max_deliveries, deliveries, events)
         claimed = []
         for d, status in zip(deliveries, statuses):
@@ -449,8 +457,9 @@ class TaskRunner:
             seconds = time.perf_counter() - started
             context.logger.warning("task failed", error=f"{type(exc).__name__}: {exc}")
             detail = "".join(traceback.format_exception_only(exc)).strip()
-            return self._failed(claimed, origin, common, detail, "error", seconds)
+            return self._failed(claimed, self.client.origin(), common, detail, "error", seconds)
         seconds = time.perf_counter() - started
+        origin = self.client.origin()  # stamped when it finished
         progress = context.progress_deltas()
         events: list[Event] = [
             TaskCompleted(**origin.stamp(), **common, compute_seconds=round(seconds, 6),
