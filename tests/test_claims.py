@@ -108,6 +108,20 @@ def test_results_of_tasks_cancelled_while_they_ran_unclaimed_are_dropped(
     assert not set(positions(client, TaskCompleted)) & {t.id for t in done.tasks if t.name == "test.Sleep"}
 
 
+def test_a_task_queued_in_a_job_cancelled_meanwhile_is_not_completed(
+    client: Client, tmp_path: Path
+) -> None:
+    runner = warmed_up(client, tmp_path)
+    job = client.jobs().submit("late", Leaf("created-while-the-cancel-ran"))
+    # as if the cancel had read the job's tasks before this one was created by its parent
+    client.redis.hset(client.store.keys.job(job.id), "cancelled", "1")
+    runner.run_all()
+    done = client.jobs().find(job.id)
+    assert done.state == "cancelled" and done.tasks_by_state == {"cancelled": 1}
+    assert client.tasks.lane_backlog(runner.lanes) == (0, 0)
+    assert done.tasks[0].id not in positions(client, TaskCompleted)
+
+
 def test_lane_entries_without_their_task_still_run(client: Client, tmp_path: Path) -> None:
     # Entries written before lane entries carried their task: only task and job id.
     job = client.jobs().submit("older", Leaf("old"))

@@ -260,7 +260,7 @@ class TaskRunner:
                     rest = [task, *pending]
                     with self._lock:
                         for t in rest:
-                            del self._unclaimed[t.entry]
+                            self._unclaimed.pop(t.entry, None)
                     kept = {t.entry for t in self._claim([Delivery(t) for t in rest])}
                     self._forget(t for t in rest if t.entry not in kept)
                     pending = collections.deque(t for t in pending if t.entry in kept)

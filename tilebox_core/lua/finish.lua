@@ -8,7 +8,7 @@
 -- begin with its TaskClaimed), the number of events to append, and the encoded events.
 -- Returns per task 1; 0 when fenced off (the lease was lost: another runner owns the entry now);
 -- 2 when the entry was superseded meanwhile (the job was cancelled while the task ran unclaimed,
--- or the task was requeued): the entry is dropped and nothing is recorded.
+-- or the task was requeued): the entry is dropped and nothing is recorded but the cancellation.
 -- Per-call work is done once per lane or job: ownership is read with one XPENDING per lane, lane
 -- entries are acknowledged and deleted per lane and job counters incremented per job at the end
 -- (the order of the fields a hash gains is kept).
@@ -148,6 +148,12 @@ local function finish(job, lane, task, job_tasks, entry, outcome, compute_ms, pr
   local f = redis.call('HMGET', task, 'state', 'entry', 'chain', 'open')
   if f[2] ~= entry or (f[1] ~= 'queued' and f[1] ~= 'running') then
     drop_later(lane, entry)  -- ours, but superseded: as claim.lua does
+    return 2
+  end
+  if claimed == '0' and outcome ~= 'released' and is_cancelled(job) then
+    -- queued when its job was cancelled (created while the cancel ran): as claim.lua does
+    drop_later(lane, entry)
+    redis.call('HSET', task, 'state', 'cancelled')
     return 2
   end
   drop_later(lane, entry)
