@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 from tilebox_core import ExecutionContext, Task
@@ -208,11 +209,8 @@ class Rendezvous(Task):
     def execute(self, context: ExecutionContext) -> None:
         place = Path(os.environ["TILEBOX_TEST_RENDEZVOUS"])
         (place / str(self.i)).touch()
-        deadline = time.monotonic() + 10
-        while len(list(place.iterdir())) < self.count:
-            if time.monotonic() > deadline:
-                raise RuntimeError("the other tasks never ran alongside this one")
-            time.sleep(0.01)
+        _within_10_s(lambda: len(list(place.iterdir())) >= self.count,
+                     "the other tasks never ran alongside this one")  # fmt: skip
 
 
 class Gate(Task):
@@ -227,8 +225,13 @@ class Gate(Task):
     def execute(self, context: ExecutionContext) -> None:
         gate = Path(self.path)
         gate.touch()
-        deadline = time.monotonic() + 10
-        while gate.exists():
-            if time.monotonic() > deadline:
-                raise RuntimeError("the gate was never opened")
-            time.sleep(0.01)
+        _within_10_s(lambda: not gate.exists(), "the gate was never opened")
+
+
+def _within_10_s(condition: Callable[[], bool], failure: str) -> None:
+    """Wait for ``condition``; fail the task with ``failure`` after 10 s."""
+    deadline = time.monotonic() + 10
+    while not condition():
+        if time.monotonic() > deadline:
+            raise RuntimeError(failure)
+        time.sleep(0.01)

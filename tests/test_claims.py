@@ -4,13 +4,12 @@ from __future__ import annotations
 
 import datetime as dt
 import threading
-import time
-from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 
 from tests.tasks_fixture import FanOut, Gate, Leaf, Sleep
+from tests.waiting import wait_for
 from tilebox_core import Client
 from tilebox_core.events import TaskClaimed, TaskCompleted
 from tilebox_core.taskstore import TASKS
@@ -20,13 +19,6 @@ from tilebox_runner.worker import TaskRunner
 def positions(client: Client, kind: type) -> dict[str, str]:
     """task id -> position in the task log of its event of ``kind``."""
     return {s.event.task_id: s.position for s in client.store.replay(TASKS) if isinstance(s.event, kind)}
-
-
-def wait_for(condition: Callable[[], object], timeout: float = 30.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        assert time.monotonic() < deadline, "condition not met in time"
-        time.sleep(0.01)
 
 
 def warmed_up(client: Client, tmp_path: Path) -> TaskRunner:

@@ -9,8 +9,7 @@ import signal
 import subprocess
 import sys
 import tarfile
-import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -18,6 +17,7 @@ import zstandard
 
 from tests.conftest import Cli
 from tests.servers import ServerProcess
+from tests.waiting import wait_for
 from tilebox_core import Client
 from tilebox_core.build import build_release
 from tilebox_core.config import load_config
@@ -177,13 +177,6 @@ def story(private_server: ServerProcess, team: str, tmp_path: Path) -> Iterator[
     s = Story(private_server, team, tmp_path)
     yield s
     s.close()
-
-
-def wait_for(condition: Callable[[], object], timeout: float = 60.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        assert time.monotonic() < deadline, "condition not reached in time"
-        time.sleep(0.05)
 
 
 def test_seed_story_failed_job_is_retried_after_a_compatible_fix(story: Story) -> None:

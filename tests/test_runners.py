@@ -7,7 +7,6 @@ import os
 import signal
 import subprocess
 import sys
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -24,6 +23,7 @@ from tests.tasks_fixture import (
     Pipeline,
     Sleep,
 )
+from tests.waiting import wait_for
 from tilebox_core import Client
 from tilebox_core.events import (
     TaskClaimed,
@@ -79,13 +79,6 @@ def pclient(private_server: ServerProcess, team: str) -> Iterator[Client]:
 
 def events_of(client: Client, kind: type) -> list:
     return [s.event for s in client.store.replay(TASKS) if isinstance(s.event, kind)]
-
-
-def wait_for(condition, timeout: float = 60.0, interval: float = 0.05) -> None:  # type: ignore[no-untyped-def]
-    deadline = time.monotonic() + timeout
-    while not condition():
-        assert time.monotonic() < deadline, "condition not reached in time"
-        time.sleep(interval)
 
 
 def assert_exactly_once(client: Client, job_id: str) -> None:

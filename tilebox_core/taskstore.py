@@ -10,13 +10,15 @@ append the events in one atomic call. Driver errors are translated as in ``store
 from __future__ import annotations
 
 import collections
+import contextlib
 import re
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from typing import Any, NamedTuple
 
 import hiredis
 import msgspec
 import redis
+from redis.connection import Connection
 
 from .events import Event, TaskSubmitted
 from .identifiers import parse_version
@@ -248,20 +250,27 @@ class TaskStore:
         of 64 tasks has about a thousand. Lost connections are ridden over like any command's
         (the client's retry policy)."""
         command = [hiredis.pack_command(args)]
+        with self._connection() as connection:
+
+            def call() -> Any:
+                connection.send_packed_command(command)
+                return connection.read_response()
+
+            def fail(error: Exception) -> None:
+                connection.disconnect()
+
+            return connection.retry.call_with_retry(call, fail)
+
+    @contextlib.contextmanager
+    def _connection(self) -> Iterator[Connection]:
+        """A pooled connection for commands sent by hand; disconnected if the block fails, as a
+        reply may still be in flight."""
         pool = self.redis.connection_pool
         connection = pool.get_connection()
-
-        def call() -> Any:
-            connection.send_packed_command(command)
-            return connection.read_response()
-
-        def fail(error: Exception) -> None:
-            connection.disconnect()
-
         try:
-            return connection.retry.call_with_retry(call, fail)
+            yield connection
         except BaseException:
-            connection.disconnect()  # a reply may still be in flight
+            connection.disconnect()
             raise
         finally:
             pool.release(connection)
@@ -297,39 +306,32 @@ class TaskStore:
         unanswered: collections.deque[tuple[list[str], list[Any]]] = collections.deque()
         results: list[bool] = []
         resend = False
-        pool = self.redis.connection_pool
-        connection = pool.get_connection()
+        with self._connection() as connection:
 
-        def send(keys: list[str], args: list[Any]) -> None:
-            connection.send_command("EVAL", script, len(keys), *keys, *args)
+            def send(keys: list[str], args: list[Any]) -> None:
+                connection.send_command("EVAL", script, len(keys), *keys, *args)
 
-        def run() -> None:
-            nonlocal resend
-            if resend:
-                resend = False
-                for call in unanswered:
-                    send(*call)
-            while True:
-                while len(unanswered) < 2 and (call := next(calls, None)) is not None:
-                    unanswered.append(call)  # before sending: a failed send is sent again
-                    send(*call)
-                if not unanswered:
-                    return
-                results.extend(bool(r) for r in connection.read_response())
-                unanswered.popleft()
+            def run() -> None:
+                nonlocal resend
+                if resend:
+                    resend = False
+                    for call in unanswered:
+                        send(*call)
+                while True:
+                    while len(unanswered) < 2 and (call := next(calls, None)) is not None:
+                        unanswered.append(call)  # before sending: a failed send is sent again
+                        send(*call)
+                    if not unanswered:
+                        return
+                    results.extend(bool(r) for r in connection.read_response())
+                    unanswered.popleft()
 
-        def fail(error: Exception) -> None:
-            nonlocal resend
-            connection.disconnect()  # replies may still be in flight: start afresh
-            resend = True
+            def fail(error: Exception) -> None:
+                nonlocal resend
+                connection.disconnect()  # replies may still be in flight: start afresh
+                resend = True
 
-        try:
             connection.retry.call_with_retry(run, fail)
-        except BaseException:
-            connection.disconnect()
-            raise
-        finally:
-            pool.release(connection)
         return results
 
     def _submit_call(self, jobs: Sequence[NewJob]) -> tuple[list[str], list[Any]]:
@@ -362,7 +364,7 @@ class TaskStore:
             GROUP, runner_id, {lane: ">" for lane in lanes}, count=count, block=block_ms
         )
         received = []
-        for lane, entries in (reply.items() if isinstance(reply, dict) else reply or ()):  # RESP3, 2
+        for lane, entries in reply or ():
             for entry, fields in entries:
                 if fields:  # deleted entries (cancelled) come back without fields
                     received.append((_s(lane), _s(entry), fields))

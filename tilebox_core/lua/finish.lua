@@ -122,14 +122,14 @@ local function settle_parents()
   end
 end
 
--- The task hash fields a finish writes (compute time unless 0; the claim's when this call
--- records it); the state and open count are added by the caller.
-local function finished(claimed, compute_ms)
+-- The task hash fields a finish writes: compute time unless 0, and the owner when this call
+-- records the claim; the state and open count are added by the caller.
+local function finished(compute_ms, record_owner)
   local fields = {}
   if compute_ms ~= '0' then
     fields[1], fields[2] = 'compute_ms', compute_ms
   end
-  if claimed == '0' then
+  if record_owner then
     fields[#fields + 1] = 'runner'
     fields[#fields + 1] = runner
     if release ~= '' then
@@ -170,7 +170,7 @@ local function finish(job, lane, task, job_tasks, entry, outcome, compute_ms, pr
       redis.call('HSET', job, 'started', '1')
       started_jobs[job] = true
     end
-    local fields = finished('1', compute_ms)  -- no owner to record: enqueue clears it
+    local fields = finished(compute_ms, false)  -- no owner to record: enqueue clears it
     redis.call('HINCRBY', task, 'attempts', 1)
     if #fields > 0 then
       redis.call('HSET', task, unpack(fields))
@@ -178,7 +178,7 @@ local function finish(job, lane, task, job_tasks, entry, outcome, compute_ms, pr
     enqueue(task)
     return 1
   end
-  local fields = finished(claimed, compute_ms)
+  local fields = finished(compute_ms, claimed == '0')
   if outcome == 'failed' then
     fields[#fields + 1] = 'state'
     fields[#fields + 1] = 'failed'
