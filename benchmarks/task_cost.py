@@ -70,9 +70,12 @@ def callgrind_launcher(work: Path) -> list[str]:
 
 
 @contextmanager
-def callgrind_instructions(pid: int, work: Path) -> Iterator[Callable[[], int | None]]:
+def callgrind_instructions(
+    pid: int, work: Path, keep: Path | None = None
+) -> Iterator[Callable[[], int | None]]:
     """Count the instructions the server ``pid``, run by ``callgrind_launcher(work)``, executes
-    inside the block: its counters are zeroed before and dumped after."""
+    inside the block: its counters are zeroed before and dumped after (and the dump copied to
+    ``keep``, for ``callgrind_annotate``)."""
     counted: list[int | None] = [None]
     subprocess.run(["callgrind_control", "--zero", str(pid)], check=True, capture_output=True)
     try:
@@ -80,6 +83,8 @@ def callgrind_instructions(pid: int, work: Path) -> Iterator[Callable[[], int | 
     finally:
         subprocess.run(["callgrind_control", "--dump", str(pid)], check=True, capture_output=True)
         dumps = sorted(work.glob("callgrind.out.*"), key=lambda p: int(p.suffix[1:]))
+        if keep is not None:
+            shutil.copy(dumps[-1], keep)
         for line in dumps[-1].read_text().splitlines():
             if line.startswith("summary:"):
                 counted[0] = int(line.split()[1])
@@ -91,13 +96,22 @@ def server_cpu(client: Client) -> float:
 
 
 def measure(
-    url: str, label: str, tasks: int, work: Callable[[Client], None], callgrind: Path | None
+    url: str,
+    label: str,
+    tasks: int,
+    work: Callable[[Client], None],
+    callgrind: Path | None,
+    keep: Path | None,
 ) -> None:
     team = f"cost-{uuid.uuid4().hex[:8]}"
     with Client(url, team=team) as client:
         pid = int(client.redis.info("server")["process_id"])
         cpu, mine = server_cpu(client), time.process_time()
-        counter = callgrind_instructions(pid, callgrind) if callgrind else perf_instructions(pid)
+        if callgrind:
+            dump = keep / f"callgrind.{label.split()[0]}" if keep else None
+            counter = callgrind_instructions(pid, callgrind, dump)
+        else:
+            counter = perf_instructions(pid)
         with counter as counted:
             work(client)
         cpu, mine = server_cpu(client) - cpu, time.process_time() - mine
@@ -136,11 +150,20 @@ def main() -> None:
         help="run the throwaway server under callgrind and count with it (where perf cannot "
         "count; exact, but the run takes about 50x longer: use --tasks 2000)",
     )  # fmt: skip
+    parser.add_argument(
+        "--keep-profiles", type=Path, metavar="DIR",
+        help="with --valgrind: copy each measurement's callgrind profile to DIR "
+        "(callgrind.single, callgrind.fan-out) for callgrind_annotate",
+    )  # fmt: skip
     args = parser.parse_args()
     if args.tasks < 1:
         parser.error("--tasks must be positive")
     if args.valgrind and (args.url or not shutil.which("valgrind")):
         parser.error("--valgrind needs valgrind installed, and a throwaway server (no --url)")
+    if args.keep_profiles and not args.valgrind:
+        parser.error("--keep-profiles needs --valgrind")
+    if args.keep_profiles:
+        args.keep_profiles.mkdir(parents=True, exist_ok=True)
     configure_logging("warning")
     works: list[Path] = []
 
@@ -153,8 +176,8 @@ def main() -> None:
         counting = "callgrind" if callgrind else "perf"
         print(f"server: {args.url or args.backend}; {args.tasks} tasks per measurement; "
               f"instructions counted by {counting}", flush=True)  # fmt: skip
-        measure(url, "single-task jobs", args.tasks, run_single(args.tasks), callgrind)
-        measure(url, "fan-out subtasks", args.tasks + 1, run_fanout(args.tasks), callgrind)
+        measure(url, "single-task jobs", args.tasks, run_single(args.tasks), callgrind, args.keep_profiles)
+        measure(url, "fan-out subtasks", args.tasks + 1, run_fanout(args.tasks), callgrind, args.keep_profiles)
 
 
 if __name__ == "__main__":

@@ -111,11 +111,11 @@ def test_kill_9_while_a_large_fan_out_is_staged_creates_each_subtask_once(
     count = 12 * STAGE_CHUNK  # created a chunk per call, before the root's finish
     victim = runners.start(FANOUT)  # alone at first: it runs the root
     job = pclient.jobs().submit("staged", FanOut(count))
-    job_key = pclient.store.keys.job(job.id)
-    wait_for(lambda: int(pclient.redis.hget(job_key, "total") or 0) > 1, interval=0.002)
+    subtasks = pclient.store.keys.job_tasks(job.id)  # the job's task list: roots aside
+    wait_for(lambda: pclient.redis.llen(subtasks) > 0, interval=0.002)
     victim.send_signal(signal.SIGKILL)
     victim.wait(10)
-    assert int(pclient.redis.hget(job_key, "total")) < count + 1  # died between two chunks
+    assert pclient.redis.llen(subtasks) < count  # died between two chunks
     runners.start(FANOUT)
     runners.start(FANOUT)
     done = pclient.jobs().wait(job.id, timeout=180)

@@ -393,6 +393,7 @@ def new_job(
     fields = {
         "id": job_id, "name": name, "cluster": cluster, "submitted_by": origin.actor,
         "submitted_at": origin.at.isoformat(), "max_retries": max_retries,
+        "roots": [s.id for s in specs],  # not in the job's task list: one command less per job
     }  # fmt: skip
     return NewJob(job_id, fields, specs, events, submitted_ms)
 

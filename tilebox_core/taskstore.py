@@ -80,6 +80,11 @@ class TaskSpecFields(msgspec.Struct):
     optional: str = "0"
 
 
+class _Roots(msgspec.Struct):
+    roots: list[str] = []
+
+
+_roots = msgspec.json.Decoder(_Roots)
 SPEC_FIELDS = frozenset(TaskSpecFields.__struct_fields__)
 _spec = msgspec.json.Decoder(TaskSpecFields)
 
@@ -343,11 +348,11 @@ class TaskStore:
         events: list[bytes] = []
         encode = self.events.codec.encode
         for job in jobs:
-            job_key, job_tasks = self.keys.job(job.id), self.keys.job_tasks(job.id)
-            keys += (job_key, job_tasks)
+            job_key = self.keys.job(job.id)
+            keys.append(job_key)
             # Strings only: Lua numbers decoded by cjson are doubles, which Redis refuses.
             siblings = payload.siblings(job.specs)
-            described.append([job_key, job_tasks, job.id, str(job.submitted_ms),
+            described.append([job_key, job.id, str(job.submitted_ms),
                               _json.encode(job.fields).decode(), siblings["tasks"],
                               len(job.events)])  # fmt: skip
             events += (encode(e) for e in job.events)
@@ -558,11 +563,19 @@ class TaskStore:
 
     @translate_errors
     def task_ids_of(self, job_ids: Sequence[str]) -> list[list[str]]:
-        """The task ids of each of ``job_ids``, in one round trip."""
+        """The task ids of each of ``job_ids``, in one round trip: its root tasks, named by its
+        description (``info``), then those its tasks submitted, from its task list (jobs
+        submitted before descriptions named their roots have them in the list)."""
         pipe = self.redis.pipeline(transaction=False)
         for job_id in job_ids:
+            pipe.hget(self.keys.job(job_id), "info")
             pipe.lrange(self.keys.job_tasks(job_id), 0, -1)
-        return [[_s(t) for t in ids] for ids in pipe.execute()]
+        replies = pipe.execute()
+        found = []
+        for info, listed in zip(replies[::2], replies[1::2]):
+            roots = _roots.decode(info).roots if info else []
+            found.append(roots + [_s(t) for t in listed])
+        return found
 
     @translate_errors
     def tasks(self, task_ids: Sequence[str], fields: Sequence[str]) -> list[dict[str, str]]:

@@ -50,36 +50,21 @@ local function is_cancelled(job)
   return cancelled
 end
 
--- Fencing: lane -> set of the call's entries still pending for this runner. One XPENDING over the
--- range of the call's entries in a lane, filtered by consumer; when the reply may have been cut
--- short by its count, each entry is asked for on its own instead.
+-- Fencing: lane -> set of the call's entries still pending for this runner. One XPENDING per lane
+-- over the range from the lane's first entry in the call to its last (a batch arrives in id
+-- order), filtered by consumer; an entry that range did not show (out of order, or the reply cut
+-- short by its count) is asked for on its own. No id is parsed: that costs more than the query.
 local function owned_entries(lane_order, entries_by_lane)
   local owned = {}
   for _, lane in ipairs(lane_order) do
     local entries, mine = entries_by_lane[lane], {}
-    local low, high, low_ms, low_seq, high_ms, high_seq
-    for _, entry in ipairs(entries) do
-      local ms, seq = string.match(entry, '^(%d+)-(%d+)$')
-      ms, seq = tonumber(ms), tonumber(seq)
-      if ms == nil then
-        low = nil  -- not an entry id: leave it to the one-by-one check (it is not pending)
-        break
-      end
-      if low == nil or ms < low_ms or (ms == low_ms and seq < low_seq) then
-        low, low_ms, low_seq = entry, ms, seq
-      end
-      if high == nil or ms > high_ms or (ms == high_ms and seq > high_seq) then
-        high, high_ms, high_seq = entry, ms, seq
-      end
+    local rows = redis.call('XPENDING', lane, GROUP, entries[1], entries[#entries],
+      2 * #entries + 16, runner)
+    for _, row in ipairs(rows) do
+      mine[row[1]] = true
     end
-    local limit = 2 * #entries + 16
-    local rows = low and redis.call('XPENDING', lane, GROUP, low, high, limit, runner) or {}
-    if low and #rows < limit then
-      for _, row in ipairs(rows) do
-        mine[row[1]] = true
-      end
-    else
-      for _, entry in ipairs(entries) do
+    for _, entry in ipairs(entries) do
+      if not mine[entry] then
         local pending = redis.call('XPENDING', lane, GROUP, entry, entry, 1)
         if #pending == 1 and pending[1][2] == runner then
           mine[entry] = true
@@ -97,17 +82,36 @@ local owned
 -- its subtasks completed here (a fan-out's thousands of leaves cost one write, not thousands).
 local parents, completed_children = {}, {}  -- parents in order; key -> {count, job, a child chain}
 
-local function settle_later(job, chain)
-  release_dependants(chain[1])
-  local parent = chain[2]
+-- The parent's key when a task's chain starts with the node of a task without dependants,
+-- '[{"k":"<task>","d":[]}', followed by its parent's node (or false: a root), as create_tasks
+-- writes it; nil when it does not (the caller decodes the chain). Decoding every chain costs
+-- about as much as a command, and most tasks need only this much of it.
+local function plain_parent(chain, task)
+  local node_end = 7 + #task + 9  -- '[{"k":"' task '","d":[]}'
+  if string.find(chain, '","d":[]}', 8 + #task, true) ~= node_end - 8 then
+    return nil
+  end
+  if string.byte(chain, node_end + 1) == 93 then  -- ']'
+    return false
+  end
+  return string.match(chain, '^,{"k":"([^"\\]+)"', node_end + 1)
+end
+
+local function settle_later(job, task, chain)
+  local parent = plain_parent(chain, task)
   if parent == nil then
+    local nodes = cjson.decode(chain)
+    release_dependants(nodes[1])
+    parent = nodes[2] and nodes[2].k or false
+  end
+  if not parent then
     count(job, 'open', -1)
     return
   end
-  local pending = completed_children[parent.k]
+  local pending = completed_children[parent]
   if pending == nil then
-    completed_children[parent.k] = {1, job, chain}
-    parents[#parents + 1] = parent.k
+    completed_children[parent] = {1, job, chain}
+    parents[#parents + 1] = parent
   else
     pending[1] = pending[1] + 1
   end
@@ -117,7 +121,7 @@ local function settle_parents()
   for _, parent in ipairs(parents) do
     local done, job, chain = unpack(completed_children[parent])
     if redis.call('HINCRBY', key(parent), 'open', tostring(-done)) == 0 then
-      settle(job, chain, 2)
+      settle(job, cjson.decode(chain), 2)
     end
   end
 end
@@ -204,7 +208,7 @@ local function finish(job, lane, task, job_tasks, entry, outcome, compute_ms, pr
     end
     local created = 0
     if specs_json ~= '' and not is_cancelled(job) then  -- a cancelled job gets no new tasks
-      created = create_tasks(job, job_tasks, cjson.decode(specs_json))
+      created = create_tasks(job_tasks, cjson.decode(specs_json), true)
     end
     open = tonumber(f[4] or '1') + created - 1
     fields[#fields + 1] = 'state'
@@ -218,7 +222,7 @@ local function finish(job, lane, task, job_tasks, entry, outcome, compute_ms, pr
   -- Also in a cancelled job: its waiting tasks are cancelled, and settling only ever queues
   -- waiting ones.
   if open == 0 then
-    settle_later(job, cjson.decode(f[3]))
+    settle_later(job, task, f[3])
   end
   return 1
 end

@@ -23,7 +23,16 @@ end
 if redis.call('HGET', job, 'cancelled') == '1' then
   return 0  -- a cancelled job gets no new tasks
 end
-local created = create_tasks(job, job_tasks, cjson.decode(ARGV[3]), false, 4)
+-- A parent run again creates the same chunks (same ids, same boundaries) and chunks are created
+-- whole and in order: one whose last task exists was created before, one whose first does not was
+-- not. Only a chunk of another size (a runner of another version) needs each task looked up.
+local payload = cjson.decode(ARGV[3])
+local tasks = payload.tasks
+if redis.call('EXISTS', key(tasks[#tasks][2])) == 1 then
+  return 0
+end
+local mixed = redis.call('EXISTS', key(tasks[1][2])) == 1
+local created = create_tasks(job_tasks, payload, true, 4, mixed)
 if created > 0 then
   redis.call('HSETNX', task, 'open', '1')  -- absent: 1, the task itself
   redis.call('HINCRBY', task, 'open', tostring(created))

@@ -95,19 +95,19 @@ end
 -- without dependencies: {job, tail, shapes, tasks}. Each task is [shape, key, id, input, deps,
 -- node], a shape [lane, lane registry, the spec's fields but id and job as JSON without braces];
 -- its chain is '[' .. node .. tail, the node written here when empty. The task hash is written
--- once, queued or waiting; ids are appended to the job's task list and counted in its total in
--- one command per call, not one per task (``counted``: the caller has set the total).
--- ``events_at``: staged creation (see stage.lua): a task that exists already is skipped, and
--- ARGV[events_at + i - 1], the i-th task's TaskSubmitted, is appended for each task created.
--- Returns how many tasks were created.
+-- once, queued or waiting; with ``listed`` the ids are appended to the job's task list, in one
+-- command per call, not one per task (a job's roots are not: its description names them).
+-- ``events_at``: staged creation (see stage.lua): ARGV[events_at + i - 1], the i-th task's
+-- TaskSubmitted, is appended for each task created; with ``skip_existing`` a task that exists
+-- already is skipped. Returns how many tasks were created.
 local registered = {}  -- lanes added to their cluster's registry in this call
 
-local function create_tasks(job_key, job_tasks_key, payload, counted, events_at)
+local function create_tasks(job_tasks_key, payload, listed, events_at, skip_existing)
   local job, tail, shapes, tasks = payload.job, payload.tail, payload.shapes, payload.tasks
   local ids, created = {}, 0
   for i, t in ipairs(tasks) do
     local task_key = key(t[2])
-    if events_at == nil or redis.call('EXISTS', task_key) == 0 then
+    if not skip_existing or redis.call('EXISTS', task_key) == 0 then
       local lane, registry, spec = unpack(shapes[t[1]])
       local id, input, deps, node = t[3], t[4], t[5], t[6]
       if node == '' then
@@ -138,18 +138,17 @@ local function create_tasks(job_key, job_tasks_key, payload, counted, events_at)
         append(KEYS[1], ARGV[events_at + i - 1])
       end
       created = created + 1
-      ids[#ids + 1] = id
-      if #ids == 1000 then  -- bounded: unpack has a stack limit
-        redis.call('RPUSH', job_tasks_key, unpack(ids))
-        ids = {}
+      if listed then
+        ids[#ids + 1] = id
+        if #ids == 1000 then  -- bounded: unpack has a stack limit
+          redis.call('RPUSH', job_tasks_key, unpack(ids))
+          ids = {}
+        end
       end
     end
   end
   if #ids > 0 then
     redis.call('RPUSH', job_tasks_key, unpack(ids))
-  end
-  if created > 0 and not counted then
-    redis.call('HINCRBY', job_key, 'total', tostring(created))
   end
   return created
 end
