@@ -114,6 +114,25 @@ def test_a_task_queued_in_a_job_cancelled_meanwhile_is_not_completed(
     assert done.tasks[0].id not in positions(client, TaskCompleted)
 
 
+def test_one_finish_records_the_tasks_it_accepts_and_drops_the_others(
+    client: Client, tmp_path: Path
+) -> None:
+    runner = warmed_up(client, tmp_path)
+    jobs = client.jobs().submit_many((f"job-{i}", Leaf(str(i))) for i in range(4))
+    for late in jobs[0], jobs[2]:  # cancelled as their tasks run: one batch, one finish
+        client.redis.hset(client.store.keys.job(late.id), "cancelled", "1")
+    runner.run_all()
+    done = [client.jobs().find(j.id) for j in jobs]
+    assert [j.state for j in done] == ["cancelled", "completed", "cancelled", "completed"]
+    events = [s.event for s in client.store.replay(TASKS)]
+    kept = {done[1].tasks[0].id, done[3].tasks[0].id}
+    for kind in TaskClaimed, TaskCompleted:
+        recorded = [e.task_id for e in events if isinstance(e, kind) and e.job_id in {j.id for j in jobs}]
+        assert sorted(recorded) == sorted(kept)
+    claimed, completed = positions(client, TaskClaimed), positions(client, TaskCompleted)
+    assert len({claimed[t] for t in kept} | {completed[t] for t in kept}) == 1  # one call
+
+
 def test_lane_entries_without_their_task_still_run(client: Client, tmp_path: Path) -> None:
     # Entries written before lane entries carried their task: only task and job id.
     job = client.jobs().submit("older", Leaf("old"))

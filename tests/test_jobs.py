@@ -13,8 +13,9 @@ from tests.tasks_fixture import FanOut, Leaf, Rendezvous, Root, Sleep, Step, Top
 from tilebox_core import Client, Task
 from tilebox_core.errors import InvalidInput, NotFound
 from tilebox_core.events import JobSubmitted, TaskClaimed, TaskCompleted, TaskSubmitted
-from tilebox_core.ids import new_id
-from tilebox_core.jobs import SUBMIT_CHUNK, Job, new_job, task_spec
+from tilebox_core import taskstore
+from tilebox_core.ids import new_id, subtask_id
+from tilebox_core.jobs import SUBMIT_CHUNK, Job, new_job, submitted_event, task_spec
 from tilebox_core.taskstore import STAGE_CHUNK, TASKS, NewJob
 
 
@@ -91,6 +92,37 @@ def test_a_large_fan_out_is_created_in_chunks_before_its_parent_completes(
     assert len(set(client.tasks.task_ids(job.id))) == STAGE_CHUNK + 501
 
 
+def test_a_parent_staging_again_with_other_chunks_creates_each_subtask_once(
+    client: Client, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A parent that runs again after its runner died while staging, on a runner whose chunks
+    # have another size: whole chunks made before are skipped, a chunk made in part is looked
+    # up task by task, and the rest is created; each subtask once, with one TaskSubmitted.
+    job = client.jobs().submit("restaged", FanOut(0))
+    lane = client.tasks.lane("default", "test.FanOut", "v1.0")
+    [delivery] = client.tasks.read("runner-a", [lane], count=1, block_ms=1000)
+    root = delivery.task
+    specs = [
+        task_spec(Sleep(i), subtask_id(root.task_id, i), "default", parent_id=root.task_id)
+        for i in range(2500)
+    ]
+    events = [submitted_event(client.origin().stamp(), job.id, s) for s in specs]
+
+    def stage(count: int, chunk: int) -> None:
+        monkeypatch.setattr(taskstore, "STAGE_CHUNK", chunk)
+        call = {"task": root, "outcome": "completed", "subtasks": specs[:count], "events": events}
+        assert client.tasks.stage("runner-a", call) == {**call, "subtasks": (), "events": []}
+
+    stage(1500, 1000)  # died after these: 0-999 and 1000-1499
+    stage(2500, 700)  # 0-699 and 700-1399 exist, 1400-2099 in part, 2100-2499 are new
+    submitted = [e.task_id for e in task_events(client, TaskSubmitted)]
+    assert submitted == [root.task_id] + [s.id for s in specs]
+    assert client.tasks.task_ids(job.id) == [root.task_id] + [s.id for s in specs]
+    assert client.redis.hget(client.store.keys.task(root.task_id), "open") == b"2501"
+    states = client.tasks.tasks([s.id for s in specs], ["state"])
+    assert {row["state"] for row in states} == {"queued"}
+
+
 def test_submit_many_creates_each_job_in_order(client: Client, tmp_path: Path) -> None:
     count = 2 * SUBMIT_CHUNK + 50  # several pipelined script calls
     jobs = client.jobs().submit_many((f"job-{i}", Leaf(str(i))) for i in range(count))
@@ -131,6 +163,11 @@ def test_a_retried_submission_of_a_job_is_not_duplicated(client: Client) -> None
     assert client.tasks.submit_jobs([[job]]) == [False]  # e.g. resent after a lost reply
     assert client.redis.xlen(client.store.keys.log(TASKS)) == entries
     assert client.jobs().find(job.id).total_tasks == 1
+    # Resent with a new job in the same call: only the new job's events are appended.
+    other = new_job(origin, 0, "other", "default", [task_spec(Leaf("new"), new_id(), "default")], 0)
+    assert client.tasks.submit_jobs([[job, other]]) == [False, True]
+    assert [e.job_id for e in task_events(client, JobSubmitted)] == [job.id, other.id]
+    assert [e.job_id for e in task_events(client, TaskSubmitted)] == [job.id, other.id]
 
 
 def test_a_bulk_submission_rides_over_a_server_restart(

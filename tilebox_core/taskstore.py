@@ -341,24 +341,28 @@ class TaskStore:
 
     def _submit_call(self, jobs: Sequence[NewJob]) -> tuple[list[str], list[Any]]:
         """Keys and arguments of one submit script call (see submit.lua): one JSON for all the
-        jobs (their siblings share the shapes), then every job's encoded events."""
+        jobs (their siblings share the shapes), then all their events as one argument, and how
+        many."""
         payload = Payload(self.keys)
         keys = [self.keys.log(TASKS), self.keys.jobs]
         described: list[list[Any]] = []
         events: list[bytes] = []
-        encode = self.events.codec.encode
+        count = 0
         for job in jobs:
             job_key = self.keys.job(job.id)
             keys.append(job_key)
-            # Strings only: Lua numbers decoded by cjson are doubles, which Redis refuses.
             siblings = payload.siblings(job.specs)
+            encoded = self._encode(job.events)
+            # Strings only where Redis gets them: Lua numbers decoded by cjson are doubles,
+            # which Redis refuses. The last two (events and bytes) only the script reads.
             described.append([job_key, job.id, str(job.submitted_ms),
                               _json.encode(job.fields).decode(), siblings["tasks"],
-                              len(job.events)])  # fmt: skip
-            events += (encode(e) for e in job.events)
+                              len(job.events), len(encoded)])  # fmt: skip
+            events.append(encoded)
+            count += len(job.events)
         keys += payload.keys
         body = _json.encode({"shapes": payload.shapes(), "jobs": described})
-        return _unique(keys), [body, *events]
+        return _unique(keys), [body, b"".join(events), count]
 
     # --- claiming ---------------------------------------------------------------------------------
 
@@ -470,22 +474,27 @@ class TaskStore:
         self, task: ClaimedTask, outcome: str, events: Sequence[Event], compute_ms: int = 0,
         progress: dict[str, list[int]] | None = None, subtasks: Sequence[TaskSpec] = (),
         claimed: bool = True,
-    ) -> tuple[list[str], list[Any]]:  # fmt: skip
-        """The keys to declare and the arguments of one task in the finish script (see finish.lua).
-        ``claimed``: its claim was recorded (``claim``); if not, ``events`` begin with its
-        TaskClaimed and the finish records the claim too."""
+    ) -> tuple[list[str], list[Any], bytes, int]:  # fmt: skip
+        """The keys to declare, the arguments of one task in the finish script (see finish.lua),
+        and its events, encoded and concatenated, and how many. ``claimed``: its claim was
+        recorded (``claim``); if not, ``events`` begin with its TaskClaimed and the finish records
+        the claim too."""
         specs, spec_keys = self.specs_payload(task.job_id, subtasks, task.chain) if subtasks else (b"", [])
         job, task_key, job_tasks = (
             self.keys.job(task.job_id), self.keys.task(task.task_id), self.keys.job_tasks(task.job_id)
         )  # fmt: skip
         keys = [job, task.lane, task_key, job_tasks, *chain_keys(task.chain), *spec_keys]
-        encode = self.events.codec.encode
+        encoded = self._encode(events)
         args = [
             job, task.lane, task_key, job_tasks, task.entry, outcome, compute_ms,
             _json.encode(progress) if progress else b"{}", specs, "1" if claimed else "0",
-            len(events), *(encode(e) for e in events),
+            f"{len(events)}:{len(encoded)}",
         ]  # fmt: skip
-        return keys, args
+        return keys, args, encoded, len(events)
+
+    def _encode(self, events: Iterable[Event]) -> bytes:
+        """Events encoded and concatenated: the scripts take a call's events as one argument."""
+        return b"".join(map(self.events.codec.encode, events))
 
     @translate_errors
     def finish_many(
@@ -500,15 +509,20 @@ class TaskStore:
         first, STAGE_CHUNK per call (``stage``, which calls ``between`` after each); its finish
         then completes it."""
         keys: dict[str, None] = {self.keys.log(TASKS): None}
-        args: list[Any] = [runner_id, release_id or ""]
+        args: list[Any] = []
+        events: list[bytes] = []
+        count = 0
         for call in calls:
             subtasks = call.get("subtasks") or ()
             if len(subtasks) > STAGE_CHUNK and not any(s.depends_on for s in subtasks):
                 call = self.stage(runner_id, call, between)
-            call_keys, call_args = self.finish_args(**call)
+            call_keys, call_args, encoded, n = self.finish_args(**call)
             keys.update(dict.fromkeys(call_keys))
             args += call_args
-        return [int(r) for r in self._run("finish", list(keys), args)]
+            events.append(encoded)
+            count += n
+        header = [runner_id, release_id or "", b"".join(events), count]
+        return [int(r) for r in self._run("finish", list(keys), header + args)]
 
     def stage(
         self, runner_id: str, call: dict[str, Any], between: Callable[[], None] | None = None
@@ -527,8 +541,9 @@ class TaskStore:
             chunk = subtasks[start : start + STAGE_CHUNK]
             specs, spec_keys = self.specs_payload(task.job_id, chunk, task.chain)
             keys = _unique([self.keys.log(TASKS), job, task.lane, task_key, job_tasks, *spec_keys])
-            args = [runner_id, task.entry, specs, *(encode(submitted[s.id]) for s in chunk)]
-            if self._run("stage", keys, args) == -1:
+            encoded = [encode(submitted[s.id]) for s in chunk]
+            lengths = ",".join(str(len(e)) for e in encoded)
+            if self._run("stage", keys, [runner_id, task.entry, specs, b"".join(encoded), lengths]) == -1:
                 break
             if between is not None:
                 between()

@@ -1,11 +1,12 @@
 -- Finish tasks a runner received, fenced: only the current owner of a lane entry is heard.
 -- KEYS[1] task log, then every other key the tasks name: their job hashes, lanes, task hashes and
 -- job task lists, and every key their chains and subtask specs name.
--- ARGV[1] runner id, ARGV[2] release id ('' for none), then per task: job hash, lane, task hash,
--- job task list, entry id, outcome (completed | retry | failed | failed_optional | released),
--- compute ms, progress (JSON {label: [done, total]}), subtasks (JSON, see create_tasks; '' for
--- none), claimed ('1': claim.lua recorded the claim; '0': this call records it, and the events
--- begin with its TaskClaimed), the number of events to append, and the encoded events.
+-- ARGV[1] runner id, ARGV[2] release id ('' for none), ARGV[3] the tasks' encoded events,
+-- concatenated in order, ARGV[4] how many; then per task 11: job hash, lane, task hash, job task
+-- list, entry id, outcome (completed | retry | failed | failed_optional | released), compute ms,
+-- progress (JSON {label: [done, total]}), subtasks (JSON, see create_tasks; '' for none), claimed
+-- ('1': claim.lua recorded the claim; '0': this call records it, and the task's events begin
+-- with its TaskClaimed), and its events' extent in ARGV[3], "<number>:<bytes>".
 -- Returns per task 1; 0 when fenced off (the lease was lost: another runner owns the entry now);
 -- 2 when the entry was superseded meanwhile (the job was cancelled while the task ran unclaimed,
 -- or the task was requeued): the entry is dropped and nothing is recorded but the cancellation.
@@ -145,7 +146,7 @@ local function finished(compute_ms, record_owner)
 end
 
 local function finish(job, lane, task, job_tasks, entry, outcome, compute_ms, progress, specs_json,
-                      claimed, first_event, last_event)
+                      claimed)
   if not owned[lane][entry] then
     return 0
   end
@@ -161,9 +162,6 @@ local function finish(job, lane, task, job_tasks, entry, outcome, compute_ms, pr
     return 2
   end
   drop_later(lane, entry)
-  for i = first_event, last_event do
-    append(log, ARGV[i])
-  end
   if outcome == 'released' then
     enqueue(task)
     return 1
@@ -228,8 +226,7 @@ local function finish(job, lane, task, job_tasks, entry, outcome, compute_ms, pr
 end
 
 local starts, lane_order, entries_by_lane = {}, {}, {}
-local a = 3
-while a <= #ARGV do
+for a = 5, #ARGV, 11 do
   starts[#starts + 1] = a
   local lane = key(ARGV[a + 1])
   if entries_by_lane[lane] == nil then
@@ -237,15 +234,18 @@ while a <= #ARGV do
     lane_order[#lane_order + 1] = lane
   end
   table.insert(entries_by_lane[lane], ARGV[a + 4])
-  a = a + 11 + tonumber(ARGV[a + 10])
 end
 owned = owned_entries(lane_order, entries_by_lane)
-local out = {}
-for _, a in ipairs(starts) do
-  out[#out + 1] = finish(key(ARGV[a]), key(ARGV[a + 1]), key(ARGV[a + 2]), key(ARGV[a + 3]),
-    ARGV[a + 4], ARGV[a + 5], ARGV[a + 6], ARGV[a + 7], ARGV[a + 8], ARGV[a + 9],
-    a + 11, a + 10 + tonumber(ARGV[a + 10]))
+local out, recorded = {}, {}
+for i, a in ipairs(starts) do
+  out[i] = finish(key(ARGV[a]), key(ARGV[a + 1]), key(ARGV[a + 2]), key(ARGV[a + 3]),
+    ARGV[a + 4], ARGV[a + 5], ARGV[a + 6], ARGV[a + 7], ARGV[a + 8], ARGV[a + 9])
+  recorded[i] = out[i] == 1
 end
+append_kept(log, ARGV[3], tonumber(ARGV[4]), #starts, recorded, function(i)
+  local n, bytes = string.match(ARGV[starts[i] + 10], '^(%d+):(%d+)$')
+  return tonumber(n), tonumber(bytes)
+end)
 settle_parents()
 for _, lane in ipairs(lanes) do
   local entries = acks[lane]

@@ -7,7 +7,8 @@
 -- KEYS[1] task log, then the job hash, the parent's lane, its task hash, the job's task list,
 -- and the task, lane and lane-registry keys the subtasks name.
 -- ARGV[1] runner id, ARGV[2] the parent's lane entry id, ARGV[3] subtasks (JSON, see
--- create_tasks), ARGV[4..] their TaskSubmitted events, in order.
+-- create_tasks), ARGV[4] their TaskSubmitted events, encoded and concatenated in order, ARGV[5]
+-- the length of each in bytes, comma-separated.
 -- Returns how many subtasks were created, or -1 when fenced off (the lease was lost) or the parent
 -- was superseded: the finish that follows finds out which and drops the entry.
 local job, lane, task, job_tasks = KEYS[2], KEYS[3], KEYS[4], KEYS[5]
@@ -31,8 +32,20 @@ local tasks = payload.tasks
 if redis.call('EXISTS', key(tasks[#tasks][2])) == 1 then
   return 0
 end
-local mixed = redis.call('EXISTS', key(tasks[1][2])) == 1
-local created = create_tasks(job_tasks, payload, true, 4, mixed)
+local made
+if redis.call('EXISTS', key(tasks[1][2])) == 1 then
+  made = {}
+end
+local created = create_tasks(job_tasks, payload, true, made)
+if made == nil then
+  append_events(KEYS[1], ARGV[4], #tasks)
+else
+  local lengths = {}
+  for length in string.gmatch(ARGV[5], '%d+') do
+    lengths[#lengths + 1] = tonumber(length)
+  end
+  append_kept(KEYS[1], ARGV[4], #tasks, #tasks, made, function(i) return 1, lengths[i] end)
+end
 if created > 0 then
   redis.call('HSETNX', task, 'open', '1')  -- absent: 1, the task itself
   redis.call('HINCRBY', task, 'open', tostring(created))

@@ -55,33 +55,73 @@ end
 
 -- A call's events go to the task log in as few entries as possible: an XADD, and its AOF record,
 -- costs about the same for one event as for a thousand. An entry holds one event in field 'e', or
--- several as one msgpack array in field 'b' (store.py reads both). Scripts end with flush_events().
+-- several as one msgpack array in field 'b' (store.py reads both): at most EVENTS_PER_ENTRY, or
+-- the events of one piece when it brings more. Scripts end with flush_events().
 local EVENTS_PER_ENTRY = 1000
-local event_log, buffered = nil, {}
+local event_log, buffered, buffered_n = nil, {}, 0
 
 local function flush_events()
-  local n = #buffered
+  local n = buffered_n
   if n == 1 then
     redis.call('XADD', event_log, '*', 'e', buffered[1])
   elseif n > 1 then
     -- the encoded events are msgpack already: an array is its header followed by them
-    local header = n < 16 and string.char(0x90 + n)
-      or string.char(0xdc, math.floor(n / 256), n % 256)
+    local header
+    if n < 16 then
+      header = string.char(0x90 + n)
+    elseif n < 65536 then
+      header = string.char(0xdc, math.floor(n / 256), n % 256)
+    else
+      header = string.char(0xdd, math.floor(n / 16777216), math.floor(n / 65536) % 256,
+        math.floor(n / 256) % 256, n % 256)
+    end
     redis.call('XADD', event_log, '*', 'b', header .. table.concat(buffered))
   end
-  buffered = {}
+  buffered, buffered_n = {}, 0
+end
+
+-- Append ``n`` encoded events, concatenated in ``payload``. Callers pass a call's events as one
+-- argument where they can: every argument and every piece costs the server work.
+local function append_events(log, payload, n)
+  if n > 0 then
+    if event_log ~= nil and event_log ~= log then
+      flush_events()  -- one log per call in practice; order is kept if not
+    end
+    if buffered_n > 0 and buffered_n + n > EVENTS_PER_ENTRY then
+      flush_events()
+    end
+    event_log = log
+    buffered[#buffered + 1] = payload
+    buffered_n = buffered_n + n
+  end
 end
 
 local function append(log, payload)
   if payload ~= '' then
-    if event_log ~= nil and event_log ~= log then
-      flush_events()  -- one log per call in practice; order is kept if not
+    append_events(log, payload, 1)
+  end
+end
+
+-- Append the events of the items ``kept`` (item i: kept[i] true) out of ``events``, the encoded
+-- events of all items concatenated, ``total`` of them; ``extent_of(i)`` gives item i's number of
+-- events and their length in bytes. All of them, when all are kept and they fit one entry, go as
+-- one piece and no extent is read.
+local function append_kept(log, events, total, items, kept, extent_of)
+  local all = total <= EVENTS_PER_ENTRY
+  for i = 1, items do
+    all = all and kept[i]
+  end
+  if all then
+    append_events(log, events, total)
+    return
+  end
+  local at = 1
+  for i = 1, items do
+    local n, bytes = extent_of(i)
+    if kept[i] then
+      append_events(log, string.sub(events, at, at + bytes - 1), n)
     end
-    event_log = log
-    buffered[#buffered + 1] = payload
-    if #buffered >= EVENTS_PER_ENTRY then
-      flush_events()
-    end
+    at = at + bytes
   end
 end
 
@@ -97,17 +137,20 @@ end
 -- its chain is '[' .. node .. tail, the node written here when empty. The task hash is written
 -- once, queued or waiting; with ``listed`` the ids are appended to the job's task list, in one
 -- command per call, not one per task (a job's roots are not: its description names them).
--- ``events_at``: staged creation (see stage.lua): ARGV[events_at + i - 1], the i-th task's
--- TaskSubmitted, is appended for each task created; with ``skip_existing`` a task that exists
--- already is skipped. Returns how many tasks were created.
+-- With ``made`` (staged creation, see stage.lua) a task that exists already is skipped, and
+-- made[i] tells whether the i-th task was created. Returns how many tasks were created.
 local registered = {}  -- lanes added to their cluster's registry in this call
 
-local function create_tasks(job_tasks_key, payload, listed, events_at, skip_existing)
+local function create_tasks(job_tasks_key, payload, listed, made)
   local job, tail, shapes, tasks = payload.job, payload.tail, payload.shapes, payload.tasks
   local ids, created = {}, 0
   for i, t in ipairs(tasks) do
     local task_key = key(t[2])
-    if not skip_existing or redis.call('EXISTS', task_key) == 0 then
+    local create = made == nil or redis.call('EXISTS', task_key) == 0
+    if made ~= nil then
+      made[i] = create
+    end
+    if create then
       local lane, registry, spec = unpack(shapes[t[1]])
       local id, input, deps, node = t[3], t[4], t[5], t[6]
       if node == '' then
@@ -133,9 +176,6 @@ local function create_tasks(job_tasks_key, payload, listed, events_at, skip_exis
       if registered[lane] == nil then
         redis.call('SADD', key(registry), lane)
         registered[lane] = true
-      end
-      if events_at ~= nil then
-        append(KEYS[1], ARGV[events_at + i - 1])
       end
       created = created + 1
       if listed then
