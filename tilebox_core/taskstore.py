@@ -153,7 +153,11 @@ class Payload:
             node = ""
             if s.id in dependants or _NEEDS_ESCAPE.search(key):
                 node = _json.encode({"k": key, "d": dependants.get(s.id, [])}).decode()
-            tasks.append([index, key, s.id, s.input, str(len(set(s.depends_on))), node])
+            row = [index, key, s.id, s.input]
+            deps = len(set(s.depends_on))
+            if deps or node:  # left out at their defaults ("0", ""), as most tasks have them
+                row += (str(deps), node) if node else (str(deps),)
+            tasks.append(row)
             # A task's dependants are its siblings: their keys and lanes are listed here too.
             self.keys += (key, lane, registry)
         return {"tail": tail, "tasks": tasks}

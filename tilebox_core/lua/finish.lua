@@ -11,8 +11,7 @@
 -- 2 when the entry was superseded meanwhile (the job was cancelled while the task ran unclaimed,
 -- or the task was requeued): the entry is dropped and nothing is recorded but the cancellation.
 -- Per-call work is done once per lane or job: ownership is read with one XPENDING per lane, lane
--- entries are acknowledged and deleted per lane and job counters incremented per job at the end
--- (the order of the fields a hash gains is kept).
+-- entries are acknowledged and deleted per lane and job counters incremented per job at the end.
 local log, runner, release = KEYS[1], ARGV[1], ARGV[2]
 local lanes, acks = {}, {}                -- lanes in order; lane -> entries to drop
 local hashes, counters = {}, {}           -- job hashes in order; job -> {fields in order, by field}
@@ -255,10 +254,18 @@ for _, lane in ipairs(lanes) do
     redis.call('XDEL', lane, unpack(chunk))
   end
 end
+-- A job's open count first: a job it completes needs no count of results any more, which only
+-- tells a running job from a queued one (jobs.job_state): a single-task job costs a command less.
 for _, job in ipairs(hashes) do
   local c = counters[job]
+  local complete = false
+  if c.by.open ~= nil then
+    complete = redis.call('HINCRBY', job, 'open', tostring(c.by.open)) == 0
+  end
   for _, field in ipairs(c.fields) do
-    redis.call('HINCRBY', job, field, tostring(c.by[field]))
+    if field ~= 'open' and not (complete and (field == 'computed' or field == 'skipped')) then
+      redis.call('HINCRBY', job, field, tostring(c.by[field]))
+    end
   end
 end
 flush_events()

@@ -133,10 +133,11 @@ end
 
 -- Create sibling tasks from their JSON (see TaskStore.specs_payload), in order, queueing those
 -- without dependencies: {job, tail, shapes, tasks}. Each task is [shape, key, id, input, deps,
--- node], a shape [lane, lane registry, the spec's fields but id and job as JSON without braces];
--- its chain is '[' .. node .. tail, the node written here when empty. The task hash is written
--- once, queued or waiting; with ``listed`` the ids are appended to the job's task list, in one
--- command per call, not one per task (a job's roots are not: its description names them).
+-- node] (deps '0' and node '' may be left out: most tasks have them), a shape [lane, lane
+-- registry, the spec's fields but id and job as JSON without braces]; its chain is '[' .. node
+-- .. tail, the node written here when empty. The task hash is written once, queued or waiting;
+-- with ``listed`` the ids are appended to the job's task list, in one command per call, not one
+-- per task (a job's roots are not: its description names them).
 -- With ``made`` (staged creation, see stage.lua) a task that exists already is skipped, and
 -- made[i] tells whether the i-th task was created. Returns how many tasks were created.
 local registered = {}  -- lanes added to their cluster's registry in this call
@@ -152,7 +153,7 @@ local function create_tasks(job_tasks_key, payload, listed, made)
     end
     if create then
       local lane, registry, spec = unpack(shapes[t[1]])
-      local id, input, deps, node = t[3], t[4], t[5], t[6]
+      local id, input, deps, node = t[3], t[4], t[5] or '0', t[6] or ''
       if node == '' then
         node = '{"k":"' .. task_key .. '","d":[]}'
       end
