@@ -53,11 +53,16 @@ class Keys:
     # --- task plane ---------------------------------------------------------------------------------
 
     def job(self, job_id: str) -> str:
-        """Hash: a job's name, cluster, counters and flags (materialised by the task scripts)."""
+        """Hash (materialised by the task scripts): ``info``, the job's description as JSON
+        (name, cluster, submitter, root task ids, ...); ``open``, its root tasks not yet complete
+        (0: completed); ``failed``; ``computed`` and ``skipped``, results counted while it runs,
+        which tell a running job from a queued one (a call that completes the job does not
+        count its own); ``started``, ``cancelled``; and ``progress:<label>:done|total``."""
         return f"{self.base}job:{job_id}"
 
     def job_tasks(self, job_id: str) -> str:
-        """List of a job's task ids in submission order."""
+        """List of the ids of the tasks a job's tasks submitted, in submission order (its root
+        tasks are named by its description; jobs submitted before that have them here too)."""
         return f"{self.base}job:{job_id}:tasks"
 
     @property
