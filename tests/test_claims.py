@@ -11,8 +11,8 @@ import pytest
 from tests.tasks_fixture import FanOut, Gate, Leaf, Sleep
 from tests.waiting import wait_for
 from tilebox_core import Client
-from tilebox_core.events import TaskClaimed, TaskCompleted
-from tilebox_core.taskstore import TASKS
+from tilebox_core.events import TaskClaimed, TaskCompleted, TaskLeaseExpired
+from tilebox_core.taskstore import TASKS, ClaimedTask, Delivery
 from tilebox_runner.worker import TaskRunner
 
 
@@ -145,3 +145,51 @@ def test_lane_entries_without_their_task_still_run(client: Client, tmp_path: Pat
     client.redis.hset(task_key, "entry", older)
     client.runner(tasks=[Leaf], cache_root=tmp_path).run_all()
     assert client.jobs().find(job.id).state == "completed"
+
+
+def claimed_event(client: Client, task: ClaimedTask, runner: str) -> TaskClaimed:
+    return TaskClaimed(**client.origin().stamp(), job_id=task.job_id, task_id=task.task_id, runner_id=runner)
+
+
+def finish(client: Client, runner: str, task: ClaimedTask, claimed: bool) -> int:
+    """Report ``task`` completed by ``runner``, as its worker does; the finish status."""
+    events = [] if claimed else [claimed_event(client, task, runner)]
+    events.append(TaskCompleted(**client.origin().stamp(), job_id=task.job_id, task_id=task.task_id,
+                                runner_id=runner))  # fmt: skip
+    call = {"task": task, "outcome": "completed", "events": events, "claimed": claimed}
+    [status] = client.tasks.finish_many(runner, None, [call])
+    return status
+
+
+def take_over(client: Client, runner: str, lane: str) -> Delivery:
+    """``runner`` takes over the entry whose lease expired and records its claim, as a worker does."""
+    wait_for(lambda: client.tasks.expired([lane], 50, 10))
+    [delivery] = client.tasks.take_over(runner, client.tasks.expired([lane], 50, 10), 50)
+    task = delivery.task
+    encode = client.tasks.events.codec.encode
+    expired = TaskLeaseExpired(**client.origin().stamp(), job_id=task.job_id, task_id=task.task_id,
+                               previous_runner_id="runner-a", runner_id=runner, deliveries=2)  # fmt: skip
+    events = [(encode(claimed_event(client, task, runner)), encode(expired), b"")]
+    assert client.tasks.claim(runner, None, 5, [delivery], events) == ["ok"]
+    return delivery
+
+
+@pytest.mark.parametrize("claimed_first", [False, True], ids=["claim-deferred", "claimed-first"])
+def test_only_the_current_owner_of_a_task_can_finish_it(client: Client, claimed_first: bool) -> None:
+    job = client.jobs().submit("contended", Leaf("x"))
+    lane = client.tasks.lane("default", *Leaf.identifier())
+    [delivery] = client.tasks.read("runner-a", [lane], count=1, block_ms=1000)
+    task = delivery.task
+    if claimed_first:
+        events = [(client.tasks.events.codec.encode(claimed_event(client, task, "runner-a")), b"", b"")]
+        assert client.tasks.claim("runner-a", None, 5, [delivery], events) == ["ok"]
+    take_over(client, "runner-b", lane)  # runner-a stalled past its lease
+    assert finish(client, "runner-a", task, claimed=claimed_first) == 0  # fenced off
+    assert finish(client, "runner-b", task, claimed=True) == 1
+    done = client.jobs().find(job.id)
+    assert done.state == "completed" and done.tasks[0].runner_id == "runner-b"
+    events = [s.event for s in client.store.replay(TASKS)]
+    assert [e.runner_id for e in events if isinstance(e, TaskCompleted)] == ["runner-b"]
+    claims = [e.runner_id for e in events if isinstance(e, TaskClaimed)]
+    assert claims == (["runner-a", "runner-b"] if claimed_first else ["runner-b"])
+    assert client.tasks.lane_backlog([lane]) == (0, 0)

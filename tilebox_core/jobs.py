@@ -391,7 +391,7 @@ def new_job(
         *(submitted_event(origin.stamp(), job_id, s) for s in specs),
     ]  # fmt: skip
     fields = {
-        "id": job_id, "name": name, "cluster": cluster, "submitted_by": origin.actor,
+        "name": name, "cluster": cluster, "submitted_by": origin.actor,
         "submitted_at": origin.at.isoformat(), "max_retries": max_retries,
         "roots": [s.id for s in specs],  # not in the job's task list: one command less per job
     }  # fmt: skip

@@ -345,28 +345,29 @@ class TaskStore:
 
     def _submit_call(self, jobs: Sequence[NewJob]) -> tuple[list[str], list[Any]]:
         """Keys and arguments of one submit script call (see submit.lua): one JSON for all the
-        jobs (their siblings share the shapes), then all their events as one argument, and how
-        many."""
+        jobs (their siblings share the shapes), all their events as one argument and how many,
+        and all their descriptions as one argument."""
         payload = Payload(self.keys)
         keys = [self.keys.log(TASKS), self.keys.jobs]
         described: list[list[Any]] = []
         events: list[bytes] = []
+        infos: list[bytes] = []
         count = 0
         for job in jobs:
             job_key = self.keys.job(job.id)
             keys.append(job_key)
             siblings = payload.siblings(job.specs)
-            encoded = self._encode(job.events)
+            encoded, info = self._encode(job.events), _json.encode(job.fields)
             # Strings only where Redis gets them: Lua numbers decoded by cjson are doubles,
-            # which Redis refuses. The last two (events and bytes) only the script reads.
-            described.append([job_key, job.id, str(job.submitted_ms),
-                              _json.encode(job.fields).decode(), siblings["tasks"],
-                              len(job.events), len(encoded)])  # fmt: skip
+            # which Redis refuses. The lengths only the script reads.
+            described.append([job_key, job.id, str(job.submitted_ms), len(info),
+                              siblings["tasks"], len(job.events), len(encoded)])  # fmt: skip
             events.append(encoded)
+            infos.append(info)
             count += len(job.events)
         keys += payload.keys
         body = _json.encode({"shapes": payload.shapes(), "jobs": described})
-        return _unique(keys), [body, b"".join(events), count]
+        return _unique(keys), [body, b"".join(events), count, b"".join(infos)]
 
     # --- claiming ---------------------------------------------------------------------------------
 
@@ -386,8 +387,8 @@ class TaskStore:
         return [Delivery(task) for task in self._tasks(received)]
 
     def _tasks(self, received: Sequence[tuple[str, str, dict[bytes, bytes]]]) -> list[ClaimedTask]:
-        """The tasks of lane entries (lane, entry id, fields): attempts, spec, chain and input, one
-        per line (see add_entry in tasklib.lua). Entries written before they carried their task
+        """The tasks of lane entries (lane, entry id, fields): attempts, spec, chain (empty for a
+        root without dependants) and input, one per line (see add_entry in tasklib.lua). Entries written before they carried their task
         (only "t" and "j") have it read from the task hashes, in one round trip."""
         older = [fields for _, _, fields in received if b"d" not in fields]
         if older:
@@ -396,7 +397,7 @@ class TaskStore:
                 pipe.hmget(self.keys.task(_s(fields[b"t"])), "attempts", "spec", "chain", "input")
             for fields, values in zip(older, pipe.execute()):
                 attempts, spec, chain, data = (v or b"" for v in values)
-                fields[b"d"] = b"\n".join((attempts or b"0", spec or b"{}", chain or b"[]", data))
+                fields[b"d"] = b"\n".join((attempts or b"0", spec or b"{}", chain, data))
         tasks = []
         for lane, entry, fields in received:
             attempts, spec_json, chain, data = fields[b"d"].split(b"\n", 3)
@@ -404,9 +405,11 @@ class TaskStore:
                 spec = _spec.decode(spec_json)
             except msgspec.ValidationError:  # its task hash is gone: the claim finds it stale
                 spec = TaskSpecFields(_s(fields[b"t"]), _s(fields[b"j"]), "", "v0.0", "", lane)
+            # no chain: a root without dependants (see create_tasks in tasklib.lua)
+            chain_json = chain.decode() if chain else f'[{{"k":"{self.keys.task(spec.id)}","d":[]}}]'
             tasks.append(ClaimedTask(
                 lane, entry, spec.id, spec.job, spec.name, spec.version, data, int(attempts),
-                int(spec.max_retries), spec.optional == "1", chain.decode(), spec.cluster,
+                int(spec.max_retries), spec.optional == "1", chain_json, spec.cluster,
             ))  # fmt: skip
         return tasks
 

@@ -14,7 +14,7 @@
 -- entries are acknowledged and deleted per lane and job counters incremented per job at the end.
 local log, runner, release = KEYS[1], ARGV[1], ARGV[2]
 local lanes, acks = {}, {}                -- lanes in order; lane -> entries to drop
-local hashes, counters = {}, {}           -- job hashes in order; job -> {fields in order, by field}
+local hashes, counters = {}, {}           -- job hashes in order; job -> counts (see count)
 local cancelled_jobs, started_jobs = {}, {}
 
 local function drop_later(lane, entry)
@@ -30,15 +30,16 @@ end
 local function count(job, field, by)
   local c = counters[job]
   if c == nil then
-    c = {fields = {}, by = {}}
+    c = {}  -- field -> delta, and the fields in order (one table per job: fewer per task)
     counters[job] = c
     hashes[#hashes + 1] = job
   end
-  if c.by[field] == nil then
-    c.fields[#c.fields + 1] = field
-    c.by[field] = 0
+  local now = c[field]
+  if now == nil then
+    c[#c + 1] = field
+    now = 0
   end
-  c.by[field] = c.by[field] + by
+  c[field] = now + by
 end
 
 local function is_cancelled(job)
@@ -87,6 +88,9 @@ local parents, completed_children = {}, {}  -- parents in order; key -> {count, 
 -- writes it; nil when it does not (the caller decodes the chain). Decoding every chain costs
 -- about as much as a command, and most tasks need only this much of it.
 local function plain_parent(chain, task)
+  if chain == false then  -- none stored: a root without dependants (see create_tasks)
+    return false
+  end
   local node_end = 7 + #task + 9  -- '[{"k":"' task '","d":[]}'
   if string.find(chain, '","d":[]}', 8 + #task, true) ~= node_end - 8 then
     return nil
@@ -126,12 +130,24 @@ local function settle_parents()
   end
 end
 
--- The task hash fields a finish writes: compute time unless 0, and the owner when this call
--- records the claim; the state and open count are added by the caller.
-local function finished(compute_ms, record_owner)
-  local fields = {}
+-- Write a task's result: its state, compute time unless 0, the owner when this call records the
+-- claim, and its open count unless 0 (absent once finished: 0, see tasklib). The usual cases are
+-- spelled out: a table of fields, grown and unpacked, costs the server more per task.
+local function write_result(task, state, compute_ms, record_owner, open)
+  if compute_ms == '0' and open == 0 then
+    if not record_owner then
+      redis.call('HSET', task, 'state', state)
+    elseif release == '' then
+      redis.call('HSET', task, 'state', state, 'runner', runner)
+    else
+      redis.call('HSET', task, 'state', state, 'runner', runner, 'release', release)
+    end
+    return
+  end
+  local fields = {'state', state}
   if compute_ms ~= '0' then
-    fields[1], fields[2] = 'compute_ms', compute_ms
+    fields[#fields + 1] = 'compute_ms'
+    fields[#fields + 1] = compute_ms
   end
   if record_owner then
     fields[#fields + 1] = 'runner'
@@ -141,7 +157,11 @@ local function finished(compute_ms, record_owner)
       fields[#fields + 1] = release
     end
   end
-  return fields
+  if open ~= 0 then
+    fields[#fields + 1] = 'open'
+    fields[#fields + 1] = tostring(open)
+  end
+  redis.call('HSET', task, unpack(fields))
 end
 
 local function finish(job, lane, task, job_tasks, entry, outcome, compute_ms, progress, specs_json,
@@ -171,28 +191,25 @@ local function finish(job, lane, task, job_tasks, entry, outcome, compute_ms, pr
       redis.call('HSET', job, 'started', '1')
       started_jobs[job] = true
     end
-    local fields = finished(compute_ms, false)  -- no owner to record: enqueue clears it
     redis.call('HINCRBY', task, 'attempts', 1)
-    if #fields > 0 then
-      redis.call('HSET', task, unpack(fields))
+    if compute_ms ~= '0' then  -- no owner to record: enqueue clears it
+      redis.call('HSET', task, 'compute_ms', compute_ms)
     end
     enqueue(task)
     return 1
   end
-  local fields = finished(compute_ms, claimed == '0')
+  local record_owner = claimed == '0'
   if outcome == 'failed' then
-    fields[#fields + 1] = 'state'
-    fields[#fields + 1] = 'failed'
-    redis.call('HSET', task, unpack(fields))
+    write_result(task, 'failed', compute_ms, record_owner, 0)
     redis.call('HINCRBY', task, 'attempts', 1)
     count(job, 'failed', 1)
     return 1
   end
-  local open
+  local open = f[4] and tonumber(f[4]) or 1  -- absent: 1, the task itself (see tasklib)
+  local state = 'computed'
   if outcome == 'failed_optional' then
-    open = tonumber(f[4] or '1') - 1
-    fields[#fields + 1] = 'state'
-    fields[#fields + 1] = 'failed_optional'
+    open = open - 1
+    state = 'failed_optional'
     redis.call('HINCRBY', task, 'attempts', 1)
     count(job, 'skipped', 1)
   else
@@ -207,15 +224,9 @@ local function finish(job, lane, task, job_tasks, entry, outcome, compute_ms, pr
     if specs_json ~= '' and not is_cancelled(job) then  -- a cancelled job gets no new tasks
       created = create_tasks(job_tasks, cjson.decode(specs_json), true)
     end
-    open = tonumber(f[4] or '1') + created - 1
-    fields[#fields + 1] = 'state'
-    fields[#fields + 1] = 'computed'
+    open = open + created - 1
   end
-  if open ~= 0 then  -- absent once finished: 0 (see tasklib)
-    fields[#fields + 1] = 'open'
-    fields[#fields + 1] = tostring(open)
-  end
-  redis.call('HSET', task, unpack(fields))
+  write_result(task, state, compute_ms, record_owner, open)
   -- Also in a cancelled job: its waiting tasks are cancelled, and settling only ever queues
   -- waiting ones.
   if open == 0 then
@@ -258,13 +269,10 @@ end
 -- tells a running job from a queued one (jobs.job_state): a single-task job costs a command less.
 for _, job in ipairs(hashes) do
   local c = counters[job]
-  local complete = false
-  if c.by.open ~= nil then
-    complete = redis.call('HINCRBY', job, 'open', tostring(c.by.open)) == 0
-  end
-  for _, field in ipairs(c.fields) do
+  local complete = c.open ~= nil and redis.call('HINCRBY', job, 'open', tostring(c.open)) == 0
+  for _, field in ipairs(c) do
     if field ~= 'open' and not (complete and (field == 'computed' or field == 'skipped')) then
-      redis.call('HINCRBY', job, field, tostring(c.by[field]))
+      redis.call('HINCRBY', job, field, tostring(c[field]))
     end
   end
 end

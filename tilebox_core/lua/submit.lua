@@ -2,15 +2,20 @@
 -- KEYS[1] task log, KEYS[2] jobs index, then every job hash, and task, lane and lane-registry key
 -- the jobs' tasks name.
 -- ARGV[1] JSON {shapes, jobs} (see TaskStore._submit_call), each job [job hash, job id, submit
--- time (ms), the job's description (a JSON text, kept as one field; it names the root tasks, so
--- they are not in the job's task list), root tasks (see create_tasks), number of events, their
--- length in bytes]; ARGV[2] the jobs' encoded events, concatenated in order, ARGV[3] how many.
+-- time (ms), the length of its description in ARGV[4], root tasks (see create_tasks), number of
+-- events, their length in bytes]; ARGV[2] the jobs' encoded events, concatenated in order,
+-- ARGV[3] how many; ARGV[4] the jobs' descriptions (each a JSON text, kept as one field; it
+-- names the root tasks, so they are not in the job's task list), concatenated: inside ARGV[1]
+-- they would be escaped JSON in JSON, which costs the server more to decode.
 -- Returns per job 1, or 0 for a retried submission of a job id that exists: already done.
 local body = cjson.decode(ARGV[1])
 local shapes, jobs = body.shapes, body.jobs
 local out, created = {}, {}
+local info_at = 1
 for i, job in ipairs(jobs) do
-  local job_key, id, submitted_ms, info, tasks = key(job[1]), job[2], job[3], job[4], job[5]
+  local job_key, id, submitted_ms, tasks = key(job[1]), job[2], job[3], job[5]
+  local info = string.sub(ARGV[4], info_at, info_at + job[4] - 1)
+  info_at = info_at + job[4]
   -- The jobs index is written with the job, atomically: adding to it is the check that the job
   -- is new, in one command instead of two.
   created[i] = redis.call('ZADD', KEYS[2], 'NX', submitted_ms, id) == 1

@@ -4,7 +4,8 @@
 -- optional unless at their default), input, state, deps (unfinished dependencies), open (the task
 -- itself + its unfinished subtasks, written once it has subtasks; absent: 1 while it runs, 0 once
 -- it finished), attempts, runner, release, entry (its lane entry id), chain (JSON: this task and
--- its ancestors, each with the keys and lanes of its dependants), compute_ms. Fields at their
+-- its ancestors, each with the keys and lanes of its dependants; absent for a root without
+-- dependants, whose chain is '[{"k":"<its key>","d":[]}]'), compute_ms. Fields at their
 -- default (attempts, runner, release, compute_ms 0) are absent: every hash field costs the server
 -- about a command's work. When a task ran is in the log (TaskClaimed, TaskCompleted).
 -- States: waiting -> queued -> running -> computed | failed | failed_optional | cancelled.
@@ -49,7 +50,7 @@ local function enqueue(task_key)
   local spec = cjson.decode(f[1])
   local lane = key(spec.lane)
   ensure_lane(lane)
-  local entry = add_entry(lane, f[4] or '0', f[1], f[2], f[3])
+  local entry = add_entry(lane, f[4] or '0', f[1], f[2], f[3] or '')
   redis.call('HSET', task_key, 'state', 'queued', 'entry', entry, 'runner', '', 'release', '')
 end
 
@@ -154,26 +155,31 @@ local function create_tasks(job_tasks_key, payload, listed, made)
     if create then
       local lane, registry, spec = unpack(shapes[t[1]])
       local id, input, deps, node = t[3], t[4], t[5] or '0', t[6] or ''
-      if node == '' then
-        node = '{"k":"' .. task_key .. '","d":[]}'
+      -- A root without dependants has no chain stored (nor in its lane entry): it would be
+      -- '[{"k":"<its key>","d":[]}]', which its readers derive.
+      local chain = ''
+      if node ~= '' or tail ~= ']' then
+        if node == '' then
+          node = '{"k":"' .. task_key .. '","d":[]}'
+        end
+        chain = '[' .. node .. tail
       end
       -- What never changes is one JSON field, "spec" (ids need no escaping); attempts, runner
       -- and release are absent until set, open until the task finishes (absent: 1, the task
       -- itself): every hash field costs the server about a command's work.
-      local queued = deps == '0'
       spec = '{"id":"' .. id .. '","job":"' .. job .. '",' .. spec .. '}'
-      local chain = '[' .. node .. tail
-      local fields = {'spec', spec, 'input', input, 'state', queued and 'queued' or 'waiting',
-        'chain', chain}
-      if queued then
+      local state, last, value = 'waiting', 'deps', deps
+      if deps == '0' then
         ensure_lane(key(lane))
-        fields[#fields + 1] = 'entry'
-        fields[#fields + 1] = add_entry(lane, '0', spec, input, chain)
-      else
-        fields[#fields + 1] = 'deps'
-        fields[#fields + 1] = deps
+        state, last, value = 'queued', 'entry', add_entry(lane, '0', spec, input, chain)
       end
-      redis.call('HSET', task_key, unpack(fields))
+      -- the arguments spelled out: a table of fields, grown and unpacked, costs more per task
+      if chain == '' then
+        redis.call('HSET', task_key, 'spec', spec, 'input', input, 'state', state, last, value)
+      else
+        redis.call('HSET', task_key, 'spec', spec, 'input', input, 'state', state, 'chain', chain,
+          last, value)
+      end
       if registered[lane] == nil then
         redis.call('SADD', key(registry), lane)
         registered[lane] = true
