@@ -1,4 +1,7 @@
--- Finish tasks a runner received, fenced: only the current owner of a lane entry is heard.
+-- Finish tasks a runner received, fenced: only a task's current owner is heard, the runner whose
+-- claim was recorded last (claim.lua; here, with the result, when no claim is recorded). A
+-- runner that takes over an expired lease records its claim before it runs the task; until it
+-- has, the stalled owner's result is still accepted, and the claim then finds the task done.
 -- KEYS[1] task log, then every other key the tasks name: their job hashes, lanes, task hashes and
 -- job task lists, and every key their chains and subtask specs name.
 -- ARGV[1] runner id, ARGV[2] release id ('' for none), ARGV[3] the tasks' encoded events,
@@ -7,11 +10,11 @@
 -- progress (JSON {label: [done, total]}), subtasks (JSON, see create_tasks; '' for none), claimed
 -- ('1': claim.lua recorded the claim; '0': this call records it, and the task's events begin
 -- with its TaskClaimed), and its events' extent in ARGV[3], "<number>:<bytes>".
--- Returns per task 1; 0 when fenced off (the lease was lost: another runner owns the entry now);
+-- Returns per task 1; 0 when fenced off (the lease was lost: another runner owns the task now);
 -- 2 when the entry was superseded meanwhile (the job was cancelled while the task ran unclaimed,
 -- or the task was requeued): the entry is dropped and nothing is recorded but the cancellation.
--- Per-call work is done once per lane or job: ownership is read with one XPENDING per lane, lane
--- entries are acknowledged and deleted per lane and job counters incremented per job at the end.
+-- Per-call work is done once per lane or job: lane entries are acknowledged and deleted per lane
+-- and job counters incremented per job at the end.
 local log, runner, release = KEYS[1], ARGV[1], ARGV[2]
 local lanes, acks = {}, {}                -- lanes in order; lane -> entries to drop
 local hashes, counters = {}, {}           -- job hashes in order; job -> counts (see count)
@@ -50,34 +53,6 @@ local function is_cancelled(job)
   end
   return cancelled
 end
-
--- Fencing: lane -> set of the call's entries still pending for this runner. One XPENDING per lane
--- over the range from the lane's first entry in the call to its last (a batch arrives in id
--- order), filtered by consumer; an entry that range did not show (out of order, or the reply cut
--- short by its count) is asked for on its own. No id is parsed: that costs more than the query.
-local function owned_entries(lane_order, entries_by_lane)
-  local owned = {}
-  for _, lane in ipairs(lane_order) do
-    local entries, mine = entries_by_lane[lane], {}
-    local rows = redis.call('XPENDING', lane, GROUP, entries[1], entries[#entries],
-      2 * #entries + 16, runner)
-    for _, row in ipairs(rows) do
-      mine[row[1]] = true
-    end
-    for _, entry in ipairs(entries) do
-      if not mine[entry] then
-        local pending = redis.call('XPENDING', lane, GROUP, entry, entry, 1)
-        if #pending == 1 and pending[1][2] == runner then
-          mine[entry] = true
-        end
-      end
-    end
-    owned[lane] = mine
-  end
-  return owned
-end
-
-local owned
 
 -- A complete task's parent learns of it at the end of the call, once per parent however many of
 -- its subtasks completed here (a fan-out's thousands of leaves cost one write, not thousands).
@@ -166,10 +141,10 @@ end
 
 local function finish(job, lane, task, job_tasks, entry, outcome, compute_ms, progress, specs_json,
                       claimed)
-  if not owned[lane][entry] then
-    return 0
+  local f = redis.call('HMGET', task, 'state', 'entry', 'chain', 'open', 'runner')
+  if f[5] and f[5] ~= '' and f[5] ~= runner then
+    return 0  -- another runner's claim is recorded: it took the task over
   end
-  local f = redis.call('HMGET', task, 'state', 'entry', 'chain', 'open')
   if f[2] ~= entry or (f[1] ~= 'queued' and f[1] ~= 'running') then
     drop_later(lane, entry)  -- ours, but superseded: as claim.lua does
     return 2
@@ -235,17 +210,10 @@ local function finish(job, lane, task, job_tasks, entry, outcome, compute_ms, pr
   return 1
 end
 
-local starts, lane_order, entries_by_lane = {}, {}, {}
+local starts = {}
 for a = 5, #ARGV, 11 do
   starts[#starts + 1] = a
-  local lane = key(ARGV[a + 1])
-  if entries_by_lane[lane] == nil then
-    entries_by_lane[lane] = {}
-    lane_order[#lane_order + 1] = lane
-  end
-  table.insert(entries_by_lane[lane], ARGV[a + 4])
 end
-owned = owned_entries(lane_order, entries_by_lane)
 local out, recorded = {}, {}
 for i, a in ipairs(starts) do
   out[i] = finish(key(ARGV[a]), key(ARGV[a + 1]), key(ARGV[a + 2]), key(ARGV[a + 3]),
