@@ -10,10 +10,9 @@ import pytest
 
 from tests.servers import ServerProcess
 from tests.tasks_fixture import FanOut, Leaf, Rendezvous, Root, Sleep, Step, Top, Wide
-from tilebox_core import Client, Task
+from tilebox_core import Client, Task, taskstore
 from tilebox_core.errors import InvalidInput, NotFound
 from tilebox_core.events import JobSubmitted, TaskClaimed, TaskCompleted, TaskSubmitted
-from tilebox_core import taskstore
 from tilebox_core.ids import new_id, subtask_id
 from tilebox_core.jobs import SUBMIT_CHUNK, Job, new_job, submitted_event, task_spec
 from tilebox_core.taskstore import STAGE_CHUNK, TASKS, NewJob
