@@ -109,7 +109,7 @@ class TaskRunner:
         # Tasks whose claims are to be recorded with their results: entry id -> (task, when it
         # started running, None before). One running longer than FLUSH_SECONDS has its claim
         # recorded by the heartbeat thread, holding _claiming meanwhile (see _claim_overdue).
-        self._unclaimed: dict[str, tuple[ClaimedTask, float | None]] = {}
+        self._unclaimed: dict[str, tuple[ClaimedTask, float | None, TaskClaimed]] = {}
         self._claiming = threading.Lock()
         self._idle: set[int] = set()  # worker threads that found nothing to do
         self._done = threading.Event()  # set when the run is over; ends the heartbeat
@@ -246,7 +246,7 @@ class TaskRunner:
         with self._lock:
             self._in_flight.update((t.entry, t) for t in tasks)
             if deferred:
-                self._unclaimed.update((t.entry, (t, None)) for t in tasks)
+                self._unclaimed.update((t.entry, (t, None, claims[t.entry])) for t in tasks)
         pending = collections.deque(tasks)
         calls: list[dict[str, Any]] = []
         handed: set[str] = set()  # entries of the tasks whose results the recorder has
@@ -261,7 +261,7 @@ class TaskRunner:
                     with self._lock:
                         for t in rest:
                             self._unclaimed.pop(t.entry, None)
-                    kept = {t.entry for t in self._claim([Delivery(t) for t in rest])}
+                    kept = {t.entry for t in self._claim([Delivery(t) for t in rest], claims)}
                     self._forget(t for t in rest if t.entry not in kept)
                     pending = collections.deque(t for t in pending if t.entry in kept)
                     if task.entry not in kept:
@@ -272,13 +272,13 @@ class TaskRunner:
                 else:
                     if deferred:
                         with self._lock:
-                            self._unclaimed[task.entry] = (task, time.monotonic())
+                            self._unclaimed[task.entry] = (task, time.monotonic(), claims[task.entry])
                     started = time.perf_counter()
                     call = self._execute(task)
                     self._observe(time.perf_counter() - started)
                 if deferred and not self._claimed_meanwhile(task):
                     if len(call.get("subtasks", ())) > STAGE_CHUNK:
-                        self._claim([Delivery(task)])  # recorded before its subtasks are staged
+                        self._claim([Delivery(task)], claims)  # before its subtasks are staged
                     else:
                         call.update(claimed=False, events=[claims[task.entry], *call["events"]])
                 calls.append(call)
@@ -310,20 +310,24 @@ class TaskRunner:
         with self._claiming:
             now = time.monotonic()
             with self._lock:
-                overdue = [
-                    task for task, started in self._unclaimed.values()
+                overdue = {
+                    task.entry: (task, started, claim)
+                    for task, started, claim in self._unclaimed.values()
                     if started is not None and now - started >= FLUSH_SECONDS
-                ]  # fmt: skip
-                for task in overdue:
-                    del self._unclaimed[task.entry]
+                }  # fmt: skip
+                for entry in overdue:
+                    del self._unclaimed[entry]
             if not overdue:
                 return
-            try:
-                self._claim([Delivery(task) for task in overdue])
+            try:  # stamped when they were received, as their results would have recorded them
+                self._claim(
+                    [Delivery(task) for task, _, _ in overdue.values()],
+                    {entry: claim for entry, (_, _, claim) in overdue.items()},
+                )
             except Exception as exc:  # noqa: BLE001 - the heartbeat must go on renewing leases
                 self.log.warning("could not record claims", error=f"{type(exc).__name__}: {exc}")
                 with self._lock:  # their results will record them
-                    self._unclaimed.update((t.entry, (t, now)) for t in overdue)
+                    self._unclaimed.update(overdue)
 
     def _defer_claims(self) -> bool:
         """Whether tasks are fast enough to have their claims recorded with their results."""
@@ -393,10 +397,15 @@ class TaskRunner:
             for t in tasks
         }  # fmt: skip
 
-    def _claim(self, deliveries: list[Delivery]) -> list[ClaimedTask]:
-        """Record the claims of ``deliveries`` before their tasks run; the tasks to run."""
+    def _claim(
+        self, deliveries: list[Delivery], stamped: dict[str, TaskClaimed] | None = None
+    ) -> list[ClaimedTask]:
+        """Record the claims of ``deliveries`` before their tasks run; the tasks to run.
+        ``stamped``: TaskClaimed events made when tasks were received (by entry), else made now."""
         origin = self.client.origin()
-        claims = self._claimed_events([d.task for d in deliveries])
+        claims = stamped or {}
+        if any(d.task.entry not in claims for d in deliveries):
+            claims = {**self._claimed_events([d.task for d in deliveries]), **claims}
         events = []
         for d in deliveries:
             task = d.task
