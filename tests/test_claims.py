@@ -67,7 +67,7 @@ def test_a_task_slower_than_it_looked_shows_running_while_it_runs(
     worker.start()
     try:
         wait_for(gate.exists)
-        started = dt.datetime.fromtimestamp(gate.stat().st_mtime, dt.timezone.utc)
+        started = dt.datetime.fromtimestamp(gate.stat().st_mtime, dt.UTC)
         wait_for(lambda: client.jobs().find(job.id).tasks[0].state == "running")
         assert client.jobs().find(job.id).tasks[0].runner_id == runner.id
     finally:
