@@ -137,6 +137,32 @@ def test_one_finish_records_the_tasks_it_accepts_and_drops_the_others(
     assert len({claimed[t] for t in kept} | {completed[t] for t in kept}) == 1  # one call
 
 
+def test_a_runner_stopped_between_batches_hands_back_what_it_read_ahead(
+    client: Client, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    runner = warmed_up(client, tmp_path)  # fast tasks: it reads the next batch while one runs
+    job = client.jobs().submit("stopped", FanOut(1000))
+    original, ran = Sleep.execute, []
+
+    def stopping(self: Sleep, context) -> None:  # type: ignore[no-untyped-def]
+        ran.append(self.i)
+        if len(ran) == 100:
+            runner.stop()
+        original(self, context)
+
+    monkeypatch.setattr(Sleep, "execute", stopping)
+    runner.run_forever()
+    lane = client.tasks.lane("default", *Sleep.identifier())
+    waiting, pending = client.tasks.lane_backlog([lane])
+    assert pending == 0 and waiting == 1000 - len(ran)  # nothing held: the rest queued again
+    monkeypatch.setattr(Sleep, "execute", original)
+    runner.run_all()
+    done = client.jobs().find(job.id)
+    assert done.state == "completed" and done.tasks_by_state == {"computed": 1001}
+    completed = [s.event.task_id for s in client.store.replay(TASKS) if isinstance(s.event, TaskCompleted)]
+    assert len(completed) == len(set(completed))
+
+
 def test_lane_entries_without_their_task_still_run(client: Client, tmp_path: Path) -> None:
     # Entries written before lane entries carried their task: only task and job id.
     job = client.jobs().submit("older", Leaf("old"))

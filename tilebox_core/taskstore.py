@@ -371,25 +371,57 @@ class TaskStore:
 
     # --- claiming ---------------------------------------------------------------------------------
 
-    @translate_errors
     def read(self, runner_id: str, lanes: Sequence[str], count: int, block_ms: int) -> list[Delivery]:
         """Block up to ``block_ms`` for new entries in ``lanes`` (one XREADGROUP for all)."""
-        reply = self.redis.xreadgroup(
-            GROUP, runner_id, {lane: ">" for lane in lanes}, count=count, block=block_ms
-        )
-        received = []
-        for lane, entries in reply or ():
-            for entry, fields in entries:
-                if fields:  # deleted entries (cancelled) come back without fields
-                    received.append((_s(lane), _s(entry), fields))
-                else:
-                    self.redis.xack(lane, GROUP, entry)
-        return [Delivery(task) for task in self._tasks(received)]
+        return self.read_begin(runner_id, lanes, count, block_ms)()
+
+    @translate_errors
+    def read_begin(
+        self, runner_id: str, lanes: Sequence[str], count: int, block_ms: int
+    ) -> Callable[[], list[Delivery]]:
+        """Send the XREADGROUP of ``read`` now; the function returned waits for its reply (call
+        it once). A worker sends its next read before it runs the batch it holds, so the server
+        answers while the batch runs instead of after the batch's results are recorded. The
+        reply is parsed here, not by the driver, which would build a dict per entry."""
+        args = ("XREADGROUP", "GROUP", GROUP, runner_id, "COUNT", count, "BLOCK", block_ms,
+                "STREAMS", *lanes, *(">" for _ in lanes))  # fmt: skip
+        pool = self.redis.connection_pool
+        connection = pool.get_connection()
+        try:
+            connection.send_packed_command([hiredis.pack_command(args)])
+        except BaseException:
+            connection.disconnect()
+            pool.release(connection)
+            raise
+
+        @translate_errors
+        def receive() -> list[Delivery]:
+            try:
+                reply = connection.read_response()
+            except BaseException:
+                connection.disconnect()  # the reply may still be in flight
+                raise
+            finally:
+                pool.release(connection)
+            received, deleted = [], []
+            streams = reply.items() if isinstance(reply, dict) else reply or ()  # RESP3 | RESP2
+            for lane, entries in streams:
+                for entry, fields in entries:
+                    if fields:
+                        received.append((_s(lane), _s(entry), dict(zip(fields[::2], fields[1::2]))))
+                    else:  # deleted entries (cancelled) come back without fields
+                        deleted.append((lane, entry))
+            for lane, entry in deleted:
+                self.redis.xack(lane, GROUP, entry)
+            return [Delivery(task) for task in self._tasks(received)]
+
+        return receive
 
     def _tasks(self, received: Sequence[tuple[str, str, dict[bytes, bytes]]]) -> list[ClaimedTask]:
         """The tasks of lane entries (lane, entry id, fields): attempts, spec, chain (empty for a
-        root without dependants) and input, one per line (see add_entry in tasklib.lua). Entries written before they carried their task
-        (only "t" and "j") have it read from the task hashes, in one round trip."""
+        root without dependants) and input, one per line (see add_entry in tasklib.lua). Entries
+        written before they carried their task (only "t" and "j") have it read from the task
+        hashes, in one round trip."""
         older = [fields for _, _, fields in received if b"d" not in fields]
         if older:
             pipe = self.redis.pipeline(transaction=False)

@@ -10,6 +10,7 @@ its lease; a runner that dies stops renewing and any other runner takes its task
 from __future__ import annotations
 
 import collections
+import contextlib
 import gc
 import itertools
 import os
@@ -176,20 +177,43 @@ class TaskRunner:
 
     def _work(self, until_idle: bool) -> None:
         failures = 0
-        while not self._stopping.is_set():
-            try:
-                deliveries = self._next_deliveries()
-                if deliveries:
-                    self._set_idle(False)
-                    self._handle(deliveries)
-                elif until_idle and self._finished():
-                    return
-                failures = 0
-            except StoreUnavailable as exc:
-                failures += 1
-                delay = min(5.0, 0.05 * 2**failures) * random.uniform(0.5, 1.0)
-                self.log.warning("store unavailable, retrying", error=str(exc), delay=round(delay, 2))
-                self._stopping.wait(delay)
+        # While fast tasks run, the next batch is already asked for: otherwise the read waits
+        # behind the server's recording of this batch, and the worker idles while it does.
+        ahead: Callable[[], list[Delivery]] | None = None
+        try:
+            while not self._stopping.is_set():
+                try:
+                    if ahead is not None:
+                        receive, ahead = ahead, None
+                        deliveries = receive()
+                    else:
+                        deliveries = self._next_deliveries()
+                    if deliveries:
+                        self._set_idle(False)
+                        if self._defer_claims():
+                            ahead = self._read_ahead()
+                        self._handle(deliveries)
+                    elif until_idle and self._finished():
+                        return
+                    failures = 0
+                except StoreUnavailable as exc:
+                    failures += 1
+                    delay = min(5.0, 0.05 * 2**failures) * random.uniform(0.5, 1.0)
+                    self.log.warning("store unavailable, retrying", error=str(exc), delay=round(delay, 2))
+                    self._stopping.wait(delay)
+        finally:
+            if ahead is not None:  # what was read ahead and not run is handed back
+                with contextlib.suppress(StoreUnavailable):
+                    calls = [self._release(d.task) for d in ahead()]
+                    if calls:
+                        self._hand_over(calls, set())
+
+    def _read_ahead(self) -> Callable[[], list[Delivery]]:
+        """The next deliveries, asked for now and received when the function returned is called."""
+        if time.monotonic() >= self._next_reclaim:
+            taken = self._next_deliveries()  # expired leases first; rare, so not ahead
+            return lambda: taken
+        return self.store.read_begin(self.id, self.lanes, self._batch_size(), self.block_ms)
 
     def _next_deliveries(self) -> list[Delivery]:
         now = time.monotonic()
