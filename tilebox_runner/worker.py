@@ -108,7 +108,7 @@ class TaskRunner:
         self._in_flight: dict[str, ClaimedTask] = {}  # entry id -> task
         self._recording: set[str] = set()  # entries whose finish call is under way
         # Tasks whose claims are to be recorded with their results: entry id -> (task, when it
-        # started running, None before). One running longer than FLUSH_SECONDS has its claim
+        # started running (None before), its TaskClaimed, stamped when it was received). One running longer than FLUSH_SECONDS has its claim
         # recorded by the heartbeat thread, holding _claiming meanwhile (see _claim_overdue).
         self._unclaimed: dict[str, tuple[ClaimedTask, float | None, TaskClaimed]] = {}
         self._claiming = threading.Lock()
