@@ -56,6 +56,7 @@ FLUSH_SECONDS = 0.05
 # Tasks expected to take longer have their claims recorded (the task shows running) before they
 # run; faster ones with their results, at most about FLUSH_SECONDS later.
 CLAIM_AHEAD_SECONDS = 0.005
+IDLE_CHECK_MS = 50  # run_all: how long a read blocks before it looks whether anything is left
 LOST, SUPERSEDED = 0, 2  # finish statuses besides 1, finished (see TaskStore.finish_many)
 ATTEMPTS, DRAIN_ATTEMPTS = 60, 6  # store retries with backoff capped at 5 s: ~4.5 min / ~1.5 s
 
@@ -98,6 +99,7 @@ class TaskRunner:
         self.lease_ms = int(lease_seconds * 1000)
         self.max_deliveries = max_deliveries
         self.block_ms = block_ms
+        self._block_ms = block_ms  # of each read in this run (see _run)
         self.id = runner_id or new_runner_id()
         self.release_id = release_id
         self.cache_root = cache_root or default_home() / "cache" / "jobs"
@@ -146,6 +148,9 @@ class TaskRunner:
         # A stop requested before the run began (a signal, an orphaned runtime) is honoured:
         # the flag is cleared when a run ends, not when one starts.
         self._done.clear()
+        # run_all looks for what is left each time a read comes back empty: it returns within
+        # about IDLE_CHECK_MS of the last result instead of a whole block_ms later.
+        self._block_ms = min(self.block_ms, IDLE_CHECK_MS) if until_idle else self.block_ms
         restore = install_signal_handlers(self.stop)
         self._with_backoff(lambda: self.store.ensure_lanes(self.lanes))
         heartbeat = threading.Thread(target=self._heartbeat, name="tilebox-heartbeat", daemon=True)
@@ -213,7 +218,7 @@ class TaskRunner:
         if time.monotonic() >= self._next_reclaim:
             taken = self._next_deliveries()  # expired leases first; rare, so not ahead
             return lambda: taken
-        return self.store.read_begin(self.id, self.lanes, self._batch_size(), self.block_ms)
+        return self.store.read_begin(self.id, self.lanes, self._batch_size(), self._block_ms)
 
     def _next_deliveries(self) -> list[Delivery]:
         now = time.monotonic()
@@ -223,7 +228,7 @@ class TaskRunner:
             taken = self.store.take_over(self.id, expired, self.lease_ms) if expired else []
             if taken:
                 return taken
-        return self.store.read(self.id, self.lanes, self._batch_size(), self.block_ms)
+        return self.store.read(self.id, self.lanes, self._batch_size(), self._block_ms)
 
     def _batch_size(self) -> int:
         """How many tasks to claim at once: about FLUSH_SECONDS of work, at most ``prefetch``.
