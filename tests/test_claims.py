@@ -12,6 +12,8 @@ from tests.tasks_fixture import FanOut, Gate, Leaf, Sleep
 from tests.waiting import wait_for
 from tilebox_core import Client
 from tilebox_core.events import TaskClaimed, TaskCompleted, TaskLeaseExpired
+from tilebox_core.ids import subtask_id
+from tilebox_core.jobs import submitted_event, task_spec
 from tilebox_core.taskstore import TASKS, ClaimedTask, Delivery
 from tilebox_runner.worker import TaskRunner
 
@@ -223,3 +225,34 @@ def test_only_the_current_owner_of_a_task_can_finish_it(client: Client, claimed_
     claims = [e.runner_id for e in events if isinstance(e, TaskClaimed)]
     assert claims == (["runner-a", "runner-b"] if claimed_first else ["runner-b"])
     assert client.tasks.lane_backlog([lane]) == (0, 0)
+
+
+@pytest.mark.parametrize("taker_claimed", [True, False], ids=["taken-over", "taken-unclaimed"])
+def test_staging_and_finishing_agree_on_the_owner(client: Client, taker_claimed: bool) -> None:
+    # A runner stalled past its lease stages subtasks and finishes. Once the runner that took its
+    # task over has recorded its claim, both are refused; before (it has only XCLAIMed the entry)
+    # both are accepted, and the taker's claim then finds the task done. Never one of the two:
+    # a parent completed without the subtasks it staged, or with a chunk its finish disowns.
+    job = client.jobs().submit("contended fan-out", FanOut(0))
+    lane = client.tasks.lane("default", *FanOut.identifier())
+    [delivery] = client.tasks.read("runner-a", [lane], count=1, block_ms=1000)
+    task = delivery.task
+    events = [(client.tasks.events.codec.encode(claimed_event(client, task, "runner-a")), b"", b"")]
+    assert client.tasks.claim("runner-a", None, 5, [delivery], events) == ["ok"]
+    if taker_claimed:
+        take_over(client, "runner-b", lane)
+    else:
+        wait_for(lambda: client.tasks.expired([lane], 50, 10))
+        client.tasks.take_over("runner-b", client.tasks.expired([lane], 50, 10), 50)
+    specs = [task_spec(Sleep(i), subtask_id(task.task_id, i), "default", parent_id=task.task_id)
+             for i in range(10)]  # fmt: skip
+    submitted = [submitted_event(client.origin().stamp(), job.id, s) for s in specs]
+    call = {"task": task, "outcome": "completed", "subtasks": specs, "events": submitted}
+    call = client.tasks.stage("runner-a", call)
+    staged = client.tasks.task_ids(job.id)[1:]
+    status = finish(client, "runner-a", task, claimed=True)
+    if taker_claimed:
+        assert staged == [] and status == 0
+    else:
+        assert staged == [s.id for s in specs] and status == 1
+        assert client.redis.hget(client.store.keys.task(task.task_id), "open") == b"10"

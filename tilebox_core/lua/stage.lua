@@ -1,9 +1,9 @@
 -- Create a chunk of the subtasks of a task that is still running, before the finish that completes
 -- it (TaskStore.finish_many stages a large fan-out this way: each call keeps the server busy for
--- milliseconds, not seconds, and runners start on the first chunks meanwhile). Fenced like
--- finish.lua. Subtask ids are derived from the parent's id and their index (see ids.py), so a
--- parent that runs again after its runner died between two chunks creates each subtask once:
--- tasks that exist are skipped. Each created subtask counts once in the parent's open count.
+-- milliseconds, not seconds, and runners start on the first chunks meanwhile). Subtask ids are
+-- derived from the parent's id and their index (see ids.py), so a parent that runs again after
+-- its runner died between two chunks creates each subtask once: tasks that exist are skipped.
+-- Each created subtask counts once in the parent's open count.
 -- KEYS[1] task log, then the job hash, the parent's lane, its task hash, the job's task list,
 -- and the task, lane and lane-registry keys the subtasks name.
 -- ARGV[1] runner id, ARGV[2] the parent's lane entry id, ARGV[3] subtasks (JSON, see
@@ -11,13 +11,14 @@
 -- the length of each in bytes, comma-separated.
 -- Returns how many subtasks were created, or -1 when fenced off (the lease was lost) or the parent
 -- was superseded: the finish that follows finds out which and drops the entry.
-local job, lane, task, job_tasks = KEYS[2], KEYS[3], KEYS[4], KEYS[5]
+local job, task, job_tasks = KEYS[2], KEYS[4], KEYS[5]
 local entry = ARGV[2]
-local pending = redis.call('XPENDING', lane, GROUP, entry, entry, 1)
-if #pending ~= 1 or pending[1][2] ~= ARGV[1] then
+-- fenced as finish.lua is: by the owner the last recorded claim names (the parent's claim is
+-- recorded before its subtasks are staged), so both refuse, or both accept, the same runner
+local f = redis.call('HMGET', task, 'state', 'entry', 'runner')
+if f[3] and f[3] ~= '' and f[3] ~= ARGV[1] then
   return -1
 end
-local f = redis.call('HMGET', task, 'state', 'entry')
 if f[2] ~= entry or (f[1] ~= 'queued' and f[1] ~= 'running') then
   return -1
 end
