@@ -206,6 +206,21 @@ def take_over(client: Client, runner: str, lane: str) -> Delivery:
     return delivery
 
 
+def test_a_stalled_runner_does_not_claim_back_a_task_taken_over(client: Client) -> None:
+    job = client.jobs().submit("contended", Leaf("x"))
+    lane = client.tasks.lane("default", *Leaf.identifier())
+    [delivery] = client.tasks.read("runner-a", [lane], count=1, block_ms=1000)
+    take_over(client, "runner-b", lane)
+    # runner-a, awake again, records the claim it had deferred (its heartbeat does, for a task
+    # that turned out slow): refused, the task stays runner-b's
+    events = [(client.tasks.events.codec.encode(claimed_event(client, delivery.task, "runner-a")), b"", b"")]
+    assert client.tasks.claim("runner-a", None, 5, [delivery], events) == ["taken"]
+    assert finish(client, "runner-a", delivery.task, claimed=True) == 0
+    assert finish(client, "runner-b", delivery.task, claimed=True) == 1
+    done = client.jobs().find(job.id)
+    assert done.state == "completed" and done.tasks[0].runner_id == "runner-b"
+
+
 @pytest.mark.parametrize("claimed_first", [False, True], ids=["claim-deferred", "claimed-first"])
 def test_only_the_current_owner_of_a_task_can_finish_it(client: Client, claimed_first: bool) -> None:
     job = client.jobs().submit("contended", Leaf("x"))

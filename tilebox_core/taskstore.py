@@ -486,7 +486,8 @@ class TaskStore:
         deliveries: Sequence[Delivery], events: Sequence[tuple[bytes, bytes, bytes]],
     ) -> list[str]:  # fmt: skip
         """Record claims before the tasks run; ``events`` per delivery: (TaskClaimed,
-        TaskLeaseExpired|b"", TaskFailed). Per delivery: ok | stale | cancelled | poisoned."""
+        TaskLeaseExpired|b"", TaskFailed). Per delivery: ok | stale | cancelled | poisoned |
+        taken (see claim.lua)."""
         keys = [self.keys.log(TASKS)]
         args: list[Any] = [runner_id, release_id or "", max_deliveries]
         for d, (claimed, expired, poisoned) in zip(deliveries, events):

@@ -4,7 +4,9 @@
 -- ARGV[1] runner id, ARGV[2] release id ('' for none), ARGV[3] max deliveries, then per entry:
 -- entry id, deliveries, TaskClaimed, TaskLeaseExpired ('' if fresh), TaskFailed for a poison task
 -- ('' when deliveries <= max deliveries: it is not used then).
--- Returns per entry its status: ok | stale | cancelled | poisoned.
+-- Returns per entry its status: ok | stale | cancelled | poisoned | taken (another runner's
+-- claim is recorded: it took the task over while this runner stalled; a claim only takes a task
+-- from its recorded owner with the TaskLeaseExpired of a takeover).
 local out = {}
 local n = (#KEYS - 1) / 3
 local cancelled_jobs, started_jobs = {}, {}  -- per job, read / written once per call
@@ -12,11 +14,13 @@ for i = 0, n - 1 do
   local task_key, job_key, lane = KEYS[2 + 3 * i], KEYS[3 + 3 * i], KEYS[4 + 3 * i]
   local a = 4 + 5 * i
   local entry, deliveries = ARGV[a], tonumber(ARGV[a + 1])
-  local t = redis.call('HMGET', task_key, 'state', 'entry')
+  local t = redis.call('HMGET', task_key, 'state', 'entry', 'runner')
   local cancelled = cancelled_jobs[job_key]
   if t[2] ~= entry or (t[1] ~= 'queued' and t[1] ~= 'running') then
     drop(lane, entry)  -- superseded (requeued, cancelled, finished): not ours to run
     out[#out + 1] = 'stale'
+  elseif ARGV[a + 3] == '' and t[3] and t[3] ~= '' and t[3] ~= ARGV[1] then
+    out[#out + 1] = 'taken'  -- its entry is the new owner's: left alone
   else
     if cancelled == nil then
       cancelled = redis.call('HGET', job_key, 'cancelled') == '1'
