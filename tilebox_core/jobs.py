@@ -262,7 +262,7 @@ class Jobs:
 
     def _jobs(self, found: Sequence[tuple[str, dict[str, Any]]], with_tasks: bool) -> list[Job]:
         """Job views from (id, hash fields) pairs; two round trips however many jobs."""
-        task_ids = self._store.task_ids_of([job_id for job_id, _ in found])
+        task_ids = self._store.task_ids_of(found)
         rows = iter(self._store.tasks([t for ids in task_ids for t in ids], TASK_FIELDS))
         views = []
         for (job_id, fields), ids in zip(found, task_ids):

@@ -80,11 +80,6 @@ class TaskSpecFields(msgspec.Struct):
     optional: str = "0"
 
 
-class _Roots(msgspec.Struct):
-    roots: list[str] = []
-
-
-_roots = msgspec.json.Decoder(_Roots)
 SPEC_FIELDS = frozenset(TaskSpecFields.__struct_fields__)
 _spec = msgspec.json.Decoder(TaskSpecFields)
 
@@ -385,24 +380,15 @@ class TaskStore:
         reply is parsed here, not by the driver, which would build a dict per entry."""
         args = ("XREADGROUP", "GROUP", GROUP, runner_id, "COUNT", count, "BLOCK", block_ms,
                 "STREAMS", *lanes, *(">" for _ in lanes))  # fmt: skip
-        pool = self.redis.connection_pool
-        connection = pool.get_connection()
-        try:
+        with contextlib.ExitStack() as stack:
+            connection = stack.enter_context(self._connection())
             connection.send_packed_command([hiredis.pack_command(args)])
-        except BaseException:
-            connection.disconnect()
-            pool.release(connection)
-            raise
+            held = stack.pop_all()  # kept past the send: released (or dropped) by receive
 
         @translate_errors
         def receive() -> list[Delivery]:
-            try:
+            with held:
                 reply = connection.read_response()
-            except BaseException:
-                connection.disconnect()  # the reply may still be in flight
-                raise
-            finally:
-                pool.release(connection)
             received, deleted = [], []
             streams = reply.items() if isinstance(reply, dict) else reply or ()  # RESP3 | RESP2
             for lane, entries in streams:
@@ -520,9 +506,7 @@ class TaskStore:
         recorded (``claim``); if not, ``events`` begin with its TaskClaimed and the finish records
         the claim too."""
         specs, spec_keys = self.specs_payload(task.job_id, subtasks, task.chain) if subtasks else (b"", [])
-        job, task_key, job_tasks = (
-            self.keys.job(task.job_id), self.keys.task(task.task_id), self.keys.job_tasks(task.job_id)
-        )  # fmt: skip
+        job, task_key, job_tasks = self._task_keys(task)
         keys = [job, task.lane, task_key, job_tasks, *chain_keys(task.chain), *spec_keys]
         encoded = self._encode(events)
         args = [
@@ -531,6 +515,10 @@ class TaskStore:
             f"{len(events)}:{len(encoded)}",
         ]  # fmt: skip
         return keys, args, encoded, len(events)
+
+    def _task_keys(self, task: ClaimedTask) -> tuple[str, str, str]:
+        """The job hash, task hash and job task list of ``task``."""
+        return self.keys.job(task.job_id), self.keys.task(task.task_id), self.keys.job_tasks(task.job_id)
 
     def _encode(self, events: Iterable[Event]) -> bytes:
         """Events encoded and concatenated: the scripts take a call's events as one argument."""
@@ -573,9 +561,7 @@ class TaskStore:
         task: ClaimedTask = call["task"]
         subtasks: Sequence[TaskSpec] = call["subtasks"]
         submitted = {e.task_id: e for e in call["events"] if isinstance(e, TaskSubmitted)}
-        job, task_key, job_tasks = (
-            self.keys.job(task.job_id), self.keys.task(task.task_id), self.keys.job_tasks(task.job_id)
-        )  # fmt: skip
+        job, task_key, job_tasks = self._task_keys(task)
         encode = self.events.codec.encode
         for start in range(0, len(subtasks), STAGE_CHUNK):
             chunk = subtasks[start : start + STAGE_CHUNK]
@@ -614,23 +600,20 @@ class TaskStore:
         return found
 
     def task_ids(self, job_id: str) -> list[str]:
-        return self.task_ids_of([job_id])[0]
+        return self.task_ids_of([(job_id, self.job(job_id))])[0]
 
     @translate_errors
-    def task_ids_of(self, job_ids: Sequence[str]) -> list[list[str]]:
-        """The task ids of each of ``job_ids``, in one round trip: its root tasks, named by its
-        description (``info``), then those its tasks submitted, from its task list (jobs
-        submitted before descriptions named their roots have them in the list)."""
+    def task_ids_of(self, jobs: Sequence[tuple[str, dict[str, Any]]]) -> list[list[str]]:
+        """The task ids of each job (id, its fields as ``jobs`` read them), in one round trip:
+        its root tasks, named by its description, then those its tasks submitted, from its task
+        list (jobs submitted before descriptions named their roots have them in the list)."""
         pipe = self.redis.pipeline(transaction=False)
-        for job_id in job_ids:
-            pipe.hget(self.keys.job(job_id), "info")
+        for job_id, _ in jobs:
             pipe.lrange(self.keys.job_tasks(job_id), 0, -1)
-        replies = pipe.execute()
-        found = []
-        for info, listed in zip(replies[::2], replies[1::2]):
-            roots = _roots.decode(info).roots if info else []
-            found.append(roots + [_s(t) for t in listed])
-        return found
+        return [
+            [*fields.get("roots", ()), *(_s(t) for t in listed)]
+            for (_, fields), listed in zip(jobs, pipe.execute())
+        ]
 
     @translate_errors
     def tasks(self, task_ids: Sequence[str], fields: Sequence[str]) -> list[dict[str, str]]:

@@ -464,16 +464,15 @@ class TaskRunner:
     # --- executing --------------------------------------------------------------------------------
 
     def _execute(self, claimed: ClaimedTask) -> dict[str, Any]:
-        origin = self.client.origin()
         common = {"job_id": claimed.job_id, "task_id": claimed.task_id, "runner_id": self.id,
                   "release_id": self.release_id}  # fmt: skip
         task_class = self._classes.get((claimed.name, parse_version(claimed.version)[0]))
         if task_class is None:  # cannot happen with lane routing; fail loudly rather than loop
-            return self._failed(claimed, origin, common, "no task class for this identifier", "error")
+            return self._failed(claimed, common, "no task class for this identifier", "error")
         try:
             task = msgspec.json.decode(claimed.input, type=task_class)
         except msgspec.MsgspecError as exc:
-            return self._failed(claimed, origin, common, f"cannot decode task input: {exc}", "input")
+            return self._failed(claimed, common, f"cannot decode task input: {exc}", "input")
         context = ExecutionContext(
             CurrentTask(claimed.task_id, claimed.job_id, claimed.name, claimed.version,
                         claimed.attempts + 1),
@@ -495,7 +494,7 @@ class TaskRunner:
             seconds = time.perf_counter() - started
             context.logger.warning("task failed", error=f"{type(exc).__name__}: {exc}")
             detail = "".join(traceback.format_exception_only(exc)).strip()
-            return self._failed(claimed, self.client.origin(), common, detail, "error", seconds)
+            return self._failed(claimed, common, detail, "error", seconds)
         seconds = time.perf_counter() - started
         origin = self.client.origin()  # stamped when it finished
         progress = context.progress_deltas()
@@ -508,9 +507,10 @@ class TaskRunner:
                 "compute_ms": int(seconds * 1000), "progress": progress, "subtasks": subtasks}  # fmt: skip
 
     def _failed(
-        self, claimed: ClaimedTask, origin: Any, common: dict[str, Any], error: str, reason: str,
+        self, claimed: ClaimedTask, common: dict[str, Any], error: str, reason: str,
         seconds: float = 0.0,
     ) -> dict[str, Any]:  # fmt: skip
+        origin = self.client.origin()  # stamped when it failed
         # Bad input fails the same way every time: retrying it only burns attempts.
         will_retry = reason == "error" and claimed.attempts < claimed.max_retries
         outcome = "retry" if will_retry else "failed_optional" if claimed.optional else "failed"

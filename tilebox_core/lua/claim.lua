@@ -19,7 +19,7 @@ for i = 0, n - 1 do
   if t[2] ~= entry or (t[1] ~= 'queued' and t[1] ~= 'running') then
     drop(lane, entry)  -- superseded (requeued, cancelled, finished): not ours to run
     out[#out + 1] = 'stale'
-  elseif ARGV[a + 3] == '' and t[3] and t[3] ~= '' and t[3] ~= ARGV[1] then
+  elseif ARGV[a + 3] == '' and owned_by_another(t[3], ARGV[1]) then
     out[#out + 1] = 'taken'  -- its entry is the new owner's: left alone
   else
     if cancelled == nil then

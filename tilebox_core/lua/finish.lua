@@ -142,7 +142,7 @@ end
 local function finish(job, lane, task, job_tasks, entry, outcome, compute_ms, progress, specs_json,
                       claimed)
   local f = redis.call('HMGET', task, 'state', 'entry', 'chain', 'open', 'runner')
-  if f[5] and f[5] ~= '' and f[5] ~= runner then
+  if owned_by_another(f[5], runner) then
     return 0  -- another runner's claim is recorded: it took the task over
   end
   if f[2] ~= entry or (f[1] ~= 'queued' and f[1] ~= 'running') then
@@ -210,18 +210,16 @@ local function finish(job, lane, task, job_tasks, entry, outcome, compute_ms, pr
   return 1
 end
 
-local starts = {}
-for a = 5, #ARGV, 11 do
-  starts[#starts + 1] = a
-end
+local tasks = (#ARGV - 4) / 11  -- task i's arguments start at ARGV[11 * i - 6]
 local out, recorded = {}, {}
-for i, a in ipairs(starts) do
+for i = 1, tasks do
+  local a = 11 * i - 6
   out[i] = finish(key(ARGV[a]), key(ARGV[a + 1]), key(ARGV[a + 2]), key(ARGV[a + 3]),
     ARGV[a + 4], ARGV[a + 5], ARGV[a + 6], ARGV[a + 7], ARGV[a + 8], ARGV[a + 9])
   recorded[i] = out[i] == 1
 end
-append_kept(log, ARGV[3], tonumber(ARGV[4]), #starts, recorded, function(i)
-  local n, bytes = string.match(ARGV[starts[i] + 10], '^(%d+):(%d+)$')
+append_kept(log, ARGV[3], tonumber(ARGV[4]), tasks, recorded, function(i)
+  local n, bytes = string.match(ARGV[11 * i + 4], '^(%d+):(%d+)$')
   return tonumber(n), tonumber(bytes)
 end)
 settle_parents()

@@ -16,7 +16,7 @@ local entry = ARGV[2]
 -- fenced as finish.lua is: by the owner the last recorded claim names (the parent's claim is
 -- recorded before its subtasks are staged), so both refuse, or both accept, the same runner
 local f = redis.call('HMGET', task, 'state', 'entry', 'runner')
-if f[3] and f[3] ~= '' and f[3] ~= ARGV[1] then
+if owned_by_another(f[3], ARGV[1]) then
   return -1
 end
 if f[2] ~= entry or (f[1] ~= 'queued' and f[1] ~= 'running') then
@@ -38,15 +38,16 @@ if redis.call('EXISTS', key(tasks[1][2])) == 1 then
   made = {}
 end
 local created = create_tasks(job_tasks, payload, true, made)
-if made == nil then
-  append_events(KEYS[1], ARGV[4], #tasks)
-else
-  local lengths = {}
-  for length in string.gmatch(ARGV[5], '%d+') do
-    lengths[#lengths + 1] = tonumber(length)
+local lengths  -- parsed only when some tasks existed already
+append_kept(KEYS[1], ARGV[4], #tasks, #tasks, made, function(i)
+  if lengths == nil then
+    lengths = {}
+    for length in string.gmatch(ARGV[5], '%d+') do
+      lengths[#lengths + 1] = tonumber(length)
+    end
   end
-  append_kept(KEYS[1], ARGV[4], #tasks, #tasks, made, function(i) return 1, lengths[i] end)
-end
+  return 1, lengths[i]
+end)
 if created > 0 then
   redis.call('HSETNX', task, 'open', '1')  -- absent: 1, the task itself
   redis.call('HINCRBY', task, 'open', tostring(created))

@@ -103,13 +103,13 @@ local function append(log, payload)
   end
 end
 
--- Append the events of the items ``kept`` (item i: kept[i] true) out of ``events``, the encoded
--- events of all items concatenated, ``total`` of them; ``extent_of(i)`` gives item i's number of
--- events and their length in bytes. All of them, when all are kept and they fit one entry, go as
--- one piece and no extent is read.
+-- Append the events of the items ``kept`` (item i: kept[i] true; nil: all of them) out of
+-- ``events``, the encoded events of all items concatenated, ``total`` of them; ``extent_of(i)``
+-- gives item i's number of events and their length in bytes. All of them, when all are kept and
+-- they fit one entry, go as one piece and no extent is read.
 local function append_kept(log, events, total, items, kept, extent_of)
   local all = total <= EVENTS_PER_ENTRY
-  for i = 1, items do
+  for i = 1, kept and items or 0 do
     all = all and kept[i]
   end
   if all then
@@ -119,11 +119,17 @@ local function append_kept(log, events, total, items, kept, extent_of)
   local at = 1
   for i = 1, items do
     local n, bytes = extent_of(i)
-    if kept[i] then
+    if kept == nil or kept[i] then
       append_events(log, string.sub(events, at, at + bytes - 1), n)
     end
     at = at + bytes
   end
+end
+
+-- Whether ``recorded``, a task's 'runner' field, names a runner other than ``runner``: the last
+-- recorded claim names a task's owner, and only its owner is heard (finish, stage, claim).
+local function owned_by_another(recorded, runner)
+  return recorded and recorded ~= '' and recorded ~= runner
 end
 
 -- Drop a lane entry: acknowledged queue entries are not history (the event log is).
