@@ -163,7 +163,11 @@ def main() -> None:
     if args.keep_profiles and not args.valgrind:
         parser.error("--keep-profiles needs --valgrind")
     if args.keep_profiles:
-        args.keep_profiles.mkdir(parents=True, exist_ok=True)
+        try:
+            args.keep_profiles.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            parser.error(f"--keep-profiles {args.keep_profiles}: cannot use it as a directory "
+                         f"({exc.strerror}); pass a directory path")  # fmt: skip
     configure_logging("warning")
     works: list[Path] = []
 
