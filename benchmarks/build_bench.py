@@ -18,9 +18,9 @@ from pathlib import Path
 
 import structlog
 
-from tilebox_core.build import BuildResult, build_release
-from tilebox_core.config import WorkflowConfig, load_config
-from tilebox_core.selection import select_files
+from tilebox_core.build.config import WorkflowConfig, load_config
+from tilebox_core.build.release import BuildResult, build_release
+from tilebox_core.build.selection import select_files
 
 RUNNER = """
 from tilebox_core.task import Task

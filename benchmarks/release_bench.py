@@ -30,14 +30,14 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from tests.servers import add_server_arguments, server_url  # noqa: E402
-from tilebox_core import Client  # noqa: E402
-from tilebox_core.build import build_release  # noqa: E402
-from tilebox_core.config import load_config  # noqa: E402
-from tilebox_core.events import TaskClaimed  # noqa: E402
-from tilebox_core.logs import configure_logging  # noqa: E402
-from tilebox_core.scaffold import init_project  # noqa: E402
-from tilebox_core.taskstore import TASKS  # noqa: E402
+from tests.servers import add_server_arguments, server_url
+from tilebox_core import Client
+from tilebox_core.build.config import load_config
+from tilebox_core.build.release import build_release
+from tilebox_core.build.scaffold import init_project
+from tilebox_core.domain.events import TaskClaimed
+from tilebox_core.logs import configure_logging
+from tilebox_core.redis.taskstore import TASKS
 
 TILEBOX = str(Path(sys.executable).parent / "tilebox")
 
@@ -51,9 +51,13 @@ def publish(client: Client, root: Path, name: str, variant: str = "") -> str:
     built = build_release(load_config(project / "tilebox.workflow.toml"))
     if name not in {w.slug for w in client.workflows().all()}:
         client.workflows().create(name)
-    return client.workflows().publish_release(
-        built.workflow, built.artifact_path.read_bytes(), built.tasks, runner=built.runner
-    ).release.id
+    return (
+        client.workflows()
+        .publish_release(
+            built.workflow, built.artifact_path.read_bytes(), built.tasks, runner=built.runner
+        )
+        .release.id
+    )
 
 
 def rss_kib(pid: int) -> int:
@@ -87,7 +91,7 @@ def first_claim(client: Client, job_id: str) -> dt.datetime | None:
 def claim_latency(client: Client, deploy, task: str, version: str = "v1.0") -> float:  # type: ignore[no-untyped-def]
     job = client.jobs().submit_by_name("bench", task, version, '{"name": "bench"}')
     deploy()
-    deployed_at = dt.datetime.now(dt.timezone.utc)
+    deployed_at = dt.datetime.now(dt.UTC)
     wait_for(lambda: first_claim(client, job.id) is not None)
     claimed = first_claim(client, job.id)
     assert claimed is not None
@@ -121,7 +125,9 @@ def run(url: str, rounds: int) -> None:
 
         # Warm the artifact cache of both releases once.
         for release, version in ((releases[0], "v1.0"), (other, "v1.1")):
-            claim_latency(client, lambda r=release: workflows.deploy_release(r), "wf-0.Greet", version)
+            claim_latency(
+                client, lambda r=release: workflows.deploy_release(r), "wf-0.Greet", version
+            )
         latencies, switches = [], []
         for _ in range(rounds):
             workflows.undeploy_release("wf-0")
@@ -132,10 +138,14 @@ def run(url: str, rounds: int) -> None:
             switches.append(claim_latency(
                 client, lambda: workflows.deploy_release(other), "wf-0.Greet", "v1.1"))  # fmt: skip
             workflows.deploy_release(releases[0])
-        print(f"deploy -> first claim (cached artifact, {rounds} rounds): "
-              f"p50 {statistics.median(latencies):.0f} ms, max {max(latencies):.0f} ms")
-        print(f"redeploy -> first claim on the new release: "
-              f"p50 {statistics.median(switches):.0f} ms, max {max(switches):.0f} ms")
+        print(
+            f"deploy -> first claim (cached artifact, {rounds} rounds): "
+            f"p50 {statistics.median(latencies):.0f} ms, max {max(latencies):.0f} ms"
+        )
+        print(
+            f"redeploy -> first claim on the new release: "
+            f"p50 {statistics.median(switches):.0f} ms, max {max(switches):.0f} ms"
+        )
 
         for count in (1, 10):
             for i, release in enumerate(releases):
@@ -143,13 +153,15 @@ def run(url: str, rounds: int) -> None:
                     workflows.deploy_release(release)
                 elif client.state().deployed_release("default", f"wf-{i}"):
                     workflows.undeploy_release(f"wf-{i}")
-            wait_for(lambda: sum(s.status == "running" for r in client.clusters().runners("default")
+            wait_for(lambda count=count: sum(s.status == "running" for r in client.clusters().runners("default")
                                  for s in r.releases) == count, 120)  # fmt: skip
             time.sleep(1.0)  # let the runtime processes finish importing before reading RSS
             own = rss_kib(runner.pid)
             total = own + sum(rss_kib(c) for c in children(runner.pid))
-            print(f"resident memory with {count:2d} release(s) loaded: supervisor "
-                  f"{own / 1024:.1f} MiB, with runtime processes {total / 1024:.1f} MiB")
+            print(
+                f"resident memory with {count:2d} release(s) loaded: supervisor "
+                f"{own / 1024:.1f} MiB, with runtime processes {total / 1024:.1f} MiB"
+            )
         client.close()
     finally:
         if runner is not None:

@@ -29,10 +29,9 @@ import redis
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # for tests.servers
 
-from tests.servers import add_server_arguments, server_url  # noqa: E402
-from tilebox_core.connection import connect, redacted
-from tilebox_core.control import deployment_ops
-from tilebox_core.events import (
+from tests.servers import add_server_arguments, server_url
+from tilebox_core.domain.control import deployment_ops
+from tilebox_core.domain.events import (
     ClusterCreated,
     DeploymentRemoved,
     DeploymentSet,
@@ -41,11 +40,12 @@ from tilebox_core.events import (
     ReleaseTask,
     WorkflowCreated,
 )
-from tilebox_core.ids import new_id
-from tilebox_core.keys import DEFAULT_PREFIX, Keys
-from tilebox_core.logs import configure_logging  # noqa: E402
-from tilebox_core.projection import fold
-from tilebox_core.store import CONTROL, EventStore
+from tilebox_core.domain.ids import new_id
+from tilebox_core.domain.projection import fold
+from tilebox_core.logs import configure_logging
+from tilebox_core.redis.connection import connect, redacted
+from tilebox_core.redis.eventstore import CONTROL, EventStore
+from tilebox_core.redis.keys import DEFAULT_PREFIX, Keys
 
 CLUSTERS = 50
 WORKFLOWS = 20
@@ -67,7 +67,7 @@ class Workload:
 
     def __init__(self, team: str) -> None:
         self.team = team
-        self.at = dt.datetime(2025, 1, 6, 8, 0, tzinfo=dt.timezone.utc)
+        self.at = dt.datetime(2025, 1, 6, 8, 0, tzinfo=dt.UTC)
         self.tick = dt.timedelta(milliseconds=37)
         self.actors = itertools.cycle(ACTORS)
         self.clusters = [f"eu-{i:02d}" if i % 2 else f"us-{i:02d}" for i in range(CLUSTERS)]
@@ -172,8 +172,7 @@ def bench_single(store: EventStore, workload: Workload, count: int) -> None:
         version = result.version
     elapsed = time.perf_counter() - start
     print(
-        f"single appends (version-checked): {rate(count, elapsed)}/s "
-        f"({count} in {elapsed:.2f} s)"
+        f"single appends (version-checked): {rate(count, elapsed)}/s ({count} in {elapsed:.2f} s)"
     )
 
 

@@ -59,7 +59,7 @@ def perf_instructions(pid: int) -> Iterator[Callable[[], int | None]]:
         process.send_signal(signal.SIGINT)
         _, report = process.communicate(timeout=10)
         for line in report.splitlines():
-            value, _, event = (line.split(",") + ["", "", ""])[:3]
+            value, _, event = ([*line.split(","), "", "", ""])[:3]
             if event.startswith("instructions") and value.isdigit():
                 counted[0] = int(value)
 
@@ -144,7 +144,9 @@ def run_fanout(n: int) -> Callable[[Client], None]:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     add_server_arguments(parser)
-    parser.add_argument("--tasks", type=int, default=10_000, help="jobs, and subtasks of the fan-out")
+    parser.add_argument(
+        "--tasks", type=int, default=10_000, help="jobs, and subtasks of the fan-out"
+    )
     parser.add_argument(
         "--valgrind", action="store_true",
         help="run the throwaway server under callgrind and count with it (where perf cannot "
@@ -180,8 +182,22 @@ def main() -> None:
         counting = "callgrind" if callgrind else "perf"
         print(f"server: {args.url or args.backend}; {args.tasks} tasks per measurement; "
               f"instructions counted by {counting}", flush=True)  # fmt: skip
-        measure(url, "single-task jobs", args.tasks, run_single(args.tasks), callgrind, args.keep_profiles)
-        measure(url, "fan-out subtasks", args.tasks + 1, run_fanout(args.tasks), callgrind, args.keep_profiles)
+        measure(
+            url,
+            "single-task jobs",
+            args.tasks,
+            run_single(args.tasks),
+            callgrind,
+            args.keep_profiles,
+        )
+        measure(
+            url,
+            "fan-out subtasks",
+            args.tasks + 1,
+            run_fanout(args.tasks),
+            callgrind,
+            args.keep_profiles,
+        )
 
 
 if __name__ == "__main__":

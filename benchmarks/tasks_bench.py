@@ -64,12 +64,12 @@ from noop_tasks import FanOut, Noop  # noqa: E402
 
 from tests.servers import add_server_arguments, server_url  # noqa: E402
 from tilebox_core import Client  # noqa: E402
-from tilebox_core.events import TaskClaimed, TaskCompleted, TaskSubmitted  # noqa: E402
+from tilebox_core.domain.events import TaskClaimed, TaskCompleted, TaskSubmitted  # noqa: E402
+from tilebox_core.execution.worker import freeze_heap  # noqa: E402
 from tilebox_core.jobs import job_state  # noqa: E402
-from tilebox_core.keys import Keys  # noqa: E402
 from tilebox_core.logs import configure_logging  # noqa: E402
-from tilebox_core.taskstore import TASKS  # noqa: E402
-from tilebox_runner.worker import freeze_heap  # noqa: E402
+from tilebox_core.redis.keys import Keys  # noqa: E402
+from tilebox_core.redis.taskstore import TASKS  # noqa: E402
 
 CLUSTER = "default"
 SERVE = "--serve-runner"
@@ -168,7 +168,9 @@ class Runners:
 def blocked_readers(client: redis.Redis) -> int:
     """Connections blocked in XREADGROUP right now."""
     return sum(
-        1 for c in client.client_list() if c.get("cmd") == "xreadgroup" and "b" in c.get("flags", "")
+        1
+        for c in client.client_list()
+        if c.get("cmd") == "xreadgroup" and "b" in c.get("flags", "")
     )
 
 
@@ -342,9 +344,11 @@ def _with(args: argparse.Namespace, **changes: object) -> argparse.Namespace:
 def run(url: str, args: argparse.Namespace) -> None:
     probe = redis.Redis.from_url(url)
     info = probe.info("server")
-    config = {k: v for name in ("appendonly", "appendfsync") for k, v in probe.config_get(name).items()}
+    config = {
+        k: v for name in ("appendonly", "appendfsync") for k, v in probe.config_get(name).items()
+    }
     probe.close()
-    from tilebox_runner.worker import TaskRunner
+    from tilebox_core.execution.worker import TaskRunner
 
     default_prefetch = TaskRunner.__init__.__kwdefaults__["prefetch"]
     print(
@@ -375,16 +379,39 @@ def main() -> None:
         return
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     add_server_arguments(parser)
-    parser.add_argument("--tasks", type=int, default=20_000, help="subtasks of the fan-out job, and single-task jobs")
-    parser.add_argument("--latency-jobs", type=int, default=500, help="jobs timed one at a time (0: skip)")
-    parser.add_argument("--runners", default="1,2", help="runner process counts to measure, e.g. 1,2")
-    parser.add_argument("--prefetch", type=int, default=0, help="runner prefetch (0: the runner's default)")
-    parser.add_argument("--submit", choices=["bulk", "one"], default="bulk",
-                        help="single-task jobs: one jobs().submit_many call, or one submit() per job")
-    parser.add_argument("--concurrency", type=int, default=1, help="worker threads per runner process")
-    parser.add_argument("--timeout", type=float, default=600, help="give up on a measurement after this many s")
-    parser.add_argument("--only", default="fanout,single,latency", help="measurements to run, e.g. fanout,latency")
-    parser.add_argument("--profile", metavar="DIR", help="cProfile the runner processes into DIR/*.prof")
+    parser.add_argument(
+        "--tasks",
+        type=int,
+        default=20_000,
+        help="subtasks of the fan-out job, and single-task jobs",
+    )
+    parser.add_argument(
+        "--latency-jobs", type=int, default=500, help="jobs timed one at a time (0: skip)"
+    )
+    parser.add_argument(
+        "--runners", default="1,2", help="runner process counts to measure, e.g. 1,2"
+    )
+    parser.add_argument(
+        "--prefetch", type=int, default=0, help="runner prefetch (0: the runner's default)"
+    )
+    parser.add_argument(
+        "--submit",
+        choices=["bulk", "one"],
+        default="bulk",
+        help="single-task jobs: one jobs().submit_many call, or one submit() per job",
+    )
+    parser.add_argument(
+        "--concurrency", type=int, default=1, help="worker threads per runner process"
+    )
+    parser.add_argument(
+        "--timeout", type=float, default=600, help="give up on a measurement after this many s"
+    )
+    parser.add_argument(
+        "--only", default="fanout,single,latency", help="measurements to run, e.g. fanout,latency"
+    )
+    parser.add_argument(
+        "--profile", metavar="DIR", help="cProfile the runner processes into DIR/*.prof"
+    )
     args = parser.parse_args()
     if args.tasks < 1 or args.latency_jobs < 0 or args.prefetch < 0 or args.concurrency < 1:
         parser.error("counts must be positive")

@@ -19,14 +19,22 @@ BACKENDS = available_backends()
 @pytest.fixture(autouse=True)
 def _isolated_environment(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """No test may touch the developer's own server, team or home."""
-    for name in ("TILEBOX_REDIS_URL", "TILEBOX_TEAM", "TILEBOX_CLUSTER", "TILEBOX_PREFIX",
-                 "TILEBOX_LOG_LEVEL", "TILEBOX_LOG_FORMAT"):
+    for name in (
+        "TILEBOX_REDIS_URL",
+        "TILEBOX_TEAM",
+        "TILEBOX_CLUSTER",
+        "TILEBOX_PREFIX",
+        "TILEBOX_LOG_LEVEL",
+        "TILEBOX_LOG_FORMAT",
+    ):
         monkeypatch.delenv(name, raising=False)
     monkeypatch.setenv("TILEBOX_HOME", str(tmp_path / "home"))
 
 
 @pytest.fixture(scope="session", params=sorted(BACKENDS))
-def server(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
+def server(
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[ServerProcess]:
     """A server shared by the session's tests of one backend; tests isolate by team."""
     name = request.param
     process = ServerProcess(name, BACKENDS[name], tmp_path_factory.mktemp(name)).start()
@@ -65,7 +73,9 @@ class Cli:
 
         result = self.runner.invoke(cli, list(args), env=self.env, catch_exceptions=True)
         if ok and result.exit_code != 0:
-            raise AssertionError(f"tilebox {' '.join(args)} exited {result.exit_code}: {result.output}")
+            raise AssertionError(
+                f"tilebox {' '.join(args)} exited {result.exit_code}: {result.output}"
+            )
         if result.exception and not isinstance(result.exception, SystemExit):
             raise result.exception
         return result

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from tilebox_core.config import CONFIG_FILE, WorkflowConfig, load_config
+from tilebox_core.build.config import CONFIG_FILE, WorkflowConfig, load_config
 
 CONFIG = """
 [workflow]

@@ -1,6 +1,6 @@
 """A direct runner in its own process, for crash and concurrency tests.
 
-    python -m tests.runner_process URL TEAM CLUSTER MODULE:CLASS[,MODULE:CLASS...] [LEASE] [PREFETCH]
+python -m tests.runner_process URL TEAM CLUSTER MODULE:CLASS[,MODULE:CLASS...] [LEASE] [PREFETCH]
 """
 
 from __future__ import annotations
@@ -25,7 +25,9 @@ def main() -> None:
     client = Client(url, team=team, retries=20)
     tasks = [load(spec) for spec in classes.split(",")]
     print("ready", flush=True)
-    client.runner(cluster, tasks, lease_seconds=lease, prefetch=prefetch, block_ms=200).run_forever()
+    client.runner(
+        cluster, tasks, lease_seconds=lease, prefetch=prefetch, block_ms=200
+    ).run_forever()
 
 
 if __name__ == "__main__":

@@ -84,7 +84,11 @@ class ServerProcess:
             except redis.RedisError:
                 pass
             if self.process.poll() is not None or time.monotonic() > deadline:
-                log = (self.dir / "server.log").read_text() if (self.dir / "server.log").exists() else ""
+                log = (
+                    (self.dir / "server.log").read_text()
+                    if (self.dir / "server.log").exists()
+                    else ""
+                )
                 raise RuntimeError(f"{self.name} did not start on {self.port}: {log[-2000:]}")
             time.sleep(0.02)
 
@@ -146,8 +150,8 @@ def server_url(
 
 def check_reachable(url: str) -> None:
     """Exit with one line if ``url`` is no usable server (a benchmark's bad ``--url``)."""
-    from tilebox_core.connection import connect
-    from tilebox_core.errors import TileboxError
+    from tilebox_core.domain.errors import TileboxError
+    from tilebox_core.redis.connection import connect
 
     try:
         connect(url, retries=0).close()

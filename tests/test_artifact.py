@@ -13,14 +13,14 @@ from pathlib import Path
 import pytest
 import zstandard
 
-from tilebox_core import artifact, tarwriter
-from tilebox_core.artifact import (
+from tilebox_core.build import artifact, tarwriter
+from tilebox_core.build.artifact import (
     build_artifact,
     digest_of,
     extract_artifact,
     verify_digest,
 )
-from tilebox_core.errors import ArtifactError, Conflict
+from tilebox_core.domain.errors import ArtifactError, Conflict
 
 FILES = {
     "demo/__init__.py": b"",

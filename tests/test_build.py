@@ -9,12 +9,12 @@ import pytest
 from structlog.testing import capture_logs
 
 from tests.projects import RUNNER, demo_project, write_files
-from tilebox_core.artifact import digest_of, extract_artifact
-from tilebox_core.build import build_release
-from tilebox_core.config import WorkflowConfig, load_config
-from tilebox_core.control import release_fingerprint
-from tilebox_core.discovery import BuildError
-from tilebox_core.events import ReleaseTask
+from tilebox_core.build.artifact import digest_of, extract_artifact
+from tilebox_core.build.config import WorkflowConfig, load_config
+from tilebox_core.build.discovery import BuildError
+from tilebox_core.build.release import build_release
+from tilebox_core.domain.control import release_fingerprint
+from tilebox_core.domain.events import ReleaseTask
 
 
 def marked_project(tmp_path: Path) -> tuple[WorkflowConfig, Path]:

@@ -11,16 +11,18 @@ import pytest
 from tests.tasks_fixture import FanOut, Gate, Leaf, Sleep
 from tests.waiting import wait_for
 from tilebox_core import Client
-from tilebox_core.events import TaskClaimed, TaskCompleted, TaskLeaseExpired
-from tilebox_core.ids import subtask_id
+from tilebox_core.domain.events import TaskClaimed, TaskCompleted, TaskLeaseExpired
+from tilebox_core.domain.ids import subtask_id
+from tilebox_core.execution.worker import TaskRunner
 from tilebox_core.jobs import submitted_event, task_spec
-from tilebox_core.taskstore import TASKS, ClaimedTask, Delivery
-from tilebox_runner.worker import TaskRunner
+from tilebox_core.redis.taskstore import TASKS, ClaimedTask, Delivery
 
 
 def positions(client: Client, kind: type) -> dict[str, str]:
     """task id -> position in the task log of its event of ``kind``."""
-    return {s.event.task_id: s.position for s in client.store.replay(TASKS) if isinstance(s.event, kind)}
+    return {
+        s.event.task_id: s.position for s in client.store.replay(TASKS) if isinstance(s.event, kind)
+    }
 
 
 def warmed_up(client: Client, tmp_path: Path) -> TaskRunner:
@@ -31,7 +33,9 @@ def warmed_up(client: Client, tmp_path: Path) -> TaskRunner:
     return runner
 
 
-def test_fast_tasks_have_their_claims_recorded_with_their_results(client: Client, tmp_path: Path) -> None:
+def test_fast_tasks_have_their_claims_recorded_with_their_results(
+    client: Client, tmp_path: Path
+) -> None:
     runner = warmed_up(client, tmp_path)
     job = client.jobs().submit("fast", FanOut(100))
     runner.run_all()
@@ -41,7 +45,9 @@ def test_fast_tasks_have_their_claims_recorded_with_their_results(client: Client
     leaves = [t.id for t in done.tasks if t.name == "test.Sleep"]
     # one log entry holds a leaf's claim and its result: one script call recorded both
     assert sum(claimed[t] == completed[t] for t in leaves) >= len(leaves) // 2
-    claims = [e for e in (s.event for s in client.store.replay(TASKS)) if isinstance(e, TaskClaimed)]
+    claims = [
+        e for e in (s.event for s in client.store.replay(TASKS)) if isinstance(e, TaskClaimed)
+    ]
     assert len(claims) == len({c.task_id for c in claims})  # each task claimed once
 
 
@@ -54,7 +60,9 @@ def test_claims_recorded_with_results_are_stamped_when_the_tasks_were_received(
     events = [s.event for s in client.store.replay(TASKS)]
     ours = {t.id for j in jobs for t in client.jobs().find(j.id).tasks}
     claimed = {e.task_id: e.at for e in events if isinstance(e, TaskClaimed) and e.task_id in ours}
-    completed = {e.task_id: e.at for e in events if isinstance(e, TaskCompleted) and e.task_id in ours}
+    completed = {
+        e.task_id: e.at for e in events if isinstance(e, TaskCompleted) and e.task_id in ours
+    }
     assert claimed.keys() == completed.keys() == ours
     assert all(completed[t] - claimed[t] >= dt.timedelta(seconds=0.002) for t in ours)
 
@@ -77,7 +85,9 @@ def test_a_task_slower_than_it_looked_shows_running_while_it_runs(
         worker.join(30)
     done = client.jobs().find(job.id)
     assert done.state == "completed"
-    claims = [e for e in (s.event for s in client.store.replay(TASKS)) if isinstance(e, TaskClaimed)]
+    claims = [
+        e for e in (s.event for s in client.store.replay(TASKS)) if isinstance(e, TaskClaimed)
+    ]
     [claim] = [c for c in claims if c.task_id == done.tasks[0].id]
     # Stamped when the task was received, before it started (the file's time is coarse by a few
     # ms), not when the heartbeat recorded it, at least 50 ms (FLUSH_SECONDS) after it started.
@@ -103,7 +113,9 @@ def test_results_of_tasks_cancelled_while_they_ran_unclaimed_are_dropped(
     done = client.jobs().find(job.id)
     assert done.state == "cancelled" and done.tasks_by_state == {"computed": 1, "cancelled": 30}
     assert client.tasks.lane_backlog(runner.lanes) == (0, 0)  # every entry acknowledged
-    assert not set(positions(client, TaskCompleted)) & {t.id for t in done.tasks if t.name == "test.Sleep"}
+    assert not set(positions(client, TaskCompleted)) & {
+        t.id for t in done.tasks if t.name == "test.Sleep"
+    }
 
 
 def test_a_task_queued_in_a_job_cancelled_meanwhile_is_not_completed(
@@ -133,7 +145,9 @@ def test_one_finish_records_the_tasks_it_accepts_and_drops_the_others(
     events = [s.event for s in client.store.replay(TASKS)]
     kept = {done[1].tasks[0].id, done[3].tasks[0].id}
     for kind in TaskClaimed, TaskCompleted:
-        recorded = [e.task_id for e in events if isinstance(e, kind) and e.job_id in {j.id for j in jobs}]
+        recorded = [
+            e.task_id for e in events if isinstance(e, kind) and e.job_id in {j.id for j in jobs}
+        ]
         assert sorted(recorded) == sorted(kept)
     claimed, completed = positions(client, TaskClaimed), positions(client, TaskCompleted)
     assert len({claimed[t] for t in kept} | {completed[t] for t in kept}) == 1  # one call
@@ -161,7 +175,9 @@ def test_a_runner_stopped_between_batches_hands_back_what_it_read_ahead(
     runner.run_all()
     done = client.jobs().find(job.id)
     assert done.state == "completed" and done.tasks_by_state == {"computed": 1001}
-    completed = [s.event.task_id for s in client.store.replay(TASKS) if isinstance(s.event, TaskCompleted)]
+    completed = [
+        s.event.task_id for s in client.store.replay(TASKS) if isinstance(s.event, TaskCompleted)
+    ]
     assert len(completed) == len(set(completed))
 
 
@@ -180,7 +196,9 @@ def test_lane_entries_without_their_task_still_run(client: Client, tmp_path: Pat
 
 
 def claimed_event(client: Client, task: ClaimedTask, runner: str) -> TaskClaimed:
-    return TaskClaimed(**client.origin().stamp(), job_id=task.job_id, task_id=task.task_id, runner_id=runner)
+    return TaskClaimed(
+        **client.origin().stamp(), job_id=task.job_id, task_id=task.task_id, runner_id=runner
+    )
 
 
 def finish(client: Client, runner: str, task: ClaimedTask, claimed: bool) -> int:
@@ -213,7 +231,13 @@ def test_a_stalled_runner_does_not_claim_back_a_task_taken_over(client: Client) 
     take_over(client, "runner-b", lane)
     # runner-a, awake again, records the claim it had deferred (its heartbeat does, for a task
     # that turned out slow): refused, the task stays runner-b's
-    events = [(client.tasks.events.codec.encode(claimed_event(client, delivery.task, "runner-a")), b"", b"")]
+    events = [
+        (
+            client.tasks.events.codec.encode(claimed_event(client, delivery.task, "runner-a")),
+            b"",
+            b"",
+        )
+    ]
     assert client.tasks.claim("runner-a", None, 5, [delivery], events) == ["taken"]
     assert finish(client, "runner-a", delivery.task, claimed=True) == 0
     assert finish(client, "runner-b", delivery.task, claimed=True) == 1
@@ -222,13 +246,17 @@ def test_a_stalled_runner_does_not_claim_back_a_task_taken_over(client: Client) 
 
 
 @pytest.mark.parametrize("claimed_first", [False, True], ids=["claim-deferred", "claimed-first"])
-def test_only_the_current_owner_of_a_task_can_finish_it(client: Client, claimed_first: bool) -> None:
+def test_only_the_current_owner_of_a_task_can_finish_it(
+    client: Client, claimed_first: bool
+) -> None:
     job = client.jobs().submit("contended", Leaf("x"))
     lane = client.tasks.lane("default", *Leaf.identifier())
     [delivery] = client.tasks.read("runner-a", [lane], count=1, block_ms=1000)
     task = delivery.task
     if claimed_first:
-        events = [(client.tasks.events.codec.encode(claimed_event(client, task, "runner-a")), b"", b"")]
+        events = [
+            (client.tasks.events.codec.encode(claimed_event(client, task, "runner-a")), b"", b"")
+        ]
         assert client.tasks.claim("runner-a", None, 5, [delivery], events) == ["ok"]
     take_over(client, "runner-b", lane)  # runner-a stalled past its lease
     assert finish(client, "runner-a", task, claimed=claimed_first) == 0  # fenced off

@@ -11,7 +11,7 @@ import redis
 from tests.conftest import Cli
 from tests.servers import ServerProcess
 from tilebox_core import Client
-from tilebox_core.events import ReleaseTask
+from tilebox_core.domain.events import ReleaseTask
 
 
 def publish(server: ServerProcess, team: str, workflow: str, content: bytes) -> str:
@@ -37,7 +37,9 @@ def test_cluster_lifecycle(cli: Cli) -> None:
     assert [c["slug"] for c in json.loads(cli("cluster", "list", "--json").output)] == ["default"]
 
 
-def test_workflow_release_deploy_story(cli: Cli, server: ServerProcess, team: str, tmp_path: Path) -> None:
+def test_workflow_release_deploy_story(
+    cli: Cli, server: ServerProcess, team: str, tmp_path: Path
+) -> None:
     cli("cluster", "create", "dev")
     cli("cluster", "create", "prod-a")
     cli("cluster", "create", "prod-b")
@@ -46,7 +48,9 @@ def test_workflow_release_deploy_story(cli: Cli, server: ServerProcess, team: st
     r1 = publish(server, team, "my-scenes", b"v1")
     r2 = publish(server, team, "my-scenes", b"v2")
 
-    out = cli("workflow", "deploy-release", "--release", r1, "--cluster", "dev", "--workflow", "my-scenes")
+    out = cli(
+        "workflow", "deploy-release", "--release", r1, "--cluster", "dev", "--workflow", "my-scenes"
+    )
     assert f"dev: my-scenes deployed {r1}" in out.output
     cli("workflow", "deploy-release", "--latest", "--workflow", "my-scenes")  # default cluster
     (tmp_path / "tilebox.workflow.toml").write_text(
@@ -60,7 +64,16 @@ def test_workflow_release_deploy_story(cli: Cli, server: ServerProcess, team: st
     assert json.loads(cli("deployments", "--json").output) == {
         "default": {"my-scenes": r2}, "dev": {"my-scenes": r1},
     }  # fmt: skip
-    cli("workflow", "deploy-release", "--release", r1, "--target", "production", "--path", str(tmp_path))
+    cli(
+        "workflow",
+        "deploy-release",
+        "--release",
+        r1,
+        "--target",
+        "production",
+        "--path",
+        str(tmp_path),
+    )
     mapping = json.loads(cli("deployments", "--json").output)
     assert mapping["prod-a"] == mapping["prod-b"] == {"my-scenes": r1}
 
@@ -92,7 +105,9 @@ def test_deployments_as_of_a_past_time(cli: Cli, server: ServerProcess, team: st
     from tilebox_core.client import position_time
 
     at = position_time(first["position"]).isoformat()
-    assert json.loads(cli("deployments", "--as-of", at, "--json").output) == {"default": {"scenes": r1}}
+    assert json.loads(cli("deployments", "--as-of", at, "--json").output) == {
+        "default": {"scenes": r1}
+    }
     assert json.loads(cli("deployments", "--json").output) == {"default": {"scenes": r2}}
     assert json.loads(cli("deployments", "--as-of", "2000-01-01T00:00:00Z", "--json").output) == {}
 
@@ -136,7 +151,9 @@ def test_release_of_another_workflow_is_refused(cli: Cli, server: ServerProcess,
     cli("workflow", "create", "b")
     release_of_a = publish(server, team, "a", b"a")
     before = log_length(server, team)
-    result = cli("workflow", "deploy-release", "--release", release_of_a, "--workflow", "b", ok=False)
+    result = cli(
+        "workflow", "deploy-release", "--release", release_of_a, "--workflow", "b", ok=False
+    )
     assert result.exit_code == 1 and "belongs to workflow 'a', not 'b'" in result.output
     assert log_length(server, team) == before
 
@@ -157,7 +174,9 @@ def test_unreachable_server_is_one_line(url: str, message: str, team: str) -> No
 def test_auth_refusal_is_one_line(tmp_path: Path, team: str) -> None:
     from tests.servers import valkey_binary
 
-    locked = ServerProcess("valkey", valkey_binary(), tmp_path / "auth", ["--requirepass", "s3cret"]).start()
+    locked = ServerProcess(
+        "valkey", valkey_binary(), tmp_path / "auth", ["--requirepass", "s3cret"]
+    ).start()
     try:
         for url, message in [
             (locked.url, "requires authentication"),
@@ -173,9 +192,9 @@ def test_auth_refusal_is_one_line(tmp_path: Path, team: str) -> None:
 
 
 def test_old_server_versions_are_refused() -> None:
-    from tilebox_core.connection import check_version
-    from tilebox_core.errors import StoreUnavailable
+    from tilebox_core.domain.errors import StoreUnavailable
+    from tilebox_core.redis.connection import check_version
 
-    with pytest.raises(StoreUnavailable, match="version 6.2.14; tilebox needs Redis >= 7.0"):
+    with pytest.raises(StoreUnavailable, match=r"version 6\.2\.14; tilebox needs Redis >= 7\.0"):
         check_version({"redis_version": "6.2.14"}, "redis://h:6379")
     check_version({"redis_version": "7.0.15"}, "redis://h:6379")

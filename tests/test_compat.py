@@ -7,8 +7,8 @@ from typing import Any, Literal
 import msgspec
 import pytest
 
-from tilebox_core.compat import release_incompatibilities, schema_incompatibilities
-from tilebox_core.events import ReleaseTask
+from tilebox_core.domain.compat import release_incompatibilities, schema_incompatibilities
+from tilebox_core.domain.events import ReleaseTask
 
 
 def schema(**fields: Any) -> dict[str, Any]:

@@ -6,9 +6,9 @@ import multiprocessing as mp
 
 from tests.servers import ServerProcess
 from tilebox_core import Client
-from tilebox_core.events import DeploymentSet, ReleaseTask
-from tilebox_core.projection import fold
-from tilebox_core.store import CONTROL
+from tilebox_core.domain.events import DeploymentSet, ReleaseTask
+from tilebox_core.domain.projection import fold
+from tilebox_core.redis.eventstore import CONTROL
 
 WRITERS = 20
 
@@ -26,7 +26,9 @@ def test_concurrent_deploys_leave_one_active_release(server: ServerProcess, team
         client.workflows().create("scenes")
         releases = [
             client.workflows()
-            .publish_release("scenes", f"artifact {i}".encode(), [ReleaseTask("T", "v1.0")], runner="m:r")
+            .publish_release(
+                "scenes", f"artifact {i}".encode(), [ReleaseTask("T", "v1.0")], runner="m:r"
+            )
             .release.id
             for i in range(WRITERS)
         ]
@@ -46,7 +48,9 @@ def test_concurrent_deploys_leave_one_active_release(server: ServerProcess, team
 
     with Client(server.url, team=team) as client:
         replayed = fold(client.store.replay(CONTROL))
-        deploys = [s.event for s in client.store.replay(CONTROL) if isinstance(s.event, DeploymentSet)]
+        deploys = [
+            s.event for s in client.store.replay(CONTROL) if isinstance(s.event, DeploymentSet)
+        ]
         assert sorted(e.release_id for e in deploys) == sorted(releases)  # every deploy recorded
         # The log is a chain: each deploy names the release it replaced.
         assert [e.previous_release_id for e in deploys[1:]] == [e.release_id for e in deploys[:-1]]

@@ -6,8 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from tilebox_core.config import CONFIG_FILE, find_config, load_config
-from tilebox_core.errors import InvalidInput, NotFound
+from tilebox_core.build.config import CONFIG_FILE, find_config, load_config
+from tilebox_core.domain.errors import InvalidInput, NotFound
 
 VALID = """
 [workflow]

@@ -11,21 +11,22 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from tests.servers import ServerProcess
-from tilebox_core import Client, control
+from tilebox_core import Client
 from tilebox_core.client import position_time
-from tilebox_core.errors import Conflict, Incompatible, InvalidInput, NotFound, TileboxError
-from tilebox_core.events import ReleaseTask
-from tilebox_core.projection import ControlState, fold
-from tilebox_core.store import CONTROL
+from tilebox_core.domain import control
+from tilebox_core.domain.errors import Conflict, Incompatible, InvalidInput, NotFound, TileboxError
+from tilebox_core.domain.events import Origin, ReleaseTask
+from tilebox_core.domain.projection import ControlState, fold
+from tilebox_core.redis.eventstore import CONTROL
 
-T0 = dt.datetime(2026, 11, 1, 12, 0, tzinfo=dt.timezone.utc)
+T0 = dt.datetime(2026, 11, 1, 12, 0, tzinfo=dt.UTC)
 
 
 _counter = itertools.count()
 
 
-def origin() -> control.Origin:
-    return control.Origin("acme", "user:ana", T0, lambda: f"id-{next(_counter)}")
+def origin() -> Origin:
+    return Origin("acme", "user:ana", T0, lambda: f"id-{next(_counter)}")
 
 
 def run(state: ControlState, events: list) -> ControlState:
@@ -154,9 +155,9 @@ def test_incompatible_schema_is_refused_unless_forced(state: ControlState) -> No
     r1 = published(state, "scenes", "sha256:01")
     run(state, control.deploy(state, origin(), clusters=["dev"], release_id=r1).events)
     breaking = [ReleaseTask("acme.Fetch", "v1.1", schema(scene="integer"))]
-    with pytest.raises(Incompatible, match="bump the task's major version|Bump the task's major"):
+    with pytest.raises(Incompatible, match=r"bump the task's major version|Bump the task's major"):
         published(state, "scenes", "sha256:02", breaking)
-    forced_id, events = control.publish_release(
+    _, events = control.publish_release(
         state, origin(), workflow="scenes", digest="sha256:02", size=1, tasks=breaking,
         runner="m:r", command=None, fingerprint="f2", force=True,
     )  # fmt: skip
@@ -191,7 +192,9 @@ commands = st.lists(
         st.tuples(st.just("delete"), st.sampled_from(CLUSTERS)),
         st.tuples(st.just("workflow"), st.sampled_from(WORKFLOWS)),
         st.tuples(st.just("publish"), st.sampled_from(WORKFLOWS), st.integers(0, 3)),
-        st.tuples(st.just("deploy"), st.integers(0, 9), st.lists(st.sampled_from(CLUSTERS), max_size=2)),
+        st.tuples(
+            st.just("deploy"), st.integers(0, 9), st.lists(st.sampled_from(CLUSTERS), max_size=2)
+        ),
         st.tuples(st.just("latest"), st.sampled_from(WORKFLOWS), st.sampled_from(CLUSTERS)),
         st.tuples(st.just("undeploy"), st.sampled_from(WORKFLOWS), st.sampled_from(CLUSTERS)),
     ),
@@ -227,7 +230,9 @@ def perform(client: Client, command: tuple) -> None:
     suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
 )
 @given(commands)
-def test_incremental_projection_equals_replay_and_as_of(server: ServerProcess, script: list) -> None:
+def test_incremental_projection_equals_replay_and_as_of(
+    server: ServerProcess, script: list
+) -> None:
     with Client(server.url, team="p-" + uuid.uuid4().hex[:10], actor="user:prop") as client:
         points: list[tuple[str, dict]] = []
         for command in script:
@@ -241,7 +246,7 @@ def test_incremental_projection_equals_replay_and_as_of(server: ServerProcess, s
         assert client.state().snapshot() == replayed.snapshot()
         assert client.deployments().materialised() == replayed.mapping()
         view = client.deployments()
-        for i, (position, snapshot) in enumerate(points):
+        for position, snapshot in points:
             # As of a point: exactly the events up to it (by log position) ...
             assert fold(client.store.replay(CONTROL, until=position)).snapshot() == snapshot
             # ... and as of a wall-clock time: the state after the last event of that millisecond.

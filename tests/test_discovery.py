@@ -9,9 +9,9 @@ from pathlib import Path
 import pytest
 
 from tests.projects import RUNNER, demo_project, write_files
-from tilebox_core.build import build_release
-from tilebox_core.discovery import BuildError, discover_tasks
-from tilebox_core.errors import InvalidInput
+from tilebox_core.build.discovery import BuildError, discover_tasks
+from tilebox_core.build.release import build_release
+from tilebox_core.domain.errors import InvalidInput
 from tilebox_runner import Runner
 from tilebox_runner.discover import emit_discovery
 

@@ -12,11 +12,11 @@ import redis
 from tests.conftest import Cli
 from tests.servers import ServerProcess
 from tests.tasks_fixture import Flaky, Leaf
-from tilebox_core import Client, ExecutionContext, InvalidInput, Task
-from tilebox_core.context import CurrentTask
-from tilebox_core.events import ReleaseTask, TaskFailed
-from tilebox_core.task import input_schema
-from tilebox_core.taskstore import TASKS
+from tilebox_core import Client, InvalidInput, Task
+from tilebox_core.domain.events import ReleaseTask, TaskFailed
+from tilebox_core.execution.context import TaskContext
+from tilebox_core.redis.taskstore import TASKS
+from tilebox_core.task import CurrentTask, input_schema
 from tilebox_runner import Runner
 
 
@@ -99,8 +99,8 @@ def test_unknown_job_ids(cli: Cli, command: str) -> None:
 
 
 def test_depends_on_must_name_earlier_siblings() -> None:
-    context = ExecutionContext(CurrentTask("t", "j", "n", "v1.0", 1), Path("/tmp"))
-    other = ExecutionContext(CurrentTask("t2", "j", "n", "v1.0", 1), Path("/tmp"))
+    context = TaskContext(CurrentTask("t", "j", "n", "v1.0", 1), Path("/tmp"))
+    other = TaskContext(CurrentTask("t2", "j", "n", "v1.0", 1), Path("/tmp"))
     foreign = other.submit_subtask(Leaf("x"))
     with pytest.raises(InvalidInput, match="submitted earlier in the same execute call"):
         context.submit_subtask(Leaf("y"), depends_on=[foreign])

@@ -10,12 +10,13 @@ import pytest
 
 from tests.servers import ServerProcess
 from tests.tasks_fixture import FanOut, Leaf, Rendezvous, Root, Sleep, Step, Top, Wide
-from tilebox_core import Client, Task, taskstore
-from tilebox_core.errors import InvalidInput, NotFound
-from tilebox_core.events import JobSubmitted, TaskClaimed, TaskCompleted, TaskSubmitted
-from tilebox_core.ids import new_id, subtask_id
+from tilebox_core import Client, Task
+from tilebox_core.domain.errors import InvalidInput, NotFound
+from tilebox_core.domain.events import JobSubmitted, TaskClaimed, TaskCompleted, TaskSubmitted
+from tilebox_core.domain.ids import new_id, subtask_id
 from tilebox_core.jobs import SUBMIT_CHUNK, Job, new_job, submitted_event, task_spec
-from tilebox_core.taskstore import STAGE_CHUNK, TASKS, NewJob
+from tilebox_core.redis import taskstore
+from tilebox_core.redis.taskstore import STAGE_CHUNK, TASKS, NewJob
 
 
 def task_events(client: Client, kind: type) -> list:
@@ -85,8 +86,12 @@ def test_a_large_fan_out_is_created_in_chunks_before_its_parent_completes(
     assert done.state == "completed" and done.tasks_by_state == {"computed": STAGE_CHUNK + 501}
     events = [s.event for s in client.store.replay(TASKS)]
     root = done.tasks[0].id
-    completed = next(i for i, e in enumerate(events) if isinstance(e, TaskCompleted) and e.task_id == root)
-    submitted = [i for i, e in enumerate(events) if isinstance(e, TaskSubmitted) and e.task_id != root]
+    completed = next(
+        i for i, e in enumerate(events) if isinstance(e, TaskCompleted) and e.task_id == root
+    )
+    submitted = [
+        i for i, e in enumerate(events) if isinstance(e, TaskSubmitted) and e.task_id != root
+    ]
     assert len(submitted) == STAGE_CHUNK + 500 and max(submitted) < completed
     assert len(set(client.tasks.task_ids(job.id))) == STAGE_CHUNK + 501
 

@@ -18,7 +18,9 @@ ROOT = Path(__file__).resolve().parents[1]
 def test_quickstart_runs_the_whole_story(tmp_path: Path) -> None:
     home = tmp_path / "h"
     env = {k: v for k, v in os.environ.items() if not k.startswith("TILEBOX_")}
-    env.update(TILEBOX_HOME=str(home), PATH=f"{Path(sys.executable).parent}{os.pathsep}{env['PATH']}")
+    env.update(
+        TILEBOX_HOME=str(home), PATH=f"{Path(sys.executable).parent}{os.pathsep}{env['PATH']}"
+    )
     try:
         result = subprocess.run(
             ["bash", str(ROOT / "examples" / "quickstart.sh")],
@@ -31,5 +33,11 @@ def test_quickstart_runs_the_whole_story(tmp_path: Path) -> None:
     assert "already published with identical content; nothing uploaded" in out
     assert "completed: 2 computed" in out
     assert "hello-scenes.Say@v1.0  computed runner=" in out
-    for event in ("WorkflowCreated", "ReleasePublished", "DeploymentSet", "TaskClaimed", "TaskCompleted"):
+    for event in (
+        "WorkflowCreated",
+        "ReleasePublished",
+        "DeploymentSet",
+        "TaskClaimed",
+        "TaskCompleted",
+    ):
         assert event in out

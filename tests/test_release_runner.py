@@ -19,11 +19,11 @@ from tests.conftest import Cli
 from tests.servers import ServerProcess
 from tests.waiting import wait_for
 from tilebox_core import Client
-from tilebox_core.build import build_release
-from tilebox_core.config import load_config
-from tilebox_core.events import ReleaseTask, TaskClaimed
-from tilebox_core.liveness import RunnerInfo
-from tilebox_core.taskstore import TASKS
+from tilebox_core.build.config import load_config
+from tilebox_core.build.release import build_release
+from tilebox_core.domain.events import ReleaseTask, TaskClaimed
+from tilebox_core.redis.liveness import RunnerInfo
+from tilebox_core.redis.taskstore import TASKS
 
 TILEBOX = str(Path(sys.executable).parent / "tilebox")
 
@@ -39,7 +39,7 @@ include = ["scenes/**/*.py"]
 clusters = ["prod-a", "prod-b"]
 """
 
-RUNNER = '''
+RUNNER = """
 import os
 import time
 
@@ -91,7 +91,7 @@ class Publish(Task):
 
 
 runner = Runner(tasks=[Fetch, Process, Publish])
-'''
+"""
 
 
 def indent(body: str) -> str:
@@ -122,16 +122,20 @@ class Story:
         config = CONFIG
         for name, text in (extra_files or {}).items():
             (project / name).write_text(text)
-            config = config.replace('include = [', f'include = ["{name}", ')
+            config = config.replace("include = [", f'include = ["{name}", ')
         (project / "tilebox.workflow.toml").write_text(config)
         (project / "scenes" / "__init__.py").write_text("")
         runner = RUNNER.format(label=label, process_version=process_version,
                                process_body=indent(process_body))  # fmt: skip
         (project / "scenes" / "runner.py").write_text(runner)
         built = build_release(load_config(project / "tilebox.workflow.toml"))
-        return self.client.workflows().publish_release(
-            built.workflow, built.artifact_path.read_bytes(), built.tasks, runner=built.runner
-        ).release.id
+        return (
+            self.client.workflows()
+            .publish_release(
+                built.workflow, built.artifact_path.read_bytes(), built.tasks, runner=built.runner
+            )
+            .release.id
+        )
 
     def deploy(self, release_id: str, *clusters: str) -> None:
         self.client.workflows().deploy_release(release_id, clusters=clusters)
@@ -212,8 +216,12 @@ def test_clusters_run_different_releases_and_targets_deploy_to_several(
     }  # fmt: skip
     story.start_runner("dev")
     story.start_runner("prod-a")
-    on_dev = story.client.jobs().submit_by_name("d", "scenes.Fetch", "v1.0", '{"scene": "1"}', "dev")
-    on_prod = story.client.jobs().submit_by_name("p", "scenes.Fetch", "v1.0", '{"scene": "2"}', "prod-a")
+    on_dev = story.client.jobs().submit_by_name(
+        "d", "scenes.Fetch", "v1.0", '{"scene": "1"}', "dev"
+    )
+    on_prod = story.client.jobs().submit_by_name(
+        "p", "scenes.Fetch", "v1.0", '{"scene": "2"}', "prod-a"
+    )
     wait_for(lambda: story.state(on_dev.id) == story.state(on_prod.id) == "completed")
     assert {c.release_id for c in story.claims(on_dev.id)} == {candidate}
     assert {c.release_id for c in story.claims(on_prod.id)} == {stable}
@@ -224,10 +232,15 @@ def test_a_job_waits_for_its_deployment_and_other_clusters_never_claim(story: St
     release = story.publish("r1")
     story.start_runner()
     here = story.client.jobs().submit_by_name("here", "scenes.Fetch", "v1.0", '{"scene": "1"}')
-    elsewhere = story.client.jobs().submit_by_name("x", "scenes.Fetch", "v1.0", '{"scene": "2"}', "other")
+    elsewhere = story.client.jobs().submit_by_name(
+        "x", "scenes.Fetch", "v1.0", '{"scene": "2"}', "other"
+    )
     newer = story.client.jobs().submit_by_name("v2", "scenes.Fetch", "v2.0", '{"scene": "3"}')
     reasons = story.client.jobs().why_queued(story.client.jobs().find(here.id))
-    assert reasons and "no release deployed on cluster 'default' provides task 'scenes.Fetch'" in reasons[0]
+    assert (
+        reasons
+        and "no release deployed on cluster 'default' provides task 'scenes.Fetch'" in reasons[0]
+    )
 
     story.deploy(release)  # the running release runner picks it up without a restart
     wait_for(lambda: story.state(here.id) == "completed")
@@ -262,7 +275,11 @@ while pathlib.Path({str(marker)!r}).exists():
     process = next(t for t in story.client.jobs().find(job.id).tasks if t.name == "scenes.Process")
     assert process.release_id == release
     tasks = {t.name: t.state for t in story.client.jobs().find(job.id).tasks}
-    assert tasks == {"scenes.Fetch": "computed", "scenes.Process": "computed", "scenes.Publish": "queued"}
+    assert tasks == {
+        "scenes.Fetch": "computed",
+        "scenes.Process": "computed",
+        "scenes.Publish": "queued",
+    }
     assert story.state(later.id) == "queued" and story.claims(later.id) == []
     runner.send_signal(signal.SIGTERM)
     assert runner.wait(30) == 0

@@ -25,7 +25,7 @@ from tests.tasks_fixture import (
 )
 from tests.waiting import wait_for
 from tilebox_core import Client
-from tilebox_core.events import (
+from tilebox_core.domain.events import (
     TaskClaimed,
     TaskCompleted,
     TaskFailed,
@@ -33,7 +33,7 @@ from tilebox_core.events import (
     TaskReleased,
     TaskSubmitted,
 )
-from tilebox_core.taskstore import STAGE_CHUNK, TASKS
+from tilebox_core.redis.taskstore import STAGE_CHUNK, TASKS
 
 ROOT = Path(__file__).resolve().parents[1]
 FANOUT = "tests.tasks_fixture:FanOut,tests.tasks_fixture:Sleep"
@@ -65,7 +65,9 @@ class Runners:
 
 @pytest.fixture
 def runners(private_server: ServerProcess, team: str, tmp_path: Path) -> Iterator[Runners]:
-    env = dict(os.environ, TILEBOX_HOME=str(tmp_path / "home"), TILEBOX_TEST_TRACE=str(tmp_path / "trace"))
+    env = dict(
+        os.environ, TILEBOX_HOME=str(tmp_path / "home"), TILEBOX_TEST_TRACE=str(tmp_path / "trace")
+    )
     group = Runners(private_server.url, team, env)
     yield group
     group.stop_all()
@@ -94,7 +96,11 @@ def test_kill_9_of_a_runner_loses_no_task(runners: Runners, pclient: Client) -> 
     runners.start(FANOUT)
     runners.start(FANOUT)
     job = pclient.jobs().submit("thousand", FanOut(1000))
-    wait_for(lambda: pclient.jobs().find(job.id, with_tasks=False).tasks_by_state.get("computed", 0) > 150)
+    wait_for(
+        lambda: (
+            pclient.jobs().find(job.id, with_tasks=False).tasks_by_state.get("computed", 0) > 150
+        )
+    )
     victims.send_signal(signal.SIGKILL)
     done = pclient.jobs().wait(job.id, timeout=120)
     assert done.state == "completed" and done.total_tasks == 1001
@@ -136,7 +142,9 @@ def test_runners_ride_over_a_server_restart(
     runners.start(FANOUT)
     runners.start(FANOUT)
     job = pclient.jobs().submit("restart", FanOut(300))
-    wait_for(lambda: pclient.jobs().find(job.id, with_tasks=False).tasks_by_state.get("computed", 0) > 30)
+    wait_for(
+        lambda: pclient.jobs().find(job.id, with_tasks=False).tasks_by_state.get("computed", 0) > 30
+    )
     private_server.restart()  # kill -9 and start again on the same AOF
     done = pclient.jobs().wait(job.id, timeout=120)
     assert done.state == "completed" and done.tasks_by_state == {"computed": 301}
@@ -190,7 +198,7 @@ def test_a_poison_task_ends_failed_after_bounded_deliveries(
     for _ in range(8):  # each runner dies on it; a new one takes the expired lease over
         process = runners.start("tests.tasks_fixture:Crash", lease=0.3, prefetch=1)
         failed = lambda: pclient.jobs().find(job.id).state == "failed"  # noqa: E731
-        wait_for(lambda: process.poll() is not None or failed())
+        wait_for(lambda process=process, failed=failed: process.poll() is not None or failed())
         if failed():
             break
         assert process.returncode == 42  # the task killed it
@@ -213,7 +221,9 @@ def test_a_long_cpu_bound_task_keeps_its_lease(
 
 def test_sigterm_drains_and_exits(runners: Runners, pclient: Client, tmp_path: Path) -> None:
     pclient.jobs().submit("drain", FanOut(6))
-    runner = runners.start("tests.tasks_fixture:FanOut,tests.tasks_fixture:Busy,tests.tasks_fixture:Sleep")
+    runner = runners.start(
+        "tests.tasks_fixture:FanOut,tests.tasks_fixture:Busy,tests.tasks_fixture:Sleep"
+    )
     wait_for(lambda: len(events_of(pclient, TaskCompleted)) >= 1)
     slow = pclient.jobs().submit("slow", Busy(1.0))
     wait_for(lambda: any(e.task_id == pclient.jobs().find(slow.id).tasks[0].id

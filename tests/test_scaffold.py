@@ -10,10 +10,10 @@ from typing import Any
 
 import pytest
 
-from tilebox_core.build import build_release
-from tilebox_core.config import CONFIG_FILE, find_config, load_config
-from tilebox_core.errors import Conflict
-from tilebox_core.scaffold import init_project, package_name
+from tilebox_core.build.config import CONFIG_FILE, find_config, load_config
+from tilebox_core.build.release import build_release
+from tilebox_core.build.scaffold import init_project, package_name
+from tilebox_core.domain.errors import Conflict
 
 
 def test_init_writes_a_project_named_after_the_directory(tmp_path: Path) -> None:

@@ -11,8 +11,8 @@ from hypothesis import strategies as st
 from pathspec import GitIgnoreSpec
 
 from tests.projects import write_config, write_files
-from tilebox_core.errors import InvalidInput
-from tilebox_core.selection import scan, select_files
+from tilebox_core.build.selection import scan, select_files
+from tilebox_core.domain.errors import InvalidInput
 
 TREE = {
     "demo/__init__.py": "",
@@ -218,7 +218,7 @@ def test_selection_equals_matching_every_file(
     tmp_path_factory: pytest.TempPathFactory, include: list[str], exclude: list[str]
 ) -> None:
     root = tmp_path_factory.mktemp("tree")
-    write_files(root, {path: "" for path in PATHS})
+    write_files(root, dict.fromkeys(PATHS, ""))
     config = write_config(root, include=include, exclude=exclude, use_gitignore=False)
     include_spec, exclude_spec = (
         GitIgnoreSpec.from_lines(include),

@@ -10,11 +10,11 @@ import pytest
 import redis
 
 from tests.servers import ServerProcess
-from tilebox_core.errors import ConcurrencyError, StoreUnavailable
-from tilebox_core.events import ClusterCreated, UnknownEvent
-from tilebox_core.ids import new_id, utcnow
-from tilebox_core.keys import Keys
-from tilebox_core.store import CONTROL, EventStore
+from tilebox_core.domain.errors import ConcurrencyError, StoreUnavailable
+from tilebox_core.domain.events import ClusterCreated, UnknownEvent
+from tilebox_core.domain.ids import new_id, utcnow
+from tilebox_core.redis.eventstore import CONTROL, EventStore
+from tilebox_core.redis.keys import Keys
 
 
 def made(team: str, slug: str) -> ClusterCreated:
@@ -123,7 +123,12 @@ def test_batched_entries_read_as_their_events_in_order(store: EventStore, team: 
     store.redis.xadd(log, {"b": b"\x93" + b"".join(batch)})  # 0x93: an array of three
     store.append(CONTROL, [made(team, "c")])
     for read in (list(store.replay(CONTROL)), store.read(CONTROL), store.wait(CONTROL, "0-0", 10)):
-        assert [getattr(s.event, "slug", s.event.type) for s in read] == ["a", "ClusterRenamed", "b", "c"]
+        assert [getattr(s.event, "slug", s.event.type) for s in read] == [
+            "a",
+            "ClusterRenamed",
+            "b",
+            "c",
+        ]
         assert len({s.position for s in read[:3]}) == 1 and read[3].position > read[0].position
     store.redis.xadd(log, {"b": b"\xc1broken"})
     assert store.read(CONTROL)[-1].event.type == "<undecodable>"
@@ -143,7 +148,7 @@ def test_artifacts_are_content_addressed(store: EventStore) -> None:
     assert store.put_artifact("sha256:d1", data) is False
     assert store.get_artifact("sha256:d1") == data
     assert store.redis.ttl(store.keys.artifact("sha256:d1")) == -1
-    assert not [k for k in store.redis.scan_iter(match="*:upload:*")]
+    assert not list(store.redis.scan_iter(match="*:upload:*"))
 
 
 def test_driver_errors_become_store_unavailable(private_server: ServerProcess, team: str) -> None:

@@ -39,7 +39,10 @@ def test_init_build_publish_and_list(project: Path, cli: Cli) -> None:
     first = json.loads(cli("workflow", "publish-release", "--json").output)
     assert first["created"] and first["uploaded"] and first["digest"] == built["digest"]
     second = cli("workflow", "publish-release")
-    assert f"release {first['id']} already published with identical content; nothing uploaded" in second.output
+    assert (
+        f"release {first['id']} already published with identical content; nothing uploaded"
+        in second.output
+    )
 
     cli("workflow", "deploy-release", "--latest")
     listed = json.loads(cli("workflow", "releases", "--json").output)
@@ -87,7 +90,12 @@ def test_incompatible_release_is_refused_unless_forced(project: Path, cli: Cli) 
     ids=["malformed-toml", "unknown-key", "include-matches-nothing", "root-leaves-project", "import-error"],
 )  # fmt: skip
 def test_bad_projects_fail_with_one_line_and_publish_nothing(
-    project: Path, cli: Cli, server: ServerProcess, team: str, change, message: str  # type: ignore[no-untyped-def]
+    project: Path,
+    cli: Cli,
+    server: ServerProcess,
+    team: str,
+    change,
+    message: str,  # type: ignore[no-untyped-def]
 ) -> None:
     change(project)
     before = releases(server, team)

@@ -6,7 +6,9 @@ import time
 from collections.abc import Callable
 
 
-def wait_for(condition: Callable[[], object], timeout: float = 60.0, interval: float = 0.05) -> None:
+def wait_for(
+    condition: Callable[[], object], timeout: float = 60.0, interval: float = 0.05
+) -> None:
     deadline = time.monotonic() + timeout
     while not condition():
         assert time.monotonic() < deadline, "condition not reached in time"

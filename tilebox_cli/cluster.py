@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import click
 
 from tilebox_core import Cluster
@@ -81,7 +83,7 @@ def delete(app: AppContext, slug: str) -> None:
         click.echo(f"deleted cluster {slug}")
 
 
-def _builtins(value: object) -> dict:
+def _builtins(value: object) -> dict[str, Any]:
     import msgspec
 
     return msgspec.to_builtins(value)  # type: ignore[no-any-return]

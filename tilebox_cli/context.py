@@ -16,7 +16,11 @@ F = TypeVar("F", bound=Callable[..., Any])
 
 class AppContext:
     def __init__(
-        self, team: str | None, debug: bool, log_level: str | None = None, log_format: str = "console"
+        self,
+        team: str | None,
+        debug: bool,
+        log_level: str | None = None,
+        log_format: str = "console",
     ) -> None:
         self.team = team
         self.debug = debug

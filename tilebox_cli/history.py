@@ -10,7 +10,7 @@ import click
 import msgspec
 
 from tilebox_core.client import position_time
-from tilebox_core.events import UnknownEvent
+from tilebox_core.domain.events import UnknownEvent
 
 from .context import AppContext, json_option, pass_app
 from .output import emit_json, table, when
@@ -19,7 +19,7 @@ _RELATIVE = re.compile(r"^(\d+)\s*([smhdw])$")
 _UNITS = {"s": "seconds", "m": "minutes", "h": "hours", "d": "days", "w": "weeks"}
 
 
-class TimeType(click.ParamType):
+class TimeType(click.ParamType):  # type: ignore[type-arg]
     """ISO 8601 (``2026-11-21T14:02:00Z``; no zone means UTC) or a duration ago (``15m``, ``2h``)."""
 
     name = "TIME"
@@ -28,7 +28,7 @@ class TimeType(click.ParamType):
         if isinstance(value, dt.datetime):
             return value
         text = str(value).strip()
-        now = dt.datetime.now(dt.timezone.utc)
+        now = dt.datetime.now(dt.UTC)
         if text == "now":
             return now
         match = _RELATIVE.match(text)
@@ -42,7 +42,7 @@ class TimeType(click.ParamType):
                 param,
                 ctx,
             )
-        return parsed if parsed.tzinfo else parsed.replace(tzinfo=dt.timezone.utc)
+        return parsed if parsed.tzinfo else parsed.replace(tzinfo=dt.UTC)
 
 
 TIME = TimeType()
@@ -90,7 +90,9 @@ def list_(
     rows = []
     for stored in history:
         event = stored.event
-        rows.append([when(position_time(stored.position)), event.type, event.actor, _summary(event)])
+        rows.append(
+            [when(position_time(stored.position)), event.type, event.actor, _summary(event)]
+        )
     table(["time", "type", "actor", "details"], rows)
 
 
@@ -109,7 +111,9 @@ def _summary(event: Any) -> str:
     if isinstance(event, UnknownEvent):
         return f"unknown event type {event.type!r} (written by a newer version?)"
     fields = msgspec.structs.asdict(event)
-    parts = [f"{k}={v}" for k, v in fields.items() if k not in _COMMON and v not in (None, [], "", False)]
+    parts = [
+        f"{k}={v}" for k, v in fields.items() if k not in _COMMON and v not in (None, [], "", False)
+    ]
     if "tasks" in fields:
         parts.append("tasks=" + ",".join(f"{t.name}@{t.version}" for t in fields["tasks"]))
     return " ".join(parts)

@@ -25,8 +25,12 @@ def job() -> None:
 
 @job.command("submit")
 @click.option("--name", "name", required=True, help="Job name.")
-@click.option("--task", "task_name", required=True, help="Task identifier name, e.g. acme.io/Fetch.")
-@click.option("--version", help="Task version vMAJOR.MINOR (default: newest deployed on the cluster).")
+@click.option(
+    "--task", "task_name", required=True, help="Task identifier name, e.g. acme.io/Fetch."
+)
+@click.option(
+    "--version", help="Task version vMAJOR.MINOR (default: newest deployed on the cluster)."
+)
 @click.option("--input", "input_json", help="Task input as a JSON object.")
 @click.option("--input-file", type=click.Path(path_type=Path, exists=True, dir_okay=False),
               help="Read the task input JSON from a file ('-' is not supported).")  # fmt: skip
@@ -52,11 +56,15 @@ def submit(
     if app.json:
         emit_json(submitted)
     else:
-        click.echo(f"submitted job {submitted.id} ({submitted.name}) to cluster {submitted.cluster}")
+        click.echo(
+            f"submitted job {submitted.id} ({submitted.name}) to cluster {submitted.cluster}"
+        )
 
 
 @job.command("list")
-@click.option("--state", type=click.Choice(["queued", "running", "completed", "failed", "cancelled"]))
+@click.option(
+    "--state", type=click.Choice(["queued", "running", "completed", "failed", "cancelled"])
+)
 @click.option("--name", help="Only jobs whose name contains this.")
 @click.option("--since", type=TIME, help="Submitted at or after (ISO time or 15m/2h/3d).")
 @click.option("--until", type=TIME, help="Submitted at or before.")
@@ -103,7 +111,9 @@ def get(app: AppContext, job_id: str) -> None:
         runner = f" runner={task.runner_id}" if task.runner_id else ""
         release = f" release={task.release_id}" if task.release_id else ""
         retries = f" attempts={task.attempts}" if task.attempts else ""
-        click.echo(f"{'  ' * depth}{task.name}@{task.version}  {task.state}{runner}{release}{retries}")
+        click.echo(
+            f"{'  ' * depth}{task.name}@{task.version}  {task.state}{runner}{release}{retries}"
+        )
 
 
 @job.command("wait")

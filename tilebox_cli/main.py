@@ -8,7 +8,7 @@ from typing import Any
 
 import click
 
-from tilebox_core.errors import TileboxError
+from tilebox_core.domain.errors import TileboxError
 from tilebox_core.logs import configure_logging
 
 from .context import AppContext

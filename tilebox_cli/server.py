@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import click
 
-from tilebox_core import EmbeddedServer
+from tilebox_core import EmbeddedServer, ServerStatus
 
 from .context import AppContext, json_option, pass_app
 from .output import emit_json
@@ -15,7 +15,7 @@ def server() -> None:
     """Start, stop or inspect the embedded server (data under TILEBOX_HOME)."""
 
 
-def _show(app: AppContext, status: object, verb: str) -> None:
+def _show(app: AppContext, status: ServerStatus, verb: str) -> None:
     if app.json:
         emit_json(status)
         return

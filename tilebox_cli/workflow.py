@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import click
 
 from tilebox_core import DeployPlan, NotFound, Release
-from tilebox_core.build import BuildResult, build_release
-from tilebox_core.config import WorkflowConfig, find_config, load_config
-from tilebox_core.scaffold import init_project
+from tilebox_core.build.config import WorkflowConfig, find_config, load_config
+from tilebox_core.build.release import BuildResult, build_release
+from tilebox_core.build.scaffold import init_project
 
 from .context import AppContext, json_option, pass_app, split_csv
 from .output import TerminalProgress, emit_json, table
@@ -135,7 +136,7 @@ def _build(app: AppContext, path: Path | None) -> BuildResult:
         progress.close()
 
 
-def _build_dict(result: BuildResult) -> dict:
+def _build_dict(result: BuildResult) -> dict[str, Any]:
     return {
         "workflow": result.workflow, "fingerprint": result.fingerprint, "digest": result.digest,
         "size": result.size, "artifact_path": str(result.artifact_path), "cached": result.cached,
@@ -155,7 +156,9 @@ def build_release_command(app: AppContext, path: Path | None) -> None:
     if app.json:
         emit_json(_build_dict(result))
         return
-    click.echo(f"artifact     {result.artifact_path} ({result.size:,} bytes, {len(result.files)} files)")
+    click.echo(
+        f"artifact     {result.artifact_path} ({result.size:,} bytes, {len(result.files)} files)"
+    )
     click.echo(f"digest       {result.digest}")
     click.echo(f"fingerprint  {result.fingerprint}")
     click.echo(f"tasks        {', '.join(f'{t.name}@{t.version}' for t in result.tasks)}")
@@ -185,7 +188,9 @@ def publish_release(app: AppContext, path: Path | None, force: bool) -> None:
                    "uploaded": published.uploaded})  # fmt: skip
         return
     if not published.created:
-        click.echo(f"release {release.id} already published with identical content; nothing uploaded")
+        click.echo(
+            f"release {release.id} already published with identical content; nothing uploaded"
+        )
         return
     stored = "uploaded" if published.uploaded else "already stored, not uploaded"
     click.echo(f"published release {release.id} of {release.workflow} (artifact {stored})")
@@ -194,7 +199,7 @@ def publish_release(app: AppContext, path: Path | None, force: bool) -> None:
     click.echo(f"deploy it: tilebox workflow deploy-release --release {release.id}")
 
 
-def release_dict(release: Release) -> dict:
+def release_dict(release: Release) -> dict[str, Any]:
     import msgspec
 
     data = msgspec.to_builtins(release)
@@ -203,9 +208,7 @@ def release_dict(release: Release) -> dict:
     return data  # type: ignore[no-any-return]
 
 
-def _targets(
-    target: str | None, clusters: str | None, config: WorkflowConfig | None
-) -> list[str]:
+def _targets(target: str | None, clusters: str | None, config: WorkflowConfig | None) -> list[str]:
     if target and clusters:
         raise click.UsageError("give either --target or --cluster, not both")
     if target:
@@ -296,10 +299,14 @@ def _report(app: AppContext, plan: DeployPlan, dry_run: bool, verb: str) -> None
         if not change.changed:
             click.echo(f"{change.cluster}: {change.workflow} already at {change.release_id}")
         elif change.release_id is None:
-            click.echo(f"{change.cluster}: {change.workflow} {prefix}{verb} ({change.previous_release_id})")
+            click.echo(
+                f"{change.cluster}: {change.workflow} {prefix}{verb} ({change.previous_release_id})"
+            )
         else:
             was = f" (was {change.previous_release_id})" if change.previous_release_id else ""
-            click.echo(f"{change.cluster}: {change.workflow} {prefix}{verb} {change.release_id}{was}")
+            click.echo(
+                f"{change.cluster}: {change.workflow} {prefix}{verb} {change.release_id}{was}"
+            )
     for problem in plan.incompatibilities:
         click.echo(f"forced despite: {problem}", err=True)
 

@@ -1,9 +1,9 @@
 """tilebox_core: workflow releases, cluster deployments and jobs, event-sourced on Redis Streams."""
 
+from .cache import JobCache
 from .client import Client, Clusters, Deployments, History, PublishResult, Workflows
-from .context import ExecutionContext, FutureTask, JobCache, ProgressIndicator
-from .control import DeployChange, DeployPlan
-from .errors import (
+from .domain.control import DeployChange, DeployPlan
+from .domain.errors import (
     ArtifactError,
     ConcurrencyError,
     Conflict,
@@ -13,12 +13,13 @@ from .errors import (
     StoreUnavailable,
     TileboxError,
 )
-from .events import Event, ReleaseTask
-from .identifiers import TaskIdentifier
-from .jobs import Job, Jobs, Progress, TaskInfo
-from .projection import Cluster, Release, Workflow
-from .server import EmbeddedServer
-from .task import Task
+from .domain.events import Event, ReleaseTask
+from .domain.identifiers import TaskIdentifier
+from .domain.jobs import Job, Progress, TaskInfo
+from .domain.projection import Cluster, Release, Workflow
+from .jobs import Jobs
+from .redis.server import EmbeddedServer, ServerStatus
+from .task import ExecutionContext, FutureTask, ProgressIndicator, Task
 
 __all__ = [
     "ArtifactError",
@@ -31,9 +32,9 @@ __all__ = [
     "DeployPlan",
     "Deployments",
     "EmbeddedServer",
+    "Event",
     "ExecutionContext",
     "FutureTask",
-    "Event",
     "History",
     "Incompatible",
     "InvalidInput",
@@ -46,10 +47,11 @@ __all__ = [
     "PublishResult",
     "Release",
     "ReleaseTask",
+    "ServerStatus",
     "StoreUnavailable",
     "Task",
-    "TaskInfo",
     "TaskIdentifier",
+    "TaskInfo",
     "TileboxError",
     "Workflow",
     "Workflows",

@@ -1,59 +1,29 @@
-"""``Client``: the library's entry point for clusters, workflows, releases, deployments and history.
-
-Each write reads the current projection, asks a pure rule in ``control`` for the events, and
-appends them with the projection's version; a concurrent writer makes the append fail and the
-whole decision is retried on fresh state, so decisions are never made on stale data.
-"""
+"""``Client``: the library's entry point for clusters, workflows, releases, deployments, jobs,
+runners and history. Every sub-API works on the client's ``Session``."""
 
 from __future__ import annotations
 
 import datetime as dt
-import getpass
 import heapq
-import os
-import random
-import socket
-import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
-from pathlib import Path
-from typing import TYPE_CHECKING, Any, NamedTuple, TypeVar
+from typing import Any, NamedTuple
 
-import structlog
+from tilebox_core.build.artifact import MAX_ARTIFACT_BYTES, digest_of
+from tilebox_core.domain import control
+from tilebox_core.domain.errors import ArtifactError, InvalidInput
+from tilebox_core.domain.events import ALL_EVENTS, Event, Origin, ReleaseTask
+from tilebox_core.domain.projection import Cluster, ControlState, Release, Workflow, fold
+from tilebox_core.domain.runners import RunnerInfo
+from tilebox_core.execution.registry import Runner
+from tilebox_core.execution.worker import TaskRunner
+from tilebox_core.redis.eventstore import CONTROL, Stored
+from tilebox_core.redis.taskstore import TASKS
 
-from . import control
-from .artifact import MAX_ARTIFACT_BYTES, digest_of
-from .connection import connect, resolve_url
-from .errors import ArtifactError, ConcurrencyError, InvalidInput
-from .events import ALL_EVENTS, Event, ReleaseTask
-from .ids import new_id, utcnow
 from .jobs import Jobs
-from .keys import DEFAULT_PREFIX, Keys
-from .liveness import RunnerInfo, RunnerRegistry
-from .projection import Cluster, ControlState, Release, Workflow, fold
-from .store import CONTROL, EventStore, Stored
+from .session import Session
 from .task import Task
-from .taskstore import TASKS, TaskStore
 
-if TYPE_CHECKING:
-    from tilebox_runner.registry import Runner
-    from tilebox_runner.worker import TaskRunner
-
-log = structlog.get_logger(__name__)
-
-T = TypeVar("T")
 KNOWN_TYPES = frozenset(cls.__name__ for cls in ALL_EVENTS)
-MAX_ATTEMPTS = 200
-
-
-def default_actor() -> str:
-    actor = os.environ.get("TILEBOX_ACTOR")
-    if actor:
-        return actor
-    try:
-        user = getpass.getuser()
-    except (KeyError, OSError):
-        user = "unknown"
-    return f"user:{user}@{socket.gethostname()}"
 
 
 class PublishResult(NamedTuple):
@@ -62,37 +32,11 @@ class PublishResult(NamedTuple):
     uploaded: bool  # False: the artifact was already stored (or nothing was published)
 
 
-class Client:
-    """A connection to one team's state. ``Client()`` uses ``TILEBOX_REDIS_URL`` or the embedded server."""
+class Client(Session):
+    """The library's entry point: a team's session plus its sub-APIs.
 
-    def __init__(
-        self,
-        url: str | None = None,
-        *,
-        team: str | None = None,
-        prefix: str | None = None,
-        actor: str | None = None,
-        home: Path | None = None,
-        retries: int = 3,
-    ) -> None:
-        self.team = team or os.environ.get("TILEBOX_TEAM") or "default"
-        keys = Keys(prefix or os.environ.get("TILEBOX_PREFIX") or DEFAULT_PREFIX, self.team)
-        self.url = resolve_url(url, home)
-        self.prefix = keys.prefix
-        self.redis = connect(self.url, retries=retries)
-        self.store = EventStore(self.redis, keys)
-        self.tasks = TaskStore(self.store)
-        self.actor = actor or default_actor()
-        self._state = ControlState()
-
-    def close(self) -> None:
-        self.redis.close()
-
-    def __enter__(self) -> Client:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
+    ``Client()`` uses ``TILEBOX_REDIS_URL`` or the embedded server.
+    """
 
     # --- sub-APIs -------------------------------------------------------------------------------
 
@@ -118,61 +62,15 @@ class Client:
         **options: Any,
     ) -> TaskRunner:
         """A direct runner executing ``tasks`` from ``cluster`` (see ``TaskRunner`` options)."""
-        from tilebox_runner.worker import TaskRunner
-
         return TaskRunner(self, cluster, tasks, **options)
-
-    # --- state and decisions --------------------------------------------------------------------
-
-    def state(self) -> ControlState:
-        """The control-plane projection, caught up incrementally from the last position seen."""
-        return fold(self.store.replay(CONTROL, after=self._state.position), self._state)
-
-    def cached_state(self) -> ControlState:
-        """The projection as last caught up, without reading the log (may be behind)."""
-        return self._state
-
-    def watch(self, block_ms: int) -> list[Stored]:
-        """Block up to ``block_ms`` for new control-plane events and fold them into the state."""
-        new = self.store.wait(CONTROL, self._state.position, block_ms)
-        fold(new, self._state)
-        return new
-
-    def origin(self) -> control.Origin:
-        return control.Origin(self.team, self.actor, utcnow(), new_id)
-
-    def decide(
-        self,
-        rule: Callable[[ControlState, control.Origin], tuple[T, list[Event]]],
-        before_append: Callable[[T], None] | None = None,
-    ) -> T:
-        """Run ``rule`` on fresh state and append its events; retry on a concurrent append."""
-        for attempt in range(MAX_ATTEMPTS):
-            state = self.state()
-            result, events = rule(state, self.origin())
-            if not events:
-                return result
-            if before_append is not None:
-                before_append(result)
-            try:
-                self.store.append(
-                    CONTROL, events, state.version, projection=control.deployment_ops(events)
-                )
-            except ConcurrencyError:
-                # Another writer got in first: back off a little (jittered) and decide again.
-                time.sleep(random.uniform(0, min(0.05, 0.001 * 2**attempt)))
-                continue
-            self.state()
-            return result
-        raise ConcurrencyError(f"gave up after {MAX_ATTEMPTS} concurrent-write retries")
 
 
 class Clusters:
-    def __init__(self, client: Client) -> None:
+    def __init__(self, client: Session) -> None:
         self._client = client
 
     def create(self, name: str, slug: str | None = None) -> Cluster:
-        def rule(state: ControlState, origin: control.Origin) -> tuple[str, list[Event]]:
+        def rule(state: ControlState, origin: Origin) -> tuple[str, list[Event]]:
             events = control.create_cluster(state, origin, name, slug)
             return events[0].slug, events  # type: ignore[attr-defined]
 
@@ -189,18 +87,20 @@ class Clusters:
     def runners(self, slug: str) -> list[RunnerInfo]:
         """The live release runners serving ``slug`` and the releases each has loaded."""
         control.require_cluster(self._client.state(), slug)
-        return RunnerRegistry(self._client.store).live(slug)
+        return self._client.runners.live(slug)
 
     def delete(self, slug: str) -> None:
-        self._client.decide(lambda state, origin: (None, control.delete_cluster(state, origin, slug)))
+        self._client.decide(
+            lambda state, origin: (None, control.delete_cluster(state, origin, slug))
+        )
 
 
 class Workflows:
-    def __init__(self, client: Client) -> None:
+    def __init__(self, client: Session) -> None:
         self._client = client
 
     def create(self, name: str, slug: str | None = None) -> Workflow:
-        def rule(state: ControlState, origin: control.Origin) -> tuple[str, list[Event]]:
+        def rule(state: ControlState, origin: Origin) -> tuple[str, list[Event]]:
             events = control.create_workflow(state, origin, name, slug)
             return events[0].slug, events  # type: ignore[attr-defined]
 
@@ -248,7 +148,7 @@ class Workflows:
         fingerprint = control.release_fingerprint(workflow, digest, runner, command, tasks)
         uploaded = False
 
-        def rule(state: ControlState, origin: control.Origin) -> tuple[str, list[Event]]:
+        def rule(state: ControlState, origin: Origin) -> tuple[str, list[Event]]:
             return control.publish_release(
                 state, origin, workflow=workflow, digest=digest, size=len(artifact),
                 tasks=list(tasks), runner=runner, command=command, fingerprint=fingerprint,
@@ -276,7 +176,7 @@ class Workflows:
     ) -> control.DeployPlan:
         """Make a release (by id, or the latest of ``latest_of``) active on ``clusters``."""
 
-        def rule(state: ControlState, origin: control.Origin) -> tuple[control.DeployPlan, list]:
+        def rule(state: ControlState, origin: Origin) -> tuple[control.DeployPlan, list[Event]]:
             plan = control.deploy(
                 state, origin, clusters=clusters, release_id=release_id, latest_of=latest_of,
                 workflow=workflow, target=target, force=force,
@@ -293,7 +193,7 @@ class Workflows:
         target: str | None = None,
         dry_run: bool = False,
     ) -> control.DeployPlan:
-        def rule(state: ControlState, origin: control.Origin) -> tuple[control.DeployPlan, list]:
+        def rule(state: ControlState, origin: Origin) -> tuple[control.DeployPlan, list[Event]]:
             plan = control.undeploy(
                 state, origin, workflow=workflow, clusters=clusters, target=target
             )
@@ -305,7 +205,7 @@ class Workflows:
 class Deployments:
     """cluster -> workflow -> release, now (the projection) or at any past time (a replay)."""
 
-    def __init__(self, client: Client) -> None:
+    def __init__(self, client: Session) -> None:
         self._client = client
 
     def current(self) -> dict[str, dict[str, str]]:
@@ -328,7 +228,7 @@ class Deployments:
 class History:
     """The auditor's view: every event, in log order, with time and actor."""
 
-    def __init__(self, client: Client) -> None:
+    def __init__(self, client: Session) -> None:
         self._client = client
 
     def list(
@@ -345,7 +245,9 @@ class History:
             raise InvalidInput(
                 f"unknown event type {unknown}; known: {', '.join(sorted(KNOWN_TYPES))}"
             )
-        logs = [self._client.store.replay(name, after=after, until=end) for name in (CONTROL, TASKS)]
+        logs = [
+            self._client.store.replay(name, after=after, until=end) for name in (CONTROL, TASKS)
+        ]
         for stored in heapq.merge(*logs, key=lambda s: _order(s.position)):
             if not wanted or stored.event.type in wanted:
                 yield stored
@@ -359,11 +261,11 @@ def _order(position: str) -> tuple[int, int]:
 def position_ms(when: dt.datetime) -> int:
     """A datetime as a stream-id millisecond timestamp (naive datetimes are taken as UTC)."""
     if when.tzinfo is None:
-        when = when.replace(tzinfo=dt.timezone.utc)
+        when = when.replace(tzinfo=dt.UTC)
     return int(when.timestamp() * 1000)
 
 
 def position_time(position: str) -> dt.datetime:
     """The server time at which the event at ``position`` was appended."""
     ms = int(position.split("-", 1)[0])
-    return dt.datetime.fromtimestamp(ms / 1000, dt.timezone.utc)
+    return dt.datetime.fromtimestamp(ms / 1000, dt.UTC)

@@ -12,24 +12,38 @@ import math
 import os
 import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import msgspec
 
-from .control import Origin, require_cluster
-from .errors import Conflict, InvalidInput, NotFound
-from .events import JobCancelled, JobRetried, JobSubmitted, ReleaseTask, TaskSubmitted
-from .identifiers import TaskIdentifier, can_run, make_identifier, parse_version
-from .ids import new_id
-from .projection import ControlState
+from tilebox_core.domain.control import require_cluster
+from tilebox_core.domain.diagnosis import why_queued
+from tilebox_core.domain.errors import Conflict, InvalidInput, NotFound
+from tilebox_core.domain.events import (
+    JobCancelled,
+    JobRetried,
+    JobSubmitted,
+    Origin,
+    Stamp,
+    TaskSubmitted,
+)
+from tilebox_core.domain.identifiers import make_identifier
+from tilebox_core.domain.ids import new_id
+from tilebox_core.domain.jobs import (
+    JOB_STATES,
+    TASK_STATES,
+    Job,
+    Progress,
+    TaskInfo,
+    deployed_task,
+    job_state,
+    validated_input,
+)
+from tilebox_core.redis.taskstore import NewJob, TaskSpec
+
+from .session import Session
 from .task import Task, task_identifier
-from .taskstore import NewJob, TaskSpec
 
-if TYPE_CHECKING:
-    from .client import Client
-
-JOB_STATES = ("queued", "running", "completed", "failed", "cancelled")
-TASK_STATES = ("waiting", "queued", "running", "computed", "failed", "failed_optional", "cancelled")
 # Jobs per submit script call: one call's work blocks the server, so a bulk submission is cut
 # into calls of a few milliseconds each, and runners start on the first jobs meanwhile.
 SUBMIT_CHUNK = 200
@@ -40,53 +54,6 @@ TASK_FIELDS = (
     "name", "version", "state", "parent", "runner", "release", "attempts", "compute_ms",
     "cluster", "lane", "claimed_ms", "finished_ms", "max_retries",
 )  # fmt: skip
-
-
-class TaskInfo(msgspec.Struct, frozen=True):
-    id: str
-    name: str
-    version: str
-    state: str
-    parent_id: str | None
-    cluster: str
-    runner_id: str | None
-    release_id: str | None
-    attempts: int
-    compute_seconds: float
-
-
-class Progress(msgspec.Struct, frozen=True):
-    label: str
-    done: int
-    total: int
-
-
-class Job(msgspec.Struct, frozen=True):
-    id: str
-    name: str
-    cluster: str
-    state: str
-    submitted_at: dt.datetime
-    submitted_by: str
-    total_tasks: int
-    tasks_by_state: dict[str, int]
-    compute_seconds: float
-    progress: list[Progress]
-    tasks: list[TaskInfo] = []
-
-
-def job_state(fields: dict[str, str]) -> str:
-    """A job's state from its counters (pure)."""
-    if fields.get("cancelled") == "1":
-        return "cancelled"
-    if int(fields.get("failed", 0)) > 0:
-        return "failed"
-    if int(fields.get("open", 1)) == 0:
-        return "completed"
-    # a finish that records its claim counts a result instead of setting "started" (finish.lua)
-    if fields.get("started") == "1" or int(fields.get("computed", 0)) or int(fields.get("skipped", 0)):
-        return "running"
-    return "queued"
 
 
 def task_spec(
@@ -100,54 +67,12 @@ def task_spec(
     )  # fmt: skip
 
 
-def deployed_task(
-    state: ControlState, cluster: str, name: str, version: str | None
-) -> ReleaseTask | None:
-    """The task of a release deployed on ``cluster`` that would run ``name``@``version``.
-
-    Without a version: the newest deployed version of that name (what ``job submit`` defaults to).
-    """
-    provided = [
-        task
-        for deployment in state.deployments.get(cluster, {}).values()
-        for task in state.releases[deployment.release_id].tasks
-        if task.name == name
-    ]
-    if version is None:
-        return max(provided, key=lambda t: parse_version(t.version), default=None)
-    wanted = make_identifier(name, version)
-    runnable = [t for t in provided if can_run(TaskIdentifier(t.name, t.version), wanted)]
-    return min(runnable, key=lambda t: parse_version(t.version), default=None)
-
-
-def validated_input(input_json: str, schema: dict[str, Any] | None, task: str) -> str:
-    """``input_json`` if it is a JSON object valid under ``schema`` (when known); else InvalidInput."""
-    try:
-        value = msgspec.json.decode(input_json)
-    except msgspec.DecodeError as exc:
-        raise InvalidInput(f"task input for {task} is not valid JSON: {exc}") from None
-    if not isinstance(value, dict):
-        raise InvalidInput(f"task input for {task} must be a JSON object, like {{\"scene_id\": \"S2A\"}}")
-    if schema:
-        import jsonschema
-
-        errors = sorted(
-            jsonschema.Draft202012Validator(schema).iter_errors(value), key=lambda e: list(e.path)
-        )
-        if errors:
-            problems = "; ".join(
-                f"{'.'.join(map(str, e.path)) or 'input'}: {e.message}" for e in errors[:5]
-            )
-            raise InvalidInput(f"task input does not match the schema of {task}: {problems}")
-    return input_json
-
-
 def default_cluster() -> str:
     return os.environ.get("TILEBOX_CLUSTER") or "default"
 
 
 class Jobs:
-    def __init__(self, client: Client) -> None:
+    def __init__(self, client: Session) -> None:
         self._client = client
         self._store = client.tasks
 
@@ -267,7 +192,7 @@ class Jobs:
         views = []
         for (job_id, fields), ids in zip(found, task_ids):
             infos = [_task_info(task_id, next(rows)) for task_id in ids]
-            by_state = {state: 0 for state in TASK_STATES}
+            by_state = dict.fromkeys(TASK_STATES, 0)
             for info in infos:
                 by_state[info.state] = by_state.get(info.state, 0) + 1
             views.append(Job(
@@ -313,12 +238,10 @@ class Jobs:
 
     def why_queued(self, job: Job) -> list[str]:
         """Why the queued tasks of ``job`` are not running (empty when a runner should take them)."""
-        from .diagnosis import why_queued
-        from .liveness import RunnerRegistry
 
         if not any(t.state == "queued" for t in job.tasks):
             return []
-        runners = RunnerRegistry(self._client.store).live(job.cluster)
+        runners = self._client.runners.live(job.cluster)
         return why_queued(job, self._client.state(), runners)
 
     def wait(
@@ -364,7 +287,9 @@ class Jobs:
         ]
         if not failed:
             raise Conflict(f"job {job_id} has no failed tasks to retry (state: {job.state})")
-        event = JobRetried(**self._client.origin().stamp(), job_id=job_id, task_ids=[f[0] for f in failed])
+        event = JobRetried(
+            **self._client.origin().stamp(), job_id=job_id, task_ids=[f[0] for f in failed]
+        )
         return self._store.retry(job_id, failed, event)
 
     def cancel(self, job_id: str) -> Job:
@@ -376,7 +301,9 @@ class Jobs:
             for t in job.tasks
             if t.state in ("waiting", "queued")
         ]
-        self._store.cancel(job_id, unfinished, JobCancelled(**self._client.origin().stamp(), job_id=job_id))
+        self._store.cancel(
+            job_id, unfinished, JobCancelled(**self._client.origin().stamp(), job_id=job_id)
+        )
         return self.find(job_id)
 
 
@@ -411,7 +338,7 @@ def job_view(job: NewJob, origin: Origin) -> Job:
     )  # fmt: skip
 
 
-def submitted_event(stamp: dict[str, Any], job_id: str, spec: TaskSpec) -> TaskSubmitted:
+def submitted_event(stamp: Stamp, job_id: str, spec: TaskSpec) -> TaskSubmitted:
     return TaskSubmitted(
         **stamp, job_id=job_id, task_id=spec.id, name=spec.name, version=spec.version,
         cluster=spec.cluster, input=spec.input, parent_id=spec.parent_id,
@@ -435,7 +362,9 @@ def _task_info(task_id: str, row: dict[str, str]) -> TaskInfo:
 
 
 def _progress(fields: dict[str, str]) -> list[Progress]:
-    labels = sorted({k.split(":", 1)[1].rsplit(":", 1)[0] for k in fields if k.startswith("progress:")})
+    labels = sorted(
+        {k.split(":", 1)[1].rsplit(":", 1)[0] for k in fields if k.startswith("progress:")}
+    )
     return [
         Progress(label, int(fields.get(f"progress:{label}:done", 0)),
                  int(fields.get(f"progress:{label}:total", 0)))

@@ -1,17 +1,22 @@
-"""The Task base class users subclass; task input is a msgspec Struct so it has a JSON schema."""
+"""What task code sees: the ``Task`` base class and the ``ExecutionContext`` interface.
+
+A task's fields are its input (a msgspec Struct, so it has a JSON schema); ``execute`` does the
+work. The context is an interface here; runners pass their own implementation
+(``tilebox_core.execution.context``), so task code depends on nothing that talks to Redis.
+"""
 
 from __future__ import annotations
 
+import abc
 import functools
-from typing import TYPE_CHECKING, Any
+from collections.abc import Sequence
+from typing import Any
 
 import msgspec
 
-from .errors import InvalidInput
-from .identifiers import TaskIdentifier, make_identifier
-
-if TYPE_CHECKING:
-    from .context import ExecutionContext
+from tilebox_core.cache import JobCache
+from tilebox_core.domain.errors import InvalidInput
+from tilebox_core.domain.identifiers import TaskIdentifier, make_identifier
 
 
 class Task(msgspec.Struct):
@@ -47,3 +52,84 @@ def check_task_class(task_class: object) -> None:
 def input_schema(task_class: type[Task]) -> dict[str, Any]:
     """The JSON schema of a task's input fields (used for validation and compatibility checks)."""
     return msgspec.json.schema(task_class)
+
+
+class CurrentTask:
+    """The task being executed: its id, job, identifier and attempt (1 for the first run)."""
+
+    def __init__(self, task_id: str, job_id: str, name: str, version: str, attempt: int) -> None:
+        self.id = task_id
+        self.job_id = job_id
+        self.name = name
+        self.version = version
+        self.attempt = attempt
+
+
+class FutureTask:
+    """Handle of a subtask submitted in this ``execute`` call, for use in ``depends_on``."""
+
+    def __init__(self, owner: object, index: int, task_id: str, task: Task) -> None:
+        self._owner = owner  # the context that made it: dependencies stay within one call
+        self.index = index
+        self.id = task_id
+        self.task = task
+
+    def __repr__(self) -> str:
+        return f"FutureTask({type(self.task).__name__}, id={self.id})"
+
+
+class ProgressIndicator:
+    """A named counter of work done out of a total, summed over all tasks of the job."""
+
+    def __init__(self, label: str) -> None:
+        self.label = label
+        self.done = 0
+        self.total = 0
+
+    def add(self, done: int = 1) -> None:
+        self.done += done
+
+    def add_total(self, total: int) -> None:
+        self.total += total
+
+
+class ExecutionContext(abc.ABC):
+    """Passed to ``Task.execute``. Subtasks are only submitted if ``execute`` returns normally."""
+
+    current_task: CurrentTask
+
+    @property
+    @abc.abstractmethod
+    def job_cache(self) -> JobCache:
+        """Bytes shared by the tasks of this job."""
+
+    @property
+    @abc.abstractmethod
+    def logger(self) -> Any:
+        """A structlog logger bound to the job, task and runner."""
+
+    @abc.abstractmethod
+    def submit_subtask(
+        self,
+        task: Task,
+        depends_on: Sequence[FutureTask] | FutureTask | None = None,
+        cluster: str | None = None,
+        max_retries: int | None = None,
+        optional: bool = False,
+    ) -> FutureTask:
+        """Submit a subtask, run once this task has completed (and ``depends_on`` have)."""
+
+    @abc.abstractmethod
+    def submit_subtasks(
+        self,
+        tasks: Sequence[Task],
+        depends_on: Sequence[FutureTask] | FutureTask | None = None,
+        cluster: str | None = None,
+        max_retries: int | None = None,
+        optional: bool = False,
+    ) -> list[FutureTask]:
+        """Submit several subtasks sharing the same options."""
+
+    @abc.abstractmethod
+    def progress(self, label: str = "") -> ProgressIndicator:
+        """The job's progress indicator ``label``."""

@@ -1,6 +1,8 @@
-"""Task runners: the ``Runner`` registry a workflow project exports, and the processes that execute tasks."""
+"""Release runners: ``tilebox runner start``, the runtime processes it starts, and the build's
+discovery child. ``Runner`` (the registry a workflow project exports) and ``TaskRunner`` (the
+claim loop) are the library's, re-exported here for workflow code."""
 
-from .registry import Runner
-from .worker import TaskRunner
+from tilebox_core.execution.registry import Runner
+from tilebox_core.execution.worker import TaskRunner
 
 __all__ = ["Runner", "TaskRunner"]

@@ -1,4 +1,4 @@
-"""Child side of the build's runtime check (see ``tilebox_core.discovery`` for the contract).
+"""Child side of the build's runtime check (see ``tilebox_core.build.discovery`` for the contract).
 
 ``python -m tilebox_runner.discover module:object`` imports the runner a ``tilebox.workflow.toml``
 names, from the working directory (the unpacked artifact), and prints its tasks as JSON.
@@ -23,11 +23,10 @@ from typing import Any, TextIO
 
 import msgspec
 
-from tilebox_core.discovery import PROTOCOL, DiscoveredTask, DiscoveryReport
-from tilebox_core.identifiers import TaskIdentifier
+from tilebox_core.build.discovery import PROTOCOL, DiscoveredTask, DiscoveryReport
+from tilebox_core.domain.identifiers import TaskIdentifier
+from tilebox_core.execution.registry import Runner
 from tilebox_core.task import input_schema
-
-from .registry import Runner
 
 
 class _Failure(Exception):

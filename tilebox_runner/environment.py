@@ -22,7 +22,7 @@ from pathlib import Path
 
 import structlog
 
-from tilebox_core.errors import TileboxError
+from tilebox_core.domain.errors import TileboxError
 
 log = structlog.get_logger(__name__)
 
@@ -43,7 +43,9 @@ def dependency_file(release_dir: Path) -> Path | None:
         try:
             data = tomllib.loads(project.read_text())
         except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
-            raise EnvironmentSetupError(f"{project.name} of the release is not valid TOML: {exc}") from exc
+            raise EnvironmentSetupError(
+                f"{project.name} of the release is not valid TOML: {exc}"
+            ) from exc
         if data.get("project", {}).get("dependencies"):
             return project
     return None
@@ -116,7 +118,7 @@ def _link_runner_packages(python: Path) -> None:
     ).stdout.strip()  # fmt: skip
     # addsitedir (not a bare path) so the runner's own .pth files, e.g. an editable install's
     # finder, are processed too; it appends, so the release's own packages come first.
-    dirs = [p for p in site_module.getsitepackages() + [site_module.getusersitepackages()]
+    dirs = [p for p in [*site_module.getsitepackages(), site_module.getusersitepackages()]
             if Path(p).is_dir()]  # fmt: skip
     lines = [f"import site; site.addsitedir({d!r})" for d in dirs]
     Path(site, "zz-tilebox-runner.pth").write_text("\n".join(lines) + "\n")

@@ -26,12 +26,12 @@ from collections.abc import Callable
 import structlog
 
 from tilebox_core.client import Client
-from tilebox_core.errors import TileboxError
+from tilebox_core.domain.errors import TileboxError
+from tilebox_core.execution.registry import Runner
+from tilebox_core.execution.worker import DEFAULT_LEASE, TaskRunner, freeze_heap, new_runner_id
 from tilebox_core.logs import configure_logging
 
 from .discover import emit_discovery, load_runner
-from .registry import Runner
-from .worker import DEFAULT_LEASE, TaskRunner, freeze_heap, new_runner_id
 
 LOAD_FAILED = 3
 
@@ -90,7 +90,7 @@ def main(argv: list[str] | None = None) -> int:
         sys.path.insert(0, artifact_dir)
     try:
         runner = load_runner(args[0], artifact_dir)
-    except Exception as exc:  # noqa: BLE001 - whatever the release's import raises
+    except Exception as exc:
         print(f"cannot load the release's runner {args[0]!r}: {exc}", file=sys.stderr)
         return LOAD_FAILED
     try:

@@ -10,6 +10,7 @@ reported and restarted with backoff; the other releases keep running.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import socket
@@ -22,17 +23,18 @@ from pathlib import Path
 import structlog
 
 from tilebox_core.client import Client
-from tilebox_core.errors import TileboxError
-from tilebox_core.ids import utcnow
+from tilebox_core.domain.control import require_cluster
+from tilebox_core.domain.errors import TileboxError
+from tilebox_core.domain.ids import utcnow
+from tilebox_core.domain.projection import Release
+from tilebox_core.domain.runners import HEARTBEAT_SECONDS, ReleaseStatus, RunnerInfo
+from tilebox_core.execution.worker import install_signal_handlers, new_runner_id
 from tilebox_core.jobs import default_cluster
-from tilebox_core.liveness import HEARTBEAT_SECONDS, ReleaseStatus, RunnerInfo, RunnerRegistry
-from tilebox_core.projection import Release
-from tilebox_core.release_cache import ReleaseCache
-from tilebox_core.server import default_home
+from tilebox_core.redis.server import default_home
 
 from .environment import MODES, python_for
+from .release_cache import ReleaseCache
 from .runtime import LOAD_FAILED
-from .worker import install_signal_handlers, new_runner_id
 
 log = structlog.get_logger(__name__)
 
@@ -90,7 +92,7 @@ class ReleaseRunner:
         self.runtime_settings = {"TILEBOX_LOG_LEVEL": log_level, "TILEBOX_LOG_FORMAT": log_format}
         if lease_seconds is not None:
             self.runtime_settings["TILEBOX_LEASE_SECONDS"] = str(lease_seconds)
-        self.registry = RunnerRegistry(client.store)
+        self.registry = client.runners
         self.runtimes: dict[str, Runtime] = {}
         self.draining: list[subprocess.Popen[bytes]] = []
         self.started_at = utcnow()
@@ -104,7 +106,6 @@ class ReleaseRunner:
     # --- main loop --------------------------------------------------------------------------------
 
     def run(self) -> None:
-        from tilebox_core.control import require_cluster
 
         require_cluster(self.client.state(), self.cluster)
         restore = install_signal_handlers(self.stop)
@@ -181,7 +182,9 @@ class ReleaseRunner:
             assert release.command is not None
             argv = [python if w in ("python", "python3") and i == 0 else w
                     for i, w in enumerate(release.command)]  # fmt: skip
-            env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(directory), env.get("PYTHONPATH")]))
+            env["PYTHONPATH"] = os.pathsep.join(
+                filter(None, [str(directory), env.get("PYTHONPATH")])
+            )
         logfile = open(self._logfile(release, index), "ab")  # noqa: SIM115 - owned by the child
         try:
             return subprocess.Popen(argv, cwd=directory, env=env, stdout=logfile,
@@ -251,10 +254,8 @@ class ReleaseRunner:
             except subprocess.TimeoutExpired:
                 process.kill()
                 process.wait()
-        try:
+        with contextlib.suppress(TileboxError):
             self.registry.remove(self.cluster, self.id)
-        except TileboxError:
-            pass
         self.log.info("release runner stopped")
 
     # --- logs -------------------------------------------------------------------------------------

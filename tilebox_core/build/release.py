@@ -40,9 +40,9 @@ from .artifact import (
     pack,
 )
 from .config import WorkflowConfig
-from .control import release_fingerprint
+from tilebox_core.domain.control import release_fingerprint
 from .discovery import discover_tasks
-from .events import ReleaseTask
+from tilebox_core.domain.events import ReleaseTask
 from .selection import SelectedFile, scan
 
 log = structlog.get_logger(__name__)

@@ -13,9 +13,10 @@ from typing import Any, NamedTuple, ParamSpec, TypeVar
 
 import redis
 
-from .errors import ArtifactError, ConcurrencyError, StoreUnavailable
-from .events import Codec, Event, UnknownEvent
-from .ids import new_id
+from tilebox_core.domain.errors import ArtifactError, ConcurrencyError, StoreUnavailable
+from tilebox_core.domain.events import Codec, Event, UnknownEvent
+from tilebox_core.domain.ids import new_id
+
 from .keys import Keys
 
 P = ParamSpec("P")
@@ -74,7 +75,7 @@ def translate_errors(func: Callable[P, R]) -> Callable[P, R]:
 
 
 def load_script(name: str) -> str:
-    return resources.files("tilebox_core").joinpath("lua", f"{name}.lua").read_text()
+    return resources.files("tilebox_core.redis").joinpath("lua", f"{name}.lua").read_text()
 
 
 class EventStore:
@@ -159,7 +160,7 @@ class EventStore:
     @translate_errors
     def wait(self, log: str, after: str, block_ms: int, count: int = PAGE) -> list[Stored]:
         """Block up to ``block_ms`` for events after ``after``; an empty list on timeout."""
-        reply = self.redis.xread({self.keys.log(log): after}, count=count, block=block_ms)
+        reply: Any = self.redis.xread({self.keys.log(log): after}, count=count, block=block_ms)
         if not reply:
             return []
         return self._decode(reply[0][1])
@@ -195,7 +196,10 @@ class EventStore:
     @translate_errors
     def _xrange(self, log: str, after: str, until: str, count: int) -> list[list[Any]]:
         """Raw entries ``[id, [field, value, ...]]`` after ``after`` up to ``until``."""
-        return self._raw_redis.xrange(self.keys.log(log), min=f"({after}", max=until, count=count)
+        entries: list[list[Any]] = self._raw_redis.xrange(  # type: ignore[assignment]  # raw reply
+            self.keys.log(log), min=f"({after}", max=until, count=count
+        )
+        return entries
 
     # --- checkpoints ----------------------------------------------------------------------------
 
@@ -255,7 +259,7 @@ class EventStore:
 
     @translate_errors
     def get_artifact(self, digest: str) -> bytes:
-        chunks = self.redis.lrange(self.keys.artifact(digest), 0, -1)
+        chunks: list[bytes] = self.redis.lrange(self.keys.artifact(digest), 0, -1)  # type: ignore[assignment]
         if not chunks:
             raise ArtifactError(f"artifact {digest} is not stored in this team; publish it again")
         return b"".join(chunks)

@@ -12,8 +12,8 @@ from pathlib import Path
 from string import Template
 
 from .config import CONFIG_FILE
-from .errors import Conflict
-from .identifiers import slugify, validate_slug
+from tilebox_core.domain.errors import Conflict
+from tilebox_core.domain.identifiers import slugify, validate_slug
 
 
 def init_project(directory: Path, name: str | None = None) -> list[Path]:
@@ -51,5 +51,5 @@ def package_name(slug: str) -> str:
 
 
 def _render(template: str, **values: str) -> str:
-    text = files("tilebox_core").joinpath("templates", template).read_text(encoding="utf-8")
+    text = files("tilebox_core.build").joinpath("templates", template).read_text(encoding="utf-8")
     return Template(text).substitute(values)

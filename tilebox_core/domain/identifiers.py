@@ -55,15 +55,15 @@ class TaskIdentifier(msgspec.Struct, frozen=True, order=True):
 def parse_version(version: str) -> tuple[int, int]:
     match = _VERSION.match(version)
     if match is None:
-        raise InvalidInput(f"invalid task version {version!r}: expected 'vMAJOR.MINOR', e.g. 'v1.0'")
+        raise InvalidInput(
+            f"invalid task version {version!r}: expected 'vMAJOR.MINOR', e.g. 'v1.0'"
+        )
     return int(match[1]), int(match[2])
 
 
 def make_identifier(name: str, version: str) -> TaskIdentifier:
     if not _TASK_NAME.match(name):
-        raise InvalidInput(
-            f"invalid task name {name!r}: use 1-200 letters, digits and . _ - / : @"
-        )
+        raise InvalidInput(f"invalid task name {name!r}: use 1-200 letters, digits and . _ - / : @")
     parse_version(version)
     return TaskIdentifier(name, version)
 

@@ -29,4 +29,4 @@ def _namespace(parent_id: str) -> UUID:
 
 
 def utcnow() -> _dt.datetime:
-    return _dt.datetime.now(_dt.timezone.utc)
+    return _dt.datetime.now(_dt.UTC)

@@ -21,7 +21,7 @@ from pathlib import Path
 import msgspec
 import structlog
 
-from .errors import StoreUnavailable
+from tilebox_core.domain.errors import StoreUnavailable
 
 log = structlog.get_logger(__name__)
 
@@ -100,7 +100,9 @@ class EmbeddedServer:
             deadline = time.monotonic() + timeout
             while _alive(pid):
                 if time.monotonic() > deadline:
-                    raise StoreUnavailable(f"embedded server (pid {pid}) did not stop in {timeout}s")
+                    raise StoreUnavailable(
+                        f"embedded server (pid {pid}) did not stop in {timeout}s"
+                    )
                 time.sleep(0.02)
         return True
 

@@ -20,10 +20,11 @@ import msgspec
 import redis
 from redis.connection import Connection
 
-from .events import Event, TaskSubmitted
-from .identifiers import parse_version
+from tilebox_core.domain.events import Event, TaskSubmitted
+from tilebox_core.domain.identifiers import parse_version
+
+from .eventstore import EventStore, load_script, translate_errors
 from .keys import Keys
-from .store import EventStore, load_script, translate_errors
 
 TASKS = "tasks"  # name of the task-plane event log
 GROUP = "runners"
@@ -92,7 +93,7 @@ class Payload:
 
     def __init__(self, keys: Keys) -> None:
         self._keys = keys
-        self._shapes: dict[tuple[str, ...], int] = {}  # shape -> its 1-based index (Lua)
+        self._shapes: dict[tuple[object, ...], int] = {}  # shape -> its 1-based index (Lua)
         self._rows: list[tuple[str, ...]] = []  # shapes as sent: plus their ``spec`` fragment
         self._lanes: dict[tuple[str, str, str], str] = {}
         self.keys: list[str] = []
@@ -236,7 +237,7 @@ class TaskStore:
 
     @translate_errors
     def known_lanes(self, cluster: str) -> list[str]:
-        return sorted(k.decode() for k in self.redis.smembers(self.keys.lanes(cluster)))
+        return sorted(_s(k) for k in self.redis.smembers(self.keys.lanes(cluster)))
 
     def _run(self, name: str, keys: Sequence[str], args: Sequence[Any]) -> Any:
         """EVALSHA the task script ``name``; a server that lost its scripts (restarted) gets them
@@ -322,9 +323,9 @@ class TaskStore:
                     for call in unanswered:
                         send(*call)
                 while True:
-                    while len(unanswered) < 2 and (call := next(calls, None)) is not None:
-                        unanswered.append(call)  # before sending: a failed send is sent again
-                        send(*call)
+                    while len(unanswered) < 2 and (nxt := next(calls, None)) is not None:
+                        unanswered.append(nxt)  # before sending: a failed send is sent again
+                        send(*nxt)
                     if not unanswered:
                         return
                     results.extend(bool(r) for r in connection.read_response())
@@ -366,7 +367,9 @@ class TaskStore:
 
     # --- claiming ---------------------------------------------------------------------------------
 
-    def read(self, runner_id: str, lanes: Sequence[str], count: int, block_ms: int) -> list[Delivery]:
+    def read(
+        self, runner_id: str, lanes: Sequence[str], count: int, block_ms: int
+    ) -> list[Delivery]:
         """Block up to ``block_ms`` for new entries in ``lanes`` (one XREADGROUP for all)."""
         return self.read_begin(runner_id, lanes, count, block_ms)()
 
@@ -378,11 +381,11 @@ class TaskStore:
         it once). A worker sends its next read before it runs the batch it holds, so the server
         answers while the batch runs instead of after the batch's results are recorded. The
         reply is parsed here, not by the driver, which would build a dict per entry."""
-        args = ("XREADGROUP", "GROUP", GROUP, runner_id, "COUNT", count, "BLOCK", block_ms,
+        args: tuple[str | int, ...] = ("XREADGROUP", "GROUP", GROUP, runner_id, "COUNT", count, "BLOCK", block_ms,
                 "STREAMS", *lanes, *(">" for _ in lanes))  # fmt: skip
         with contextlib.ExitStack() as stack:
             connection = stack.enter_context(self._connection())
-            connection.send_packed_command([hiredis.pack_command(args)])
+            connection.send_packed_command([hiredis.pack_command(args)])  # type: ignore[arg-type]
             held = stack.pop_all()  # kept past the send: released (or dropped) by receive
 
         @translate_errors
@@ -424,7 +427,9 @@ class TaskStore:
             except msgspec.ValidationError:  # its task hash is gone: the claim finds it stale
                 spec = TaskSpecFields(_s(fields[b"t"]), _s(fields[b"j"]), "", "v0.0", "", lane)
             # no chain: a root without dependants (see create_tasks in tasklib.lua)
-            chain_json = chain.decode() if chain else f'[{{"k":"{self.keys.task(spec.id)}","d":[]}}]'
+            chain_json = (
+                chain.decode() if chain else f'[{{"k":"{self.keys.task(spec.id)}","d":[]}}]'
+            )
             tasks.append(ClaimedTask(
                 lane, entry, spec.id, spec.job, spec.name, spec.version, data, int(attempts),
                 int(spec.max_retries), spec.optional == "1", chain_json, spec.cluster,
@@ -443,27 +448,39 @@ class TaskStore:
                 continue
             for row in rows:
                 found.append(
-                    Pending(lane, _s(row["message_id"]), int(row["times_delivered"]), _s(row["consumer"]))
+                    Pending(
+                        lane,
+                        _s(row["message_id"]),
+                        int(row["times_delivered"]),
+                        _s(row["consumer"]),
+                    )
                 )
         return found
 
     @translate_errors
-    def take_over(self, runner_id: str, expired: Sequence[Pending], lease_ms: int) -> list[Delivery]:
+    def take_over(
+        self, runner_id: str, expired: Sequence[Pending], lease_ms: int
+    ) -> list[Delivery]:
         """XCLAIM expired entries (delivery counts rise); an entry renewed meanwhile is skipped.
 
         We use XPENDING + XCLAIM rather than XAUTOCLAIM because the audit event needs the previous
         owner and the poison check the delivery count, which XAUTOCLAIM does not return.
         """
-        received, taken = [], []
+        received: list[tuple[str, str, dict[bytes, bytes]]] = []
+        taken: list[Pending] = []
         for p in expired:
-            for entry, fields in self.redis.xclaim(p.lane, GROUP, runner_id, lease_ms, [p.entry]):
+            claimed: list[tuple[bytes, dict[bytes, bytes]]] = self.redis.xclaim(  # type: ignore[assignment]
+                p.lane, GROUP, runner_id, lease_ms, [p.entry]
+            )
+            for entry, fields in claimed:
                 if fields:
                     received.append((p.lane, _s(entry), fields))
                     taken.append(p)
                 else:
                     self.redis.xack(p.lane, GROUP, entry)
         return [
-            Delivery(task, p.deliveries + 1, p.owner) for task, p in zip(self._tasks(received), taken)
+            Delivery(task, p.deliveries + 1, p.owner)
+            for task, p in zip(self._tasks(received), taken)
         ]
 
     @translate_errors
@@ -488,7 +505,9 @@ class TaskStore:
         pipe = self.redis.pipeline(transaction=False)
         lanes = [lane for lane, entries in entries_by_lane.items() if entries]
         for lane in lanes:
-            self._scripts["renew"](keys=[lane], args=[runner_id, *entries_by_lane[lane]], client=pipe)
+            self._scripts["renew"](
+                keys=[lane], args=[runner_id, *entries_by_lane[lane]], client=pipe
+            )
         renewed: set[str] = set()
         for result in pipe.execute():
             renewed.update(_s(e) for e in result)
@@ -505,7 +524,9 @@ class TaskStore:
         and its events, encoded and concatenated, and how many. ``claimed``: its claim was
         recorded (``claim``); if not, ``events`` begin with its TaskClaimed and the finish records
         the claim too."""
-        specs, spec_keys = self.specs_payload(task.job_id, subtasks, task.chain) if subtasks else (b"", [])
+        specs, spec_keys = (
+            self.specs_payload(task.job_id, subtasks, task.chain) if subtasks else (b"", [])
+        )
         job, task_key, job_tasks = self._task_keys(task)
         keys = [job, task.lane, task_key, job_tasks, *chain_keys(task.chain), *spec_keys]
         encoded = self._encode(events)
@@ -518,7 +539,11 @@ class TaskStore:
 
     def _task_keys(self, task: ClaimedTask) -> tuple[str, str, str]:
         """The job hash, task hash and job task list of ``task``."""
-        return self.keys.job(task.job_id), self.keys.task(task.task_id), self.keys.job_tasks(task.job_id)
+        return (
+            self.keys.job(task.job_id),
+            self.keys.task(task.task_id),
+            self.keys.job_tasks(task.job_id),
+        )
 
     def _encode(self, events: Iterable[Event]) -> bytes:
         """Events encoded and concatenated: the scripts take a call's events as one argument."""
@@ -569,7 +594,10 @@ class TaskStore:
             keys = _unique([self.keys.log(TASKS), job, task.lane, task_key, job_tasks, *spec_keys])
             encoded = [encode(submitted[s.id]) for s in chunk]
             lengths = ",".join(str(len(e)) for e in encoded)
-            if self._run("stage", keys, [runner_id, task.entry, specs, b"".join(encoded), lengths]) == -1:
+            if (
+                self._run("stage", keys, [runner_id, task.entry, specs, b"".join(encoded), lengths])
+                == -1
+            ):
                 break
             if between is not None:
                 between()
@@ -632,7 +660,9 @@ class TaskStore:
     @translate_errors
     def job_ids(self, since_ms: float = float("-inf"), until_ms: float = float("inf"),
                 limit: int = 1000) -> list[str]:  # fmt: skip
-        ids = self.redis.zrevrangebyscore(self.keys.jobs, until_ms, since_ms, start=0, num=limit)
+        ids: list[bytes] = self.redis.zrevrangebyscore(  # type: ignore[assignment]
+            self.keys.jobs, until_ms, since_ms, start=0, num=limit
+        )
         return [_s(i) for i in ids]
 
     @translate_errors
@@ -651,7 +681,7 @@ class TaskStore:
         return bool(self._scripts["cancel"](keys=keys, args=[self.events.codec.encode(event)]))
 
 
-def chain_keys(chain: str | list) -> list[str]:
+def chain_keys(chain: str | list[dict[str, Any]]) -> list[str]:
     """Every key a task chain names: the tasks, their dependants and the dependants' lanes."""
     nodes = msgspec.json.decode(chain) if isinstance(chain, str) else chain
     keys: list[str] = []

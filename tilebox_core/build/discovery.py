@@ -32,9 +32,9 @@ from typing import Any
 import msgspec
 import structlog
 
-from .errors import InvalidInput
-from .events import ReleaseTask
-from .identifiers import make_identifier
+from tilebox_core.domain.errors import InvalidInput
+from tilebox_core.domain.events import ReleaseTask
+from tilebox_core.domain.identifiers import make_identifier
 
 log = structlog.get_logger(__name__)
 

@@ -25,7 +25,7 @@ import structlog
 from pathspec import GitIgnoreSpec
 
 from .config import WorkflowConfig
-from .errors import InvalidInput
+from tilebox_core.domain.errors import InvalidInput
 
 log = structlog.get_logger(__name__)
 

@@ -6,8 +6,8 @@ from collections.abc import Sequence
 
 from .identifiers import TaskIdentifier, can_run, parse_version
 from .jobs import Job
-from .liveness import RunnerInfo
 from .projection import ControlState
+from .runners import RunnerInfo
 
 
 def why_queued(job: Job, state: ControlState, runners: Sequence[RunnerInfo]) -> list[str]:

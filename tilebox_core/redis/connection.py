@@ -5,13 +5,15 @@ from __future__ import annotations
 import os
 import re
 from pathlib import Path
+from typing import Any
 from urllib.parse import urlparse
 
 import redis
 from redis.backoff import ExponentialBackoff
 from redis.retry import Retry
 
-from .errors import StoreUnavailable
+from tilebox_core.domain.errors import StoreUnavailable
+
 from .server import EmbeddedServer
 
 MIN_REDIS = (7, 0)
@@ -80,7 +82,7 @@ def _is_auth_error(exc: Exception) -> bool:
     )
 
 
-def check_version(info: dict, url: str) -> None:
+def check_version(info: dict[str, Any], url: str) -> None:
     text = str(info.get("redis_version", "0.0"))
     version = tuple(int(part) for part in re.findall(r"\d+", text)[:2])
     if version < MIN_REDIS:

@@ -1,14 +1,13 @@
 """Control-plane decisions: pure functions from (state, request, origin) to the events to append.
 
 No I/O here. The clock and new ids arrive in ``Origin``, so every rule is testable with plain values.
-A decision that changes nothing returns no events; a refused one raises from ``tilebox_core.errors``.
+A decision that changes nothing returns no events; a refused one raises from ``tilebox_core.domain.errors``.
 """
 
 from __future__ import annotations
 
-import datetime as dt
 import hashlib
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 import msgspec
@@ -21,6 +20,7 @@ from .events import (
     DeploymentRemoved,
     DeploymentSet,
     Event,
+    Origin,
     ReleasePublished,
     ReleaseTask,
     WorkflowCreated,
@@ -29,19 +29,6 @@ from .identifiers import make_identifier, slugify, validate_slug
 from .projection import DEFAULT_CLUSTER, ControlState, Release
 
 LATEST = "latest"
-
-
-@dataclass(frozen=True)
-class Origin:
-    """Who acts, for which team, and when; ``ids`` makes new unique ids."""
-
-    team: str
-    actor: str
-    at: dt.datetime
-    ids: Callable[[], str]
-
-    def stamp(self) -> dict[str, object]:
-        return {"id": self.ids(), "at": self.at, "actor": self.actor, "team": self.team}
 
 
 @dataclass(frozen=True)
@@ -78,7 +65,9 @@ def delete_cluster(state: ControlState, origin: Origin, slug: str) -> list[Event
         raise Conflict("the default cluster cannot be deleted; every team keeps one")
     require_cluster(state, slug)
     removed: list[Event] = [
-        DeploymentRemoved(**origin.stamp(), workflow=d.workflow, cluster=slug, release_id=d.release_id)
+        DeploymentRemoved(
+            **origin.stamp(), workflow=d.workflow, cluster=slug, release_id=d.release_id
+        )
         for d in state.deployments.get(slug, {}).values()
     ]
     return [*removed, ClusterDeleted(**origin.stamp(), slug=slug)]
@@ -204,9 +193,7 @@ def release_fingerprint(
 # --- deployments --------------------------------------------------------------------------------------
 
 
-def resolve_release(
-    state: ControlState, release_id: str | None, latest_of: str | None
-) -> Release:
+def resolve_release(state: ControlState, release_id: str | None, latest_of: str | None) -> Release:
     """The release asked for: an explicit id, or the latest release of a workflow."""
     if (release_id is None) == (latest_of is None):
         raise InvalidInput("give exactly one of --release ID or --latest")
@@ -258,11 +245,16 @@ def deploy(
         if change.changed:
             events.append(
                 DeploymentSet(
-                    **origin.stamp(), workflow=release.workflow, cluster=change.cluster,
-                    release_id=release.id, requested=release_id or LATEST,
-                    previous_release_id=change.previous_release_id, target=target,
-                    forced=bool(problems), incompatibilities=problems,
-                )  # fmt: skip
+                    **origin.stamp(),
+                    workflow=release.workflow,
+                    cluster=change.cluster,
+                    release_id=release.id,
+                    requested=release_id or LATEST,
+                    previous_release_id=change.previous_release_id,
+                    target=target,
+                    forced=bool(problems),
+                    incompatibilities=problems,
+                )
             )
     return DeployPlan(release, changes, events, problems)
 
@@ -285,9 +277,12 @@ def undeploy(
         if previous is not None:
             events.append(
                 DeploymentRemoved(
-                    **origin.stamp(), workflow=workflow, cluster=cluster, release_id=previous,
+                    **origin.stamp(),
+                    workflow=workflow,
+                    cluster=cluster,
+                    release_id=previous,
                     target=target,
-                )  # fmt: skip
+                )
             )
     if not events:
         where = ", ".join(c.cluster for c in changes)

@@ -6,10 +6,10 @@ from pathlib import Path
 
 import structlog
 
-from .artifact import digest_hex, extract_artifact, verify_digest
-from .errors import Conflict
-from .projection import Release
-from .store import EventStore
+from tilebox_core.build.artifact import digest_hex, extract_artifact, verify_digest
+from tilebox_core.domain.errors import Conflict
+from tilebox_core.domain.projection import Release
+from tilebox_core.redis.eventstore import EventStore
 
 log = structlog.get_logger(__name__)
 

@@ -31,7 +31,7 @@ from typing import NamedTuple
 import zstandard
 
 from . import tarwriter
-from .errors import ArtifactError, Conflict
+from tilebox_core.domain.errors import ArtifactError, Conflict
 
 MAX_ARTIFACT_BYTES = 64 * 1024 * 1024
 """Largest compressed artifact that can be built, published or extracted."""

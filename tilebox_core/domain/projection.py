@@ -108,7 +108,7 @@ class ControlState:
 
     def snapshot(self) -> dict[str, Any]:
         """Everything but the fold counters, as plain data (used to compare two states)."""
-        return msgspec.to_builtins(
+        return msgspec.to_builtins(  # type: ignore[no-any-return]
             {
                 "clusters": self.clusters,
                 "workflows": self.workflows,

@@ -7,7 +7,7 @@ a team. Scripts never build key names; they receive them in KEYS from here.
 
 from __future__ import annotations
 
-from .identifiers import validate_slug
+from tilebox_core.domain.identifiers import validate_slug
 
 DEFAULT_PREFIX = "tilebox"
 

@@ -14,8 +14,8 @@ from typing import Any
 
 import msgspec
 
-from .errors import InvalidInput, NotFound
-from .identifiers import validate_slug
+from tilebox_core.domain.errors import InvalidInput, NotFound
+from tilebox_core.domain.identifiers import validate_slug
 
 CONFIG_FILE = "tilebox.workflow.toml"
 

@@ -6,35 +6,14 @@ a runner whose heartbeat is older than the timeout counts as dead and drops out 
 
 from __future__ import annotations
 
-import datetime as dt
 import time
 from typing import Any
 
 import msgspec
 
-from .store import EventStore, translate_errors
+from tilebox_core.domain.runners import DEAD_AFTER_SECONDS, RunnerInfo
 
-HEARTBEAT_SECONDS = 2.0
-DEAD_AFTER_SECONDS = 10.0
-
-
-class ReleaseStatus(msgspec.Struct, frozen=True):
-    release_id: str
-    workflow: str
-    status: str  # loading | running | failed | draining
-    error: str = ""
-    restarts: int = 0
-
-
-class RunnerInfo(msgspec.Struct, frozen=True):
-    id: str
-    host: str
-    pid: int
-    cluster: str
-    started_at: dt.datetime
-    last_heartbeat: dt.datetime
-    releases: list[ReleaseStatus] = []
-
+from .eventstore import EventStore, translate_errors
 
 _encode = msgspec.json.Encoder().encode
 _decode = msgspec.json.Decoder(RunnerInfo).decode
@@ -67,7 +46,8 @@ class RunnerRegistry:
         cutoff = now_ms - DEAD_AFTER_SECONDS * 1000
         key = self.keys.runners(cluster)
         self.redis.zremrangebyscore(key, "-inf", f"({cutoff}")
-        ids = [i.decode() for i in self.redis.zrangebyscore(key, cutoff, "+inf")]
+        found: list[bytes] = self.redis.zrangebyscore(key, cutoff, "+inf")  # type: ignore[assignment]
+        ids = [i.decode() for i in found]
         if not ids:
             return []
         records: list[Any] = self.redis.mget([self.keys.runner(i) for i in ids])

@@ -24,15 +24,13 @@ import traceback
 import uuid
 from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, TypedDict
 
 import msgspec
 import structlog
 
-from tilebox_core.client import Client
-from tilebox_core.context import CurrentTask, ExecutionContext
-from tilebox_core.errors import StoreUnavailable, TileboxError
-from tilebox_core.events import (
+from tilebox_core.domain.errors import StoreUnavailable, TileboxError
+from tilebox_core.domain.events import (
     Event,
     TaskClaimed,
     TaskCompleted,
@@ -40,12 +38,14 @@ from tilebox_core.events import (
     TaskLeaseExpired,
     TaskReleased,
 )
-from tilebox_core.identifiers import TaskIdentifier, parse_version
+from tilebox_core.domain.identifiers import TaskIdentifier, parse_version
 from tilebox_core.jobs import default_cluster, submitted_event, task_spec
-from tilebox_core.server import default_home
-from tilebox_core.task import Task
-from tilebox_core.taskstore import STAGE_CHUNK, ClaimedTask, Delivery, TaskStore
+from tilebox_core.redis.server import default_home
+from tilebox_core.redis.taskstore import STAGE_CHUNK, ClaimedTask, Delivery, TaskStore
+from tilebox_core.session import Session
+from tilebox_core.task import CurrentTask, Task
 
+from .context import TaskContext
 from .registry import Runner
 
 log = structlog.get_logger(__name__)
@@ -59,6 +59,15 @@ CLAIM_AHEAD_SECONDS = 0.005
 IDLE_CHECK_MS = 50  # run_all: how long a read blocks before it looks whether anything is left
 LOST, SUPERSEDED = 0, 2  # finish statuses besides 1, finished (see TaskStore.finish_many)
 ATTEMPTS, DRAIN_ATTEMPTS = 60, 6  # store retries with backoff capped at 5 s: ~4.5 min / ~1.5 s
+
+
+class _TaskOf(TypedDict):
+    """The fields that name a task and who ran it, shared by its result events."""
+
+    job_id: str
+    task_id: str
+    runner_id: str
+    release_id: str | None
 
 
 def new_runner_id() -> str:
@@ -75,7 +84,7 @@ class TaskRunner:
 
     def __init__(
         self,
-        client: Client,
+        client: Session,
         cluster: str | None = None,
         tasks: Runner | Iterable[type[Task]] = (),
         *,
@@ -204,7 +213,9 @@ class TaskRunner:
                 except StoreUnavailable as exc:
                     failures += 1
                     delay = min(5.0, 0.05 * 2**failures) * random.uniform(0.5, 1.0)
-                    self.log.warning("store unavailable, retrying", error=str(exc), delay=round(delay, 2))
+                    self.log.warning(
+                        "store unavailable, retrying", error=str(exc), delay=round(delay, 2)
+                    )
                     self._stopping.wait(delay)
         finally:
             if ahead is not None:  # what was read ahead and not run is handed back
@@ -301,7 +312,11 @@ class TaskRunner:
                 else:
                     if deferred:
                         with self._lock:
-                            self._unclaimed[task.entry] = (task, time.monotonic(), claims[task.entry])
+                            self._unclaimed[task.entry] = (
+                                task,
+                                time.monotonic(),
+                                claims[task.entry],
+                            )
                     started = time.perf_counter()
                     call = self._execute(task)
                     self._observe(time.perf_counter() - started)
@@ -353,7 +368,7 @@ class TaskRunner:
                     [Delivery(task) for task, _, _ in overdue.values()],
                     {entry: claim for entry, (_, _, claim) in overdue.items()},
                 )
-            except Exception as exc:  # noqa: BLE001 - the heartbeat must go on renewing leases
+            except Exception as exc:
                 self.log.warning("could not record claims", error=f"{type(exc).__name__}: {exc}")
                 with self._lock:  # their results will record them
                     self._unclaimed.update(overdue)
@@ -391,7 +406,9 @@ class TaskRunner:
                 return
             self._record_batch(calls)
 
-    def _record_batch(self, calls: list[dict[str, Any]], between: Callable[[], None] | None = None) -> None:
+    def _record_batch(
+        self, calls: list[dict[str, Any]], between: Callable[[], None] | None = None
+    ) -> None:
         statuses: list[int] = []
         entries = {call["task"].entry for call in calls}
         with self._lock:
@@ -452,20 +469,24 @@ class TaskRunner:
                     error=f"delivered {d.deliveries} times without finishing (it may crash its runner)",
                 ))  # fmt: skip
             events.append((self._encode(claims[task.entry]), expired, poisoned))
-        statuses = self.store.claim(self.id, self.release_id, self.max_deliveries, deliveries, events)
+        statuses = self.store.claim(
+            self.id, self.release_id, self.max_deliveries, deliveries, events
+        )
         claimed = []
         for d, status in zip(deliveries, statuses):
             if status == "ok":
                 claimed.append(d.task)
             elif status == "poisoned":
-                self.log.error("poison task failed", task_id=d.task.task_id, deliveries=d.deliveries)
+                self.log.error(
+                    "poison task failed", task_id=d.task.task_id, deliveries=d.deliveries
+                )
         return claimed
 
     # --- executing --------------------------------------------------------------------------------
 
     def _execute(self, claimed: ClaimedTask) -> dict[str, Any]:
-        common = {"job_id": claimed.job_id, "task_id": claimed.task_id, "runner_id": self.id,
-                  "release_id": self.release_id}  # fmt: skip
+        common: _TaskOf = {"job_id": claimed.job_id, "task_id": claimed.task_id,
+                           "runner_id": self.id, "release_id": self.release_id}  # fmt: skip
         task_class = self._classes.get((claimed.name, parse_version(claimed.version)[0]))
         if task_class is None:  # cannot happen with lane routing; fail loudly rather than loop
             return self._failed(claimed, common, "no task class for this identifier", "error")
@@ -473,24 +494,27 @@ class TaskRunner:
             task = msgspec.json.decode(claimed.input, type=task_class)
         except msgspec.MsgspecError as exc:
             return self._failed(claimed, common, f"cannot decode task input: {exc}", "input")
-        context = ExecutionContext(
+        context = TaskContext(
             CurrentTask(claimed.task_id, claimed.job_id, claimed.name, claimed.version,
                         claimed.attempts + 1),
-            self.cache_root, claimed.max_retries, self.id,
+            self.cache_root, self.id,
         )  # fmt: skip
         started = time.perf_counter()
         try:
             task.execute(context)
             subtasks = [
                 task_spec(
-                    r.handle.task, r.handle.id, r.cluster or claimed.cluster,
-                    parent_id=claimed.task_id, depends_on=r.depends_on,
+                    r.handle.task,
+                    r.handle.id,
+                    r.cluster or claimed.cluster,
+                    parent_id=claimed.task_id,
+                    depends_on=r.depends_on,
                     max_retries=claimed.max_retries if r.max_retries is None else r.max_retries,
                     optional=r.optional,
-                )  # fmt: skip
+                )
                 for r in context.subtasks
             ]
-        except Exception as exc:  # noqa: BLE001 - any error of user code fails the task
+        except Exception as exc:
             seconds = time.perf_counter() - started
             context.logger.warning("task failed", error=f"{type(exc).__name__}: {exc}")
             detail = "".join(traceback.format_exception_only(exc)).strip()
@@ -507,7 +531,7 @@ class TaskRunner:
                 "compute_ms": int(seconds * 1000), "progress": progress, "subtasks": subtasks}  # fmt: skip
 
     def _failed(
-        self, claimed: ClaimedTask, common: dict[str, Any], error: str, reason: str,
+        self, claimed: ClaimedTask, common: _TaskOf, error: str, reason: str,
         seconds: float = 0.0,
     ) -> dict[str, Any]:  # fmt: skip
         origin = self.client.origin()  # stamped when it failed
@@ -567,7 +591,9 @@ class TaskRunner:
                 if attempt >= (DRAIN_ATTEMPTS if self._stopping.is_set() else ATTEMPTS):
                     raise
                 delay = min(5.0, 0.05 * 2**attempt) * random.uniform(0.5, 1.0)
-                self.log.warning("store unavailable, retrying", error=str(exc), delay=round(delay, 2))
+                self.log.warning(
+                    "store unavailable, retrying", error=str(exc), delay=round(delay, 2)
+                )
                 time.sleep(delay)
         raise AssertionError("unreachable")
 
@@ -582,7 +608,9 @@ def freeze_heap() -> None:
     gc.freeze()
 
 
-def serving_lanes(store: TaskStore, cluster: str, identifiers: Sequence[TaskIdentifier]) -> list[str]:
+def serving_lanes(
+    store: TaskStore, cluster: str, identifiers: Sequence[TaskIdentifier]
+) -> list[str]:
     """Every lane a runner providing ``identifiers`` may read: vX.Y serves vX.0 ... vX.Y."""
     lanes = []
     for identifier in identifiers:

@@ -1,0 +1,112 @@
+"""The runners' ``ExecutionContext``: what a running task submits, reports and logs."""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import structlog
+
+from tilebox_core.cache import JobCache
+from tilebox_core.domain.errors import InvalidInput
+from tilebox_core.domain.ids import subtask_id
+from tilebox_core.task import (
+    CurrentTask,
+    ExecutionContext,
+    FutureTask,
+    ProgressIndicator,
+    Task,
+    task_identifier,
+)
+
+
+class SubtaskRequest:
+    def __init__(
+        self, handle: FutureTask, depends_on: list[str], cluster: str | None,
+        max_retries: int | None, optional: bool,
+    ) -> None:  # fmt: skip
+        self.handle = handle
+        self.depends_on = depends_on
+        self.cluster = cluster
+        self.max_retries = max_retries
+        self.optional = optional
+
+
+class TaskContext(ExecutionContext):
+    """The context of one execution of one task; collects its subtasks and progress."""
+
+    def __init__(self, current_task: CurrentTask, cache_root: Path, runner_id: str = "") -> None:
+        self.current_task = current_task
+        self._cache_root = cache_root
+        self._runner_id = runner_id
+        self._subtasks: list[SubtaskRequest] = []
+        self._progress: dict[str, ProgressIndicator] = {}
+
+    @functools.cached_property
+    def job_cache(self) -> JobCache:
+        """Built on first use, like ``logger``."""
+        return JobCache(self._cache_root / self.current_task.job_id)
+
+    @functools.cached_property
+    def logger(self) -> Any:
+        """Built on first use: most tasks never log, and binding costs more than a no-op task."""
+        task = self.current_task
+        return structlog.get_logger("tilebox.task").bind(
+            job_id=task.job_id, task_id=task.id, task=task.name, runner_id=self._runner_id
+        )
+
+    def submit_subtask(
+        self,
+        task: Task,
+        depends_on: Sequence[FutureTask] | FutureTask | None = None,
+        cluster: str | None = None,
+        max_retries: int | None = None,
+        optional: bool = False,
+    ) -> FutureTask:
+        return self.submit_subtasks([task], depends_on, cluster, max_retries, optional)[0]
+
+    def submit_subtasks(
+        self,
+        tasks: Sequence[Task],
+        depends_on: Sequence[FutureTask] | FutureTask | None = None,
+        cluster: str | None = None,
+        max_retries: int | None = None,
+        optional: bool = False,
+    ) -> list[FutureTask]:
+        """Several subtasks sharing the same options (checked once, not per task)."""
+        for task_class in {type(t) for t in tasks}:
+            task_identifier(
+                task_class
+            )  # validates the class and its identifier now, not at the end
+        if max_retries is not None and max_retries < 0:
+            raise InvalidInput(f"max_retries must be >= 0, got {max_retries}")
+        deps = [depends_on] if isinstance(depends_on, FutureTask) else list(depends_on or [])
+        for dep in deps:
+            if not isinstance(dep, FutureTask) or dep._owner is not self:
+                names = ", ".join(sorted({type(t).__name__ for t in tasks}))
+                raise InvalidInput(
+                    f"depends_on of {names} must name subtasks submitted earlier in the same "
+                    "execute call"
+                )
+        dep_ids = [d.id for d in deps]
+        handles = []
+        for task in tasks:
+            index = len(self._subtasks)
+            handle = FutureTask(self, index, subtask_id(self.current_task.id, index), task)
+            self._subtasks.append(SubtaskRequest(handle, dep_ids, cluster, max_retries, optional))
+            handles.append(handle)
+        return handles
+
+    def progress(self, label: str = "") -> ProgressIndicator:
+        if label not in self._progress:
+            self._progress[label] = ProgressIndicator(label)
+        return self._progress[label]
+
+    @property
+    def subtasks(self) -> list[SubtaskRequest]:
+        return list(self._subtasks)
+
+    def progress_deltas(self) -> dict[str, list[int]]:
+        return {p.label: [p.done, p.total] for p in self._progress.values() if p.done or p.total}

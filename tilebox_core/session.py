@@ -1,0 +1,120 @@
+"""``Session``: one team's connection, its stores, its actor and its control-plane projection.
+
+Each control-plane write reads the current projection, asks a pure rule in ``domain.control`` for
+the events, and appends them with the projection's version; a concurrent writer makes the append
+fail and the whole decision is retried on fresh state, so decisions are never made on stale data.
+"""
+
+from __future__ import annotations
+
+import getpass
+import os
+import random
+import socket
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import TypeVar
+
+from tilebox_core.domain import control
+from tilebox_core.domain.errors import ConcurrencyError
+from tilebox_core.domain.events import Event, Origin
+from tilebox_core.domain.ids import new_id, utcnow
+from tilebox_core.domain.projection import ControlState, fold
+from tilebox_core.redis.connection import connect, resolve_url
+from tilebox_core.redis.eventstore import CONTROL, EventStore, Stored
+from tilebox_core.redis.keys import DEFAULT_PREFIX, Keys
+from tilebox_core.redis.liveness import RunnerRegistry
+from tilebox_core.redis.taskstore import TaskStore
+
+T = TypeVar("T")
+MAX_ATTEMPTS = 200
+
+
+def default_actor() -> str:
+    actor = os.environ.get("TILEBOX_ACTOR")
+    if actor:
+        return actor
+    try:
+        user = getpass.getuser()
+    except (KeyError, OSError):
+        user = "unknown"
+    return f"user:{user}@{socket.gethostname()}"
+
+
+class Session:
+    """A connection to one team's state (``TILEBOX_REDIS_URL`` or the embedded server)."""
+
+    def __init__(
+        self,
+        url: str | None = None,
+        *,
+        team: str | None = None,
+        prefix: str | None = None,
+        actor: str | None = None,
+        home: Path | None = None,
+        retries: int = 3,
+    ) -> None:
+        self.team = team or os.environ.get("TILEBOX_TEAM") or "default"
+        keys = Keys(prefix or os.environ.get("TILEBOX_PREFIX") or DEFAULT_PREFIX, self.team)
+        self.url = resolve_url(url, home)
+        self.prefix = keys.prefix
+        self.redis = connect(self.url, retries=retries)
+        self.store = EventStore(self.redis, keys)
+        self.tasks = TaskStore(self.store)
+        self.actor = actor or default_actor()
+        self.runners = RunnerRegistry(self.store)
+        self._state = ControlState()
+
+    def close(self) -> None:
+        self.redis.close()
+
+    def __enter__(self) -> Session:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # --- state and decisions --------------------------------------------------------------------
+
+    def state(self) -> ControlState:
+        """The control-plane projection, caught up incrementally from the last position seen."""
+        return fold(self.store.replay(CONTROL, after=self._state.position), self._state)
+
+    def cached_state(self) -> ControlState:
+        """The projection as last caught up, without reading the log (may be behind)."""
+        return self._state
+
+    def watch(self, block_ms: int) -> list[Stored]:
+        """Block up to ``block_ms`` for new control-plane events and fold them into the state."""
+        new = self.store.wait(CONTROL, self._state.position, block_ms)
+        fold(new, self._state)
+        return new
+
+    def origin(self) -> Origin:
+        return Origin(self.team, self.actor, utcnow(), new_id)
+
+    def decide(
+        self,
+        rule: Callable[[ControlState, Origin], tuple[T, list[Event]]],
+        before_append: Callable[[T], None] | None = None,
+    ) -> T:
+        """Run ``rule`` on fresh state and append its events; retry on a concurrent append."""
+        for attempt in range(MAX_ATTEMPTS):
+            state = self.state()
+            result, events = rule(state, self.origin())
+            if not events:
+                return result
+            if before_append is not None:
+                before_append(result)
+            try:
+                self.store.append(
+                    CONTROL, events, state.version, projection=control.deployment_ops(events)
+                )
+            except ConcurrencyError:
+                # Another writer got in first: back off a little (jittered) and decide again.
+                time.sleep(random.uniform(0, min(0.05, 0.001 * 2**attempt)))
+                continue
+            self.state()
+            return result
+        raise ConcurrencyError(f"gave up after {MAX_ATTEMPTS} concurrent-write retries")
