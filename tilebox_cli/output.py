@@ -73,7 +73,7 @@ def _painted(padded: str, value: Any) -> str:
 def page(lines: Sequence[str]) -> None:
     """Print ``lines``; through a pager when stdout is a terminal that they would overflow."""
     if sys.stdout.isatty() and len(lines) >= shutil.get_terminal_size().lines:
-        click.echo_via_pager("\n".join(lines) + "\n", color=colour_enabled())
+        click.echo_via_pager("\n".join(lines), color=colour_enabled())
         return
     for line in lines:
         click.echo(line)

@@ -308,11 +308,12 @@ class History:
     ) -> Iterator[tuple[str, Stored]]:
         after = _after(since)
         end = str(position_ms(until)) if until else "+"
-        logs = [
-            ((name, s) for s in self._client.store.replay(name, after=after, until=end))
-            for name in (CONTROL, TASKS)
-        ]
+        logs = [self._tagged(name, after, end) for name in (CONTROL, TASKS)]
         return heapq.merge(*logs, key=lambda pair: _order(pair[1].position))
+
+    def _tagged(self, log: str, after: str, end: str) -> Iterator[tuple[str, Stored]]:
+        for stored in self._client.store.replay(log, after=after, until=end):
+            yield log, stored
 
 
 def _after(since: dt.datetime | None) -> str:
