@@ -30,6 +30,9 @@ from tilebox_core.domain.projection import ControlState
 
 TILEBOX = str(Path(sys.executable).parent / "tilebox")
 
+# What these tests check is the command line, not the store: the embedded Valkey suffices.
+pytestmark = pytest.mark.parametrize("server", ["valkey"], indirect=True)
+
 
 @pytest.fixture
 def env(server: ServerProcess, team: str, tmp_path: Path) -> dict[str, str]:

@@ -231,7 +231,7 @@ def _wait(app: AppContext, job_id: str, timeout: float | None, diagnose_after: f
         click.echo("", err=True)
     reasons = jobs.why_queued(jobs.find(job_id)) if final.state not in FINAL else []
     if app.json:
-        emit_json({**msgspec.to_builtins(final), "waiting_because": reasons} if reasons else final)
+        emit_json({**msgspec.to_builtins(final), "waiting_because": reasons})
     else:
         click.echo(f"job {final.id} {final.state}: {_counts(final)}")
         for reason in reasons:
