@@ -15,7 +15,15 @@ trap cleanup EXIT
 export TILEBOX_TEAM="${TILEBOX_TEAM:-quickstart-$(date +%s)}"
 cd "$work"
 
-step() { printf '\n\033[1m$ tilebox %s\033[0m\n' "$*"; tilebox "$@"; }
+# Show each command as one would type it: words with spaces or quotes in double quotes.
+shown() {
+  local out="" word
+  for word in "$@"; do
+    if [[ "$word" =~ ^[A-Za-z0-9_./:@=,+-]+$ ]]; then out+=" $word"; else out+=" \"${word//\"/\\\"}\""; fi
+  done
+  printf '%s' "${out# }"
+}
+step() { printf '\n\033[1m$ tilebox %s\033[0m\n' "$(shown "$@")"; tilebox "$@"; }
 
 step workflow init --name "Hello Scenes"
 step workflow create "Hello Scenes"

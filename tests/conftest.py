@@ -8,6 +8,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+import structlog
 from click.testing import CliRunner, Result
 
 from tests.servers import ServerProcess, available_backends
@@ -17,8 +18,9 @@ BACKENDS = available_backends()
 
 
 @pytest.fixture(autouse=True)
-def _isolated_environment(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    """No test may touch the developer's own server, team or home."""
+def _isolated_environment(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+    """No test may touch the developer's own server, team or home, nor leave logging configured
+    (an in-process ``tilebox`` configures structlog, which would filter another test's logs)."""
     for name in (
         "TILEBOX_REDIS_URL",
         "TILEBOX_TEAM",
@@ -29,6 +31,8 @@ def _isolated_environment(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> No
     ):
         monkeypatch.delenv(name, raising=False)
     monkeypatch.setenv("TILEBOX_HOME", str(tmp_path / "home"))
+    yield
+    structlog.reset_defaults()
 
 
 @pytest.fixture(scope="session", params=sorted(BACKENDS))

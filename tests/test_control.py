@@ -169,14 +169,18 @@ def test_undeploy_removes_only_the_mapping(state: ControlState) -> None:
     run(state, control.deploy(state, origin(), clusters=["dev"], release_id=r1).events)
     run(state, control.undeploy(state, origin(), workflow="scenes", clusters=["dev"]).events)
     assert state.mapping() == {} and r1 in state.releases and "scenes" in state.workflows
-    with pytest.raises(NotFound, match="not deployed on dev"):
-        control.undeploy(state, origin(), workflow="scenes", clusters=["dev"])
+    again = control.undeploy(state, origin(), workflow="scenes", clusters=["dev"])
+    assert again.events == [] and not again.changes[0].changed  # nothing to change
 
 
 def test_deleting_a_cluster_records_its_removed_deployments(state: ControlState) -> None:
     r1 = published(state, "scenes", "sha256:01")
     run(state, control.deploy(state, origin(), clusters=["dev"], release_id=r1).events)
-    events = control.delete_cluster(state, origin(), "dev")
+    with pytest.raises(Conflict, match=r"cluster 'dev' has deployment \(scenes: .*--force"):
+        control.delete_cluster(state, origin(), "dev")
+    with pytest.raises(Conflict, match="has 2 unfinished jobs"):
+        control.delete_cluster(state, origin(), "prod-eu", unfinished_jobs=2)
+    events = control.delete_cluster(state, origin(), "dev", force=True)
     assert [e.type for e in events] == ["DeploymentRemoved", "ClusterDeleted"]
     assert control.deployment_ops(events) == [("HDEL", "dev/scenes", "")]
 
@@ -208,7 +212,7 @@ def perform(client: Client, command: tuple) -> None:
     if kind == "cluster":
         client.clusters().create(args[0])
     elif kind == "delete":
-        client.clusters().delete(args[0])
+        client.clusters().delete(args[0], force=True)
     elif kind == "workflow":
         workflows.create(args[0])
     elif kind == "publish":

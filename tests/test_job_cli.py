@@ -37,15 +37,15 @@ def deploy_leaf(client: Client) -> None:
 def test_submit_get_list_wait(cli: Cli, client: Client, tmp_path: Path) -> None:
     out = cli("job", "submit", "--name", "hello", "--task", "test.Leaf", "--version", "v1.0",
               "--input", '{"label": "x"}', "--json")  # fmt: skip
-    submitted = json.loads(out.output)
+    submitted = json.loads(out.stdout)
     assert submitted["state"] == "queued" and submitted["cluster"] == "default"
-    listed = json.loads(cli("job", "list", "--json").output)
+    listed = json.loads(cli("job", "list", "--json").stdout)
     assert [j["id"] for j in listed] == [submitted["id"]]
-    assert json.loads(cli("job", "list", "--state", "completed", "--json").output) == []
+    assert json.loads(cli("job", "list", "--state", "completed", "--json").stdout) == []
     client.runner(tasks=[Leaf], cache_root=tmp_path).run_all()
     waited = cli("job", "wait", submitted["id"])
     assert "completed" in waited.output
-    shown = json.loads(cli("job", "get", submitted["id"], "--json").output)
+    shown = json.loads(cli("job", "get", submitted["id"], "--json").stdout)
     (task,) = shown["tasks"]
     assert task["state"] == "computed" and task["runner_id"]
     text = cli("job", "get", submitted["id"]).output
@@ -65,7 +65,7 @@ def test_input_file_and_schema_defaults(cli: Cli, client: Client, tmp_path: Path
     (tmp_path / "input.json").write_text('{"label": "from-file"}')
     out = cli("job", "submit", "--name", "f", "--task", "test.Leaf",
               "--input-file", str(tmp_path / "input.json"), "--json")  # fmt: skip
-    job = client.jobs().find(json.loads(out.output)["id"])
+    job = client.jobs().find(json.loads(out.stdout)["id"])
     assert job.tasks[0].version == "v1.2"  # the newest deployed version
 
 
@@ -134,7 +134,7 @@ def test_undecodable_input_fails_the_task_not_the_runner(client: Client, tmp_pat
 def test_job_events_appear_in_the_history(cli: Cli, client: Client, tmp_path: Path) -> None:
     job = client.jobs().submit("audit", Leaf("a"))
     client.runner(tasks=[Leaf], cache_root=tmp_path).run_all()
-    history = json.loads(cli("events", "list", "--json").output)
+    history = json.loads(cli("events", "list", "--json").stdout)
     types = [e["type"] for e in history]
     assert types == ["JobSubmitted", "TaskSubmitted", "TaskClaimed", "TaskCompleted"]
     claimed = history[2]
@@ -160,7 +160,7 @@ def test_job_list_filters_by_state_name_and_time(client: Client, cli: Cli, tmp_p
     client.jobs().cancel(cancelled.id)
 
     def listed(*args: str) -> list[tuple[str, str]]:
-        rows = json.loads(cli("job", "list", "--json", *args).output)
+        rows = json.loads(cli("job", "list", "--json", *args).stdout)
         return [(row["name"], row["state"]) for row in rows]
 
     assert listed() == [

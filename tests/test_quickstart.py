@@ -31,6 +31,9 @@ def test_quickstart_runs_the_whole_story(tmp_path: Path) -> None:
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     out = result.stdout
     assert "already published with identical content; nothing uploaded" in out
+    assert '$ tilebox workflow init --name "Hello Scenes"' in out  # as one would type it
+    assert 'next: tilebox workflow create "Hello Scenes", then' in out
+    assert "created  built in" in out and "- by -" not in out  # cluster get default
     assert "completed: 2 computed" in out
     assert "hello-scenes.Say@v1.0  computed runner=" in out
     for event in (

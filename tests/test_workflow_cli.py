@@ -29,14 +29,14 @@ def releases(server: ServerProcess, team: str) -> int:
 
 
 def test_init_build_publish_and_list(project: Path, cli: Cli) -> None:
-    built = json.loads(cli("workflow", "build-release", "--json").output)
+    built = json.loads(cli("workflow", "build-release", "--json").stdout)
     assert built["workflow"] == "scenes" and not built["cached"]
     assert sorted(t["name"] for t in built["tasks"]) == ["scenes.Greet", "scenes.Say"]
     assert "scenes/runner.py" in built["files"] and Path(built["artifact_path"]).is_file()
-    again = json.loads(cli("workflow", "build-release", "--json").output)
+    again = json.loads(cli("workflow", "build-release", "--json").stdout)
     assert again["cached"] and again["digest"] == built["digest"]  # no second runtime check
 
-    first = json.loads(cli("workflow", "publish-release", "--json").output)
+    first = json.loads(cli("workflow", "publish-release", "--json").stdout)
     assert first["created"] and first["uploaded"] and first["digest"] == built["digest"]
     second = cli("workflow", "publish-release")
     assert (
@@ -45,7 +45,7 @@ def test_init_build_publish_and_list(project: Path, cli: Cli) -> None:
     )
 
     cli("workflow", "deploy-release", "--latest")
-    listed = json.loads(cli("workflow", "releases", "--json").output)
+    listed = json.loads(cli("workflow", "releases", "--json").stdout)
     assert [(r["id"], r["deployed_on"]) for r in listed] == [(first["id"], ["default"])]
     assert "scenes.Greet@v1.0" in cli("workflow", "releases").output
 
@@ -63,7 +63,7 @@ def test_incompatible_release_is_refused_unless_forced(project: Path, cli: Cli) 
     refused = cli("workflow", "publish-release", ok=False)
     assert refused.exit_code == 1
     assert "changed type from string to integer" in refused.output and "--force" in refused.output
-    forced = json.loads(cli("workflow", "publish-release", "--force", "--json").output)
+    forced = json.loads(cli("workflow", "publish-release", "--force", "--json").stdout)
     assert forced["created"] and forced["forced"]
     deploy = cli("workflow", "deploy-release", "--release", forced["id"], ok=False)
     assert "incompatible" in deploy.output

@@ -8,8 +8,8 @@ import click
 
 from tilebox_core import Cluster
 
-from .context import AppContext, json_option, pass_app
-from .output import emit_json, table, when
+from .context import AppContext, json_option, pass_app, yes_option
+from .output import coloured, emit_json, table, when
 
 
 @click.group("cluster")
@@ -36,6 +36,7 @@ def create(app: AppContext, name: str, slug: str | None) -> None:
 @pass_app
 def list_(app: AppContext) -> None:
     """List the team's clusters."""
+    app.reading()
     clusters = app.client.clusters().all()
     if app.json:
         emit_json(clusters)
@@ -49,6 +50,7 @@ def list_(app: AppContext) -> None:
 @pass_app
 def get(app: AppContext, slug: str) -> None:
     """Show a cluster and what is deployed on it."""
+    app.reading()
     found: Cluster = app.client.clusters().find(slug)
     deployed = app.client.deployments().current().get(slug, {})
     runners = app.client.clusters().runners(slug)
@@ -56,7 +58,10 @@ def get(app: AppContext, slug: str) -> None:
         emit_json({**_builtins(found), "deployments": deployed, "runners": runners})
         return
     click.echo(f"cluster  {found.slug} ({found.name})")
-    click.echo(f"created  {when(found.created_at)} by {found.created_by or '-'}")
+    if found.created_at is None:
+        click.echo("created  built in (every team has it)")
+    else:
+        click.echo(f"created  {when(found.created_at)} by {found.created_by or '-'}")
     if deployed:
         table(["workflow", "release"], sorted(deployed.items()))
     else:
@@ -67,20 +72,34 @@ def get(app: AppContext, slug: str) -> None:
         click.echo(f"runner   {r.id} on {r.host} (pid {r.pid}), heartbeat {when(r.last_heartbeat)}")
         for status in r.releases:
             error = f": {status.error}" if status.error else ""
-            click.echo(f"  {status.workflow} {status.release_id} {status.status}{error}")
+            click.echo(f"  {status.workflow} {status.release_id} {coloured(status.status)}{error}")
 
 
 @cluster.command("delete")
 @click.argument("slug")
+@click.option("--force", is_flag=True,
+              help="Delete it even with deployments or unfinished jobs (they are removed/stranded).")  # fmt: skip
+@yes_option
 @json_option
 @pass_app
-def delete(app: AppContext, slug: str) -> None:
+def delete(app: AppContext, slug: str, force: bool, yes: bool) -> None:
     """Delete a cluster (its deployments are removed; releases and jobs are kept)."""
-    app.client.clusters().delete(slug)
+    clusters = app.client.clusters()
+    if app.asks(yes):
+        plan = clusters.delete(slug, force=force, dry_run=True)  # refuses as the deletion would
+        app.confirm(f"Delete cluster {slug} (it {plan.summary()})?")
+    deleted = clusters.delete(slug, force=force)
     if app.json:
-        emit_json({"deleted": slug})
-    else:
-        click.echo(f"deleted cluster {slug}")
+        emit_json({"deleted": slug, "deployments": deleted.deployments,
+                   "unfinished_jobs": deleted.unfinished_jobs})  # fmt: skip
+        return
+    click.echo(f"deleted cluster {slug}")
+    for workflow, release in deleted.deployments.items():
+        click.echo(f"removed deployment of {workflow} ({release})")
+    if deleted.unfinished_jobs:
+        click.echo(
+            f"{deleted.unfinished_jobs} unfinished job(s) on it will not run (cluster deleted)"
+        )
 
 
 def _builtins(value: object) -> dict[str, Any]:

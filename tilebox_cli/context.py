@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import functools
+import sys
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any, TypeVar
@@ -22,7 +23,7 @@ class AppContext:
         log_level: str | None = None,
         log_format: str = "console",
     ) -> None:
-        self.team = team
+        self.team = team  # None: not chosen (the default team)
         self.debug = debug
         self.log_level = log_level  # None: the command's own default
         self.log_format = log_format
@@ -38,6 +39,25 @@ class AppContext:
     def close(self) -> None:
         if self._client is not None:
             self._client.close()
+
+    def reading(self) -> None:
+        """Before a command that only reads: a team chosen by name that nothing was ever written
+        to is more likely a typo than an empty team, so say so (stderr; writes create a team)."""
+        if self.team is not None and self.client.events().is_empty():
+            click.echo(
+                f"warning: team {self.team!r} has no events yet (a typo?); showing an empty team. "
+                "Commands that write create it",
+                err=True,
+            )
+
+    def asks(self, yes: bool) -> bool:
+        """Whether a destructive command asks first: on a terminal, unless ``--yes``. Off a
+        terminal (scripts, pipes, CI) it never asks and proceeds."""
+        return not yes and sys.stdin.isatty()
+
+    def confirm(self, question: str) -> None:
+        """Ask ``question``; declining aborts with nothing changed."""
+        click.confirm(question, abort=True, err=True)
 
 
 pass_app = click.make_pass_decorator(AppContext)
@@ -55,11 +75,36 @@ def json_option(func: F) -> F:
     return wrapper  # type: ignore[return-value]
 
 
+def yes_option(func: F) -> F:
+    """``--yes``: do not ask for confirmation on a terminal (off a terminal nothing is asked)."""
+    return click.option("--yes", "-y", "yes", is_flag=True, help="Do not ask for confirmation.")(
+        func
+    )
+
+
 def split_csv(value: str | None) -> list[str]:
     return [part.strip() for part in (value or "").split(",") if part.strip()]
 
 
 def path_argument(func: F) -> F:
+    """``[PATH]``: the workflow project directory (default: found upward from the working
+    directory), the one convention of every ``workflow`` command that reads a project."""
     return click.argument(
         "path", required=False, type=click.Path(path_type=Path, exists=True), default=None
     )(func)
+
+
+def deprecated_path_option(func: F) -> F:
+    """``--path DIR``: the old spelling of ``[PATH]`` on deploy/undeploy, kept hidden."""
+
+    @click.option("--path", "path_option", hidden=True,
+                  type=click.Path(path_type=Path, exists=True))  # fmt: skip
+    @functools.wraps(func)
+    def wrapper(*args: Any, path: Path | None, path_option: Path | None, **kwargs: Any) -> Any:
+        if path_option is not None:
+            if path is not None:
+                raise click.UsageError("give the project directory once: as PATH, not also --path")
+            click.echo("warning: --path is deprecated; pass the directory as PATH", err=True)
+        return func(*args, path=path or path_option, **kwargs)
+
+    return wrapper  # type: ignore[return-value]

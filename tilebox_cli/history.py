@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import datetime as dt
 import re
+import signal
+from collections.abc import Iterator
 from typing import Any
 
 import click
 import msgspec
 
-from tilebox_core.client import position_time
+from tilebox_core.client import Stored, position_time
 from tilebox_core.domain.events import UnknownEvent
 
 from .context import AppContext, json_option, pass_app
@@ -54,6 +56,7 @@ TIME = TimeType()
 @pass_app
 def deployments(app: AppContext, as_of: dt.datetime | None) -> None:
     """cluster -> workflow -> release, now or at any past time."""
+    app.reading()
     view = app.client.deployments()
     mapping = view.as_of(as_of) if as_of else view.current()
     if app.json:
@@ -77,23 +80,54 @@ def events() -> None:
 @click.option("--since", type=TIME, help="Only events at or after this time.")
 @click.option("--until", type=TIME, help="Only events at or before this time.")
 @click.option("--type", "types", multiple=True, help="Only events of this type (repeatable).")
+@click.option("--job", "job_id", help="Only events of this job.")
+@click.option("--actor", help="Only events by this actor (user:... or a runner id).")
+@click.option("--limit", type=click.IntRange(min=1), help="Only the last N matching events.")
+@click.option("--follow", "-f", is_flag=True,
+              help="Then print new events as they are appended, until Ctrl-C or SIGTERM.")  # fmt: skip
 @json_option
 @pass_app
 def list_(
-    app: AppContext, since: dt.datetime | None, until: dt.datetime | None, types: tuple[str, ...]
-) -> None:
-    """Every event with its time and actor, oldest first."""
-    history = app.client.events().list(since=since, until=until, types=types)
-    if app.json:
-        emit_json([_event_dict(s.position, s.event) for s in history])
+    app: AppContext, since: dt.datetime | None, until: dt.datetime | None, types: tuple[str, ...],
+    job_id: str | None, actor: str | None, limit: int | None, follow: bool,
+) -> None:  # fmt: skip
+    """Every event with its time and actor, oldest first (--json --follow: one object a line)."""
+    app.reading()
+    history = app.client.events()
+    if follow:
+        if until is not None:
+            raise click.UsageError("--follow tails new events: it cannot stop --until a time")
+        _follow(app, history.follow(since, types, job=job_id, actor=actor, limit=limit))
         return
-    rows = []
-    for stored in history:
-        event = stored.event
-        rows.append(
-            [when(position_time(stored.position)), event.type, event.actor, _summary(event)]
-        )
-    table(["time", "type", "actor", "details"], rows)
+    found = history.list(since, until, types, job=job_id, actor=actor, limit=limit)
+    if app.json:
+        emit_json([_event_dict(s.position, s.event) for s in found])
+        return
+    table(["time", "type", "actor", "details"], [_row(stored) for stored in found])
+
+
+def _follow(app: AppContext, events: Iterator[Stored]) -> None:
+    """Print ``events`` as they come; Ctrl-C or SIGTERM ends it, with exit code 0."""
+
+    def interrupt(signum: int, frame: object) -> None:
+        raise KeyboardInterrupt
+
+    previous = signal.signal(signal.SIGTERM, interrupt)
+    try:
+        for stored in events:
+            if app.json:
+                emit_json(_event_dict(stored.position, stored.event))
+            else:
+                click.echo("  ".join(_row(stored)))
+    except KeyboardInterrupt:
+        return
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+def _row(stored: Stored) -> list[str]:
+    event = stored.event
+    return [when(position_time(stored.position)), event.type, event.actor, _summary(event)]
 
 
 _COMMON = {"id", "at", "actor", "team", "type", "input_schema", "tasks", "raw"}

@@ -4,23 +4,39 @@ from __future__ import annotations
 
 import datetime as dt
 import sys
+import time
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any, TypeVar
 
 import click
 import msgspec
 
-from tilebox_core import Job, TaskInfo
+from tilebox_core import Job, NotFound, TaskInfo
+from tilebox_core.domain.diagnosis import deployment_gap, failing_releases_still_deployed
+from tilebox_core.domain.identifiers import make_identifier
+from tilebox_core.domain.jobs import MAX_INPUT_BYTES
+from tilebox_core.domain.projection import DEFAULT_CLUSTER
 
-from .context import AppContext, json_option, pass_app
+from .context import AppContext, json_option, pass_app, yes_option
 from .history import TIME
-from .output import emit_json, table, when
+from .output import State, coloured, emit_json, page, table, warn, when
 
 FINAL = ("completed", "failed", "cancelled")
+F = TypeVar("F", bound=Callable[..., Any])
 
 
 @click.group("job")
 def job() -> None:
     """Jobs: trees of tasks submitted to a cluster."""
+
+
+def diagnose_option(func: F) -> F:
+    return click.option(
+        "--diagnose-after", type=click.FloatRange(min=0), default=5.0, show_default=True,
+        envvar="TILEBOX_DIAGNOSE_AFTER", metavar="SECONDS",
+        help="Say why the job is still queued once it has not started after this long.",
+    )(func)  # fmt: skip
 
 
 @job.command("submit")
@@ -36,22 +52,45 @@ def job() -> None:
               help="Read the task input JSON from a file ('-' is not supported).")  # fmt: skip
 @click.option("--cluster", envvar="TILEBOX_CLUSTER", help="Cluster slug (default: 'default').")
 @click.option("--max-retries", type=click.IntRange(min=0), default=0, show_default=True)
+@click.option("--max-input-bytes", type=click.IntRange(min=1), default=MAX_INPUT_BYTES,
+              envvar="TILEBOX_MAX_INPUT_BYTES", show_default=True,
+              help="Refuse a task input JSON larger than this.")  # fmt: skip
+@click.option("--require-deployed", is_flag=True,
+              help="Refuse (submit nothing) unless a release deployed on the cluster runs the task.")  # fmt: skip
 @click.option("--wait", "wait_", is_flag=True, help="Wait for the job to finish, showing progress.")
+@diagnose_option
 @json_option
 @pass_app
 def submit(
     app: AppContext, name: str, task_name: str, version: str | None, input_json: str | None,
-    input_file: Path | None, cluster: str | None, max_retries: int, wait_: bool,
+    input_file: Path | None, cluster: str | None, max_retries: int, max_input_bytes: int,
+    require_deployed: bool, wait_: bool, diagnose_after: float,
 ) -> None:  # fmt: skip
     """Submit a job with one root task."""
     if input_json is not None and input_file is not None:
         raise click.UsageError("give either --input or --input-file, not both")
-    payload = input_file.read_text() if input_file else (input_json or "{}")
-    submitted = app.client.jobs().submit_by_name(
-        name, task_name, version, payload, cluster=cluster, max_retries=max_retries
+    # undecodable bytes are kept (as surrogates) for the input check to name, not a traceback here
+    payload = (
+        input_file.read_bytes().decode("utf-8", "surrogateescape")
+        if input_file
+        else (input_json or "{}")
     )
+    slug = cluster or DEFAULT_CLUSTER
+    gap = ""
+    if version is not None:  # without one, submit_by_name picks a deployed version or refuses
+        identifier = make_identifier(task_name, version)
+        app.client.clusters().find(slug)
+        gap = deployment_gap(identifier, slug, app.client.state())
+        if gap and require_deployed:
+            raise NotFound(f"{gap}; nothing submitted (--require-deployed)")
+    submitted = app.client.jobs().submit_by_name(
+        name, task_name, version, payload, cluster=slug, max_retries=max_retries,
+        max_input_bytes=max_input_bytes,
+    )  # fmt: skip
+    if gap:
+        warn(f"submitted, but it will wait: {gap}")
     if wait_:
-        _wait(app, submitted.id, None)
+        _wait(app, submitted.id, None, diagnose_after)
         return
     if app.json:
         emit_json(submitted)
@@ -76,13 +115,14 @@ def list_(
     until: dt.datetime | None, limit: int,
 ) -> None:  # fmt: skip
     """List jobs, newest first."""
+    app.reading()
     jobs = app.client.jobs().query(state=state, name=name, since=since, until=until, limit=limit)
     if app.json:
         emit_json(jobs)
         return
     table(
         ["id", "name", "cluster", "state", "tasks", "submitted"],
-        [[j.id, j.name, j.cluster, j.state, _counts(j), j.submitted_at] for j in jobs],
+        [[j.id, j.name, j.cluster, State(j.state), _counts(j), j.submitted_at] for j in jobs],
     )
 
 
@@ -92,38 +132,41 @@ def list_(
 @pass_app
 def get(app: AppContext, job_id: str) -> None:
     """Show a job: state, progress, and its task tree with runner and release."""
+    app.reading()
     found = app.client.jobs().find(job_id)
     reasons = app.client.jobs().why_queued(found)
     if app.json:
         emit_json({**msgspec.to_builtins(found), "waiting_because": reasons})
         return
-    click.echo(f"job       {found.id} ({found.name})")
-    click.echo(f"cluster   {found.cluster}")
-    click.echo(f"state     {found.state}")
-    click.echo(f"submitted {when(found.submitted_at)} by {found.submitted_by}")
-    click.echo(f"tasks     {_counts(found)}; compute {found.compute_seconds:.3f} s")
-    for progress in found.progress:
-        click.echo(f"progress  {progress.label or '-'}: {progress.done}/{progress.total}")
-    for reason in reasons:
-        click.echo(f"waiting   {reason}")
-    click.echo("")
+    lines = [
+        f"job       {found.id} ({found.name})",
+        f"cluster   {found.cluster}",
+        f"state     {coloured(found.state)}",
+        f"submitted {when(found.submitted_at)} by {found.submitted_by}",
+        f"tasks     {_counts(found)}; compute {found.compute_seconds:.3f} s",
+        *(f"progress  {p.label or '-'}: {p.done}/{p.total}" for p in found.progress),
+        *(f"waiting   {reason}" for reason in reasons),
+        "",
+    ]
     for depth, task in _tree(found.tasks):
         runner = f" runner={task.runner_id}" if task.runner_id else ""
         release = f" release={task.release_id}" if task.release_id else ""
         retries = f" attempts={task.attempts}" if task.attempts else ""
-        click.echo(
-            f"{'  ' * depth}{task.name}@{task.version}  {task.state}{runner}{release}{retries}"
+        lines.append(
+            f"{'  ' * depth}{task.name}@{task.version}  {coloured(task.state)}{runner}{release}{retries}"
         )
+    page(lines)
 
 
 @job.command("wait")
 @click.argument("job_id")
 @click.option("--timeout", type=float, help="Give up after this many seconds (exit 2).")
+@diagnose_option
 @json_option
 @pass_app
-def wait(app: AppContext, job_id: str, timeout: float | None) -> None:
+def wait(app: AppContext, job_id: str, timeout: float | None, diagnose_after: float) -> None:
     """Wait for a job to finish; a live progress bar on a terminal. Exit 1 if it failed."""
-    _wait(app, job_id, timeout)
+    _wait(app, job_id, timeout, diagnose_after)
 
 
 @job.command("retry")
@@ -132,40 +175,67 @@ def wait(app: AppContext, job_id: str, timeout: float | None) -> None:
 @pass_app
 def retry(app: AppContext, job_id: str) -> None:
     """Re-queue the failed tasks of a job; completed tasks are not rerun."""
-    count = app.client.jobs().retry(job_id)
+    jobs = app.client.jobs()
+    before = jobs.find(job_id)
+    count = jobs.retry(job_id)
+    warnings = failing_releases_still_deployed(before, app.client.state())
+    for warning in warnings:
+        warn(warning)
     if app.json:
-        emit_json({"job_id": job_id, "requeued": count})
+        emit_json({"job_id": job_id, "requeued": count, "warnings": warnings})
     else:
         click.echo(f"re-queued {count} failed task{'s' if count != 1 else ''} of job {job_id}")
 
 
 @job.command("cancel")
 @click.argument("job_id")
+@yes_option
 @json_option
 @pass_app
-def cancel(app: AppContext, job_id: str) -> None:
+def cancel(app: AppContext, job_id: str, yes: bool) -> None:
     """Cancel a job: queued tasks are dropped, running ones finish without subtasks."""
-    found = app.client.jobs().cancel(job_id)
+    jobs = app.client.jobs()
+    if app.asks(yes):
+        found = jobs.find(job_id, with_tasks=False)
+        app.confirm(f"Cancel job {found.id} ({found.name}: {_counts(found)})?")
+    cancelled = jobs.cancel(job_id)
     if app.json:
-        emit_json(found)
+        emit_json(cancelled)
     else:
         click.echo(f"cancelled job {job_id}")
 
 
-def _wait(app: AppContext, job_id: str, timeout: float | None) -> None:
+def _wait(app: AppContext, job_id: str, timeout: float | None, diagnose_after: float) -> None:
+    """Wait with a progress bar on a terminal; say once why the job is still queued after
+    ``diagnose_after`` seconds, and again on a timeout."""
     interactive = not app.json and sys.stderr.isatty()
+    jobs = app.client.jobs()
+    diagnose_at = time.monotonic() + diagnose_after
+    diagnosed = False
 
     def show(current: Job) -> None:
+        nonlocal diagnosed
+        late = time.monotonic() >= diagnose_at
+        if late and not diagnosed and not app.json and current.state == "queued":
+            diagnosed = True
+            reasons = jobs.why_queued(jobs.find(job_id))
+            if reasons and interactive:
+                click.echo("", err=True)  # end the progress bar's line
+            for reason in reasons:
+                click.echo(f"still queued: {reason}", err=True)
         if interactive:
             click.echo("\r" + _bar(current), nl=False, err=True)
 
-    final = app.client.jobs().wait(job_id, timeout=timeout, on_update=show)
+    final = jobs.wait(job_id, timeout=timeout, on_update=show)
     if interactive:
         click.echo("", err=True)
+    reasons = jobs.why_queued(jobs.find(job_id)) if final.state not in FINAL else []
     if app.json:
-        emit_json(final)
+        emit_json({**msgspec.to_builtins(final), "waiting_because": reasons})
     else:
         click.echo(f"job {final.id} {final.state}: {_counts(final)}")
+        for reason in reasons:
+            click.echo(f"waiting   {reason}")
     if final.state not in FINAL:
         raise SystemExit(2)
     if final.state != "completed":

@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import os
 import sys
 import traceback
+from collections.abc import Sequence
 from typing import Any
 
 import click
+import msgspec
 
 from tilebox_core.domain.errors import TileboxError
 from tilebox_core.logs import configure_logging
@@ -14,8 +17,43 @@ from tilebox_core.logs import configure_logging
 from .context import AppContext
 
 
+class CommandError(click.ClickException):
+    """A library error as one line, with the stable code of its class (``--json`` prints it)."""
+
+    def __init__(self, message: str, code: str) -> None:
+        super().__init__(message)
+        self.code = code
+
+
+class Interrupted(CommandError):
+    exit_code = 130  # 128 + SIGINT, as shells report it
+
+    def __init__(self) -> None:
+        super().__init__("interrupted", "interrupted")
+
+
+def error_code(exc: click.ClickException) -> str:
+    if isinstance(exc, CommandError):
+        return exc.code
+    if isinstance(exc, click.UsageError):
+        return "usage"
+    if isinstance(exc, click.FileError):
+        return "invalid_input"
+    return "error"
+
+
+def show_error(exc: click.ClickException, as_json: bool) -> None:
+    """Click's own text ("Error: ..."), or ``{"error": {"code", "message"}}`` under --json."""
+    if not as_json:
+        exc.show()
+        return
+    error = {"code": error_code(exc), "message": exc.format_message()}
+    click.echo(msgspec.json.encode({"error": error}).decode(), err=True)
+
+
 class TileboxGroup(click.Group):
-    """Turns library errors into one clear line and a non-zero exit (a traceback only with --debug)."""
+    """Turns library errors into one clear line and a non-zero exit (a traceback only with
+    --debug); under --json, errors are a JSON document on stderr with the same exit codes."""
 
     def invoke(self, ctx: click.Context) -> Any:
         try:
@@ -27,10 +65,33 @@ class TileboxGroup(click.Group):
             details = getattr(exc, "details", None)
             if details and app is not None and app.debug:
                 click.echo(details, err=True)
-            raise click.ClickException(str(exc)) from exc
+            raise CommandError(str(exc), exc.code) from exc
         except KeyboardInterrupt:
-            click.echo("interrupted", err=True)
-            sys.exit(130)
+            raise Interrupted from None
+
+    def main(
+        self,
+        args: Sequence[str] | None = None,
+        prog_name: str | None = None,
+        complete_var: str | None = None,
+        standalone_mode: bool = True,
+        **extra: Any,
+    ) -> Any:
+        argv = list(sys.argv[1:] if args is None else args)
+        if not standalone_mode:
+            return super().main(argv, prog_name, complete_var, standalone_mode, **extra)
+        # Standalone, click would print errors itself; here they are printed as --json asks.
+        # The flag is looked for in the arguments, as a usage error comes before any callback.
+        as_json = "--json" in argv
+        try:
+            result = super().main(argv, prog_name, complete_var, False, **extra)
+        except click.ClickException as exc:
+            show_error(exc, as_json)
+            sys.exit(exc.exit_code)
+        except click.Abort:
+            show_error(CommandError("aborted; nothing was changed", "aborted"), as_json)
+            sys.exit(1)
+        sys.exit(result if isinstance(result, int) else 0)  # an int is click's exit code
 
 
 @click.group(cls=TileboxGroup, context_settings={"help_option_names": ["-h", "--help"]})
@@ -46,14 +107,17 @@ class TileboxGroup(click.Group):
     default="console",
 )  # fmt: skip
 @click.option("--debug", is_flag=True, help="Show tracebacks and child-process output on errors.")
+@click.option("--no-color", is_flag=True, help="No colours on a terminal (also: NO_COLOR=1).")
 @click.version_option(package_name="tilebox-releases")
 @click.pass_context
 def cli(
-    ctx: click.Context, team: str | None, log_level: str | None, log_format: str, debug: bool
-) -> None:
+    ctx: click.Context, team: str | None, log_level: str | None, log_format: str, debug: bool,
+    no_color: bool,
+) -> None:  # fmt: skip
     """Workflow releases and cluster deployments on Redis Streams."""
     level = "debug" if debug else log_level
     configure_logging(level or "warning", log_format)
+    ctx.meta["tilebox.color"] = not (no_color or os.environ.get("NO_COLOR"))  # no-color.org
     app = AppContext(team, debug, level, log_format)
     ctx.obj = app
     ctx.call_on_close(app.close)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import click
 
+from tilebox_core import Conflict
 from tilebox_core.logs import configure_logging
 from tilebox_runner.environment import MODES
 from tilebox_runner.supervisor import ReleaseRunner
@@ -40,6 +41,7 @@ def start(
         app.client, cluster, processes, stop_when_idle=stop_when_idling, environment=environment,
         lease_seconds=lease, log_level=level, log_format=log_format,
     )  # fmt: skip
+    app.client.clusters().find(release_runner.cluster)  # an unknown cluster fails before anything
     if app.json:
         emit_json({"runner_id": release_runner.id, "cluster": release_runner.cluster})
     else:
@@ -47,6 +49,8 @@ def start(
             f"release runner {release_runner.id} serving cluster {release_runner.cluster}", err=True
         )
     release_runner.run()
+    if release_runner.failure is not None:  # it stopped on its own: its cluster was deleted
+        raise Conflict(release_runner.failure)
 
 
 def register(cli: click.Group) -> None:

@@ -12,8 +12,16 @@ from tilebox_core.build.config import WorkflowConfig, find_config, load_config
 from tilebox_core.build.release import BuildResult, build_release
 from tilebox_core.build.scaffold import init_project
 
-from .context import AppContext, json_option, pass_app, split_csv
-from .output import TerminalProgress, emit_json, table
+from .context import (
+    AppContext,
+    deprecated_path_option,
+    json_option,
+    pass_app,
+    path_argument,
+    split_csv,
+    yes_option,
+)
+from .output import TerminalProgress, emit_json, table, warn
 
 
 @click.group("workflow")
@@ -62,6 +70,7 @@ def create(app: AppContext, name: str, slug: str | None) -> None:
 @pass_app
 def list_(app: AppContext) -> None:
     """List workflows."""
+    app.reading()
     workflows = app.client.workflows().all()
     if app.json:
         emit_json(workflows)
@@ -75,6 +84,7 @@ def list_(app: AppContext) -> None:
 @pass_app
 def get(app: AppContext, slug: str | None) -> None:
     """Show a workflow (default: the one of tilebox.workflow.toml) and where it is deployed."""
+    app.reading()
     found = app.client.workflows().find(workflow_slug(slug))
     state = app.client.state()
     deployed = {c: by_wf[found.slug] for c, by_wf in state.mapping().items() if found.slug in by_wf}
@@ -94,6 +104,7 @@ def get(app: AppContext, slug: str | None) -> None:
 @pass_app
 def releases(app: AppContext, slug: str | None) -> None:
     """List releases with their tasks, digest and where each is deployed."""
+    app.reading()
     slug = workflow_slug(slug)
     found = app.client.workflows().releases(slug)
     state = app.client.state()
@@ -113,17 +124,30 @@ def releases(app: AppContext, slug: str | None) -> None:
 @workflow.command("init")
 @click.argument("directory", required=False, type=click.Path(path_type=Path, file_okay=False))
 @click.option("--name", help="Workflow name (default: the directory's name).")
+@click.option("--slug", help="Workflow slug (default: derived from the name).")
 @json_option
 @pass_app
-def init(app: AppContext, directory: Path | None, name: str | None) -> None:
+def init(app: AppContext, directory: Path | None, name: str | None, slug: str | None) -> None:
     """Scaffold a workflow project: tilebox.workflow.toml, pyproject.toml and a runner module."""
-    written = init_project(directory or Path.cwd(), name)
+    target = directory or Path.cwd()
+    written = init_project(target, name, slug)
     if app.json:
         emit_json([str(p) for p in written])
         return
     for path in written:
         click.echo(f"created {path}")
-    click.echo("next: tilebox workflow create NAME, then tilebox workflow publish-release")
+    shown = shell_quote(name or target.absolute().name)
+    with_slug = f" --slug {slug}" if slug else ""
+    click.echo(
+        f"next: tilebox workflow create {shown}{with_slug}, then tilebox workflow publish-release"
+    )
+
+
+def shell_quote(word: str) -> str:
+    """``word`` as a user would type it in a shell: double quotes around anything not plain."""
+    if word and all(c.isalnum() or c in "-_./:@" for c in word):
+        return word
+    return '"' + "".join("\\" + c if c in '"\\$`' else c for c in word) + '"'
 
 
 def _build(app: AppContext, path: Path | None) -> BuildResult:
@@ -131,9 +155,12 @@ def _build(app: AppContext, path: Path | None) -> BuildResult:
     assert config is not None
     progress = TerminalProgress(not app.json)
     try:
-        return build_release(config, progress)
+        result = build_release(config, progress)
     finally:
         progress.close()
+    for warning in result.warnings:
+        warn(warning)
+    return result
 
 
 def _build_dict(result: BuildResult) -> dict[str, Any]:
@@ -147,7 +174,7 @@ def _build_dict(result: BuildResult) -> dict[str, Any]:
 
 
 @workflow.command("build-release")
-@click.argument("path", required=False, type=click.Path(path_type=Path, exists=True))
+@path_argument
 @json_option
 @pass_app
 def build_release_command(app: AppContext, path: Path | None) -> None:
@@ -167,7 +194,7 @@ def build_release_command(app: AppContext, path: Path | None) -> None:
 
 
 @workflow.command("publish-release")
-@click.argument("path", required=False, type=click.Path(path_type=Path, exists=True))
+@path_argument
 @click.option("--force", is_flag=True, help="Publish despite input schema incompatibilities.")
 @json_option
 @pass_app
@@ -214,7 +241,7 @@ def _targets(target: str | None, clusters: str | None, config: WorkflowConfig | 
     if target:
         if config is None:
             raise click.UsageError(
-                f"--target {target} needs a tilebox.workflow.toml here (or --path) that defines it"
+                f"--target {target} needs a tilebox.workflow.toml here (or at PATH) that defines it"
             )
         return config.target_clusters(target)
     return split_csv(clusters)
@@ -228,7 +255,8 @@ def _targets(target: str | None, clusters: str | None, config: WorkflowConfig | 
 @click.option("--workflow", "slug", help="Workflow slug (default: from tilebox.workflow.toml).")
 @click.option("--force", is_flag=True, help="Deploy despite input schema incompatibilities.")
 @click.option("--dry-run", is_flag=True, help="Show what would change; change nothing.")
-@click.option("--path", type=click.Path(path_type=Path, exists=True), help="Project directory.")
+@path_argument
+@deprecated_path_option
 @json_option
 @pass_app
 def deploy_release(
@@ -263,7 +291,9 @@ def deploy_release(
 @click.option("--cluster", "clusters", help="Comma-separated cluster slugs (default: 'default').")
 @click.option("--workflow", "slug", help="Workflow slug (default: from tilebox.workflow.toml).")
 @click.option("--dry-run", is_flag=True, help="Show what would change; change nothing.")
-@click.option("--path", type=click.Path(path_type=Path, exists=True), help="Project directory.")
+@yes_option
+@path_argument
+@deprecated_path_option
 @json_option
 @pass_app
 def undeploy_release(
@@ -272,23 +302,32 @@ def undeploy_release(
     clusters: str | None,
     slug: str | None,
     dry_run: bool,
+    yes: bool,
     path: Path | None,
 ) -> None:
     """Remove a workflow's active release from clusters (releases, artifacts and jobs are kept)."""
     config = project_config(path, required=False)
     targets = _targets(target, clusters, config)
-    plan = app.client.workflows().undeploy_release(
-        workflow_slug(slug, path), clusters=targets, target=target, dry_run=dry_run
-    )
+    workflows = app.client.workflows()
+    slug = workflow_slug(slug, path)
+    if not dry_run and app.asks(yes):
+        plan = workflows.undeploy_release(slug, clusters=targets, target=target, dry_run=True)
+        removed = [f"{c.cluster} ({c.previous_release_id})" for c in plan.changes if c.changed]
+        if removed:
+            app.confirm(f"Undeploy {slug} from {', '.join(removed)}?")
+    plan = workflows.undeploy_release(slug, clusters=targets, target=target, dry_run=dry_run)
     _report(app, plan, dry_run, "undeployed")
 
 
 def _report(app: AppContext, plan: DeployPlan, dry_run: bool, verb: str) -> None:
+    changed = any(c.changed for c in plan.changes)
     if app.json:
         emit_json(
             {
                 "dry_run": dry_run,
                 "release_id": plan.release.id if plan.release else None,
+                "changed": changed,
+                "message": None if changed else "nothing to change",
                 "changes": plan.changes,
                 "incompatibilities": plan.incompatibilities,
             }
@@ -296,7 +335,9 @@ def _report(app: AppContext, plan: DeployPlan, dry_run: bool, verb: str) -> None
         return
     prefix = "would be " if dry_run else ""
     for change in plan.changes:
-        if not change.changed:
+        if not change.changed and change.release_id is None:
+            click.echo(f"{change.cluster}: {change.workflow} is not deployed there")
+        elif not change.changed:
             click.echo(f"{change.cluster}: {change.workflow} already at {change.release_id}")
         elif change.release_id is None:
             click.echo(
@@ -307,6 +348,8 @@ def _report(app: AppContext, plan: DeployPlan, dry_run: bool, verb: str) -> None
             click.echo(
                 f"{change.cluster}: {change.workflow} {prefix}{verb} {change.release_id}{was}"
             )
+    if not changed:
+        click.echo("nothing to change")
     for problem in plan.incompatibilities:
         click.echo(f"forced despite: {problem}", err=True)
 

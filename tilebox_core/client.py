@@ -3,6 +3,7 @@ runners and history. Every sub-API works on the client's ``Session``."""
 
 from __future__ import annotations
 
+import collections
 import datetime as dt
 import heapq
 from collections.abc import Callable, Iterable, Iterator, Sequence
@@ -16,7 +17,8 @@ from tilebox_core.domain.projection import Cluster, ControlState, Release, Workf
 from tilebox_core.domain.runners import RunnerInfo
 from tilebox_core.execution.registry import Runner
 from tilebox_core.execution.worker import TaskRunner
-from tilebox_core.redis.eventstore import CONTROL, Stored
+from tilebox_core.redis.eventstore import CONTROL
+from tilebox_core.redis.eventstore import Stored as Stored  # re-exported: what History yields
 from tilebox_core.redis.taskstore import TASKS
 
 from .jobs import Jobs
@@ -65,6 +67,15 @@ class Client(Session):
         return TaskRunner(self, cluster, tasks, **options)
 
 
+class ClusterDeletion(NamedTuple):
+    slug: str
+    deployments: dict[str, str]  # workflow -> release id, removed with the cluster
+    unfinished_jobs: int  # queued or running jobs on it; queued ones will not run
+
+    def summary(self) -> str:
+        return control.cluster_contents(self.deployments, self.unfinished_jobs)
+
+
 class Clusters:
     def __init__(self, client: Session) -> None:
         self._client = client
@@ -89,10 +100,23 @@ class Clusters:
         control.require_cluster(self._client.state(), slug)
         return self._client.runners.live(slug)
 
-    def delete(self, slug: str) -> None:
-        self._client.decide(
-            lambda state, origin: (None, control.delete_cluster(state, origin, slug))
-        )
+    def delete(self, slug: str, *, force: bool = False, dry_run: bool = False) -> ClusterDeletion:
+        """Delete cluster ``slug``; one with deployments or unfinished jobs only with ``force``.
+
+        Its deployments are removed with it; its jobs stay as they are (queued ones will not run).
+        ``dry_run`` checks and reports the same without deleting.
+        """
+        known = slug in self._client.state().clusters  # else the rule says it is unknown
+        unfinished = Jobs(self._client).unfinished_on(slug) if known else 0
+
+        def rule(state: ControlState, origin: Origin) -> tuple[ClusterDeletion, list[Event]]:
+            events = control.delete_cluster(
+                state, origin, slug, force=force, unfinished_jobs=unfinished
+            )
+            deletion = ClusterDeletion(slug, control.deployed_on(state, slug), unfinished)
+            return deletion, [] if dry_run else events
+
+        return self._client.decide(rule)
 
 
 class Workflows:
@@ -236,21 +260,81 @@ class History:
         since: dt.datetime | None = None,
         until: dt.datetime | None = None,
         types: Sequence[str] = (),
+        *,
+        job: str | None = None,
+        actor: str | None = None,
+        limit: int | None = None,
     ) -> Iterator[Stored]:
-        after = f"{position_ms(since) - 1}-18446744073709551615" if since else "0-0"
+        """Events (of ``types``, of ``job``, by ``actor``) in log order; with ``limit`` only the
+        last ``limit`` of them."""
+        wanted = _matcher(types, job, actor)
+        matching = (s for _, s in self._merged(since, until) if wanted(s))
+        return iter(collections.deque(matching, maxlen=limit)) if limit is not None else matching
+
+    def follow(
+        self,
+        since: dt.datetime | None = None,
+        types: Sequence[str] = (),
+        *,
+        job: str | None = None,
+        actor: str | None = None,
+        limit: int | None = None,
+        block_ms: int = 1000,
+    ) -> Iterator[Stored]:
+        """``list``, then each matching event as it is appended (a blocking read on both logs);
+        never ends: the caller stops iterating."""
+        wanted = _matcher(types, job, actor)
+        start = _after(since)
+        after = {CONTROL: start, TASKS: start}
+        past: collections.deque[Stored] = collections.deque(maxlen=limit)
+        for log, stored in self._merged(since, None):
+            after[log] = stored.position
+            if wanted(stored):
+                past.append(stored)
+        yield from past
+        while True:
+            for log, stored in self._client.store.wait_any(after, block_ms):
+                after[log] = stored.position
+                if wanted(stored):
+                    yield stored
+
+    def is_empty(self) -> bool:
+        """True for a team nothing was ever written to (a mistyped ``--team``, say)."""
+        store = self._client.store
+        return store.version(CONTROL) == 0 and store.version(TASKS) == 0
+
+    def _merged(
+        self, since: dt.datetime | None, until: dt.datetime | None
+    ) -> Iterator[tuple[str, Stored]]:
+        after = _after(since)
         end = str(position_ms(until)) if until else "+"
-        wanted = set(types)
-        if wanted - KNOWN_TYPES:
-            unknown = ", ".join(sorted(wanted - KNOWN_TYPES))
-            raise InvalidInput(
-                f"unknown event type {unknown}; known: {', '.join(sorted(KNOWN_TYPES))}"
-            )
-        logs = [
-            self._client.store.replay(name, after=after, until=end) for name in (CONTROL, TASKS)
-        ]
-        for stored in heapq.merge(*logs, key=lambda s: _order(s.position)):
-            if not wanted or stored.event.type in wanted:
-                yield stored
+        logs = [self._tagged(name, after, end) for name in (CONTROL, TASKS)]
+        return heapq.merge(*logs, key=lambda pair: _order(pair[1].position))
+
+    def _tagged(self, log: str, after: str, end: str) -> Iterator[tuple[str, Stored]]:
+        for stored in self._client.store.replay(log, after=after, until=end):
+            yield log, stored
+
+
+def _after(since: dt.datetime | None) -> str:
+    return f"{position_ms(since) - 1}-18446744073709551615" if since else "0-0"
+
+
+def _matcher(types: Sequence[str], job: str | None, actor: str | None) -> Callable[[Stored], bool]:
+    wanted = set(types)
+    if wanted - KNOWN_TYPES:
+        unknown = ", ".join(sorted(wanted - KNOWN_TYPES))
+        raise InvalidInput(f"unknown event type {unknown}; known: {', '.join(sorted(KNOWN_TYPES))}")
+
+    def matches(stored: Stored) -> bool:
+        event = stored.event
+        return (
+            (not wanted or event.type in wanted)
+            and (job is None or getattr(event, "job_id", None) == job)
+            and (actor is None or event.actor == actor)
+        )
+
+    return matches
 
 
 def _order(position: str) -> tuple[int, int]:

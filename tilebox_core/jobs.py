@@ -31,6 +31,7 @@ from tilebox_core.domain.identifiers import make_identifier
 from tilebox_core.domain.ids import new_id
 from tilebox_core.domain.jobs import (
     JOB_STATES,
+    MAX_INPUT_BYTES,
     TASK_STATES,
     Job,
     Progress,
@@ -116,11 +117,13 @@ class Jobs:
         input_json: str,
         cluster: str | None = None,
         max_retries: int = 0,
+        max_input_bytes: int = MAX_INPUT_BYTES,
     ) -> Job:
         """Submit a job from a task identifier and its JSON input (what ``tilebox job submit`` does).
 
         The input is checked against the task's schema when a release deployed on the cluster
-        provides the task; without ``version``, the newest deployed version is used.
+        provides the task; without ``version``, the newest deployed version is used. An input over
+        ``max_input_bytes`` is refused.
         """
         cluster = cluster or default_cluster()
         state = self._client.state()
@@ -135,8 +138,9 @@ class Jobs:
             version = deployed.version
         identifier = make_identifier(task_name, version)
         input_json = validated_input(
-            input_json, deployed.input_schema if deployed else None, str(identifier)
-        )
+            input_json, deployed.input_schema if deployed else None, str(identifier),
+            max_input_bytes,
+        )  # fmt: skip
         spec = TaskSpec(
             new_id(), identifier.name, identifier.version, cluster, input_json,
             max_retries=_retries(max_retries),
@@ -243,6 +247,16 @@ class Jobs:
             return []
         runners = self._client.runners.live(job.cluster)
         return why_queued(job, self._client.state(), runners)
+
+    def unfinished_on(self, cluster: str) -> int:
+        """How many jobs submitted to ``cluster`` are queued or running (of the newest 100,000)."""
+        ids = self._store.job_ids(limit=100_000)
+        count = 0
+        for start in range(0, len(ids), QUERY_PAGE):  # job hashes only, a page per round trip
+            for fields in self._store.jobs(ids[start : start + QUERY_PAGE]):
+                if fields.get("cluster") == cluster and job_state(fields) in ("queued", "running"):
+                    count += 1
+        return count
 
     def wait(
         self,

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import abc
 import functools
+import sys
 from collections.abc import Sequence
 from typing import Any
 
@@ -39,7 +40,19 @@ def task_identifier(task_class: type[Task]) -> TaskIdentifier:
     """The validated identifier of a task class."""
     check_task_class(task_class)
     name, version = task_class.identifier()
-    return make_identifier(name, version)
+    try:
+        return make_identifier(name, version)
+    except InvalidInput as exc:
+        raise InvalidInput(
+            f"task class {task_class.__qualname__}{_where(task_class)}: {exc}"
+        ) from None
+
+
+def _where(task_class: type) -> str:
+    """ " in FILE" of a class's module, as far as it is known."""
+    module = sys.modules.get(task_class.__module__)
+    path = getattr(module, "__file__", None)
+    return f" in {path}" if path else f" of module {task_class.__module__}"
 
 
 def check_task_class(task_class: object) -> None:

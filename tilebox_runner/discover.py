@@ -24,6 +24,7 @@ from typing import Any, TextIO
 import msgspec
 
 from tilebox_core.build.discovery import PROTOCOL, DiscoveredTask, DiscoveryReport
+from tilebox_core.domain.errors import InvalidInput
 from tilebox_core.domain.identifiers import TaskIdentifier
 from tilebox_core.execution.registry import Runner
 from tilebox_core.task import input_schema
@@ -63,6 +64,8 @@ def load_runner(spec: str, artifact_dir: str) -> Runner:
     module_name, _, attribute = spec.partition(":")
     try:
         module = importlib.import_module(module_name)
+    except InvalidInput as exc:  # the project's own one-line message: no type name, no traceback
+        raise _Failure(f"cannot import module {module_name!r} from the artifact: {exc}") from exc
     except Exception as exc:
         traceback.print_exc()
         raise _Failure(

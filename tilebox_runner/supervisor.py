@@ -26,7 +26,7 @@ from tilebox_core.client import Client
 from tilebox_core.domain.control import require_cluster
 from tilebox_core.domain.errors import TileboxError
 from tilebox_core.domain.ids import utcnow
-from tilebox_core.domain.projection import Release
+from tilebox_core.domain.projection import Cluster, ControlState, Release
 from tilebox_core.domain.runners import HEARTBEAT_SECONDS, ReleaseStatus, RunnerInfo
 from tilebox_core.execution.worker import install_signal_handlers, new_runner_id
 from tilebox_core.jobs import default_cluster
@@ -98,6 +98,8 @@ class ReleaseRunner:
         self.started_at = utcnow()
         self._stopping = threading.Event()
         self._next_heartbeat = 0.0
+        self._serving: Cluster | None = None  # the cluster as it was when this runner started
+        self.failure: str | None = None  # why the runner stopped on its own, if it did
         self.log = log.bind(runner_id=self.id, cluster=self.cluster)
 
     def stop(self) -> None:
@@ -132,6 +134,8 @@ class ReleaseRunner:
 
     def _reconcile(self) -> None:
         state = self.client.state()
+        if not self._still_serving(state):
+            return
         wanted = {
             d.release_id: state.releases[d.release_id]
             for d in state.deployments.get(self.cluster, {}).values()
@@ -146,6 +150,24 @@ class ReleaseRunner:
         for runtime in self.runtimes.values():
             if not runtime.processes and not runtime.idle and time.monotonic() >= runtime.retry_at:
                 self._start(runtime)
+
+    def _still_serving(self, state: ControlState) -> bool:
+        """Whether the cluster this runner started on still exists. Deleted (or deleted and
+        created again under its slug: another cluster), the runner stops, and ``failure`` says
+        why, so that ``tilebox runner start`` exits non-zero instead of serving a stranger."""
+        cluster = state.clusters.get(self.cluster)
+        if self._serving is None:
+            self._serving = cluster
+        if cluster is not None and self._serving is not None and cluster.id == self._serving.id:
+            return True
+        again = " and created again (a new cluster)" if cluster is not None else ""
+        self.failure = (
+            f"cluster {self.cluster!r} was deleted{again} while this runner served it; "
+            "the runner stopped: start one for a cluster that exists"
+        )
+        self.log.error("cluster deleted; stopping", recreated=cluster is not None)
+        self.stop()
+        return False
 
     def _start(self, runtime: Runtime) -> None:
         release = runtime.release

@@ -30,8 +30,9 @@ from typing import NamedTuple
 
 import zstandard
 
-from . import tarwriter
 from tilebox_core.domain.errors import ArtifactError, Conflict
+
+from . import tarwriter
 
 MAX_ARTIFACT_BYTES = 64 * 1024 * 1024
 """Largest compressed artifact that can be built, published or extracted."""

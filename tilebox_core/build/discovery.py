@@ -49,6 +49,8 @@ class BuildError(InvalidInput):
     child's whole stderr for ``--debug``.
     """
 
+    code = "build_failed"
+
     def __init__(self, message: str, details: str = "") -> None:
         super().__init__(message)
         self.details = details
@@ -131,9 +133,10 @@ def _run(
         ) from None
     stdout, stderr = _text(out), _text(err)
     if child.returncode != 0:
+        # paths inside the scratch copy of the artifact read as paths of the project
+        last = _last_line(stderr).replace(f"{cwd}{os.sep}", "")
         raise BuildError(
-            f"runtime check of {what} failed (exit code {child.returncode}): {_last_line(stderr)}",
-            stderr,
+            f"runtime check of {what} failed (exit code {child.returncode}): {last}", stderr
         )
     return stdout, stderr
 

@@ -22,13 +22,17 @@ import sys
 import tempfile
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TypeVar
 
 import msgspec
 import structlog
 import zstandard
+
+from tilebox_core.domain.control import release_fingerprint
+from tilebox_core.domain.errors import ArtifactError
+from tilebox_core.domain.events import ReleaseTask
 
 from .artifact import (
     MAX_UNPACKED_BYTES,
@@ -40,9 +44,7 @@ from .artifact import (
     pack,
 )
 from .config import WorkflowConfig
-from tilebox_core.domain.control import release_fingerprint
 from .discovery import discover_tasks
-from tilebox_core.domain.events import ReleaseTask
 from .selection import SelectedFile, scan
 
 log = structlog.get_logger(__name__)
@@ -51,6 +53,8 @@ Progress = Callable[[str, int, int], None]
 """``progress(stage, done, total)`` with stage "select", "pack" or "discover"."""
 
 BUILD_DIR = Path(".tilebox") / "build"
+WARN_ARTIFACT_BYTES = 10 * 2**20  # a build says so above these sizes (MAX_ARTIFACT_BYTES refuses)
+WARN_FILE_BYTES = 2**20
 _FORMAT = 1  # bump when the manifest or cache layout changes; older files are then ignored
 _RACY_WINDOW_NS = 2_000_000_000  # coarsest common mtime resolution (FAT: 2 s)
 _T = TypeVar("_T")
@@ -69,6 +73,7 @@ class BuildResult:
     runner: str | None
     command: list[str] | None
     cached: bool  # the runtime check was answered from the local cache (no subprocess ran)
+    warnings: list[str] = field(default_factory=list)  # worth telling, not worth refusing
 
 
 class _Manifest(msgspec.Struct, frozen=True):
@@ -96,7 +101,10 @@ def build_release(config: WorkflowConfig, progress: Progress | None = None) -> B
     report("select", len(selected), len(selected))
     data = _reusable_artifact(config.root, build_dir, selected, scanned_ns)
     if data is None:
-        packed = pack(config.root, [s.path for s in selected], report)
+        try:
+            packed = pack(config.root, [s.path for s in selected], report)
+        except ArtifactError as exc:
+            raise ArtifactError(f"{exc}; largest files: {largest_files(selected)}") from exc
         data = packed.data
         _save_artifact(build_dir, packed, digest_of(data), scanned_ns)
     digest = digest_of(data)
@@ -115,7 +123,34 @@ def build_release(config: WorkflowConfig, progress: Progress | None = None) -> B
         runner=workflow.runner,
         command=workflow.command,
         cached=cached,
+        warnings=size_warnings(selected, len(data)),
     )
+
+
+def size_warnings(selected: list[SelectedFile], artifact_size: int) -> list[str]:
+    """A warning when the artifact or one of its files is larger than code usually is."""
+    big = [f for f in selected if f.size > WARN_FILE_BYTES]
+    if artifact_size <= WARN_ARTIFACT_BYTES and not big:
+        return []
+    return [
+        f"the artifact is {_mib(artifact_size)} compressed"
+        + (
+            f", {len(big)} file{'s' if len(big) != 1 else ''} over {_mib(WARN_FILE_BYTES)}"
+            if big
+            else ""
+        )
+        + f"; largest files: {largest_files(selected)}. Artifacts hold code, lock files and small "
+        "config: exclude data in [build] of tilebox.workflow.toml and fetch it at runtime"
+    ]
+
+
+def largest_files(selected: list[SelectedFile], count: int = 5) -> str:
+    ordered = sorted(selected, key=lambda f: (-f.size, f.path))[:count]
+    return ", ".join(f"{f.path} ({_mib(f.size)})" for f in ordered) or "none"
+
+
+def _mib(size: int) -> str:
+    return f"{size / 2**20:.1f} MiB"
 
 
 def artifact_path(build_dir: Path, digest: str) -> Path:

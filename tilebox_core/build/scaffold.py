@@ -11,14 +11,21 @@ from importlib.resources import files
 from pathlib import Path
 from string import Template
 
-from .config import CONFIG_FILE
 from tilebox_core.domain.errors import Conflict
 from tilebox_core.domain.identifiers import slugify, validate_slug
 
+from .config import CONFIG_FILE
 
-def init_project(directory: Path, name: str | None = None) -> list[Path]:
-    """Write a workflow project into ``directory`` (created if missing); return what was written."""
-    slug = validate_slug(slugify(name or directory.absolute().name), "workflow slug")
+
+def init_project(directory: Path, name: str | None = None, slug: str | None = None) -> list[Path]:
+    """Write a workflow project into ``directory`` (created if missing); return what was written.
+
+    The slug is ``slug``, else derived from ``name``, else from the directory's name.
+    """
+    if slug is not None:
+        slug = validate_slug(slug, "workflow slug")
+    else:
+        slug = validate_slug(slugify(name or directory.absolute().name), "workflow slug")
     package = package_name(slug)
     plan = {
         directory / CONFIG_FILE: "tilebox.workflow.toml.tmpl",

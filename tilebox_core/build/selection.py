@@ -10,7 +10,8 @@ excludes file and ``.git/info/exclude`` do not, so that the selection is the sam
 The walk is one ``os.scandir`` per directory and prunes early: ignored and excluded directories, and
 directories no include pattern can reach, are never entered. Symlinks are followed only inside
 ``root`` and never into a loop; the artifact stores what they point to as regular files. The build
-output ``.tilebox/`` and ``.git/`` are never selected.
+output ``.tilebox/`` and ``.git/`` are never selected, nor are ``__pycache__/`` and virtual
+environments (``.venv/``, ``venv/``, any directory with a ``pyvenv.cfg``).
 """
 
 from __future__ import annotations
@@ -24,13 +25,21 @@ from typing import NamedTuple
 import structlog
 from pathspec import GitIgnoreSpec
 
-from .config import WorkflowConfig
 from tilebox_core.domain.errors import InvalidInput
+
+from .config import WorkflowConfig
 
 log = structlog.get_logger(__name__)
 
 NEVER_SELECTED = frozenset({".git", ".tilebox"})
 """Names never walked or selected at any depth: git's data and the local build output."""
+
+NEVER_WALKED = frozenset({"__pycache__", ".venv", "venv"})
+"""Directories never walked, whatever ``include`` says: bytecode caches and virtual environments
+(so is any directory holding a ``pyvenv.cfg``). An artifact holds code, lock files and small
+config; a runner builds environments itself."""
+
+VENV_MARKER = "pyvenv.cfg"
 
 
 class SelectedFile(NamedTuple):
@@ -197,11 +206,16 @@ class _Walk:
         while stack:
             directory = stack.pop()
             entries = self._entries(directory.path)
+            if directory.prefix and any(e.name == VENV_MARKER for e in entries):
+                log.debug("selection.virtualenv_skipped", directory=directory.prefix)
+                continue
             directory = directory._replace(ignores=self._with_gitignore(directory, entries))
             for entry in entries:
                 if entry.name in NEVER_SELECTED:
                     continue
                 if entry.is_dir():
+                    if entry.name in NEVER_WALKED:
+                        continue
                     child = self._enter(directory, entry)
                     if child is not None:
                         stack.append(child)

@@ -25,7 +25,7 @@ from .events import (
     ReleaseTask,
     WorkflowCreated,
 )
-from .identifiers import make_identifier, slugify, validate_slug
+from .identifiers import make_identifier, slugify, validate_name, validate_slug
 from .projection import DEFAULT_CLUSTER, ControlState, Release
 
 LATEST = "latest"
@@ -54,16 +54,30 @@ class DeployPlan:
 def create_cluster(
     state: ControlState, origin: Origin, name: str, slug: str | None = None
 ) -> list[Event]:
+    validate_name(name, "cluster name")
     slug = validate_slug(slug, "cluster slug") if slug else slugify(name)
     if slug in state.clusters:
         raise Conflict(f"cluster {slug!r} already exists; choose another name or pass --slug")
     return [ClusterCreated(**origin.stamp(), slug=slug, name=name)]
 
 
-def delete_cluster(state: ControlState, origin: Origin, slug: str) -> list[Event]:
+def delete_cluster(
+    state: ControlState, origin: Origin, slug: str, *, force: bool = False, unfinished_jobs: int = 0
+) -> list[Event]:
+    """The events deleting cluster ``slug`` and its deployments.
+
+    A cluster that still has deployments or unfinished (queued or running) jobs is only deleted
+    with ``force``: its runners stop serving it and its queued jobs will not run.
+    """
     if slug == DEFAULT_CLUSTER:
         raise Conflict("the default cluster cannot be deleted; every team keeps one")
     require_cluster(state, slug)
+    deployed = deployed_on(state, slug)
+    if (deployed or unfinished_jobs) and not force:
+        raise Conflict(
+            f"cluster {slug!r} {cluster_contents(deployed, unfinished_jobs)}; pass --force to "
+            "delete it with them (its runners stop, its queued jobs will not run)"
+        )
     removed: list[Event] = [
         DeploymentRemoved(
             **origin.stamp(), workflow=d.workflow, cluster=slug, release_id=d.release_id
@@ -71,6 +85,23 @@ def delete_cluster(state: ControlState, origin: Origin, slug: str) -> list[Event
         for d in state.deployments.get(slug, {}).values()
     ]
     return [*removed, ClusterDeleted(**origin.stamp(), slug=slug)]
+
+
+def deployed_on(state: ControlState, slug: str) -> dict[str, str]:
+    """workflow -> release id deployed on cluster ``slug``."""
+    return {w: d.release_id for w, d in sorted(state.deployments.get(slug, {}).items())}
+
+
+def cluster_contents(deployed: dict[str, str], unfinished_jobs: int) -> str:
+    """What deleting a cluster removes, as "has deployments (w: r) and N unfinished jobs"."""
+    parts = []
+    if deployed:
+        listed = ", ".join(f"{w}: {r}" for w, r in deployed.items())
+        parts.append(f"deployment{'s' if len(deployed) != 1 else ''} ({listed})")
+    if unfinished_jobs:
+        plural = "s" if unfinished_jobs != 1 else ""
+        parts.append(f"{unfinished_jobs} unfinished job{plural} (queued or running)")
+    return "has " + " and ".join(parts) if parts else "is empty"
 
 
 def require_cluster(state: ControlState, slug: str) -> None:
@@ -87,6 +118,7 @@ def require_cluster(state: ControlState, slug: str) -> None:
 def create_workflow(
     state: ControlState, origin: Origin, name: str, slug: str | None = None
 ) -> list[Event]:
+    validate_name(name, "workflow name")
     slug = validate_slug(slug, "workflow slug") if slug else slugify(name)
     if slug in state.workflows:
         raise Conflict(f"workflow {slug!r} already exists; choose another name or pass --slug")
@@ -284,10 +316,7 @@ def undeploy(
                     target=target,
                 )
             )
-    if not events:
-        where = ", ".join(c.cluster for c in changes)
-        raise NotFound(f"workflow {workflow!r} is not deployed on {where}; nothing to undeploy")
-    return DeployPlan(None, changes, events)
+    return DeployPlan(None, changes, events)  # no events: not deployed there, nothing to change
 
 
 def _clusters(state: ControlState, clusters: Sequence[str]) -> list[str]:

@@ -1,4 +1,5 @@
-"""Why is a job still queued? Pure answers from the control state and the live runners."""
+"""Why is a job still queued, and will a retry fail again? Pure answers from the job view, the
+control state and the live runners."""
 
 from __future__ import annotations
 
@@ -12,8 +13,13 @@ from .runners import RunnerInfo
 
 def why_queued(job: Job, state: ControlState, runners: Sequence[RunnerInfo]) -> list[str]:
     """One reason per distinct identifier of the job's queued tasks that nothing will run."""
-    reasons: list[str] = []
     queued = sorted({TaskIdentifier(t.name, t.version) for t in job.tasks if t.state == "queued"})
+    if queued and job.cluster not in state.clusters:
+        return [
+            f"cluster {job.cluster!r} was deleted (cluster deleted): no runner will take its "
+            "queued tasks; submit the job again to another cluster"
+        ]
+    reasons: list[str] = []
     for wanted in queued:
         reason = _reason(wanted, job.cluster, state, runners)
         if reason:
@@ -21,12 +27,11 @@ def why_queued(job: Job, state: ControlState, runners: Sequence[RunnerInfo]) -> 
     return reasons
 
 
-def _reason(
-    wanted: TaskIdentifier, cluster: str, state: ControlState, runners: Sequence[RunnerInfo]
-) -> str:
+def deployment_gap(wanted: TaskIdentifier, cluster: str, state: ControlState) -> str:
+    """Why no release deployed on ``cluster`` can run ``wanted`` ("" when one can)."""
     deployed = state.deployments.get(cluster, {})
     same_name = [
-        (d.release_id, TaskIdentifier(t.name, t.version))
+        TaskIdentifier(t.name, t.version)
         for d in deployed.values()
         for t in state.releases[d.release_id].tasks
         if t.name == wanted.name
@@ -36,14 +41,30 @@ def _reason(
             f"{wanted}: no release deployed on cluster {cluster!r} provides task {wanted.name!r}; "
             "deploy one with 'tilebox workflow deploy-release'"
         )
-    compatible = [release for release, provided in same_name if can_run(provided, wanted)]
-    if not compatible:
-        versions = ", ".join(sorted({p.version for _, p in same_name}))
+    if not any(can_run(provided, wanted) for provided in same_name):
+        versions = ", ".join(sorted({p.version for p in same_name}))
         major, minor = parse_version(wanted.version)
         return (
             f"{wanted}: only incompatible versions are deployed on cluster {cluster!r} ({versions}); "
             f"it needs v{major}.x with x >= {minor}"
         )
+    return ""
+
+
+def _reason(
+    wanted: TaskIdentifier, cluster: str, state: ControlState, runners: Sequence[RunnerInfo]
+) -> str:
+    gap = deployment_gap(wanted, cluster, state)
+    if gap:
+        return gap
+    compatible = [
+        d.release_id
+        for d in state.deployments.get(cluster, {}).values()
+        if any(
+            can_run(TaskIdentifier(t.name, t.version), wanted)
+            for t in state.releases[d.release_id].tasks
+        )
+    ]
     if not runners:
         return (
             f"{wanted}: no live runner serves cluster {cluster!r}; start one with "
@@ -57,3 +78,24 @@ def _reason(
             + (f" ({detail})" if detail else " yet")
         )
     return ""
+
+
+def failing_releases_still_deployed(job: Job, state: ControlState) -> list[str]:
+    """For each release that ran failed tasks of ``job`` and is still the one deployed for its
+    workflow on that task's cluster: a warning that a retry will likely fail the same way."""
+    failed: dict[tuple[str, str], list[str]] = {}
+    for task in job.tasks:
+        if task.state == "failed" and task.release_id:
+            failed.setdefault((task.cluster, task.release_id), []).append(task.name)
+    warnings = []
+    for (cluster, release_id), names in sorted(failed.items()):
+        release = state.releases.get(release_id)
+        if release is None or state.deployed_release(cluster, release.workflow) != release_id:
+            continue
+        tasks = ", ".join(sorted(set(names)))
+        warnings.append(
+            f"release {release_id} that failed {tasks} is still the one deployed for workflow "
+            f"{release.workflow!r} on cluster {cluster!r}, so the tasks will likely fail again; "
+            "deploy a fixed release first ('tilebox workflow deploy-release')"
+        )
+    return warnings

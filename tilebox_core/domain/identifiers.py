@@ -14,6 +14,9 @@ _SLUG = re.compile(r"^[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?$")
 _VERSION = re.compile(r"^v(0|[1-9][0-9]*)\.(0|[1-9][0-9]*)$")
 _TASK_NAME = re.compile(r"^[A-Za-z0-9_.:/@-]{1,200}$")
 
+MAX_NAME_LENGTH = 128
+"""Display names of clusters and workflows: long enough for any real name, short enough for a table."""
+
 
 def validate_slug(slug: str, what: str = "slug") -> str:
     if not _SLUG.match(slug):
@@ -22,6 +25,32 @@ def validate_slug(slug: str, what: str = "slug") -> str:
             "e.g. 'prod-eu-1'"
         )
     return slug
+
+
+def validate_name(name: str, what: str = "name") -> str:
+    """A display name: 1-128 characters, no control characters (they break tables and logs)."""
+    if not name.strip():
+        raise InvalidInput(f"a {what} cannot be empty; pass a name like 'Prod EU'")
+    if len(name) > MAX_NAME_LENGTH:
+        raise InvalidInput(
+            f"{what} is {len(name):,} characters long, over the limit of {MAX_NAME_LENGTH}; "
+            "choose a shorter name"
+        )
+    control = next((c for c in name if _is_control(c)), None)
+    if control is not None:
+        raise InvalidInput(
+            f"{what} {name[:40]!r} contains the control character U+{ord(control):04X}; "
+            "use printable characters only"
+        )
+    return name
+
+
+_BIDI_CONTROLS = frozenset("\u202a\u202b\u202c\u202d\u202e\u2066\u2067\u2068\u2069")
+
+
+def _is_control(char: str) -> bool:
+    """C0/C1 controls, line/paragraph separators and bidi overrides: they move or break lines."""
+    return unicodedata.category(char) in ("Cc", "Zl", "Zp") or char in _BIDI_CONTROLS
 
 
 def slugify(name: str) -> str:

@@ -87,25 +87,91 @@ def deployed_task(
     return min(runnable, key=lambda t: parse_version(t.version), default=None)
 
 
-def validated_input(input_json: str, schema: dict[str, Any] | None, task: str) -> str:
-    """``input_json`` if it is a JSON object valid under ``schema`` (when known); else InvalidInput."""
+MAX_INPUT_BYTES = 1024 * 1024
+"""Default limit of one task's input JSON: inputs travel in every lane entry and task hash; pass
+large data by reference (a URL or an object key)."""
+
+
+def validated_input(
+    input_json: str, schema: dict[str, Any] | None, task: str, max_bytes: int = MAX_INPUT_BYTES
+) -> str:
+    """``input_json`` if it is a JSON object of at most ``max_bytes`` that is valid under
+    ``schema`` (when known); else InvalidInput. Properties the schema does not declare are refused
+    unless it allows extra ones (a task's fields are its whole input: an unknown one is a typo)."""
     try:
-        value = msgspec.json.decode(input_json)
-    except msgspec.DecodeError as exc:
-        raise InvalidInput(f"task input for {task} is not valid JSON: {exc}") from None
+        size = len(input_json.encode("utf-8"))
+    except UnicodeEncodeError as exc:
+        raise InvalidInput(
+            f"task input for {task} is not valid UTF-8 text (at character {exc.start}); "
+            "fix the encoding of the input"
+        ) from None
+    if size > max_bytes:
+        raise InvalidInput(
+            f"task input for {task} is {size:,} bytes, over the limit of {max_bytes:,} bytes; pass "
+            "large data by reference (a URL or object key), or raise --max-input-bytes"
+        )
+    try:
+        value = _decoded_input(input_json, task)
+        errors = [] if not schema or not isinstance(value, dict) else _schema_errors(value, schema)
+    except RecursionError:
+        raise InvalidInput(
+            f"task input for {task} is nested too deeply to decode; flatten the JSON document"
+        ) from None
     if not isinstance(value, dict):
         raise InvalidInput(
             f'task input for {task} must be a JSON object, like {{"scene_id": "S2A"}}'
         )
-    if schema:
-        import jsonschema
-
-        errors = sorted(
-            jsonschema.Draft202012Validator(schema).iter_errors(value), key=lambda e: list(e.path)
-        )
-        if errors:
-            problems = "; ".join(
-                f"{'.'.join(map(str, e.path)) or 'input'}: {e.message}" for e in errors[:5]
-            )
-            raise InvalidInput(f"task input does not match the schema of {task}: {problems}")
+    if errors:
+        problems = "; ".join(errors[:5])
+        raise InvalidInput(f"task input does not match the schema of {task}: {problems}")
     return input_json
+
+
+def _decoded_input(input_json: str, task: str) -> Any:
+    try:
+        return msgspec.json.decode(input_json)
+    except msgspec.DecodeError as exc:
+        # msgspec calls a lone surrogate escape ("\ud800") "truncated"; Python's decoder accepts
+        # it, which tells the two apart and finds the string to name.
+        import json
+
+        try:
+            json.loads(input_json)
+        except ValueError:
+            raise InvalidInput(f"task input for {task} is not valid JSON: {exc}") from None
+        raise InvalidInput(
+            f"task input for {task} contains an unpaired UTF-16 surrogate escape (like \\ud800), "
+            "which is not a character; remove it or escape both halves of the pair"
+        ) from None
+
+
+def _schema_errors(value: dict[str, Any], schema: dict[str, Any]) -> list[str]:
+    import jsonschema
+
+    validator = jsonschema.Draft202012Validator(_closed(schema))
+    errors = sorted(validator.iter_errors(value), key=lambda e: list(e.path))
+    return [f"{'.'.join(map(str, e.path)) or 'input'}: {_problem(e)}" for e in errors]
+
+
+def _problem(error: Any) -> str:
+    if error.validator == "additionalProperties" and isinstance(error.instance, dict):
+        declared = error.schema.get("properties", {})
+        unknown = ", ".join(repr(k) for k in error.instance if k not in declared)
+        return f"unknown field {unknown} (the task's fields: {', '.join(declared) or 'none'})"
+    return str(error.message)
+
+
+_OPEN_KEYWORDS = ("additionalProperties", "patternProperties", "unevaluatedProperties")
+
+
+def _closed(schema: Any) -> Any:
+    """``schema`` with ``additionalProperties: false`` on every object schema that declares its
+    properties and says nothing about others (msgspec's schemas of Structs leave it out)."""
+    if isinstance(schema, list):
+        return [_closed(item) for item in schema]
+    if not isinstance(schema, dict):
+        return schema
+    closed = {key: _closed(item) for key, item in schema.items()}
+    if "properties" in closed and not any(key in closed for key in _OPEN_KEYWORDS):
+        closed["additionalProperties"] = False
+    return closed

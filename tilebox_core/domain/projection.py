@@ -31,8 +31,11 @@ DEFAULT_CLUSTER = "default"
 class Cluster(msgspec.Struct, frozen=True):
     slug: str
     name: str
-    created_at: dt.datetime | None = None
+    created_at: dt.datetime | None = None  # None: the built-in default cluster
     created_by: str | None = None
+    # The id of its ClusterCreated event: a cluster deleted and created again under the same slug
+    # is another cluster (a runner started on the first one does not serve the second).
+    id: str | None = None
 
 
 class Workflow(msgspec.Struct, frozen=True):
@@ -143,7 +146,9 @@ def apply(state: ControlState, event: Event | UnknownEvent, position: str = "") 
             )  # fmt: skip
             state.by_fingerprint[(event.workflow, event.fingerprint)] = event.release_id
         case ClusterCreated():
-            state.clusters[event.slug] = Cluster(event.slug, event.name, event.at, event.actor)
+            state.clusters[event.slug] = Cluster(
+                event.slug, event.name, event.at, event.actor, event.id
+            )
         case ClusterDeleted():
             state.clusters.pop(event.slug, None)
             state.deployments.pop(event.slug, None)

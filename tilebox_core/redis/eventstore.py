@@ -165,6 +165,21 @@ class EventStore:
             return []
         return self._decode(reply[0][1])
 
+    @translate_errors
+    def wait_any(
+        self, after: dict[str, str], block_ms: int, count: int = PAGE
+    ) -> list[tuple[str, Stored]]:
+        """Block up to ``block_ms`` for events after ``after[log]`` on any of the logs, in one
+        XREAD (a team's logs share one hash tag); (log, event) pairs in log order per log."""
+        names = {self.keys.log(log): log for log in after}
+        streams = {key: after[log] for key, log in names.items()}
+        reply: Any = self.redis.xread(streams, count=count, block=block_ms)  # type: ignore[arg-type]
+        return [
+            (names[_text(key)], stored)
+            for key, entries in reply or []
+            for stored in self._decode(entries)
+        ]
+
     def _decode(self, entries: list[tuple[bytes, dict[bytes, bytes]]]) -> list[Stored]:
         """Entries as redis-py parses them: (id, {field: value})."""
         return [
