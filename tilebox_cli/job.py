@@ -9,7 +9,7 @@ from pathlib import Path
 import click
 import msgspec
 
-from tilebox_core import Job, TaskInfo
+from tilebox_core import Job, TaskInfo, job_diagram
 
 from .context import AppContext, json_option, pass_app
 from .history import TIME
@@ -88,11 +88,20 @@ def list_(
 
 @job.command("get")
 @click.argument("job_id")
+@click.option("--diagram", type=click.Path(path_type=Path, dir_okay=False),
+              help="Also write the task tree as an SVG diagram to this file.")  # fmt: skip
 @json_option
 @pass_app
-def get(app: AppContext, job_id: str) -> None:
+def get(app: AppContext, job_id: str, diagram: Path | None) -> None:
     """Show a job: state, progress, and its task tree with runner and release."""
-    found = app.client.jobs().find(job_id)
+    found = app.client.jobs().find(job_id, with_dependencies=diagram is not None)
+    if diagram is not None:
+        try:
+            diagram.write_text(job_diagram(found))
+        except OSError as exc:
+            raise click.ClickException(
+                f"cannot write the diagram to {diagram}: {exc.strerror}; pick a writable path"
+            ) from None
     reasons = app.client.jobs().why_queued(found)
     if app.json:
         emit_json({**msgspec.to_builtins(found), "waiting_because": reasons})
@@ -102,6 +111,8 @@ def get(app: AppContext, job_id: str) -> None:
     click.echo(f"state     {found.state}")
     click.echo(f"submitted {when(found.submitted_at)} by {found.submitted_by}")
     click.echo(f"tasks     {_counts(found)}; compute {found.compute_seconds:.3f} s")
+    if diagram is not None:
+        click.echo(f"diagram   {diagram}")
     for progress in found.progress:
         click.echo(f"progress  {progress.label or '-'}: {progress.done}/{progress.total}")
     for reason in reasons:

@@ -3,6 +3,7 @@
 from .cache import JobCache
 from .client import Client, Clusters, Deployments, History, PublishResult, Workflows
 from .domain.control import DeployChange, DeployPlan
+from .domain.diagram import job_diagram
 from .domain.errors import (
     ArtifactError,
     ConcurrencyError,
@@ -55,4 +56,5 @@ __all__ = [
     "TileboxError",
     "Workflow",
     "Workflows",
+    "job_diagram",
 ]
