@@ -1,7 +1,7 @@
 """tilebox_core: workflow releases, cluster deployments and jobs, event-sourced on Redis Streams."""
 
 from .cache import JobCache
-from .client import Client, Clusters, Deployments, History, PublishResult, Workflows
+from .client import Client, Clusters, Deployments, History, PublishResult, Workflows, position_time
 from .domain.control import DeployChange, DeployPlan
 from .domain.diagram import job_diagram
 from .domain.errors import (
@@ -57,4 +57,5 @@ __all__ = [
     "Workflow",
     "Workflows",
     "job_diagram",
+    "position_time",
 ]

@@ -242,8 +242,11 @@ class Jobs:
         since: dt.datetime | None = None,
         until: dt.datetime | None = None,
         limit: int = 100,
+        cluster: str | None = None,
+        offset: int = 0,
     ) -> list[Job]:
-        """Most recent jobs first, filtered by state, name (substring) and submission time."""
+        """Most recent jobs first, filtered by state, name (substring), cluster and submission
+        time; ``offset`` matching jobs are skipped (paging)."""
         if state is not None and state not in JOB_STATES:
             raise InvalidInput(f"unknown job state {state!r}; use one of {', '.join(JOB_STATES)}")
         ids = self._store.job_ids(
@@ -261,10 +264,12 @@ class Jobs:
                     continue
                 if state and job_state(fields) != state:
                     continue
+                if cluster and fields.get("cluster") != cluster:
+                    continue
                 matched.append((job_id, fields))
-            if len(matched) >= limit:
+            if len(matched) >= offset + limit:
                 break
-        return self._jobs(matched[:limit], with_tasks=False)
+        return self._jobs(matched[offset : offset + limit], with_tasks=False)
 
     def why_queued(self, job: Job) -> list[str]:
         """Why the queued tasks of ``job`` are not running (empty when a runner should take them)."""

@@ -175,8 +175,8 @@ class _Tree:
         label, detail = (
             (display, f"{name} · {_state(task.state)}") if display else (name, _state(task.state))
         )
-        if task.attempts > 1:
-            detail += f" · {task.attempts} attempts"
+        if task.attempts:  # attempts that failed
+            detail += f" · {task.attempts} failed"
         tooltip = "\n".join(filter(None, [
             str(display or ""), name, f"task {task.id}", f"state {task.state}",
             f"runner {task.runner_id}" if task.runner_id else "",
