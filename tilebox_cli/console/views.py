@@ -442,7 +442,7 @@ def task_events(client: Client, found: Job, task_id: str) -> list[TaskEvent]:
                 ", will retry" if getattr(event, "will_retry", False) else ""
             )
         elif event.type == "TaskCompleted":
-            entry.detail = f"{getattr(event, 'compute_seconds', 0.0):.3f} s"
+            entry.detail = seconds(getattr(event, "compute_seconds", 0.0))
             subtasks = len(getattr(event, "subtask_ids", ()))
             if subtasks:
                 entry.detail += f", {subtasks:,} subtask{'s' if subtasks != 1 else ''}"
