@@ -144,6 +144,8 @@ def serve(client: Client, team: str, job_id: str, rounds: int) -> None:
         ("jobs list, page 1", "/jobs"),
         ("jobs list, page 5", "/jobs?page=5"),
         ("jobs list, state=completed", "/jobs?state=completed"),
+        ("cluster page", "/clusters/default"),
+        ("event log, page 1", "/events"),
     ]
     try:
         print(f"{'page':<28} {'server median':>13} {'best':>8} {'full response':>13} "
