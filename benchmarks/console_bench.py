@@ -34,34 +34,13 @@ HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 sys.path.insert(0, str(HERE.parent))  # for tests.servers
 
+from noop_tasks import FanOut, Noop  # noqa: E402
 from tasks_bench import delete_team  # noqa: E402
 
 from tests.servers import add_server_arguments, server_url  # noqa: E402
 from tilebox_cli.console.app import create_app  # noqa: E402
 from tilebox_cli.console.server import listen  # noqa: E402
 from tilebox_core import Client, ExecutionContext, Task  # noqa: E402
-
-
-class Noop(Task):
-    i: int
-
-    @staticmethod
-    def identifier() -> tuple[str, str]:
-        return "bench.Noop", "v1.0"
-
-    def execute(self, context: ExecutionContext) -> None:
-        pass
-
-
-class Batch(Task):
-    size: int
-
-    @staticmethod
-    def identifier() -> tuple[str, str]:
-        return "bench.Batch", "v1.0"
-
-    def execute(self, context: ExecutionContext) -> None:
-        context.submit_subtasks([Noop(i) for i in range(self.size)])
 
 
 class Root(Task):
@@ -76,7 +55,7 @@ class Root(Task):
         previous = None
         for _ in range(self.batches):
             previous = context.submit_subtask(
-                Batch(self.size), depends_on=[previous] if previous else []
+                FanOut(self.size), depends_on=[previous] if previous else []
             )
 
 
@@ -119,7 +98,7 @@ def main() -> None:
             started = time.perf_counter()
             client.jobs().submit_many((f"single-{i}", Noop(i)) for i in range(args.jobs))
             big = client.jobs().submit("big", Root(args.batches, args.batch_size))  # the newest
-            client.runner(tasks=[Root, Batch, Noop], cache_root=HERE / ".cache").run_all()
+            client.runner(tasks=[Root, FanOut, Noop], cache_root=HERE / ".cache").run_all()
             job = client.jobs().find(big.id, with_tasks=False)
             print(f"set up: a job of {job.total_tasks:,} tasks ({job.state}) and {args.jobs:,} "
                   f"single-task jobs in {time.perf_counter() - started:.1f} s")  # fmt: skip

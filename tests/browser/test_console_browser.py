@@ -19,71 +19,21 @@ import pytest
 from tests.conftest import BACKENDS
 from tests.console_process import TILEBOX, ConsoleProcess
 from tests.servers import ServerProcess
+from tests.test_release_runner import CONFIG, RUNNER, indent
 from tests.waiting import wait_for
 from tilebox_core import Client
 from tilebox_core.build.config import load_config
 from tilebox_core.build.release import build_release
 
-CONFIG = """
-[workflow]
-slug = "scenes"
-runner = "scenes.runner:runner"
-
-[build]
-include = ["scenes/**/*.py"]
-"""
-
-RUNNER = """
-import time
-from pathlib import Path
-
-from tilebox_core import Task
-from tilebox_runner import Runner
-
-LABEL = "{label}"
-
-
-class Fetch(Task):
-    scene: str
-    gate: str = ""
-
-    @staticmethod
-    def identifier():
-        return "scenes.Fetch", "v1.0"
-
-    def execute(self, context):
-        deadline = time.monotonic() + 60
-        while self.gate and not Path(self.gate).exists():  # held until the test opens the gate
-            if time.monotonic() > deadline:
-                raise RuntimeError("the gate was never opened")
-            time.sleep(0.02)
-        first = context.submit_subtask(Process(self.scene))
-        context.submit_subtask(Publish(self.scene), depends_on=[first])
-
-
-class Process(Task):
-    scene: str
-
-    @staticmethod
-    def identifier():
-        return "scenes.Process", "v1.0"
-
-    def execute(self, context):
-        pass
-
-
-class Publish(Task):
-    scene: str
-
-    @staticmethod
-    def identifier():
-        return "scenes.Publish", "v1.0"
-
-    def execute(self, context):
-        pass
-
-
-runner = Runner(tasks=[Fetch, Process, Publish])
+# The workflow of the release runner tests, its Process held while a file named "gate" next to
+# the trace file is missing, for jobs of scene "gated".
+PROCESS = """
+gate = os.path.join(os.path.dirname(os.environ["TILEBOX_TEST_TRACE"]), "gate")
+deadline = time.monotonic() + 60
+while self.scene == "gated" and not os.path.exists(gate):
+    if time.monotonic() > deadline:
+        raise RuntimeError("the gate was never opened")
+    time.sleep(0.02)
 """
 
 
@@ -103,7 +53,8 @@ def _publish(client: Client, work: Path, label: str) -> str:
     (project / "scenes").mkdir(parents=True)
     (project / "tilebox.workflow.toml").write_text(CONFIG)
     (project / "scenes" / "__init__.py").write_text("")
-    (project / "scenes" / "runner.py").write_text(RUNNER.format(label=label))
+    runner = RUNNER.format(label=label, process_version="v1.0", process_body=indent(PROCESS))
+    (project / "scenes" / "runner.py").write_text(runner)
     built = build_release(load_config(project / "tilebox.workflow.toml"))
     published = client.workflows().publish_release(
         built.workflow, built.artifact_path.read_bytes(), built.tasks, runner=built.runner
@@ -118,7 +69,9 @@ def story(browser: Any, tmp_path_factory: pytest.TempPathFactory) -> Iterator[St
     team = "t-" + uuid.uuid4().hex[:12]
     client = Client(server.url, team=team, actor="user:operator", retries=20)
     env = {k: v for k, v in os.environ.items() if not k.startswith("TILEBOX_")}
-    env.update(TILEBOX_REDIS_URL=server.url, TILEBOX_TEAM=team, TILEBOX_HOME=str(work / "home"))
+    env.update(TILEBOX_REDIS_URL=server.url, TILEBOX_TEAM=team, TILEBOX_HOME=str(work / "home"),
+               TILEBOX_TEST_TRACE=str(work / "trace"))  # fmt: skip
+    (work / "trace").touch()
     runner: subprocess.Popen[bytes] | None = None
     console: ConsoleProcess | None = None
     try:
@@ -220,22 +173,24 @@ def test_a_cluster_as_of_an_earlier_deployment(page: Any, story: Story) -> None:
 def test_a_job_page_follows_the_job_to_its_end(page: Any, story: Story) -> None:
     from playwright.sync_api import expect
 
-    gate = story.work / "gate"
     job = story.client.jobs().submit_by_name(
-        "gated", "scenes.Fetch", "v1.0", json.dumps({"scene": "2", "gate": str(gate)}), "dev"
+        "gated", "scenes.Fetch", "v1.0", json.dumps({"scene": "gated"}), "dev"
     )
     polls: list[str] = []
     page.on("request", lambda r: polls.append(r.url) if r.url.endswith("/live") else None)
     page.goto(f"{story.url}/jobs/{job.id}")
     badge = page.locator("#live .summary .badge")
-    expect(badge).to_have_text("running")  # claimed by the runner, held at the gate
-    expect(page.locator(".diagram-scroll g.task")).to_have_count(1)
+    expect(badge).to_have_text("running")
+    # Fetch computed, Process held at the gate, Publish waiting for Process
+    expect(page.locator(".diagram-scroll g.task[data-state=running]")).to_have_count(1)
+    expect(page.locator(".diagram-scroll g.task[data-state=waiting]")).to_have_count(1)
     page.evaluate("window.sameDocument = true")
 
-    gate.touch()  # the runner completes the job meanwhile
+    (story.work / "gate").touch()  # the runner completes the job meanwhile
     expect(badge).to_have_text("completed", timeout=30_000)
     assert page.evaluate("window.sameDocument") is True  # updated in place, not reloaded
     expect(page.locator(".diagram-scroll g.task[data-state=computed]")).to_have_count(3)
+    expect(page.locator("#done-count")).to_have_text("3 of 3 done")
     expect(page.locator("#live")).to_have_attribute("data-final", "true")
     expect(page.locator(".live-indicator")).to_have_count(0)
     seen = len(polls)
