@@ -5,9 +5,6 @@ watch a job page follow a job to its end. One server, runner and console for the
 from __future__ import annotations
 
 import json
-import os
-import signal
-import subprocess
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -17,16 +14,14 @@ from typing import Any
 import pytest
 
 from tests.conftest import BACKENDS
-from tests.console_process import TILEBOX, ConsoleProcess
+from tests.console_process import ConsoleProcess
 from tests.servers import ServerProcess
-from tests.test_release_runner import CONFIG, RUNNER, indent
+from tests.test_release_runner import Story as ReleaseStory
 from tests.waiting import wait_for
 from tilebox_core import Client
-from tilebox_core.build.config import load_config
-from tilebox_core.build.release import build_release
 
-# The workflow of the release runner tests, its Process held while a file named "gate" next to
-# the trace file is missing, for jobs of scene "gated".
+# The workflow of the release runner tests (Fetch submits Process, and Publish waiting for it), its
+# Process held for jobs of scene "gated" until a file named "gate" appears next to the trace file.
 PROCESS = """
 gate = os.path.join(os.path.dirname(os.environ["TILEBOX_TEST_TRACE"]), "gate")
 deadline = time.monotonic() + 60
@@ -48,69 +43,39 @@ class Story:
     job_id: str  # completed before the tests
 
 
-def _publish(client: Client, work: Path, label: str) -> str:
-    project = work / f"project-{label}"
-    (project / "scenes").mkdir(parents=True)
-    (project / "tilebox.workflow.toml").write_text(CONFIG)
-    (project / "scenes" / "__init__.py").write_text("")
-    runner = RUNNER.format(label=label, process_version="v1.0", process_body=indent(PROCESS))
-    (project / "scenes" / "runner.py").write_text(runner)
-    built = build_release(load_config(project / "tilebox.workflow.toml"))
-    published = client.workflows().publish_release(
-        built.workflow, built.artifact_path.read_bytes(), built.tasks, runner=built.runner
-    )
-    return published.release.id
-
-
 @pytest.fixture(scope="module")
 def story(browser: Any, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Story]:
     work = tmp_path_factory.mktemp("browser")
     server = ServerProcess("valkey", BACKENDS["valkey"], work / "server").start()
     team = "t-" + uuid.uuid4().hex[:12]
-    client = Client(server.url, team=team, actor="user:operator", retries=20)
-    env = {k: v for k, v in os.environ.items() if not k.startswith("TILEBOX_")}
-    env.update(TILEBOX_REDIS_URL=server.url, TILEBOX_TEAM=team, TILEBOX_HOME=str(work / "home"),
-               TILEBOX_TEST_TRACE=str(work / "trace"))  # fmt: skip
-    (work / "trace").touch()
-    runner: subprocess.Popen[bytes] | None = None
+    releases = ReleaseStory(server, team, work)  # publishes and runs releases, stops its runner
+    client = releases.client
     console: ConsoleProcess | None = None
     try:
         client.clusters().create("Dev EU", slug="dev")
-        client.workflows().create("Scenes", slug="scenes")
-        first = _publish(client, work, "one")
-        client.workflows().deploy_release(first, clusters=["dev"])
-        deployed_ms = int(next(iter(client.events().list(types=["DeploymentSet"]))).position[:13])
+        first = releases.publish("one", process_body=PROCESS)
+        releases.deploy(first, "dev")
+        deployed_ms = int(
+            next(iter(client.events().list(types=["DeploymentSet"]))).position.split("-")[0]
+        )
         wait_for(lambda: client.redis.time()[0] * 1000 > deployed_ms + 1)  # the next is later
-        second = _publish(client, work, "two")
-        client.workflows().deploy_release(second, clusters=["dev"])
-        with (work / "runner.log").open("w") as log:
-            runner = subprocess.Popen([TILEBOX, "runner", "start", "--cluster", "dev"], env=env,
-                                      stdout=log, stderr=subprocess.STDOUT)  # fmt: skip
-
-        def serving() -> bool:
-            assert runner is not None and runner.poll() is None, (work / "runner.log").read_text()
-            live = client.clusters().runners("dev")
-            return any(s.status == "running" for r in live for s in r.releases)
-
-        wait_for(serving)
+        second = releases.publish("two", process_body=PROCESS)
+        releases.deploy(second, "dev")
+        releases.start_runner("dev")
+        wait_for(
+            lambda: any(s.status == "running" for r in releases.live("dev") for s in r.releases)
+        )
         job = client.jobs().submit_by_name(
             "scene-1", "scenes.Fetch", "v1.0", '{"scene": "1"}', "dev"
         )
         client.jobs().wait(job.id, timeout=60)
         console = ConsoleProcess(server.url, team, work)
-        (live,) = client.clusters().runners("dev")
+        (live,) = releases.live("dev")
         yield Story(console.url, client, work, first, second, live.id, job.id)
     finally:
         if console is not None:
             console.stop()
-        if runner is not None and runner.poll() is None:
-            runner.send_signal(signal.SIGTERM)  # drains its runtime processes
-            try:
-                runner.wait(20)
-            except subprocess.TimeoutExpired:
-                runner.kill()
-                runner.wait(10)
-        client.close()
+        releases.close()
         server.stop()
 
 
