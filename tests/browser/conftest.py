@@ -12,7 +12,8 @@ from typing import Any
 
 import pytest
 
-CHROMIUM = "/usr/bin/chromium"
+# Debian's chromium; TILEBOX_TEST_CHROMIUM names another system build (chromium-browser, ...)
+CHROMIUM = os.environ.get("TILEBOX_TEST_CHROMIUM", "/usr/bin/chromium")
 ARGS = [
     "--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
     "--disable-component-update", "--disable-sync", "--no-first-run",

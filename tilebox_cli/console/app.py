@@ -14,6 +14,7 @@ from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Any
 
+import anyio.to_thread
 import jinja2
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
@@ -30,6 +31,7 @@ from . import views
 from .format import FILTERS
 
 HERE = Path(__file__).parent
+THREADS = 4  # requests served at once
 _STATUS: dict[type[Exception], int] = {NotFound: 404, InvalidInput: 400, Conflict: 409}
 
 
@@ -133,6 +135,9 @@ def create_app(connect: Callable[[], Client], team: str) -> Starlette:
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        # Handlers run on anyio's thread pool. Each thread's client replays the control log
+        # once, so a few threads (an operator's tabs) rather than anyio's default of 40.
+        anyio.to_thread.current_default_thread_limiter().total_tokens = THREADS
         yield
         pool.close()
 
