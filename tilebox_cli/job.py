@@ -12,7 +12,7 @@ from typing import Any, TypeVar
 import click
 import msgspec
 
-from tilebox_core import Job, NotFound, TaskInfo
+from tilebox_core import Job, NotFound, TaskInfo, job_diagram
 from tilebox_core.domain.diagnosis import deployment_gap, failing_releases_still_deployed
 from tilebox_core.domain.identifiers import make_identifier
 from tilebox_core.domain.jobs import MAX_INPUT_BYTES
@@ -128,12 +128,21 @@ def list_(
 
 @job.command("get")
 @click.argument("job_id")
+@click.option("--diagram", type=click.Path(path_type=Path, dir_okay=False),
+              help="Also write the task tree as an SVG diagram to this file.")  # fmt: skip
 @json_option
 @pass_app
-def get(app: AppContext, job_id: str) -> None:
+def get(app: AppContext, job_id: str, diagram: Path | None) -> None:
     """Show a job: state, progress, and its task tree with runner and release."""
     app.reading()
-    found = app.client.jobs().find(job_id)
+    found = app.client.jobs().find(job_id, with_dependencies=diagram is not None)
+    if diagram is not None:
+        try:
+            diagram.write_text(job_diagram(found))
+        except OSError as exc:
+            raise click.ClickException(
+                f"cannot write the diagram to {diagram}: {exc.strerror}; pick a writable path"
+            ) from None
     reasons = app.client.jobs().why_queued(found)
     if app.json:
         emit_json({**msgspec.to_builtins(found), "waiting_because": reasons})
@@ -144,6 +153,7 @@ def get(app: AppContext, job_id: str) -> None:
         f"state     {coloured(found.state)}",
         f"submitted {when(found.submitted_at)} by {found.submitted_by}",
         f"tasks     {_counts(found)}; compute {found.compute_seconds:.3f} s",
+        *([f"diagram   {diagram}"] if diagram is not None else []),
         *(f"progress  {p.label or '-'}: {p.done}/{p.total}" for p in found.progress),
         *(f"waiting   {reason}" for reason in reasons),
         "",

@@ -124,9 +124,9 @@ def cli(
 
 
 def _register() -> None:
-    from . import cluster, history, job, runner, server, workflow
+    from . import cluster, console, history, job, runner, server, workflow
 
-    for module in (cluster, workflow, job, runner, history, server):
+    for module in (cluster, workflow, job, runner, history, server, console):
         module.register(cli)
 
 

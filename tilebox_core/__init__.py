@@ -1,8 +1,9 @@
 """tilebox_core: workflow releases, cluster deployments and jobs, event-sourced on Redis Streams."""
 
 from .cache import JobCache
-from .client import Client, Clusters, Deployments, History, PublishResult, Workflows
+from .client import Client, Clusters, Deployments, History, PublishResult, Workflows, position_time
 from .domain.control import DeployChange, DeployPlan
+from .domain.diagram import job_diagram
 from .domain.errors import (
     ArtifactError,
     ConcurrencyError,
@@ -55,4 +56,6 @@ __all__ = [
     "TileboxError",
     "Workflow",
     "Workflows",
+    "job_diagram",
+    "position_time",
 ]

@@ -9,7 +9,7 @@ import heapq
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from typing import Any, NamedTuple
 
-from tilebox_core.build.artifact import MAX_ARTIFACT_BYTES, digest_of
+from tilebox_core.build.artifact import MAX_ARTIFACT_BYTES, artifact_files, digest_of, verify_digest
 from tilebox_core.domain import control
 from tilebox_core.domain.errors import ArtifactError, InvalidInput
 from tilebox_core.domain.events import ALL_EVENTS, Event, Origin, ReleaseTask
@@ -145,6 +145,13 @@ class Workflows:
 
     def release(self, release_id: str) -> Release:
         return control.require_release(self._client.state(), release_id)
+
+    def release_files(self, release_id: str) -> list[tuple[str, int]]:
+        """The files of a release's artifact (path, size), from the team's artifact store."""
+        release = self.release(release_id)
+        data = self._client.store.get_artifact(release.digest)
+        verify_digest(data, release.digest)
+        return artifact_files(data)
 
     def publish_release(
         self,

@@ -18,6 +18,7 @@ import msgspec
 
 from tilebox_core.domain.control import require_cluster
 from tilebox_core.domain.diagnosis import why_queued
+from tilebox_core.domain.diagram import job_diagram
 from tilebox_core.domain.errors import Conflict, InvalidInput, NotFound
 from tilebox_core.domain.events import (
     JobCancelled,
@@ -176,8 +177,28 @@ class Jobs:
 
     # --- reading ----------------------------------------------------------------------------------
 
-    def find(self, job_id: str, with_tasks: bool = True) -> Job:
-        return self._job(job_id, self._fields(job_id), with_tasks)
+    def find(self, job_id: str, with_tasks: bool = True, with_dependencies: bool = False) -> Job:
+        """The job ``job_id``; ``with_dependencies`` also fills each task's ``depends_on`` (one
+        more field read per task, so only when asked: the diagram needs it, most readers not)."""
+        return self._jobs([(job_id, self._fields(job_id))], with_tasks, with_dependencies)[0]
+
+    def visualize(self, job: Job | str) -> str:
+        """The task tree of ``job`` (a Job or its id) as an SVG diagram, read afresh: states
+        coloured, dependencies as arrows, wide fan-outs of identical leaves grouped."""
+        return job_diagram(
+            self.find(job if isinstance(job, str) else job.id, with_dependencies=True)
+        )
+
+    def display(self, job: Job | str) -> None:
+        """Show ``visualize(job)`` in a notebook (IPython)."""
+        try:
+            from IPython.display import SVG, display
+        except ImportError:
+            raise ImportError(
+                "jobs().display needs IPython (run it in Jupyter, or pip install ipython); "
+                "jobs().visualize(job) returns the SVG text without it"
+            ) from None
+        display(SVG(data=self.visualize(job)))
 
     def _fields(self, job_id: str) -> dict[str, Any]:
         fields = self._store.job(job_id)
@@ -189,13 +210,22 @@ class Jobs:
         """The job view from its hash ``fields`` and its tasks' rows."""
         return self._jobs([(job_id, fields)], with_tasks)[0]
 
-    def _jobs(self, found: Sequence[tuple[str, dict[str, Any]]], with_tasks: bool) -> list[Job]:
+    def _jobs(
+        self,
+        found: Sequence[tuple[str, dict[str, Any]]],
+        with_tasks: bool,
+        with_dependencies: bool = False,
+    ) -> list[Job]:
         """Job views from (id, hash fields) pairs; two round trips however many jobs."""
         task_ids = self._store.task_ids_of(found)
-        rows = iter(self._store.tasks([t for ids in task_ids for t in ids], TASK_FIELDS))
+        fields_read = (*TASK_FIELDS, "chain") if with_dependencies else TASK_FIELDS
+        rows = iter(self._store.tasks([t for ids in task_ids for t in ids], fields_read))
         views = []
         for (job_id, fields), ids in zip(found, task_ids):
-            infos = [_task_info(task_id, next(rows)) for task_id in ids]
+            job_rows = [next(rows) for _ in ids]
+            infos = [_task_info(task_id, row) for task_id, row in zip(ids, job_rows)]
+            if with_dependencies:
+                infos = _with_dependencies(infos, job_rows, self._store.keys.task(""))
             by_state = dict.fromkeys(TASK_STATES, 0)
             for info in infos:
                 by_state[info.state] = by_state.get(info.state, 0) + 1
@@ -216,8 +246,11 @@ class Jobs:
         since: dt.datetime | None = None,
         until: dt.datetime | None = None,
         limit: int = 100,
+        cluster: str | None = None,
+        offset: int = 0,
     ) -> list[Job]:
-        """Most recent jobs first, filtered by state, name (substring) and submission time."""
+        """Most recent jobs first, filtered by state, name (substring), cluster and submission
+        time; ``offset`` matching jobs are skipped (paging)."""
         if state is not None and state not in JOB_STATES:
             raise InvalidInput(f"unknown job state {state!r}; use one of {', '.join(JOB_STATES)}")
         ids = self._store.job_ids(
@@ -235,10 +268,12 @@ class Jobs:
                     continue
                 if state and job_state(fields) != state:
                     continue
+                if cluster and fields.get("cluster") != cluster:
+                    continue
                 matched.append((job_id, fields))
-            if len(matched) >= limit:
+            if len(matched) >= offset + limit:
                 break
-        return self._jobs(matched[:limit], with_tasks=False)
+        return self._jobs(matched[offset : offset + limit], with_tasks=False)
 
     def why_queued(self, job: Job) -> list[str]:
         """Why the queued tasks of ``job`` are not running (empty when a runner should take them)."""
@@ -373,6 +408,26 @@ def _task_info(task_id: str, row: dict[str, str]) -> TaskInfo:
         release_id=row["release"] or None, attempts=int(row["attempts"] or 0),
         compute_seconds=int(row["compute_ms"] or 0) / 1000,
     )  # fmt: skip
+
+
+def _with_dependencies(
+    infos: list[TaskInfo], rows: Sequence[dict[str, str]], task_key_prefix: str
+) -> list[TaskInfo]:
+    """``infos`` with ``depends_on`` filled from the tasks' chains: the first node of a task's
+    chain lists its dependants as [task key, lane] (tasklib.lua), so the dependencies of a task
+    are the tasks listing it."""
+    depends_on: dict[str, list[str]] = {}
+    for info, row in zip(infos, rows):
+        if not row["chain"]:  # a root without dependants stores no chain
+            continue
+        for dependant_key, _lane in msgspec.json.decode(row["chain"])[0]["d"]:
+            depends_on.setdefault(dependant_key.removeprefix(task_key_prefix), []).append(info.id)
+    return [
+        msgspec.structs.replace(info, depends_on=depends_on[info.id])
+        if info.id in depends_on
+        else info
+        for info in infos
+    ]
 
 
 def _progress(fields: dict[str, str]) -> list[Progress]:

@@ -192,6 +192,13 @@ def extract_artifact(data: bytes, dest: Path) -> list[str]:
     return sorted(m.name for m in members if m.isreg())
 
 
+def artifact_files(data: bytes) -> list[tuple[str, int]]:
+    """The regular files of an artifact (path, size in bytes), sorted, checked as extraction
+    checks them, without writing anything."""
+    with _open_tar(_decompress(data)) as tar:
+        return sorted((m.name, m.size) for m in _safe_members(tar) if m.isreg())
+
+
 def _decompress(data: bytes) -> bytes:
     if len(data) > MAX_ARTIFACT_BYTES:
         raise ArtifactError(

@@ -27,6 +27,8 @@ class TaskInfo(msgspec.Struct, frozen=True):
     release_id: str | None
     attempts: int
     compute_seconds: float
+    # ids of the sibling tasks this one waits for; read only when asked (find with_dependencies)
+    depends_on: list[str] = []
 
 
 class Progress(msgspec.Struct, frozen=True):

@@ -266,6 +266,23 @@ class TaskStore:
 
             return connection.retry.call_with_retry(call, fail)
 
+    def _raw_many(self, commands: list[bytes]) -> list[Any]:
+        """The replies of ``commands`` (packed), sent in one write on a pooled connection: a
+        pipeline without the driver's per-command work. For reads: a lost connection sends them
+        all again."""
+        if not commands:
+            return []
+        with self._connection() as connection:
+
+            def call() -> list[Any]:
+                connection.send_packed_command(commands)
+                return [connection.read_response() for _ in commands]
+
+            def fail(error: Exception) -> None:
+                connection.disconnect()
+
+            return connection.retry.call_with_retry(call, fail)
+
     @contextlib.contextmanager
     def _connection(self) -> Iterator[Connection]:
         """A pooled connection for commands sent by hand; disconnected if the block fails, as a
@@ -647,11 +664,14 @@ class TaskStore:
     def tasks(self, task_ids: Sequence[str], fields: Sequence[str]) -> list[dict[str, str]]:
         """``fields`` of each task ("" where unset); the fields of its ``spec`` are read from it."""
         stored = [f for f in fields if f not in SPEC_FIELDS] + ["spec"]
-        pipe = self.redis.pipeline(transaction=False)
-        for task_id in task_ids:
-            pipe.hmget(self.keys.task(task_id), stored)
+        task_key = self.keys.task
+        # Packed by hiredis and sent in one write: the driver's pipeline packs and parses each
+        # command itself, a third of the client's CPU in reading a 10,000-task job (measured
+        # 0.33 s -> 0.21 s), which is what the console's job page does.
+        args = (("HMGET", task_key(t), *stored) for t in task_ids)
+        replies = self._raw_many([hiredis.pack_command(a) for a in args])  # type: ignore[arg-type]
         rows = []
-        for values in pipe.execute():
+        for values in replies:
             row = {f: _s(v) if v is not None else "" for f, v in zip(stored, values)}
             row.update(msgspec.json.decode(row.pop("spec") or "{}"))
             rows.append({f: row.get(f, "") for f in fields})
