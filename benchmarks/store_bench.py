@@ -163,13 +163,12 @@ def rate(count: int, seconds: float) -> str:
 
 def bench_single(store: EventStore, workload: Workload, count: int) -> None:
     setup = workload.setup()
-    version = store.append(CONTROL, setup, expected_version=0).version
+    last = store.append(CONTROL, setup, expected="0-0").positions[-1]
     events = [workload.next() for _ in range(count)]  # built up front: time only the appends
     ops = [deployment_ops([e]) for e in events]
     start = time.perf_counter()
     for event, projection in zip(events, ops):
-        result = store.append(CONTROL, [event], expected_version=version, projection=projection)
-        version = result.version
+        last = store.append(CONTROL, [event], expected=last, projection=projection).positions[-1]
     elapsed = time.perf_counter() - start
     print(
         f"single appends (version-checked): {rate(count, elapsed)}/s ({count} in {elapsed:.2f} s)"
@@ -177,15 +176,14 @@ def bench_single(store: EventStore, workload: Workload, count: int) -> None:
 
 
 def bench_batched(store: EventStore, workload: Workload, batches: int, size: int) -> None:
-    version = store.version(CONTROL)
+    last = store.last_position(CONTROL)
     prepared = []
     for _ in range(batches):
         events = [workload.next() for _ in range(size)]
         prepared.append((events, deployment_ops(events)))
     start = time.perf_counter()
     for events, projection in prepared:
-        result = store.append(CONTROL, events, expected_version=version, projection=projection)
-        version = result.version
+        last = store.append(CONTROL, events, expected=last, projection=projection).positions[-1]
     elapsed = time.perf_counter() - start
     total = batches * size
     print(
@@ -202,7 +200,7 @@ def bench_replay(store: EventStore, workload: Workload, total: int, batch: int) 
         store.append(CONTROL, events)  # no version check: fill as fast as possible
         appending += time.perf_counter() - t
     filled = time.perf_counter() - start
-    length = store.version(CONTROL)
+    length = int(store.redis.xlen(store.keys.log(CONTROL)))
     print(
         f"fill: {length:,} events in {filled:.2f} s ({rate(length, appending)} events/s appended "
         f"in batches of {batch}; {appending:.2f} s appending, the rest building events)"

@@ -109,7 +109,7 @@ class Session:
                 before_append(result)
             try:
                 self.store.append(
-                    CONTROL, events, state.version, projection=control.deployment_ops(events)
+                    CONTROL, events, state.position, projection=control.deployment_ops(events)
                 )
             except ConcurrencyError:
                 # Another writer got in first: back off a little (jittered) and decide again.
