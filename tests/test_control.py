@@ -263,7 +263,8 @@ def test_a_batched_entry_in_the_control_log_does_not_block_later_writes(
     control-plane write gave up after its concurrent-write retries."""
     store = client.store
     batch = [
-        ClusterCreated(**origin().stamp(), slug=slug, name=slug) for slug in ("batched-a", "batched-b")
+        ClusterCreated(**origin().stamp(), slug=slug, name=slug)
+        for slug in ("batched-a", "batched-b")
     ]
     encoded = b"\x92" + b"".join(store.codec.encode(event) for event in batch)  # msgpack array of 2
     store.redis.xadd(store.keys.log(CONTROL), {"b": encoded})
