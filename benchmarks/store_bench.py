@@ -43,7 +43,8 @@ from tilebox_core.domain.events import (
 from tilebox_core.domain.ids import new_id
 from tilebox_core.domain.projection import fold
 from tilebox_core.logs import configure_logging
-from tilebox_core.redis.connection import connect, redacted
+from tilebox_core.redis.connection import connect
+from tilebox_core.redis.errors import redacted
 from tilebox_core.redis.eventstore import CONTROL, EventStore
 from tilebox_core.redis.keys import DEFAULT_PREFIX, Keys
 

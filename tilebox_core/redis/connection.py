@@ -6,7 +6,6 @@ import os
 import re
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlparse
 
 import redis
 from redis.backoff import ExponentialBackoff
@@ -14,15 +13,10 @@ from redis.retry import Retry
 
 from tilebox_core.domain.errors import StoreUnavailable
 
+from .errors import URL_ENV, redacted, translated
 from .server import EmbeddedServer
 
 MIN_REDIS = (7, 0)
-URL_ENV = "TILEBOX_REDIS_URL"
-
-
-def redacted(url: str) -> str:
-    """The URL without its password, for messages and logs."""
-    return re.sub(r"(://[^:/@]*:)[^@]*@", r"\1***@", url)
 
 
 def resolve_url(url: str | None = None, home: Path | None = None) -> str:
@@ -55,31 +49,10 @@ def connect(url: str | None = None, *, home: Path | None = None, retries: int = 
             retry_on_error=[redis.ConnectionError, redis.TimeoutError],
         )
         info = client.info("server")
-    except (redis.AuthenticationError, redis.ResponseError) as exc:
-        if not _is_auth_error(exc):
-            raise StoreUnavailable(f"Redis at {redacted(url)} answered an error: {exc}") from exc
-        if urlparse(url).password is None:
-            raise StoreUnavailable(
-                f"Redis at {redacted(url)} requires authentication: put the password in {URL_ENV}, "
-                "e.g. redis://:PASSWORD@host:6379"
-            ) from exc
-        raise StoreUnavailable(
-            f"Redis at {redacted(url)} refused authentication: "
-            f"check the user and password in {URL_ENV}"
-        ) from exc
     except (redis.RedisError, OSError) as exc:
-        raise StoreUnavailable(
-            f"cannot reach Redis at {redacted(url)} ({exc}): start it, or fix {URL_ENV}"
-        ) from exc
+        raise translated(exc, url, connecting=True) from exc
     check_version(info, url)
     return client
-
-
-def _is_auth_error(exc: Exception) -> bool:
-    text = str(exc)
-    return isinstance(exc, redis.AuthenticationError) or any(
-        marker in text for marker in ("NOAUTH", "WRONGPASS", "invalid password", "authenticated")
-    )
 
 
 def check_version(info: dict[str, Any], url: str) -> None:

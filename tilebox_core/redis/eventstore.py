@@ -13,10 +13,11 @@ from typing import Any, NamedTuple, ParamSpec, TypeVar
 
 import redis
 
-from tilebox_core.domain.errors import ArtifactError, ConcurrencyError, StoreUnavailable
+from tilebox_core.domain.errors import ArtifactError
 from tilebox_core.domain.events import Codec, Event, UnknownEvent
 from tilebox_core.domain.ids import new_id
 
+from .errors import translated
 from .keys import Keys
 
 P = ParamSpec("P")
@@ -55,20 +56,8 @@ def translate_errors(func: Callable[P, R]) -> Callable[P, R]:
     def wrapper(*args: P.args, **kwargs: P.kwargs) -> R:
         try:
             return func(*args, **kwargs)
-        except redis.ResponseError as exc:
-            message = str(exc)
-            if message.startswith("CONCURRENCY"):
-                raise ConcurrencyError(message.removeprefix("CONCURRENCY ")) from exc
-            if message.startswith("OOM"):
-                raise StoreUnavailable(
-                    "Redis is out of memory and refuses writes (maxmemory-policy noeviction): "
-                    "raise maxmemory or free space"
-                ) from exc
-            if message.startswith("NOPERM"):
-                raise StoreUnavailable(f"Redis ACL denies this: {message}") from exc
-            raise StoreUnavailable(f"Redis answered an error: {message}") from exc
         except (redis.RedisError, OSError) as exc:
-            raise StoreUnavailable(f"lost the connection to Redis: {exc}") from exc
+            raise translated(exc) from exc
 
     return wrapper
 
