@@ -43,10 +43,11 @@ from tilebox_core.domain.events import (
 from tilebox_core.domain.ids import new_id
 from tilebox_core.domain.projection import fold
 from tilebox_core.logs import configure_logging
-from tilebox_core.redis.connection import connect
 from tilebox_core.redis.errors import redacted
 from tilebox_core.redis.eventstore import CONTROL, EventStore
 from tilebox_core.redis.keys import DEFAULT_PREFIX, Keys
+from tilebox_core.session import Session
+from tilebox_core.settings import Settings
 
 CLUSTERS = 50
 WORKFLOWS = 20
@@ -246,7 +247,7 @@ def delete_team(client: redis.Redis, keys: Keys) -> None:
 
 
 def run(url: str, args: argparse.Namespace) -> None:
-    client = connect(url)
+    client = Session(settings=Settings(url=url)).redis
     info = client.info("server")
     version = info.get("valkey_version") or info["redis_version"]
     print(

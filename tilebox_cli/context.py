@@ -1,15 +1,15 @@
-"""The one context object every command receives: global options and a lazily opened Client."""
+"""The one context object every command receives: the settings (read from the environment once,
+then the global options), the global options, and a lazily opened Client."""
 
 from __future__ import annotations
 
 import functools
 from collections.abc import Callable
-from pathlib import Path
 from typing import Any, TypeVar
 
 import click
 
-from tilebox_core import Client
+from tilebox_core import Client, Settings
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -17,12 +17,12 @@ F = TypeVar("F", bound=Callable[..., Any])
 class AppContext:
     def __init__(
         self,
-        team: str | None,
+        settings: Settings,
         debug: bool,
         log_level: str | None = None,
         log_format: str = "console",
     ) -> None:
-        self.team = team
+        self.settings = settings
         self.debug = debug
         self.log_level = log_level  # None: the command's own default
         self.log_format = log_format
@@ -32,7 +32,7 @@ class AppContext:
     @property
     def client(self) -> Client:
         if self._client is None:
-            self._client = Client(team=self.team)
+            self._client = Client(settings=self.settings)
         return self._client
 
     def close(self) -> None:
@@ -57,9 +57,3 @@ def json_option(func: F) -> F:
 
 def split_csv(value: str | None) -> list[str]:
     return [part.strip() for part in (value or "").split(",") if part.strip()]
-
-
-def path_argument(func: F) -> F:
-    return click.argument(
-        "path", required=False, type=click.Path(path_type=Path, exists=True), default=None
-    )(func)

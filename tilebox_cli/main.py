@@ -8,6 +8,7 @@ from typing import Any
 
 import click
 
+from tilebox_core import Settings
 from tilebox_core.domain.errors import TileboxError
 from tilebox_core.logs import configure_logging
 
@@ -34,7 +35,7 @@ class TileboxGroup(click.Group):
 
 
 @click.group(cls=TileboxGroup, context_settings={"help_option_names": ["-h", "--help"]})
-@click.option("--team", envvar="TILEBOX_TEAM", default=None, help="Team (default: 'default').")
+@click.option("--team", default=None, help="Team (default: TILEBOX_TEAM, else 'default').")
 @click.option(
     "--log-level",
     envvar="TILEBOX_LOG_LEVEL",
@@ -54,7 +55,7 @@ def cli(
     """Workflow releases and cluster deployments on Redis Streams."""
     level = "debug" if debug else log_level
     configure_logging(level or "warning", log_format)
-    app = AppContext(team, debug, level, log_format)
+    app = AppContext(Settings.from_env().override(team=team), debug, level, log_format)
     ctx.obj = app
     ctx.call_on_close(app.close)
 

@@ -19,6 +19,7 @@ from .domain.jobs import Job, Progress, TaskInfo
 from .domain.projection import Cluster, Release, Workflow
 from .jobs import Jobs
 from .redis.server import EmbeddedServer, ServerStatus
+from .settings import Settings
 from .task import ExecutionContext, FutureTask, ProgressIndicator, Task
 
 __all__ = [
@@ -48,6 +49,7 @@ __all__ = [
     "Release",
     "ReleaseTask",
     "ServerStatus",
+    "Settings",
     "StoreUnavailable",
     "Task",
     "TaskIdentifier",

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import datetime as dt
 import math
-import os
 import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from typing import Any
@@ -67,10 +66,6 @@ def task_spec(
     )  # fmt: skip
 
 
-def default_cluster() -> str:
-    return os.environ.get("TILEBOX_CLUSTER") or "default"
-
-
 class Jobs:
     def __init__(self, client: Session) -> None:
         self._client = client
@@ -97,7 +92,7 @@ class Jobs:
         """Submit many jobs, each ``(name, root task or tasks)``, in few round trips: every job is
         created atomically, in order, and runners may start on the first ones while later ones
         are still being sent. All are checked before any is submitted."""
-        cluster = cluster or default_cluster()
+        cluster = cluster or self._client.settings.cluster
         _retries(max_retries)
         requests = []
         for name, tasks in jobs:
@@ -122,7 +117,7 @@ class Jobs:
         The input is checked against the task's schema when a release deployed on the cluster
         provides the task; without ``version``, the newest deployed version is used.
         """
-        cluster = cluster or default_cluster()
+        cluster = cluster or self._client.settings.cluster
         state = self._client.state()
         require_cluster(state, cluster)
         deployed = deployed_task(state, cluster, task_name, version)

@@ -8,7 +8,6 @@ fail and the whole decision is retried on fresh state, so decisions are never ma
 from __future__ import annotations
 
 import getpass
-import os
 import random
 import socket
 import time
@@ -23,18 +22,16 @@ from tilebox_core.domain.ids import new_id, utcnow
 from tilebox_core.domain.projection import ControlState, fold
 from tilebox_core.redis.connection import connect, resolve_url
 from tilebox_core.redis.eventstore import CONTROL, EventStore, Stored
-from tilebox_core.redis.keys import DEFAULT_PREFIX, Keys
+from tilebox_core.redis.keys import Keys
 from tilebox_core.redis.liveness import RunnerRegistry
 from tilebox_core.redis.taskstore import TaskStore
+from tilebox_core.settings import Settings
 
 T = TypeVar("T")
 MAX_ATTEMPTS = 200
 
 
 def default_actor() -> str:
-    actor = os.environ.get("TILEBOX_ACTOR")
-    if actor:
-        return actor
     try:
         user = getpass.getuser()
     except (KeyError, OSError):
@@ -43,7 +40,12 @@ def default_actor() -> str:
 
 
 class Session:
-    """A connection to one team's state (``TILEBOX_REDIS_URL`` or the embedded server)."""
+    """A connection to one team's state.
+
+    ``settings`` default to ``Settings.from_env()`` (``TILEBOX_REDIS_URL``, else the embedded
+    server; team ``TILEBOX_TEAM``, else "default"); the other arguments override single settings.
+    ``self.settings`` are those the session runs with, its URL resolved.
+    """
 
     def __init__(
         self,
@@ -53,16 +55,25 @@ class Session:
         prefix: str | None = None,
         actor: str | None = None,
         home: Path | None = None,
-        retries: int = 3,
+        retries: int | None = None,
+        settings: Settings | None = None,
     ) -> None:
-        self.team = team or os.environ.get("TILEBOX_TEAM") or "default"
-        keys = Keys(prefix or os.environ.get("TILEBOX_PREFIX") or DEFAULT_PREFIX, self.team)
-        self.url = resolve_url(url, home)
+        chosen = (settings if settings is not None else Settings.from_env()).override(
+            url=url or None, team=team or None, prefix=prefix or None, actor=actor or None,
+            home=home, reconnect_retries=retries,
+        )  # fmt: skip
+        keys = Keys(chosen.prefix, chosen.team)
+        self.url = resolve_url(chosen.url, chosen.home)
+        self.settings = chosen.override(url=self.url)
+        self.team = chosen.team
         self.prefix = keys.prefix
-        self.redis = connect(self.url, retries=retries)
+        self.redis = connect(
+            self.url, timeout=chosen.connect_timeout, retries=chosen.reconnect_retries,
+            backoff_base=chosen.reconnect_base, backoff_cap=chosen.reconnect_cap,
+        )  # fmt: skip
         self.store = EventStore(self.redis, keys)
         self.tasks = TaskStore(self.store)
-        self.actor = actor or default_actor()
+        self.actor = chosen.actor or default_actor()
         self.runners = RunnerRegistry(self.store)
         self._state = ControlState()
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import re
 from pathlib import Path
 from typing import Any
@@ -19,9 +18,9 @@ from .server import EmbeddedServer
 MIN_REDIS = (7, 0)
 
 
-def resolve_url(url: str | None = None, home: Path | None = None) -> str:
-    """``url``, else ``TILEBOX_REDIS_URL``, else the embedded server (started when needed)."""
-    url = url or os.environ.get(URL_ENV)
+def resolve_url(url: str | None, home: Path) -> str:
+    """``url`` (checked), else the embedded server with its data under ``home`` (started when
+    needed)."""
     if url:
         if not url.startswith(("redis://", "rediss://", "unix://")):
             raise StoreUnavailable(
@@ -32,20 +31,22 @@ def resolve_url(url: str | None = None, home: Path | None = None) -> str:
     return EmbeddedServer(home).ensure()
 
 
-def connect(url: str | None = None, *, home: Path | None = None, retries: int = 3) -> redis.Redis:
-    """A client for ``url`` (see ``resolve_url``) whose server was checked to be Redis >= 7.0.
+def connect(
+    url: str, *, timeout: float, retries: int, backoff_base: float, backoff_cap: float
+) -> redis.Redis:
+    """A client for ``url`` whose server was checked to be Redis >= 7.0.
 
-    Commands are retried with exponential backoff on connection errors, so a restarting server is
-    ridden over; ``retries`` bounds how long (runners pass a larger number than one-shot commands).
+    Commands are retried with exponential backoff (the driver's own ``Retry``) on connection
+    errors, so a restarting server is ridden over; ``retries`` bounds how long. The numbers come
+    from ``tilebox_core.settings.Settings``.
     """
-    url = resolve_url(url, home)
     try:
         tcp = {} if url.startswith("unix://") else {"socket_keepalive": True}
         client = redis.Redis.from_url(
             url,
-            socket_connect_timeout=5,
+            socket_connect_timeout=timeout,
             **tcp,
-            retry=Retry(ExponentialBackoff(cap=2.0, base=0.05), retries),
+            retry=Retry(ExponentialBackoff(cap=backoff_cap, base=backoff_base), retries),
             retry_on_error=[redis.ConnectionError, redis.TimeoutError],
         )
         info = client.info("server")
