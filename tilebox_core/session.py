@@ -8,13 +8,12 @@ fail and the whole decision is retried on fresh state, so decisions are never ma
 from __future__ import annotations
 
 import getpass
-import random
 import socket
-import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import TypeVar
 
+from tilebox_core import retries
 from tilebox_core.domain import control
 from tilebox_core.domain.errors import ConcurrencyError
 from tilebox_core.domain.events import Event, Origin
@@ -28,7 +27,8 @@ from tilebox_core.redis.taskstore import TaskStore
 from tilebox_core.settings import Settings
 
 T = TypeVar("T")
-MAX_ATTEMPTS = 200
+MAX_RETRIES = 200  # of a decision that lost the race to another writer
+CONFLICT_BASE, CONFLICT_CAP = 0.001, 0.05  # seconds: the backoff between those retries
 
 
 def default_actor() -> str:
@@ -111,21 +111,33 @@ class Session:
         before_append: Callable[[T], None] | None = None,
     ) -> T:
         """Run ``rule`` on fresh state and append its events; retry on a concurrent append."""
-        for attempt in range(MAX_ATTEMPTS):
-            state = self.state()
-            result, events = rule(state, self.origin())
-            if not events:
-                return result
-            if before_append is not None:
-                before_append(result)
-            try:
-                self.store.append(
-                    CONTROL, events, state.position, projection=control.deployment_ops(events)
-                )
-            except ConcurrencyError:
-                # Another writer got in first: back off a little (jittered) and decide again.
-                time.sleep(random.uniform(0, min(0.05, 0.001 * 2**attempt)))
-                continue
-            self.state()
+        # Another writer got in first: back off a little (jittered) and decide again.
+        attempts = retries.retrying(
+            ConcurrencyError, attempts=MAX_RETRIES, base=CONFLICT_BASE, cap=CONFLICT_CAP
+        )
+        try:
+            for attempt in attempts:
+                with attempt:
+                    return self._decide_once(rule, before_append)
+        except ConcurrencyError as exc:
+            raise ConcurrencyError(
+                f"gave up after {MAX_RETRIES} concurrent-write retries ({exc}); try again"
+            ) from exc
+        raise AssertionError("unreachable: retrying re-raises the last error")
+
+    def _decide_once(
+        self,
+        rule: Callable[[ControlState, Origin], tuple[T, list[Event]]],
+        before_append: Callable[[T], None] | None,
+    ) -> T:
+        state = self.state()
+        result, events = rule(state, self.origin())
+        if not events:
             return result
-        raise ConcurrencyError(f"gave up after {MAX_ATTEMPTS} concurrent-write retries")
+        if before_append is not None:
+            before_append(result)
+        self.store.append(
+            CONTROL, events, state.position, projection=control.deployment_ops(events)
+        )
+        self.state()
+        return result
