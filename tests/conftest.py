@@ -8,12 +8,21 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+import structlog
 from click.testing import CliRunner, Result
 
 from tests.servers import ServerProcess, available_backends
 from tilebox_core import Client
 
 BACKENDS = available_backends()
+
+
+@pytest.fixture(autouse=True)
+def _default_logging() -> Iterator[None]:
+    """A command run in-process configures logging (at warning, say); later tests that capture
+    debug events must not inherit that."""
+    yield
+    structlog.reset_defaults()
 
 
 @pytest.fixture(autouse=True)
