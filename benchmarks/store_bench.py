@@ -213,8 +213,8 @@ def bench_replay(store: EventStore, workload: Workload, total: int, batch: int) 
     elapsed, cpu = time.perf_counter() - start, time.process_time() - cpu
     deployments = sum(len(by_workflow) for by_workflow in state.deployments.values())
     print(
-        f"replay into the deployment projection: {rate(state.version, elapsed)} events/s "
-        f"({state.version:,} events in {elapsed:.2f} s, {cpu:.2f} s client CPU; "
+        f"replay into the deployment projection: {rate(length, elapsed)} events/s "
+        f"({length:,} events in {elapsed:.2f} s, {cpu:.2f} s client CPU; "
         f"{len(state.clusters)} clusters, "
         f"{len(state.workflows)} workflows, {len(state.releases)} releases, "
         f"{deployments} deployments)"
