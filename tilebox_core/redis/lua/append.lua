@@ -1,9 +1,9 @@
 -- Checked, idempotent append of a batch of events, plus updates to a materialised hash.
 -- KEYS[1] log stream, KEYS[2] dedup hash, KEYS[3] materialised projection hash
 -- ARGV[1] the position (stream id) of the log's last entry the writer decided on ('0-0': the log
--- was empty), or '' for "any". The last entry id, not the stream's length: one entry may hold a
--- batch of events (field b, as the task scripts write), so a count of events read is no count of
--- entries, and a trimmed log keeps its last id.
+-- was empty), or '' for "any"; the append is refused if the log has an entry after it. A position,
+-- not a count: one entry may hold a batch of events (field b, as the task scripts write), so the
+-- events a reader folded are no count of entries, and trimming the log's head changes no position.
 -- ARGV[2] number of events n, then n pairs (event id, encoded event),
 -- then triples (op, field, value) with op HSET or HDEL, applied to KEYS[3].
 -- Returns {1, stream ids...} or {0, stream id of the first event} when this batch (identified by
@@ -16,10 +16,10 @@ if seen then
 end
 local expected = ARGV[1]
 if expected ~= '' then
-  local last = redis.call('XREVRANGE', KEYS[1], '+', '-', 'COUNT', 1)[1]
-  local at = last and last[1] or '0-0'
-  if at ~= expected then
-    return redis.error_reply('CONCURRENCY expected the log at ' .. expected .. ', it is at ' .. at)
+  -- Empty when up to date (the common case), so no entry is copied into the script.
+  local newer = redis.call('XRANGE', KEYS[1], '(' .. expected, '+', 'COUNT', 1)[1]
+  if newer then
+    return redis.error_reply('CONCURRENCY expected the log at ' .. expected .. ', it has ' .. newer[1] .. ' after that')
   end
 end
 local result = {1}
