@@ -1,7 +1,7 @@
 """``Session``: one team's connection, its stores, its actor and its control-plane projection.
 
 Each control-plane write reads the current projection, asks a pure rule in ``domain.control`` for
-the events, and appends them with the projection's version; a concurrent writer makes the append
+the events, and appends them with the projection's position; a concurrent writer makes the append
 fail and the whole decision is retried on fresh state, so decisions are never made on stale data.
 """
 
