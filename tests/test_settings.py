@@ -43,6 +43,7 @@ def test_settings_from_the_environment(environ: dict[str, str], expected: Settin
 @pytest.mark.parametrize(
     ("name", "value", "problem"),
     [
+        ("TILEBOX_REDIS_URL", "http://x", "unsupported Redis URL"),
         ("TILEBOX_TEAM", "Team A", "invalid team name"),
         ("TILEBOX_CLUSTER", "Prod!", "invalid cluster slug"),
         ("TILEBOX_PREFIX", "a:b", "invalid key prefix"),
@@ -65,6 +66,16 @@ def test_a_bad_value_is_one_line_naming_the_variable(name: str, value: str, prob
     message = str(caught.value)
     assert message.startswith(f"{name}={value!r}: ") and problem in message
     assert message.endswith(f"fix or unset {name}") and "\n" not in message
+
+
+def test_a_bad_url_is_refused_without_showing_its_password() -> None:
+    with pytest.raises(InvalidInput) as caught:
+        Settings.from_env({"TILEBOX_REDIS_URL": "http://ana:s3cret@host:6379/0"})
+    assert str(caught.value) == (
+        "TILEBOX_REDIS_URL='http://ana:***@host:6379/0': unsupported Redis URL "
+        "'http://ana:***@host:6379/0': use redis://, rediss:// or unix://; fix or unset "
+        "TILEBOX_REDIS_URL"
+    )
 
 
 def test_a_child_process_reads_back_the_settings_it_was_given() -> None:

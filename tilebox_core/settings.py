@@ -27,6 +27,8 @@ import msgspec
 
 from tilebox_core.domain.errors import InvalidInput
 from tilebox_core.domain.identifiers import validate_slug
+from tilebox_core.redis.connection import check_url
+from tilebox_core.redis.errors import redacted
 from tilebox_core.redis.keys import DEFAULT_PREFIX, check_prefix
 
 T = TypeVar("T")
@@ -63,7 +65,7 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
         xdg = env.get("XDG_DATA_HOME")
         home = env.get("TILEBOX_HOME")
         return cls(
-            url=env.get("TILEBOX_REDIS_URL"),
+            url=env.parse("TILEBOX_REDIS_URL", check_url, None, show=redacted),
             team=env.parse("TILEBOX_TEAM", lambda v: validate_slug(v, "team name"), DEFAULT_TEAM),
             prefix=env.parse("TILEBOX_PREFIX", check_prefix, DEFAULT_PREFIX),
             actor=env.get("TILEBOX_ACTOR"),
@@ -107,14 +109,18 @@ class Environment:
     def get(self, name: str) -> str | None:
         return self._environ.get(name) or None
 
-    def parse(self, name: str, parse: Callable[[str], T], default: T) -> T:
+    def parse(
+        self, name: str, parse: Callable[[str], T], default: T, show: Callable[[str], str] = str
+    ) -> T:
+        """``parse(value)`` of variable ``name``, ``default`` when unset; ``show`` makes the value
+        fit for a message (a URL's password is never shown)."""
         raw = self.get(name)
         if raw is None:
             return default
         try:
             return parse(raw)
         except (InvalidInput, ValueError) as exc:
-            raise InvalidInput(f"{name}={raw!r}: {exc}; fix or unset {name}") from None
+            raise InvalidInput(f"{name}={show(raw)!r}: {exc}; fix or unset {name}") from None
 
 
 def seconds(text: str) -> float:

@@ -10,24 +10,27 @@ import redis
 from redis.backoff import ExponentialBackoff
 from redis.retry import Retry
 
-from tilebox_core.domain.errors import StoreUnavailable
+from tilebox_core.domain.errors import InvalidInput, StoreUnavailable
 
-from .errors import URL_ENV, redacted, translated
+from .errors import redacted, translated
 from .server import EmbeddedServer
 
 MIN_REDIS = (7, 0)
+
+
+def check_url(url: str) -> str:
+    if not url.startswith(("redis://", "rediss://", "unix://")):
+        raise InvalidInput(
+            f"unsupported Redis URL {redacted(url)!r}: use redis://, rediss:// or unix://"
+        )
+    return url
 
 
 def resolve_url(url: str | None, home: Path) -> str:
     """``url`` (checked), else the embedded server with its data under ``home`` (started when
     needed)."""
     if url:
-        if not url.startswith(("redis://", "rediss://", "unix://")):
-            raise StoreUnavailable(
-                f"unsupported Redis URL {redacted(url)!r} in {URL_ENV}: "
-                "use redis://, rediss:// or unix://"
-            )
-        return url
+        return check_url(url)
     return EmbeddedServer(home).ensure()
 
 
