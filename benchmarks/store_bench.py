@@ -43,9 +43,11 @@ from tilebox_core.domain.events import (
 from tilebox_core.domain.ids import new_id
 from tilebox_core.domain.projection import fold
 from tilebox_core.logs import configure_logging
-from tilebox_core.redis.connection import connect, redacted
+from tilebox_core.redis.errors import redacted
 from tilebox_core.redis.eventstore import CONTROL, EventStore
 from tilebox_core.redis.keys import DEFAULT_PREFIX, Keys
+from tilebox_core.session import Session
+from tilebox_core.settings import Settings
 
 CLUSTERS = 50
 WORKFLOWS = 20
@@ -163,13 +165,12 @@ def rate(count: int, seconds: float) -> str:
 
 def bench_single(store: EventStore, workload: Workload, count: int) -> None:
     setup = workload.setup()
-    version = store.append(CONTROL, setup, expected_version=0).version
+    last = store.append(CONTROL, setup, expected="0-0").positions[-1]
     events = [workload.next() for _ in range(count)]  # built up front: time only the appends
     ops = [deployment_ops([e]) for e in events]
     start = time.perf_counter()
     for event, projection in zip(events, ops):
-        result = store.append(CONTROL, [event], expected_version=version, projection=projection)
-        version = result.version
+        last = store.append(CONTROL, [event], expected=last, projection=projection).positions[-1]
     elapsed = time.perf_counter() - start
     print(
         f"single appends (version-checked): {rate(count, elapsed)}/s ({count} in {elapsed:.2f} s)"
@@ -177,15 +178,14 @@ def bench_single(store: EventStore, workload: Workload, count: int) -> None:
 
 
 def bench_batched(store: EventStore, workload: Workload, batches: int, size: int) -> None:
-    version = store.version(CONTROL)
+    last = store.last_position(CONTROL)
     prepared = []
     for _ in range(batches):
         events = [workload.next() for _ in range(size)]
         prepared.append((events, deployment_ops(events)))
     start = time.perf_counter()
     for events, projection in prepared:
-        result = store.append(CONTROL, events, expected_version=version, projection=projection)
-        version = result.version
+        last = store.append(CONTROL, events, expected=last, projection=projection).positions[-1]
     elapsed = time.perf_counter() - start
     total = batches * size
     print(
@@ -202,7 +202,7 @@ def bench_replay(store: EventStore, workload: Workload, total: int, batch: int) 
         store.append(CONTROL, events)  # no version check: fill as fast as possible
         appending += time.perf_counter() - t
     filled = time.perf_counter() - start
-    length = store.version(CONTROL)
+    length = int(store.redis.xlen(store.keys.log(CONTROL)))
     print(
         f"fill: {length:,} events in {filled:.2f} s ({rate(length, appending)} events/s appended "
         f"in batches of {batch}; {appending:.2f} s appending, the rest building events)"
@@ -213,8 +213,8 @@ def bench_replay(store: EventStore, workload: Workload, total: int, batch: int) 
     elapsed, cpu = time.perf_counter() - start, time.process_time() - cpu
     deployments = sum(len(by_workflow) for by_workflow in state.deployments.values())
     print(
-        f"replay into the deployment projection: {rate(state.version, elapsed)} events/s "
-        f"({state.version:,} events in {elapsed:.2f} s, {cpu:.2f} s client CPU; "
+        f"replay into the deployment projection: {rate(length, elapsed)} events/s "
+        f"({length:,} events in {elapsed:.2f} s, {cpu:.2f} s client CPU; "
         f"{len(state.clusters)} clusters, "
         f"{len(state.workflows)} workflows, {len(state.releases)} releases, "
         f"{deployments} deployments)"
@@ -247,7 +247,7 @@ def delete_team(client: redis.Redis, keys: Keys) -> None:
 
 
 def run(url: str, args: argparse.Namespace) -> None:
-    client = connect(url)
+    client = Session(settings=Settings(url=url)).redis
     info = client.info("server")
     version = info.get("valkey_version") or info["redis_version"]
     print(

@@ -150,11 +150,12 @@ def server_url(
 
 def check_reachable(url: str) -> None:
     """Exit with one line if ``url`` is no usable server (a benchmark's bad ``--url``)."""
+    from tilebox_core import Settings
     from tilebox_core.domain.errors import TileboxError
-    from tilebox_core.redis.connection import connect
+    from tilebox_core.session import Session
 
     try:
-        connect(url, retries=0).close()
+        Session(settings=Settings(url=url, reconnect_retries=0)).close()
     except TileboxError as exc:
         sys.exit(f"error: --url: {exc}")
 

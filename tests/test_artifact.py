@@ -15,9 +15,9 @@ import zstandard
 
 from tilebox_core.build import artifact, tarwriter
 from tilebox_core.build.artifact import (
-    build_artifact,
     digest_of,
     extract_artifact,
+    pack,
     verify_digest,
 )
 from tilebox_core.domain.errors import ArtifactError, Conflict
@@ -30,6 +30,11 @@ FILES = {
     "deep/" + "n" * 120 + "/long_name_" + "x" * 110 + ".py": b"long = True\n",
 }
 EXECUTABLE = {"bin/start"}
+
+
+def build_artifact(root: Path, files: list[str]) -> bytes:
+    """The compressed artifact of ``files`` (POSIX paths relative to ``root``)."""
+    return pack(root, files).data
 
 
 def make_copy(
@@ -287,3 +292,33 @@ def test_directory_members_are_allowed(tmp_path: Path) -> None:
 
     assert extract_artifact(data, tmp_path / "release") == ["pkg/a.py"]
     assert (tmp_path / "release" / "pkg" / "a.py").read_bytes() == b"a"
+
+
+# --- golden digest ----------------------------------------------------------------------------------
+
+GOLDEN = {
+    "pkg/__init__.py": (b"", 0o644),
+    "pkg/runner.py": (b"from tilebox_runner import Runner\n\nrunner = Runner()\n", 0o640),
+    "pkg/deep/er/est/leaf.py": (b"LEAF = 1\n" * 100, 0o600),
+    "bin/start.sh": (b"#!/bin/sh\nexec python -m pkg\n", 0o750),  # the executable
+    "donn\u00e9es/r\u00e9sum\u00e9 \u2603.txt": ("caf\u00e9 \u2603\n".encode(), 0o664),
+    "pyproject.toml": (b'[project]\nname = "pkg"\nversion = "0.1"\n', 0o444),
+}
+# The sha256 of the tar stream (what tarwriter writes) and of the artifact (that stream compressed
+# by zstd). A change of either is a change of every release digest: identical content would then
+# publish as a new release, and runners would no longer share cached releases. The first moving
+# means our tar writer changed; the second alone, the compression (a zstandard upgrade, a level).
+GOLDEN_TAR = "sha256:65e1663d4b0ac6c9a6ac7443477fa2785c50cfe70013dac5c288d7d2f50cb132"
+GOLDEN_ARTIFACT = "sha256:3c94a305a50fd18386fa1e9a9746931e3b5788fb5f8ceae3fa30dcdc18af40e8"
+
+
+def test_a_fixed_tree_builds_to_the_pinned_digest(tmp_path: Path) -> None:
+    for path, (content, mode) in GOLDEN.items():
+        target = tmp_path / path
+        target.parent.mkdir(parents=True, exist_ok=True)
+        target.write_bytes(content)
+        target.chmod(mode)
+        os.utime(target, (1_234_567_890, 1_234_567_890))
+    data = pack(tmp_path, list(GOLDEN)).data
+    tar = zstandard.ZstdDecompressor().decompress(data)
+    assert (digest_of(tar), digest_of(data)) == (GOLDEN_TAR, GOLDEN_ARTIFACT)

@@ -117,7 +117,7 @@ INVALID = [
     (WORKFLOW + "[build]\n", ["missing key 'include' in [build]"]),
     (
         '[workflow]\nslug = "scenes"\n' + BUILD,
-        ["[workflow] has neither runner nor command", "add runner ="],
+        ["[workflow] has neither runner nor command", 'e.g. runner = "package.runner:runner"'],
     ),
     (
         '[workflow]\nslug = "scenes"\nrunner = "a:b"\ncommand = ["x"]\n' + BUILD,

@@ -15,7 +15,7 @@ from tilebox_core import Client
 from tilebox_core.client import position_time
 from tilebox_core.domain import control
 from tilebox_core.domain.errors import Conflict, Incompatible, InvalidInput, NotFound, TileboxError
-from tilebox_core.domain.events import Origin, ReleaseTask
+from tilebox_core.domain.events import ClusterCreated, Origin, ReleaseTask
 from tilebox_core.domain.projection import ControlState, fold
 from tilebox_core.redis.eventstore import CONTROL
 
@@ -257,3 +257,22 @@ def test_incremental_projection_equals_replay_and_as_of(
             when = position_time(position)
             last_same_ms = max(j for j, (p, _) in enumerate(points) if position_time(p) == when)
             assert view.state_as_of(when).snapshot() == points[last_same_ms][1]
+
+
+def test_a_batched_entry_in_the_control_log_does_not_block_later_writes(
+    client: Client, team: str
+) -> None:
+    """Bug: the projection counted a version per event, the append script the stream's entries, so
+    after one entry holding a batch of events (field "b", as the task scripts write) every
+    control-plane write gave up after its concurrent-write retries."""
+    store = client.store
+    batch = [
+        ClusterCreated(**origin().stamp(), slug=slug, name=slug)
+        for slug in ("batched-a", "batched-b")
+    ]
+    encoded = b"\x92" + b"".join(store.codec.encode(event) for event in batch)  # msgpack array of 2
+    store.redis.xadd(store.keys.log(CONTROL), {"b": encoded})
+    client.clusters().create("after")
+    client.workflows().create("scenes")
+    assert {"batched-a", "batched-b", "after"} <= set(client.state().clusters)
+    assert fold(store.replay(CONTROL)).snapshot() == client.state().snapshot()

@@ -9,6 +9,7 @@ import signal
 import subprocess
 import sys
 import tarfile
+import threading
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -301,6 +302,47 @@ time.sleep(1.0)
     assert runner.wait(30) == 0
     states = {t.name: t.state for t in story.client.jobs().find(job.id).tasks}
     assert states["scenes.Process"] == "computed"  # finished, not abandoned
+
+
+@pytest.mark.slow
+def test_a_release_runner_rides_out_a_server_restart(
+    story: Story, private_server: ServerProcess
+) -> None:
+    """Bug: after a reconnect the runner re-read the deployments outside its retry, and exited with
+    "lost the connection to Redis" though it had logged "retrying"."""
+    running, gate = story.tmp / "running", story.tmp / "gate"
+    release = story.publish("restart", "v1.0", f"""
+import pathlib
+pathlib.Path({str(running)!r}).touch()
+while not pathlib.Path({str(gate)!r}).exists():
+    time.sleep(0.02)
+""")  # fmt: skip
+    story.deploy(release)
+    runner = story.start_runner()
+    logged: list[str] = []
+
+    def read_log() -> None:
+        assert runner.stderr is not None
+        for line in runner.stderr:
+            logged.append(line)
+
+    threading.Thread(target=read_log, daemon=True).start()
+    job = story.client.jobs().submit_by_name("restart", "scenes.Fetch", "v1.0", '{"scene": "1"}')
+    wait_for(running.exists)  # mid-job: Fetch is done, Process runs
+    private_server.kill()  # kill -9
+
+    # The runner keeps retrying (each round tries the server again) rather than stopping.
+    def stopping() -> bool:
+        return runner.poll() is not None or any("runner stopping" in line for line in logged)
+
+    wait_for(lambda: sum("retrying" in line for line in logged) >= 3 or stopping())
+    assert not stopping(), "".join(logged[-3:])
+    private_server.start()  # the same port and AOF
+    gate.touch()
+    wait_for(lambda: story.state(job.id) == "completed")
+    assert runner.poll() is None
+    assert story.traced() == ["fetch-restart", "process-restart", "publish-restart"]
+    assert {c.release_id for c in story.claims(job.id)} == {release}
 
 
 def artifact(name: str) -> bytes:

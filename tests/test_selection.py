@@ -11,7 +11,8 @@ from hypothesis import strategies as st
 from pathspec import GitIgnoreSpec
 
 from tests.projects import write_config, write_files
-from tilebox_core.build.selection import scan, select_files
+from tilebox_core.build.config import WorkflowConfig
+from tilebox_core.build.selection import scan
 from tilebox_core.domain.errors import InvalidInput
 
 TREE = {
@@ -26,6 +27,11 @@ TREE = {
     "pyproject.toml": "",
     "setup.py": "",
 }
+
+
+def select_files(config: WorkflowConfig) -> list[str]:
+    """The selected files as sorted POSIX paths relative to ``config.root``."""
+    return [selected.path for selected in scan(config)]
 
 
 def test_include_minus_exclude(tmp_path: Path) -> None:

@@ -27,29 +27,40 @@ def store(server: ServerProcess, team: str) -> Iterator[EventStore]:
         yield EventStore(client, Keys("tilebox", team))
 
 
-def test_append_checks_the_expected_version(store: EventStore, team: str) -> None:
-    first = store.append(CONTROL, [made(team, "a")], expected_version=0)
-    assert first.version == 1 and not first.duplicate
-    with pytest.raises(ConcurrencyError, match="expected version 0"):
-        store.append(CONTROL, [made(team, "b")], expected_version=0)
-    assert store.version(CONTROL) == 1
-    store.append(CONTROL, [made(team, "b")], expected_version=1)
+def test_append_checks_the_expected_last_position(store: EventStore, team: str) -> None:
+    assert store.last_position(CONTROL) == "0-0"
+    first = store.append(CONTROL, [made(team, "a")], expected="0-0")
+    assert not first.duplicate and store.last_position(CONTROL) == first.positions[0]
+    with pytest.raises(ConcurrencyError, match=r"expected the log at 0-0, it has \S+ after that"):
+        store.append(CONTROL, [made(team, "b")], expected="0-0")
+    assert len(store.read(CONTROL)) == 1
+    store.append(CONTROL, [made(team, "b")], expected=first.positions[0])
     assert [s.event.slug for s in store.replay(CONTROL)] == ["a", "b"]  # type: ignore[union-attr]
+
+
+def test_a_batched_entry_counts_as_one_position(store: EventStore, team: str) -> None:
+    # The task scripts write a call's events as one entry (field "b"): the writer that has read
+    # it expects the position of that entry, however many events it held.
+    batch = store.codec.encode(made(team, "a")) + store.codec.encode(made(team, "b"))
+    entry = store.redis.xadd(store.keys.log(CONTROL), {"b": b"\x92" + batch}).decode()
+    read = store.read(CONTROL)
+    assert len(read) == 2 and read[-1].position == entry == store.last_position(CONTROL)
+    store.append(CONTROL, [made(team, "c")], expected=read[-1].position)
+    assert [s.event.slug for s in store.replay(CONTROL)] == ["a", "b", "c"]  # type: ignore[union-attr]
 
 
 def test_reappending_the_same_batch_is_a_no_op(store: EventStore, team: str) -> None:
     batch = [made(team, "a"), made(team, "b")]
-    first = store.append(CONTROL, batch, expected_version=0)
-    again = store.append(CONTROL, batch, expected_version=0)  # a retry after a lost reply
-    assert again.duplicate and again.version == 2
-    assert again.positions == first.positions[:1]
-    assert store.version(CONTROL) == 2
+    first = store.append(CONTROL, batch, expected="0-0")
+    again = store.append(CONTROL, batch, expected="0-0")  # a retry after a lost reply
+    assert again.duplicate and again.positions == first.positions[:1]
+    assert len(store.read(CONTROL)) == 2
 
 
 def test_batch_append_is_atomic_and_ordered(store: EventStore, team: str) -> None:
     batch = [made(team, f"c{i}") for i in range(500)]
     result = store.append(CONTROL, batch)
-    assert result.version == 500 and len(result.positions) == 500
+    assert len(result.positions) == 500
     replayed = list(store.replay(CONTROL))
     assert [s.event for s in replayed] == batch
     assert [s.position for s in replayed] == result.positions
@@ -138,7 +149,7 @@ def test_materialised_projection_changes_with_the_append(store: EventStore, team
     store.append(CONTROL, [made(team, "a")], projection=[("HSET", "dev/scenes", "r1")])
     assert store.deployments() == {("dev", "scenes"): "r1"}
     with pytest.raises(ConcurrencyError):
-        store.append(CONTROL, [made(team, "b")], 0, projection=[("HDEL", "dev/scenes", "")])
+        store.append(CONTROL, [made(team, "b")], "0-0", projection=[("HDEL", "dev/scenes", "")])
     assert store.deployments() == {("dev", "scenes"): "r1"}  # refused append changed nothing
 
 

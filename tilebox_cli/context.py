@@ -1,4 +1,5 @@
-"""The one context object every command receives: global options and a lazily opened Client."""
+"""The one context object every command receives: the settings (read from the environment once,
+then the global options), the global options, and a lazily opened Client."""
 
 from __future__ import annotations
 
@@ -10,7 +11,8 @@ from typing import Any, TypeVar
 
 import click
 
-from tilebox_core import Client
+from tilebox_core import Client, Settings
+from tilebox_core.settings import DEFAULT_TEAM
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -18,12 +20,12 @@ F = TypeVar("F", bound=Callable[..., Any])
 class AppContext:
     def __init__(
         self,
-        team: str | None,
+        settings: Settings,
         debug: bool,
         log_level: str | None = None,
         log_format: str = "console",
     ) -> None:
-        self.team = team  # None: not chosen (the default team)
+        self.settings = settings
         self.debug = debug
         self.log_level = log_level  # None: the command's own default
         self.log_format = log_format
@@ -33,7 +35,7 @@ class AppContext:
     @property
     def client(self) -> Client:
         if self._client is None:
-            self._client = Client(team=self.team)
+            self._client = Client(settings=self.settings)
         return self._client
 
     def close(self) -> None:
@@ -43,9 +45,10 @@ class AppContext:
     def reading(self) -> None:
         """Before a command that only reads: a team chosen by name that nothing was ever written
         to is more likely a typo than an empty team, so say so (stderr; writes create a team)."""
-        if self.team is not None and self.client.events().is_empty():
+        team = self.settings.team
+        if team != DEFAULT_TEAM and self.client.events().is_empty():
             click.echo(
-                f"warning: team {self.team!r} has no events yet (a typo?); showing an empty team. "
+                f"warning: team {team!r} has no events yet (a typo?); showing an empty team. "
                 "Commands that write create it",
                 err=True,
             )

@@ -50,7 +50,7 @@ def diagnose_option(func: F) -> F:
 @click.option("--input", "input_json", help="Task input as a JSON object.")
 @click.option("--input-file", type=click.Path(path_type=Path, exists=True, dir_okay=False),
               help="Read the task input JSON from a file ('-' is not supported).")  # fmt: skip
-@click.option("--cluster", envvar="TILEBOX_CLUSTER", help="Cluster slug (default: 'default').")
+@click.option("--cluster", help="Cluster slug (default: TILEBOX_CLUSTER, else 'default').")
 @click.option("--max-retries", type=click.IntRange(min=0), default=0, show_default=True)
 @click.option("--max-input-bytes", type=click.IntRange(min=1), default=MAX_INPUT_BYTES,
               envvar="TILEBOX_MAX_INPUT_BYTES", show_default=True,

@@ -11,6 +11,7 @@ from typing import Any
 import click
 import msgspec
 
+from tilebox_core import Settings
 from tilebox_core.domain.errors import TileboxError
 from tilebox_core.logs import configure_logging
 
@@ -95,7 +96,7 @@ class TileboxGroup(click.Group):
 
 
 @click.group(cls=TileboxGroup, context_settings={"help_option_names": ["-h", "--help"]})
-@click.option("--team", envvar="TILEBOX_TEAM", default=None, help="Team (default: 'default').")
+@click.option("--team", default=None, help="Team (default: TILEBOX_TEAM, else 'default').")
 @click.option(
     "--log-level",
     envvar="TILEBOX_LOG_LEVEL",
@@ -118,7 +119,7 @@ def cli(
     level = "debug" if debug else log_level
     configure_logging(level or "warning", log_format)
     ctx.meta["tilebox.color"] = not (no_color or os.environ.get("NO_COLOR"))  # no-color.org
-    app = AppContext(team, debug, level, log_format)
+    app = AppContext(Settings.from_env().override(team=team), debug, level, log_format)
     ctx.obj = app
     ctx.call_on_close(app.close)
 

@@ -19,7 +19,7 @@ def runner() -> None:
 
 
 @runner.command("start")
-@click.option("--cluster", envvar="TILEBOX_CLUSTER", help="Cluster to serve (default: 'default').")
+@click.option("--cluster", help="Cluster to serve (default: TILEBOX_CLUSTER, else 'default').")
 @click.option("-n", "processes", type=click.IntRange(min=1), default=1, show_default=True,
               help="Runtime processes per deployed release.")  # fmt: skip
 @click.option("--stop-when-idling", is_flag=True, help="Exit once no task is left to run.")

@@ -31,7 +31,7 @@ def _show(app: AppContext, status: ServerStatus, verb: str) -> None:
 @pass_app
 def start(app: AppContext) -> None:
     """Start the embedded server (no-op if it runs)."""
-    _show(app, EmbeddedServer().start(), "server")
+    _show(app, EmbeddedServer(app.settings.home).start(), "server")
 
 
 @server.command("stop")
@@ -39,7 +39,7 @@ def start(app: AppContext) -> None:
 @pass_app
 def stop(app: AppContext) -> None:
     """Stop the embedded server; its data stays on disk."""
-    stopped = EmbeddedServer().stop()
+    stopped = EmbeddedServer(app.settings.home).stop()
     if app.json:
         emit_json({"stopped": stopped})
     else:
@@ -51,7 +51,7 @@ def stop(app: AppContext) -> None:
 @pass_app
 def status(app: AppContext) -> None:
     """Show whether the embedded server runs, where, and its data directory."""
-    current = EmbeddedServer().status()
+    current = EmbeddedServer(app.settings.home).status()
     _show(app, current, "server")
     if not current.running:
         raise SystemExit(3)

@@ -20,6 +20,7 @@ from .domain.jobs import Job, Progress, TaskInfo
 from .domain.projection import Cluster, Release, Workflow
 from .jobs import Jobs
 from .redis.server import EmbeddedServer, ServerStatus
+from .settings import Settings
 from .task import ExecutionContext, FutureTask, ProgressIndicator, Task
 
 __all__ = [
@@ -49,6 +50,7 @@ __all__ = [
     "Release",
     "ReleaseTask",
     "ServerStatus",
+    "Settings",
     "StoreUnavailable",
     "Task",
     "TaskIdentifier",

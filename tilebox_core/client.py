@@ -308,7 +308,7 @@ class History:
     def is_empty(self) -> bool:
         """True for a team nothing was ever written to (a mistyped ``--team``, say)."""
         store = self._client.store
-        return store.version(CONTROL) == 0 and store.version(TASKS) == 0
+        return store.last_position(CONTROL) == "0-0" and store.last_position(TASKS) == "0-0"
 
     def _merged(
         self, since: dt.datetime | None, until: dt.datetime | None

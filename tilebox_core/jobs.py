@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import datetime as dt
 import math
-import os
 import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from typing import Any
@@ -69,10 +68,6 @@ def task_spec(
     )  # fmt: skip
 
 
-def default_cluster() -> str:
-    return os.environ.get("TILEBOX_CLUSTER") or "default"
-
-
 class Jobs:
     def __init__(self, client: Session) -> None:
         self._client = client
@@ -99,7 +94,7 @@ class Jobs:
         """Submit many jobs, each ``(name, root task or tasks)``, in few round trips: every job is
         created atomically, in order, and runners may start on the first ones while later ones
         are still being sent. All are checked before any is submitted."""
-        cluster = cluster or default_cluster()
+        cluster = cluster or self._client.settings.cluster
         _retries(max_retries)
         requests = []
         for name, tasks in jobs:
@@ -126,7 +121,7 @@ class Jobs:
         provides the task; without ``version``, the newest deployed version is used. An input over
         ``max_input_bytes`` is refused.
         """
-        cluster = cluster or default_cluster()
+        cluster = cluster or self._client.settings.cluster
         state = self._client.state()
         require_cluster(state, cluster)
         deployed = deployed_task(state, cluster, task_name, version)

@@ -1,21 +1,19 @@
 """``Session``: one team's connection, its stores, its actor and its control-plane projection.
 
 Each control-plane write reads the current projection, asks a pure rule in ``domain.control`` for
-the events, and appends them with the projection's version; a concurrent writer makes the append
+the events, and appends them with the projection's position; a concurrent writer makes the append
 fail and the whole decision is retried on fresh state, so decisions are never made on stale data.
 """
 
 from __future__ import annotations
 
 import getpass
-import os
-import random
 import socket
-import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import TypeVar
 
+from tilebox_core import retries
 from tilebox_core.domain import control
 from tilebox_core.domain.errors import ConcurrencyError
 from tilebox_core.domain.events import Event, Origin
@@ -23,18 +21,17 @@ from tilebox_core.domain.ids import new_id, utcnow
 from tilebox_core.domain.projection import ControlState, fold
 from tilebox_core.redis.connection import connect, resolve_url
 from tilebox_core.redis.eventstore import CONTROL, EventStore, Stored
-from tilebox_core.redis.keys import DEFAULT_PREFIX, Keys
+from tilebox_core.redis.keys import Keys
 from tilebox_core.redis.liveness import RunnerRegistry
 from tilebox_core.redis.taskstore import TaskStore
+from tilebox_core.settings import Settings
 
 T = TypeVar("T")
-MAX_ATTEMPTS = 200
+MAX_RETRIES = 200  # of a decision that lost the race to another writer
+CONFLICT_BASE, CONFLICT_CAP = 0.001, 0.05  # seconds: the backoff between those retries
 
 
 def default_actor() -> str:
-    actor = os.environ.get("TILEBOX_ACTOR")
-    if actor:
-        return actor
     try:
         user = getpass.getuser()
     except (KeyError, OSError):
@@ -43,7 +40,12 @@ def default_actor() -> str:
 
 
 class Session:
-    """A connection to one team's state (``TILEBOX_REDIS_URL`` or the embedded server)."""
+    """A connection to one team's state.
+
+    ``settings`` default to ``Settings.from_env()`` (``TILEBOX_REDIS_URL``, else the embedded
+    server; team ``TILEBOX_TEAM``, else "default"); the other arguments override single settings.
+    ``self.settings`` are those the session runs with, its URL resolved.
+    """
 
     def __init__(
         self,
@@ -53,16 +55,25 @@ class Session:
         prefix: str | None = None,
         actor: str | None = None,
         home: Path | None = None,
-        retries: int = 3,
+        retries: int | None = None,
+        settings: Settings | None = None,
     ) -> None:
-        self.team = team or os.environ.get("TILEBOX_TEAM") or "default"
-        keys = Keys(prefix or os.environ.get("TILEBOX_PREFIX") or DEFAULT_PREFIX, self.team)
-        self.url = resolve_url(url, home)
+        chosen = (settings if settings is not None else Settings.from_env()).override(
+            url=url or None, team=team or None, prefix=prefix or None, actor=actor or None,
+            home=home, reconnect_retries=retries,
+        )  # fmt: skip
+        keys = Keys(chosen.prefix, chosen.team)
+        self.url = resolve_url(chosen.url, chosen.home)
+        self.settings = chosen.override(url=self.url)
+        self.team = chosen.team
         self.prefix = keys.prefix
-        self.redis = connect(self.url, retries=retries)
+        self.redis = connect(
+            self.url, timeout=chosen.connect_timeout, retries=chosen.reconnect_retries,
+            backoff_base=chosen.reconnect_base, backoff_cap=chosen.reconnect_cap,
+        )  # fmt: skip
         self.store = EventStore(self.redis, keys)
         self.tasks = TaskStore(self.store)
-        self.actor = actor or default_actor()
+        self.actor = chosen.actor or default_actor()
         self.runners = RunnerRegistry(self.store)
         self._state = ControlState()
 
@@ -100,21 +111,33 @@ class Session:
         before_append: Callable[[T], None] | None = None,
     ) -> T:
         """Run ``rule`` on fresh state and append its events; retry on a concurrent append."""
-        for attempt in range(MAX_ATTEMPTS):
-            state = self.state()
-            result, events = rule(state, self.origin())
-            if not events:
-                return result
-            if before_append is not None:
-                before_append(result)
-            try:
-                self.store.append(
-                    CONTROL, events, state.version, projection=control.deployment_ops(events)
-                )
-            except ConcurrencyError:
-                # Another writer got in first: back off a little (jittered) and decide again.
-                time.sleep(random.uniform(0, min(0.05, 0.001 * 2**attempt)))
-                continue
-            self.state()
+        # Another writer got in first: back off a little (jittered) and decide again.
+        attempts = retries.retrying(
+            ConcurrencyError, attempts=MAX_RETRIES, base=CONFLICT_BASE, cap=CONFLICT_CAP
+        )
+        try:
+            for attempt in attempts:
+                with attempt:
+                    return self._decide_once(rule, before_append)
+        except ConcurrencyError as exc:
+            raise ConcurrencyError(
+                f"gave up after {MAX_RETRIES} concurrent-write retries ({exc}); try again"
+            ) from exc
+        raise AssertionError("unreachable: retrying re-raises the last error")
+
+    def _decide_once(
+        self,
+        rule: Callable[[ControlState, Origin], tuple[T, list[Event]]],
+        before_append: Callable[[T], None] | None,
+    ) -> T:
+        state = self.state()
+        result, events = rule(state, self.origin())
+        if not events:
             return result
-        raise ConcurrencyError(f"gave up after {MAX_ATTEMPTS} concurrent-write retries")
+        if before_append is not None:
+            before_append(result)
+        self.store.append(
+            CONTROL, events, state.position, projection=control.deployment_ops(events)
+        )
+        self.state()
+        return result

@@ -3,14 +3,18 @@
 A release runner (``tilebox runner start``) starts one or more of these per deployed release, with
 the release's extracted artifact as working directory and first on ``sys.path``. Configuration comes
 from the environment so that ``command = [...]`` releases can start the same way by calling
-``serve(runner)`` from their own entry point:
+``serve(runner)`` from their own entry point (read once, by ``RuntimeSettings.from_env`` in
+``tilebox_runner.settings``; a bad value stops the process with one line):
 
     TILEBOX_REDIS_URL, TILEBOX_TEAM, TILEBOX_PREFIX  where the state lives
+    TILEBOX_HOME, TILEBOX_CONNECT_TIMEOUT             (see tilebox_core.settings)
     TILEBOX_CLUSTER, TILEBOX_RELEASE_ID               what to serve, recorded in every TaskClaimed
     TILEBOX_RUNNER_ID, TILEBOX_CONCURRENCY            identity and threads of this process
     TILEBOX_LEASE_SECONDS                             lease of a claimed task (default 30)
     TILEBOX_UNTIL_IDLE=1                              exit once nothing is left (--stop-when-idling)
     TILEBOX_SUPERVISOR_PID                            drain and exit when that process is gone
+    TILEBOX_LOG_LEVEL, TILEBOX_LOG_FORMAT             debug|info|warning|error, console|json
+    TILEBOX_DISCOVER=1                                a build's runtime check: print the tasks, exit
 
 Exit codes: 0 after a drain or when idle, 3 when the runner object cannot be loaded.
 """
@@ -28,39 +32,40 @@ import structlog
 from tilebox_core.client import Client
 from tilebox_core.domain.errors import TileboxError
 from tilebox_core.execution.registry import Runner
-from tilebox_core.execution.worker import DEFAULT_LEASE, TaskRunner, freeze_heap, new_runner_id
+from tilebox_core.execution.worker import TaskRunner, freeze_heap, new_runner_id
 from tilebox_core.logs import configure_logging
 
 from .discover import emit_discovery, load_runner
+from .settings import RuntimeSettings
 
 LOAD_FAILED = 3
 
 log = structlog.get_logger(__name__)
 
 
-def serve(runner: Runner) -> None:
-    """Run ``runner`` as a release's runtime process (or answer a build's discovery request)."""
-    if os.environ.get("TILEBOX_DISCOVER"):
+def serve(runner: Runner, settings: RuntimeSettings | None = None) -> None:
+    """Run ``runner`` as a release's runtime process (or answer a build's discovery request);
+    ``settings`` default to those of this process's environment."""
+    settings = settings if settings is not None else RuntimeSettings.from_env()
+    if settings.discover:
         emit_discovery(runner)
         return
-    env = os.environ
-    client = Client(team=env.get("TILEBOX_TEAM"), retries=20,
-                    actor=f"runner:{env.get('TILEBOX_RUNNER_ID', 'runtime')}")  # fmt: skip
+    runner_id = settings.runner_id or new_runner_id()
+    client = Client(settings=settings.core, retries=20, actor=f"runner:{runner_id}")
     task_runner = TaskRunner(
         client,
-        env.get("TILEBOX_CLUSTER"),
+        settings.core.cluster,
         runner,
-        concurrency=int(env.get("TILEBOX_CONCURRENCY", "1")),
-        lease_seconds=float(env.get("TILEBOX_LEASE_SECONDS", DEFAULT_LEASE)),
-        runner_id=env.get("TILEBOX_RUNNER_ID") or new_runner_id(),
-        release_id=env.get("TILEBOX_RELEASE_ID") or None,
+        concurrency=settings.concurrency,
+        lease_seconds=settings.lease_seconds,
+        runner_id=runner_id,
+        release_id=settings.release_id,
     )
-    supervisor = env.get("TILEBOX_SUPERVISOR_PID")
-    if supervisor:
-        _stop_when_orphaned(int(supervisor), task_runner.stop)
+    if settings.supervisor_pid is not None:
+        _stop_when_orphaned(settings.supervisor_pid, task_runner.stop)
     freeze_heap()
     with client:
-        if env.get("TILEBOX_UNTIL_IDLE") == "1":
+        if settings.until_idle:
             task_runner.run_all()
         else:
             task_runner.run_forever()
@@ -83,8 +88,12 @@ def _stop_when_orphaned(supervisor_pid: int, stop: Callable[[], None]) -> None:
 def main(argv: list[str] | None = None) -> int:
     """``python -m tilebox_runner.runtime module:object`` from the extracted artifact."""
     args = sys.argv[1:] if argv is None else argv
-    configure_logging(os.environ.get("TILEBOX_LOG_LEVEL", "info"),
-                      os.environ.get("TILEBOX_LOG_FORMAT", "console"))  # fmt: skip
+    try:
+        settings = RuntimeSettings.from_env()
+    except TileboxError as exc:
+        print(f"runtime stopped: {exc}", file=sys.stderr)
+        return 1
+    configure_logging(settings.log_level, settings.log_format)
     artifact_dir = os.getcwd()
     if sys.path[0] != artifact_dir:
         sys.path.insert(0, artifact_dir)
@@ -94,7 +103,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"cannot load the release's runner {args[0]!r}: {exc}", file=sys.stderr)
         return LOAD_FAILED
     try:
-        serve(runner)
+        serve(runner, settings)
     except TileboxError as exc:
         print(f"runtime stopped: {exc}", file=sys.stderr)
         return 1

@@ -22,23 +22,27 @@ from pathlib import Path
 
 import structlog
 
+from tilebox_core import retries
 from tilebox_core.client import Client
 from tilebox_core.domain.control import require_cluster
-from tilebox_core.domain.errors import TileboxError
+from tilebox_core.domain.errors import StoreUnavailable, TileboxError
 from tilebox_core.domain.ids import utcnow
 from tilebox_core.domain.projection import Cluster, ControlState, Release
 from tilebox_core.domain.runners import HEARTBEAT_SECONDS, ReleaseStatus, RunnerInfo
-from tilebox_core.execution.worker import install_signal_handlers, new_runner_id
-from tilebox_core.jobs import default_cluster
-from tilebox_core.redis.server import default_home
+from tilebox_core.execution.worker import DEFAULT_LEASE, install_signal_handlers, new_runner_id
 
 from .environment import MODES, python_for
 from .release_cache import ReleaseCache
 from .runtime import LOAD_FAILED
+from .settings import RuntimeSettings
 
 log = structlog.get_logger(__name__)
 
-MAX_BACKOFF = 60.0
+# Backoff (seconds: first wait up to ``base``, doubling to ``cap``) of a release that failed, before
+# it is started again, and of the watch loop while Redis is unavailable (it retries for as long as
+# the outage lasts: its runtimes ride it out themselves, and are restarted if they give up).
+RESTART_BASE, RESTART_CAP = 2.0, 60.0
+UNAVAILABLE_BASE, UNAVAILABLE_CAP = 0.05, 5.0
 DRAIN_SECONDS = 300.0
 
 
@@ -80,18 +84,17 @@ class ReleaseRunner:
         if processes < 1:
             raise TileboxError("the number of runtime processes per release (-n) must be >= 1")
         self.client = client
-        self.cluster = cluster or default_cluster()
+        self.cluster = cluster or client.settings.cluster
         self.processes = processes
-        self.home = home or default_home()
+        self.home = home or client.settings.home
         self.cache = ReleaseCache(self.home / "releases")
         self.id = runner_id or new_runner_id()
         self.logs = self.home / "logs" / self.id
         self.stop_when_idle = stop_when_idle
         self.block_ms = block_ms
         self.environment = environment
-        self.runtime_settings = {"TILEBOX_LOG_LEVEL": log_level, "TILEBOX_LOG_FORMAT": log_format}
-        if lease_seconds is not None:
-            self.runtime_settings["TILEBOX_LEASE_SECONDS"] = str(lease_seconds)
+        self.lease_seconds = DEFAULT_LEASE if lease_seconds is None else lease_seconds
+        self.log_level, self.log_format = log_level, log_format
         self.registry = client.runners
         self.runtimes: dict[str, Runtime] = {}
         self.draining: list[subprocess.Popen[bytes]] = []
@@ -108,26 +111,33 @@ class ReleaseRunner:
     # --- main loop --------------------------------------------------------------------------------
 
     def run(self) -> None:
-
         require_cluster(self.client.state(), self.cluster)
         restore = install_signal_handlers(self.stop)
         self.logs.mkdir(parents=True, exist_ok=True)
         self.log.info("release runner started", processes=self.processes)
+        failures = 0  # consecutive rounds that found Redis unavailable
         try:
             while not self._stopping.is_set():
                 before = [r.report() for r in self.runtimes.values()]
-                self._reconcile()
                 self._supervise()
-                # Publish a change at once, so `cluster get` and `job get` see it without delay.
-                self._heartbeat(force=before != [r.report() for r in self.runtimes.values()])
-                if self.stop_when_idle and self._all_idle():
-                    self.log.info("nothing left to run; stopping")
-                    break
                 try:
+                    self._reconcile()
+                    # Publish a change at once, so `cluster get` and `job get` see it without delay.
+                    self._heartbeat(force=before != [r.report() for r in self.runtimes.values()])
+                    if self.stop_when_idle and self._all_idle():
+                        self.log.info("nothing left to run; stopping")
+                        break
                     self.client.watch(self.block_ms)
-                except TileboxError as exc:
-                    self.log.warning("control log unavailable, retrying", error=str(exc))
-                    self._stopping.wait(1.0)
+                except StoreUnavailable as exc:
+                    # A restarting server: the runtimes keep running (and retry on their own);
+                    # the deployments are read again once it answers.
+                    failures += 1
+                    wait = retries.delay(failures, base=UNAVAILABLE_BASE, cap=UNAVAILABLE_CAP)
+                    self.log.warning("store unavailable, retrying", error=str(exc),
+                                     retry_in=round(wait, 2))  # fmt: skip
+                    self._stopping.wait(wait)
+                else:
+                    failures = 0
         finally:
             self._shutdown()
             restore()
@@ -174,6 +184,8 @@ class ReleaseRunner:
         try:
             directory = self.cache.prepare(self.client.store, release)
             python = python_for(directory, self.home / "envs", self.environment)
+        except StoreUnavailable:
+            raise  # not the release's fault: loaded once Redis answers again
         except TileboxError as exc:
             self._failed(runtime, f"cannot load release: {exc}")
             return
@@ -186,18 +198,17 @@ class ReleaseRunner:
     def _spawn(
         self, release: Release, directory: Path, python: str, index: int
     ) -> subprocess.Popen[bytes]:
-        env = dict(
-            os.environ,
-            TILEBOX_REDIS_URL=self.client.url,
-            TILEBOX_TEAM=self.client.team,
-            TILEBOX_PREFIX=self.client.prefix,
-            TILEBOX_CLUSTER=self.cluster,
-            TILEBOX_RELEASE_ID=release.id,
-            TILEBOX_RUNNER_ID=f"{self.id}/{release.id[-8:]}/{index}",
-            TILEBOX_UNTIL_IDLE="1" if self.stop_when_idle else "0",
-            TILEBOX_SUPERVISOR_PID=str(os.getpid()),
-            **self.runtime_settings,
+        settings = RuntimeSettings(
+            core=self.client.settings.override(cluster=self.cluster, home=self.home),
+            runner_id=f"{self.id}/{release.id[-8:]}/{index}",
+            release_id=release.id,
+            lease_seconds=self.lease_seconds,
+            until_idle=self.stop_when_idle,
+            supervisor_pid=os.getpid(),
+            log_level=self.log_level,
+            log_format=self.log_format,
         )
+        env = dict(os.environ, **settings.environment())
         if release.runner is not None:
             argv = [python, "-m", "tilebox_runner.runtime", release.runner]
         else:
@@ -230,13 +241,13 @@ class ReleaseRunner:
 
     def _failed(self, runtime: Runtime, error: str) -> None:
         runtime.status, runtime.error = "failed", error
-        delay = min(MAX_BACKOFF, 2.0 ** min(runtime.restarts, 6))
         runtime.restarts += 1
+        delay = retries.delay(runtime.restarts, base=RESTART_BASE, cap=RESTART_CAP)
         runtime.retry_at = time.monotonic() + delay
         if self.stop_when_idle and "cannot load release" in error:
             runtime.idle = True  # nothing will change without a redeploy
         self.log.error("release failed", release_id=runtime.release.id, error=error,
-                       retry_in=delay)  # fmt: skip
+                       retry_in=round(delay, 2))  # fmt: skip
 
     def _retire(self, runtime: Runtime, why: str = "release undeployed") -> None:
         """Stop claiming for a release (no longer deployed, or the runner stops); in-flight tasks

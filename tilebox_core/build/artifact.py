@@ -95,11 +95,6 @@ def verify_digest(data: bytes, digest: str) -> None:
 # --- building -------------------------------------------------------------------------------------
 
 
-def build_artifact(root: Path, files: list[str]) -> bytes:
-    """The compressed artifact of ``files`` (POSIX paths relative to ``root``)."""
-    return pack(root, files).data
-
-
 def pack(root: Path, files: list[str], progress: Progress | None = None) -> Packed:
     """Build the artifact and report what was read, so a later build can tell nothing changed."""
     chunks: list[bytes] = []

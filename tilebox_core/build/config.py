@@ -14,12 +14,11 @@ from typing import Any
 
 import msgspec
 
+from tilebox_core.domain.entrypoint import EntrypointError, check_entrypoint
 from tilebox_core.domain.errors import InvalidInput, NotFound
 from tilebox_core.domain.identifiers import validate_slug
 
 CONFIG_FILE = "tilebox.workflow.toml"
-
-_RUNNER = re.compile(r"^[A-Za-z_]\w*(\.[A-Za-z_]\w*)*:[A-Za-z_]\w*(\.[A-Za-z_]\w*)*$")
 
 
 class WorkflowSection(msgspec.Struct, forbid_unknown_fields=True, frozen=True, kw_only=True):
@@ -180,26 +179,11 @@ def _check_slug(path: Path, key: str, value: str, what: str) -> None:
 
 
 def _check_entrypoint(path: Path, workflow: WorkflowSection) -> None:
-    if workflow.runner is None and workflow.command is None:
-        raise _error(
-            path,
-            "[workflow]",
-            'has neither runner nor command; add runner = "package.runner:runner"',
-        )
-    if workflow.runner is not None and workflow.command is not None:
-        raise _error(path, "[workflow]", "has both runner and command; keep exactly one")
-    if workflow.runner is not None and not _RUNNER.match(workflow.runner):
-        raise _error(
-            path,
-            "workflow.runner",
-            f"{workflow.runner!r} is not 'module:object'; write e.g. \"scenes.runner:runner\"",
-        )
-    if workflow.command is not None and not (workflow.command and all(workflow.command)):
-        raise _error(
-            path,
-            "workflow.command",
-            'must be a non-empty list of non-empty strings, e.g. ["python", "-m", "scenes"]',
-        )
+    try:
+        check_entrypoint(workflow.runner, workflow.command)
+    except EntrypointError as exc:
+        key = f"workflow.{exc.field}" if exc.field else "[workflow]"
+        raise _error(path, key, exc.problem) from exc
 
 
 def _root(path: Path, project_dir: Path, root: str) -> Path:

@@ -32,9 +32,10 @@ from typing import Any
 import msgspec
 import structlog
 
+from tilebox_core.domain.entrypoint import check_entrypoint
 from tilebox_core.domain.errors import InvalidInput
 from tilebox_core.domain.events import ReleaseTask
-from tilebox_core.domain.identifiers import make_identifier
+from tilebox_core.domain.identifiers import check_identifiers
 
 log = structlog.get_logger(__name__)
 
@@ -76,10 +77,7 @@ def discover_tasks(
     timeout: float = 120,
 ) -> list[ReleaseTask]:
     """The tasks the workflow runtime provides, sorted by (name, version); raises ``BuildError``."""
-    if (runner is None) == (command is None):
-        raise InvalidInput(
-            "task discovery needs exactly one of runner ('module:object') or command"
-        )
+    check_entrypoint(runner, command)
     if runner is not None:
         what = f"runner {runner!r}"
         argv = [sys.executable, "-m", "tilebox_runner.discover", runner]
@@ -174,18 +172,9 @@ def _parse(stdout: str, stderr: str, what: str) -> list[ReleaseTask]:
 
 
 def _validated(tasks: list[DiscoveredTask], what: str, stderr: str) -> list[ReleaseTask]:
-    seen: set[tuple[str, str]] = set()
-    for task in tasks:
-        try:
-            make_identifier(task.name, task.version)
-        except InvalidInput as exc:
-            raise BuildError(f"{what} provides an invalid task: {exc}", stderr) from exc
-        if (task.name, task.version) in seen:
-            raise BuildError(
-                f"{what} provides task {task.name}@{task.version} twice; give each task its own "
-                "name or version",
-                stderr,
-            )
-        seen.add((task.name, task.version))
+    try:
+        check_identifiers((task.name, task.version) for task in tasks)
+    except InvalidInput as exc:
+        raise BuildError(f"{what} provides an invalid task: {exc}", stderr) from exc
     ordered = sorted(tasks, key=lambda t: (t.name, t.version))
     return [ReleaseTask(t.name, t.version, t.input_schema) for t in ordered]

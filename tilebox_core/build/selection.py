@@ -52,11 +52,6 @@ class SelectedFile(NamedTuple):
     executable: bool
 
 
-def select_files(config: WorkflowConfig) -> list[str]:
-    """The selected files as sorted POSIX paths relative to ``config.root``."""
-    return [selected.path for selected in scan(config)]
-
-
 def scan(config: WorkflowConfig) -> list[SelectedFile]:
     """The selected files with their stat, sorted by path."""
     rules = _Rules(config)

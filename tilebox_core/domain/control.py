@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 import msgspec
 
 from .compat import release_incompatibilities
+from .entrypoint import check_entrypoint
 from .errors import Conflict, Incompatible, InvalidInput, NotFound
 from .events import (
     ClusterCreated,
@@ -25,7 +26,7 @@ from .events import (
     ReleaseTask,
     WorkflowCreated,
 )
-from .identifiers import make_identifier, slugify, validate_name, validate_slug
+from .identifiers import check_identifiers, slugify, validate_name, validate_slug
 from .projection import DEFAULT_CLUSTER, ControlState, Release
 
 LATEST = "latest"
@@ -162,14 +163,8 @@ def publish_release(
     ``force`` (which is recorded).
     """
     require_workflow(state, workflow)
-    if (runner is None) == (command is None):
-        raise InvalidInput("a release needs exactly one of runner ('module:object') or command")
-    seen: set[tuple[str, str]] = set()
-    for task in tasks:
-        make_identifier(task.name, task.version)
-        if (task.name, task.version) in seen:
-            raise InvalidInput(f"duplicate task identifier {task.name}@{task.version}")
-        seen.add((task.name, task.version))
+    check_entrypoint(runner, command)
+    check_identifiers((task.name, task.version) for task in tasks)
     existing = state.by_fingerprint.get((workflow, fingerprint))
     if existing is not None:
         return existing, []

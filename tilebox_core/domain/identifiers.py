@@ -5,6 +5,7 @@ from __future__ import annotations
 import functools
 import re
 import unicodedata
+from collections.abc import Iterable
 
 import msgspec
 
@@ -90,11 +91,34 @@ def parse_version(version: str) -> tuple[int, int]:
     return int(match[1]), int(match[2])
 
 
-def make_identifier(name: str, version: str) -> TaskIdentifier:
+def check_task_name(name: str) -> str:
+    """The one rule for task names: every check of a name (submit, discovery, publish) ends here."""
     if not _TASK_NAME.match(name):
         raise InvalidInput(f"invalid task name {name!r}: use 1-200 letters, digits and . _ - / : @")
+    return name
+
+
+def make_identifier(name: str, version: str) -> TaskIdentifier:
+    check_task_name(name)
     parse_version(version)
     return TaskIdentifier(name, version)
+
+
+def duplicate_identifier(identifier: TaskIdentifier, detail: str = "") -> InvalidInput:
+    return InvalidInput(
+        f"duplicate task identifier {identifier}{detail}; give each task its own name or version"
+    )
+
+
+def check_identifiers(tasks: Iterable[tuple[str, str]]) -> list[TaskIdentifier]:
+    """The identifiers of ``tasks`` (name, version pairs), each valid and none twice."""
+    seen: set[TaskIdentifier] = set()
+    for name, version in tasks:
+        identifier = make_identifier(name, version)
+        if identifier in seen:
+            raise duplicate_identifier(identifier)
+        seen.add(identifier)
+    return sorted(seen)
 
 
 def can_run(provided: TaskIdentifier, submitted: TaskIdentifier) -> bool:

@@ -72,8 +72,8 @@ class ControlState:
     """Current control-plane state of one team. Every team has the ``default`` cluster."""
 
     def __init__(self) -> None:
-        self.version = 0  # number of events folded
-        self.position = "0-0"  # position of the last event folded
+        # The position of the last event folded: what an append expects the log's last entry to be.
+        self.position = "0-0"
         self.clusters: dict[str, Cluster] = {
             DEFAULT_CLUSTER: Cluster(DEFAULT_CLUSTER, "Default"),
         }
@@ -110,7 +110,7 @@ class ControlState:
         }
 
     def snapshot(self) -> dict[str, Any]:
-        """Everything but the fold counters, as plain data (used to compare two states)."""
+        """Everything but the position, as plain data (used to compare two states)."""
         return msgspec.to_builtins(  # type: ignore[no-any-return]
             {
                 "clusters": self.clusters,
@@ -122,8 +122,7 @@ class ControlState:
 
 
 def apply(state: ControlState, event: Event | UnknownEvent, position: str = "") -> ControlState:
-    """Fold one event into ``state``. Unknown and task-plane events only advance the counters."""
-    state.version += 1
+    """Fold one event into ``state``. Unknown and task-plane events only advance the position."""
     if position:
         state.position = position
     if isinstance(event, DeploymentSet):

@@ -4,8 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 
-from tilebox_core.domain.errors import InvalidInput
-from tilebox_core.domain.identifiers import TaskIdentifier
+from tilebox_core.domain.identifiers import TaskIdentifier, duplicate_identifier
 from tilebox_core.task import Task, task_identifier
 
 
@@ -22,10 +21,8 @@ class Runner:
         identifier = task_identifier(task_class)
         other = self.tasks.get(identifier)
         if other is not None:
-            raise InvalidInput(
-                f"duplicate task identifier {identifier}: {other.__qualname__} and "
-                f"{task_class.__qualname__}; give each task its own name or version"
-            )
+            detail = f": {other.__qualname__} and {task_class.__qualname__}"
+            raise duplicate_identifier(identifier, detail)
         self.tasks[identifier] = task_class
 
     def identifiers(self) -> list[TaskIdentifier]:

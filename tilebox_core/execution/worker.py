@@ -39,8 +39,7 @@ from tilebox_core.domain.events import (
     TaskReleased,
 )
 from tilebox_core.domain.identifiers import TaskIdentifier, parse_version
-from tilebox_core.jobs import default_cluster, submitted_event, task_spec
-from tilebox_core.redis.server import default_home
+from tilebox_core.jobs import submitted_event, task_spec
 from tilebox_core.redis.taskstore import STAGE_CHUNK, ClaimedTask, Delivery, TaskStore
 from tilebox_core.session import Session
 from tilebox_core.task import CurrentTask, Task
@@ -100,7 +99,7 @@ class TaskRunner:
         if concurrency < 1 or prefetch < 1:
             raise TileboxError("concurrency and prefetch must be at least 1")
         self.client = client
-        self.cluster = cluster or default_cluster()
+        self.cluster = cluster or client.settings.cluster
         self.registry = tasks if isinstance(tasks, Runner) else Runner(tasks)
         self.store: TaskStore = client.tasks
         self.concurrency = concurrency
@@ -111,7 +110,7 @@ class TaskRunner:
         self._block_ms = block_ms  # of each read in this run (see _run)
         self.id = runner_id or new_runner_id()
         self.release_id = release_id
-        self.cache_root = cache_root or default_home() / "cache" / "jobs"
+        self.cache_root = cache_root or client.settings.home / "cache" / "jobs"
         self._classes = _classes_by_major(self.registry.identifiers(), self.registry.tasks)
         self.lanes = serving_lanes(self.store, self.cluster, self.registry.identifiers())
         self._stopping = threading.Event()

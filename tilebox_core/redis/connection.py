@@ -2,84 +2,61 @@
 
 from __future__ import annotations
 
-import os
 import re
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlparse
 
 import redis
 from redis.backoff import ExponentialBackoff
 from redis.retry import Retry
 
-from tilebox_core.domain.errors import StoreUnavailable
+from tilebox_core.domain.errors import InvalidInput, StoreUnavailable
 
+from .errors import redacted, translated
 from .server import EmbeddedServer
 
 MIN_REDIS = (7, 0)
-URL_ENV = "TILEBOX_REDIS_URL"
 
 
-def redacted(url: str) -> str:
-    """The URL without its password, for messages and logs."""
-    return re.sub(r"(://[^:/@]*:)[^@]*@", r"\1***@", url)
+def check_url(url: str) -> str:
+    if not url.startswith(("redis://", "rediss://", "unix://")):
+        raise InvalidInput(
+            f"unsupported Redis URL {redacted(url)!r}: use redis://, rediss:// or unix://"
+        )
+    return url
 
 
-def resolve_url(url: str | None = None, home: Path | None = None) -> str:
-    """``url``, else ``TILEBOX_REDIS_URL``, else the embedded server (started when needed)."""
-    url = url or os.environ.get(URL_ENV)
+def resolve_url(url: str | None, home: Path) -> str:
+    """``url`` (checked), else the embedded server with its data under ``home`` (started when
+    needed)."""
     if url:
-        if not url.startswith(("redis://", "rediss://", "unix://")):
-            raise StoreUnavailable(
-                f"unsupported Redis URL {redacted(url)!r} in {URL_ENV}: "
-                "use redis://, rediss:// or unix://"
-            )
-        return url
+        return check_url(url)
     return EmbeddedServer(home).ensure()
 
 
-def connect(url: str | None = None, *, home: Path | None = None, retries: int = 3) -> redis.Redis:
-    """A client for ``url`` (see ``resolve_url``) whose server was checked to be Redis >= 7.0.
+def connect(
+    url: str, *, timeout: float, retries: int, backoff_base: float, backoff_cap: float
+) -> redis.Redis:
+    """A client for ``url`` whose server was checked to be Redis >= 7.0.
 
-    Commands are retried with exponential backoff on connection errors, so a restarting server is
-    ridden over; ``retries`` bounds how long (runners pass a larger number than one-shot commands).
+    Commands are retried with exponential backoff (the driver's own ``Retry``) on connection
+    errors, so a restarting server is ridden over; ``retries`` bounds how long. The numbers come
+    from ``tilebox_core.settings.Settings``.
     """
-    url = resolve_url(url, home)
     try:
         tcp = {} if url.startswith("unix://") else {"socket_keepalive": True}
         client = redis.Redis.from_url(
             url,
-            socket_connect_timeout=5,
+            socket_connect_timeout=timeout,
             **tcp,
-            retry=Retry(ExponentialBackoff(cap=2.0, base=0.05), retries),
+            retry=Retry(ExponentialBackoff(cap=backoff_cap, base=backoff_base), retries),
             retry_on_error=[redis.ConnectionError, redis.TimeoutError],
         )
         info = client.info("server")
-    except (redis.AuthenticationError, redis.ResponseError) as exc:
-        if not _is_auth_error(exc):
-            raise StoreUnavailable(f"Redis at {redacted(url)} answered an error: {exc}") from exc
-        if urlparse(url).password is None:
-            raise StoreUnavailable(
-                f"Redis at {redacted(url)} requires authentication: put the password in {URL_ENV}, "
-                "e.g. redis://:PASSWORD@host:6379"
-            ) from exc
-        raise StoreUnavailable(
-            f"Redis at {redacted(url)} refused authentication: "
-            f"check the user and password in {URL_ENV}"
-        ) from exc
     except (redis.RedisError, OSError) as exc:
-        raise StoreUnavailable(
-            f"cannot reach Redis at {redacted(url)} ({exc}): start it, or fix {URL_ENV}"
-        ) from exc
+        raise translated(exc, url, connecting=True) from exc
     check_version(info, url)
     return client
-
-
-def _is_auth_error(exc: Exception) -> bool:
-    text = str(exc)
-    return isinstance(exc, redis.AuthenticationError) or any(
-        marker in text for marker in ("NOAUTH", "WRONGPASS", "invalid password", "authenticated")
-    )
 
 
 def check_version(info: dict[str, Any], url: str) -> None:

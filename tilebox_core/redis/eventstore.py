@@ -13,10 +13,11 @@ from typing import Any, NamedTuple, ParamSpec, TypeVar
 
 import redis
 
-from tilebox_core.domain.errors import ArtifactError, ConcurrencyError, StoreUnavailable
+from tilebox_core.domain.errors import ArtifactError
 from tilebox_core.domain.events import Codec, Event, UnknownEvent
 from tilebox_core.domain.ids import new_id
 
+from .errors import translated
 from .keys import Keys
 
 P = ParamSpec("P")
@@ -41,8 +42,7 @@ class Stored(NamedTuple):
 
 
 class AppendResult(NamedTuple):
-    version: int  # length of the log after the append
-    positions: list[str]
+    positions: list[str]  # of the events appended (a duplicate: of the first one, appended before)
     duplicate: bool  # the batch had been appended before; nothing was written
 
 
@@ -56,20 +56,8 @@ def translate_errors(func: Callable[P, R]) -> Callable[P, R]:
     def wrapper(*args: P.args, **kwargs: P.kwargs) -> R:
         try:
             return func(*args, **kwargs)
-        except redis.ResponseError as exc:
-            message = str(exc)
-            if message.startswith("CONCURRENCY"):
-                raise ConcurrencyError(message.removeprefix("CONCURRENCY ")) from exc
-            if message.startswith("OOM"):
-                raise StoreUnavailable(
-                    "Redis is out of memory and refuses writes (maxmemory-policy noeviction): "
-                    "raise maxmemory or free space"
-                ) from exc
-            if message.startswith("NOPERM"):
-                raise StoreUnavailable(f"Redis ACL denies this: {message}") from exc
-            raise StoreUnavailable(f"Redis answered an error: {message}") from exc
         except (redis.RedisError, OSError) as exc:
-            raise StoreUnavailable(f"lost the connection to Redis: {exc}") from exc
+            raise translated(exc) from exc
 
     return wrapper
 
@@ -95,17 +83,18 @@ class EventStore:
         self,
         log: str,
         events: Sequence[Event],
-        expected_version: int | None = None,
+        expected: str | None = None,
         projection: Sequence[ProjectionOp] = (),
     ) -> AppendResult:
-        """Append ``events`` atomically if the log still has ``expected_version`` entries.
+        """Append ``events`` atomically if the log's last entry is still at position ``expected``
+        (``"0-0"``: the log is empty; ``None``: append whatever the log holds).
 
         Raises ``ConcurrencyError`` for a stale writer. Appending a batch whose first event id was
         appended before is a no-op that reports ``duplicate=True``.
         """
         if not events:
             raise ValueError("append needs at least one event")
-        args: list[Any] = [-1 if expected_version is None else expected_version, len(events)]
+        args: list[Any] = ["" if expected is None else expected, len(events)]
         for event in events:
             args += (event.id, self.codec.encode(event))
         for op in projection:
@@ -113,17 +102,16 @@ class EventStore:
         reply = self._append(
             keys=[self.keys.log(log), self.keys.dedup(log), self.keys.deployments], args=args
         )
-        return AppendResult(
-            version=int(reply[1]),
-            positions=[_text(p) for p in reply[2:]],
-            duplicate=reply[0] == 0,
-        )
+        return AppendResult(positions=[_text(p) for p in reply[1:]], duplicate=reply[0] == 0)
 
     # --- reading --------------------------------------------------------------------------------
 
     @translate_errors
-    def version(self, log: str) -> int:
-        return int(self.redis.xlen(self.keys.log(log)))
+    def last_position(self, log: str) -> str:
+        """The position of the log's last entry (``"0-0"`` when it is empty): what ``append``
+        compares ``expected`` with."""
+        last: Any = self.redis.xrevrange(self.keys.log(log), count=1)
+        return _text(last[0][0]) if last else "0-0"
 
     @translate_errors
     def read(

