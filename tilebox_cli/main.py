@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import sys
 import traceback
 from collections.abc import Sequence
@@ -108,7 +107,8 @@ class TileboxGroup(click.Group):
     default="console",
 )  # fmt: skip
 @click.option("--debug", is_flag=True, help="Show tracebacks and child-process output on errors.")
-@click.option("--no-color", is_flag=True, help="No colours on a terminal (also: NO_COLOR=1).")
+@click.option("--no-color", is_flag=True, envvar="NO_COLOR",
+              help="No colours on a terminal (also: NO_COLOR=1, no-color.org).")  # fmt: skip
 @click.version_option(package_name="tilebox-releases")
 @click.pass_context
 def cli(
@@ -118,7 +118,7 @@ def cli(
     """Workflow releases and cluster deployments on Redis Streams."""
     level = "debug" if debug else log_level
     configure_logging(level or "warning", log_format)
-    ctx.meta["tilebox.color"] = not (no_color or os.environ.get("NO_COLOR"))  # no-color.org
+    ctx.meta["tilebox.color"] = not no_color
     app = AppContext(Settings.from_env().override(team=team), debug, level, log_format)
     ctx.obj = app
     ctx.call_on_close(app.close)
