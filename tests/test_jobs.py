@@ -6,6 +6,7 @@ import threading
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
+import msgspec
 import pytest
 
 from tests.servers import ServerProcess
@@ -14,9 +15,10 @@ from tilebox_core import Client, Task
 from tilebox_core.domain.errors import InvalidInput, NotFound
 from tilebox_core.domain.events import JobSubmitted, TaskClaimed, TaskCompleted, TaskSubmitted
 from tilebox_core.domain.ids import new_id, subtask_id
+from tilebox_core.domain.tasks import Finish, NewJob, Outcome
 from tilebox_core.jobs import SUBMIT_CHUNK, Job, new_job, submitted_event, task_spec
 from tilebox_core.redis import taskstore
-from tilebox_core.redis.taskstore import STAGE_CHUNK, TASKS, NewJob
+from tilebox_core.redis.taskstore import STAGE_CHUNK, TASKS
 
 
 def task_events(client: Client, kind: type) -> list:
@@ -114,8 +116,10 @@ def test_a_parent_staging_again_with_other_chunks_creates_each_subtask_once(
 
     def stage(count: int, chunk: int) -> None:
         monkeypatch.setattr(taskstore, "STAGE_CHUNK", chunk)
-        call = {"task": root, "outcome": "completed", "subtasks": specs[:count], "events": events}
-        assert client.tasks.stage("runner-a", call) == {**call, "subtasks": (), "events": []}
+        finish = Finish(root, Outcome.COMPLETED, events, subtasks=specs[:count])
+        assert client.tasks.stage("runner-a", finish) == msgspec.structs.replace(
+            finish, subtasks=[], events=[]
+        )
 
     stage(1500, 1000)  # died after these: 0-999 and 1000-1499
     stage(2500, 700)  # 0-699 and 700-1399 exist, 1400-2099 in part, 2100-2499 are new

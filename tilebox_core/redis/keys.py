@@ -78,10 +78,6 @@ class Keys:
         """Task queue stream of one (cluster, task name, version); one consumer group ``runners``."""
         return f"{self.base}lane:{cluster}:v{major}.{minor}:{name}"
 
-    def lanes(self, cluster: str) -> str:
-        """Set of the lane keys of a cluster that ever had a task (for diagnostics)."""
-        return f"{self.base}lanes:{cluster}"
-
     def runners(self, cluster: str) -> str:
         """Sorted set: runner id -> last heartbeat (ms) of the runners serving a cluster."""
         return f"{self.base}runners:{cluster}"
