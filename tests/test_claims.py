@@ -11,8 +11,9 @@ import pytest
 from tests.tasks_fixture import FanOut, Gate, Leaf, Sleep
 from tests.waiting import wait_for
 from tilebox_core import Client
-from tilebox_core.domain.events import TaskClaimed, TaskCompleted, TaskLeaseExpired
+from tilebox_core.domain.events import TaskClaimed, TaskCompleted, TaskLeaseExpired, TaskReleased
 from tilebox_core.domain.ids import subtask_id
+from tilebox_core.domain.task_projection import fold
 from tilebox_core.domain.tasks import Claim, ClaimedTask, Delivery, Finish, Outcome
 from tilebox_core.execution.worker import TaskRunner
 from tilebox_core.jobs import submitted_event, task_spec
@@ -291,3 +292,24 @@ def test_staging_and_finishing_agree_on_the_owner(client: Client, taker_claimed:
     else:
         assert staged == [s.id for s in specs] and status == 1
         assert client.redis.hget(client.store.keys.task(task.task_id), "open") == b"10"
+
+
+@pytest.mark.parametrize("claimed_first", [False, True], ids=["claim-deferred", "claimed-first"])
+def test_a_task_handed_back_unrun_leaves_its_job_started_either_way(
+    client: Client, claimed_first: bool
+) -> None:
+    job = client.jobs().submit("handed back", Leaf("x"))
+    lane = client.tasks.lane("default", *Leaf.identifier())
+    [delivery] = client.tasks.read("runner-a", [lane], count=1, block_ms=1000)
+    task, claim = delivery.task, claimed_event(client, delivery.task, "runner-a")
+    if claimed_first:
+        assert client.tasks.claim("runner-a", None, [Claim(delivery, claim)]) == ["ok"]
+    released = TaskReleased(**client.origin().stamp(), job_id=job.id, task_id=task.task_id,
+                            runner_id="runner-a")  # fmt: skip
+    finish = Finish(task, Outcome.RELEASED, [released], claim=None if claimed_first else claim)
+    assert client.tasks.finish_many("runner-a", None, [finish]) == [1]
+    found = client.jobs().find(job.id)
+    assert found.state == "running" and found.tasks[0].state == "queued"
+    assert found.tasks[0].runner_id is None
+    assert fold(client.store.replay(TASKS)).jobs[job.id].state == found.state
+    assert client.tasks.lane_backlog([lane]) == (1, 0)  # queued again, as a new entry

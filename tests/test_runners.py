@@ -6,8 +6,8 @@ import collections
 import os
 import signal
 import subprocess
-import threading
 import sys
+import threading
 from collections.abc import Iterator
 from pathlib import Path
 

@@ -17,6 +17,7 @@ from .domain.events import Event, ReleaseTask
 from .domain.identifiers import TaskIdentifier
 from .domain.jobs import Job, Progress, TaskInfo
 from .domain.projection import Cluster, Release, Workflow
+from .domain.tasks import JobState, TaskState
 from .jobs import Jobs
 from .redis.server import EmbeddedServer, ServerStatus
 from .task import ExecutionContext, FutureTask, ProgressIndicator, Task
@@ -40,6 +41,7 @@ __all__ = [
     "InvalidInput",
     "Job",
     "JobCache",
+    "JobState",
     "Jobs",
     "NotFound",
     "Progress",
@@ -52,6 +54,7 @@ __all__ = [
     "Task",
     "TaskIdentifier",
     "TaskInfo",
+    "TaskState",
     "TileboxError",
     "Workflow",
     "Workflows",

@@ -296,15 +296,24 @@ class Jobs:
         job = self.find(job_id)
         if job.state in (JobState.COMPLETED, JobState.CANCELLED):
             raise Conflict(f"job {job_id} is already {job.state}; nothing to cancel")
-        unfinished = [
+        event = JobCancelled(**self._client.origin().stamp(), job_id=job_id)
+        self._store.cancel(job_id, self._unstarted(job), event)
+        # A finish under way may have created tasks after they were read; none is created once
+        # the job is cancelled, so a second look drops whatever the first one missed.
+        job = self.find(job_id)
+        missed = self._unstarted(job)
+        if missed:
+            self._store.cancel(job_id, missed, event)
+            job = self.find(job_id)
+        return job
+
+    def _unstarted(self, job: Job) -> list[tuple[str, str]]:
+        """The tasks of ``job`` not handed to a runner yet, with their lanes."""
+        return [
             (t.id, self._store.lane(t.cluster, t.name, t.version))
             for t in job.tasks
             if t.state in TASK_UNSTARTED
         ]
-        self._store.cancel(
-            job_id, unfinished, JobCancelled(**self._client.origin().stamp(), job_id=job_id)
-        )
-        return self.find(job_id)
 
 
 def new_job(

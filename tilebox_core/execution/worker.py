@@ -175,6 +175,12 @@ class TaskRunner:
         """Stop claiming; the run returns once the tasks in flight are finished and recorded."""
         self._stopping.set()
 
+    @property
+    def running(self) -> bool:
+        """Whether a run is under way (also one in a ``with`` block that has not begun yet)."""
+        background = self._background
+        return self._running or (background is not None and background.is_alive())
+
     def __enter__(self) -> TaskRunner:
         """Serve in a background thread (``run_forever``) until the block is left."""
         self._check_lanes()
