@@ -219,7 +219,10 @@ class TaskRunner:
     def _run(self, until_idle: bool) -> None:
         self._check_lanes()
         with self._lock:
-            if self._running:
+            background = self._background
+            if self._running or (
+                background is not None and background is not threading.current_thread()
+            ):
                 raise TileboxError("this runner is running already")
             self._running = True
         try:
