@@ -11,11 +11,13 @@ import pytest
 from tests.tasks_fixture import FanOut, Gate, Leaf, Sleep
 from tests.waiting import wait_for
 from tilebox_core import Client
-from tilebox_core.domain.events import TaskClaimed, TaskCompleted, TaskLeaseExpired
+from tilebox_core.domain.events import TaskClaimed, TaskCompleted, TaskLeaseExpired, TaskReleased
 from tilebox_core.domain.ids import subtask_id
+from tilebox_core.domain.task_projection import fold
+from tilebox_core.domain.tasks import Claim, ClaimedTask, Delivery, Finish, Outcome
 from tilebox_core.execution.worker import TaskRunner
 from tilebox_core.jobs import submitted_event, task_spec
-from tilebox_core.redis.taskstore import TASKS, ClaimedTask, Delivery
+from tilebox_core.redis.taskstore import TASKS
 
 
 def positions(client: Client, kind: type) -> dict[str, str]:
@@ -203,11 +205,12 @@ def claimed_event(client: Client, task: ClaimedTask, runner: str) -> TaskClaimed
 
 def finish(client: Client, runner: str, task: ClaimedTask, claimed: bool) -> int:
     """Report ``task`` completed by ``runner``, as its worker does; the finish status."""
-    events = [] if claimed else [claimed_event(client, task, runner)]
-    events.append(TaskCompleted(**client.origin().stamp(), job_id=task.job_id, task_id=task.task_id,
-                                runner_id=runner))  # fmt: skip
-    call = {"task": task, "outcome": "completed", "events": events, "claimed": claimed}
-    [status] = client.tasks.finish_many(runner, None, [call])
+    claim = None if claimed else claimed_event(client, task, runner)
+    events = [TaskCompleted(**client.origin().stamp(), job_id=task.job_id, task_id=task.task_id,
+                            runner_id=runner)]  # fmt: skip
+    [status] = client.tasks.finish_many(
+        runner, None, [Finish(task, Outcome.COMPLETED, events, claim=claim)]
+    )
     return status
 
 
@@ -216,11 +219,10 @@ def take_over(client: Client, runner: str, lane: str) -> Delivery:
     wait_for(lambda: client.tasks.expired([lane], 50, 10))
     [delivery] = client.tasks.take_over(runner, client.tasks.expired([lane], 50, 10), 50)
     task = delivery.task
-    encode = client.tasks.events.codec.encode
     expired = TaskLeaseExpired(**client.origin().stamp(), job_id=task.job_id, task_id=task.task_id,
                                previous_runner_id="runner-a", runner_id=runner, deliveries=2)  # fmt: skip
-    events = [(encode(claimed_event(client, task, runner)), encode(expired), b"")]
-    assert client.tasks.claim(runner, None, 5, [delivery], events) == ["ok"]
+    claims = [Claim(delivery, claimed_event(client, task, runner), expired)]
+    assert client.tasks.claim(runner, None, claims) == ["ok"]
     return delivery
 
 
@@ -231,14 +233,8 @@ def test_a_stalled_runner_does_not_claim_back_a_task_taken_over(client: Client) 
     take_over(client, "runner-b", lane)
     # runner-a, awake again, records the claim it had deferred (its heartbeat does, for a task
     # that turned out slow): refused, the task stays runner-b's
-    events = [
-        (
-            client.tasks.events.codec.encode(claimed_event(client, delivery.task, "runner-a")),
-            b"",
-            b"",
-        )
-    ]
-    assert client.tasks.claim("runner-a", None, 5, [delivery], events) == ["taken"]
+    claims = [Claim(delivery, claimed_event(client, delivery.task, "runner-a"))]
+    assert client.tasks.claim("runner-a", None, claims) == ["taken"]
     assert finish(client, "runner-a", delivery.task, claimed=True) == 0
     assert finish(client, "runner-b", delivery.task, claimed=True) == 1
     done = client.jobs().find(job.id)
@@ -254,10 +250,8 @@ def test_only_the_current_owner_of_a_task_can_finish_it(
     [delivery] = client.tasks.read("runner-a", [lane], count=1, block_ms=1000)
     task = delivery.task
     if claimed_first:
-        events = [
-            (client.tasks.events.codec.encode(claimed_event(client, task, "runner-a")), b"", b"")
-        ]
-        assert client.tasks.claim("runner-a", None, 5, [delivery], events) == ["ok"]
+        claims = [Claim(delivery, claimed_event(client, task, "runner-a"))]
+        assert client.tasks.claim("runner-a", None, claims) == ["ok"]
     take_over(client, "runner-b", lane)  # runner-a stalled past its lease
     assert finish(client, "runner-a", task, claimed=claimed_first) == 0  # fenced off
     assert finish(client, "runner-b", task, claimed=True) == 1
@@ -280,8 +274,8 @@ def test_staging_and_finishing_agree_on_the_owner(client: Client, taker_claimed:
     lane = client.tasks.lane("default", *FanOut.identifier())
     [delivery] = client.tasks.read("runner-a", [lane], count=1, block_ms=1000)
     task = delivery.task
-    events = [(client.tasks.events.codec.encode(claimed_event(client, task, "runner-a")), b"", b"")]
-    assert client.tasks.claim("runner-a", None, 5, [delivery], events) == ["ok"]
+    claims = [Claim(delivery, claimed_event(client, task, "runner-a"))]
+    assert client.tasks.claim("runner-a", None, claims) == ["ok"]
     if taker_claimed:
         take_over(client, "runner-b", lane)
     else:
@@ -290,8 +284,7 @@ def test_staging_and_finishing_agree_on_the_owner(client: Client, taker_claimed:
     specs = [task_spec(Sleep(i), subtask_id(task.task_id, i), "default", parent_id=task.task_id)
              for i in range(10)]  # fmt: skip
     submitted = [submitted_event(client.origin().stamp(), job.id, s) for s in specs]
-    call = {"task": task, "outcome": "completed", "subtasks": specs, "events": submitted}
-    call = client.tasks.stage("runner-a", call)
+    client.tasks.stage("runner-a", Finish(task, Outcome.COMPLETED, [*submitted], subtasks=specs))
     staged = client.tasks.task_ids(job.id)[1:]
     status = finish(client, "runner-a", task, claimed=True)
     if taker_claimed:
@@ -299,3 +292,24 @@ def test_staging_and_finishing_agree_on_the_owner(client: Client, taker_claimed:
     else:
         assert staged == [s.id for s in specs] and status == 1
         assert client.redis.hget(client.store.keys.task(task.task_id), "open") == b"10"
+
+
+@pytest.mark.parametrize("claimed_first", [False, True], ids=["claim-deferred", "claimed-first"])
+def test_a_task_handed_back_unrun_leaves_its_job_started_either_way(
+    client: Client, claimed_first: bool
+) -> None:
+    job = client.jobs().submit("handed back", Leaf("x"))
+    lane = client.tasks.lane("default", *Leaf.identifier())
+    [delivery] = client.tasks.read("runner-a", [lane], count=1, block_ms=1000)
+    task, claim = delivery.task, claimed_event(client, delivery.task, "runner-a")
+    if claimed_first:
+        assert client.tasks.claim("runner-a", None, [Claim(delivery, claim)]) == ["ok"]
+    released = TaskReleased(**client.origin().stamp(), job_id=job.id, task_id=task.task_id,
+                            runner_id="runner-a")  # fmt: skip
+    finish = Finish(task, Outcome.RELEASED, [released], claim=None if claimed_first else claim)
+    assert client.tasks.finish_many("runner-a", None, [finish]) == [1]
+    found = client.jobs().find(job.id)
+    assert found.state == "running" and found.tasks[0].state == "queued"
+    assert found.tasks[0].runner_id is None
+    assert fold(client.store.replay(TASKS)).jobs[job.id].state == found.state
+    assert client.tasks.lane_backlog([lane]) == (1, 0)  # queued again, as a new entry

@@ -5,7 +5,9 @@ from __future__ import annotations
 import threading
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
+import msgspec
 import pytest
 
 from tests.servers import ServerProcess
@@ -14,9 +16,11 @@ from tilebox_core import Client, Task
 from tilebox_core.domain.errors import InvalidInput, NotFound
 from tilebox_core.domain.events import JobSubmitted, TaskClaimed, TaskCompleted, TaskSubmitted
 from tilebox_core.domain.ids import new_id, subtask_id
+from tilebox_core.domain.task_projection import fold
+from tilebox_core.domain.tasks import Finish, FinishStatus, NewJob, Outcome
 from tilebox_core.jobs import SUBMIT_CHUNK, Job, new_job, submitted_event, task_spec
 from tilebox_core.redis import taskstore
-from tilebox_core.redis.taskstore import STAGE_CHUNK, TASKS, NewJob
+from tilebox_core.redis.taskstore import STAGE_CHUNK, TASKS
 
 
 def task_events(client: Client, kind: type) -> list:
@@ -114,8 +118,10 @@ def test_a_parent_staging_again_with_other_chunks_creates_each_subtask_once(
 
     def stage(count: int, chunk: int) -> None:
         monkeypatch.setattr(taskstore, "STAGE_CHUNK", chunk)
-        call = {"task": root, "outcome": "completed", "subtasks": specs[:count], "events": events}
-        assert client.tasks.stage("runner-a", call) == {**call, "subtasks": (), "events": []}
+        finish = Finish(root, Outcome.COMPLETED, events, subtasks=specs[:count])
+        assert client.tasks.stage("runner-a", finish) == msgspec.structs.replace(
+            finish, subtasks=[], events=[]
+        )
 
     stage(1500, 1000)  # died after these: 0-999 and 1000-1499
     stage(2500, 700)  # 0-699 and 700-1399 exist, 1400-2099 in part, 2100-2499 are new
@@ -223,3 +229,37 @@ def test_concurrency_runs_tasks_side_by_side(
     assert {client.jobs().find(j.id, with_tasks=False).state for j in jobs} == {"completed"}
     claims = task_events(client, TaskClaimed)
     assert len(claims) == 3 and len({c.runner_id for c in claims}) == 1
+
+
+def test_a_cancel_drops_the_tasks_a_finish_created_while_it_ran(
+    client: Client, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The cancel reads the job's unstarted tasks, then drops them in a script; a finish that runs
+    # in between creates tasks the first read did not see: they are dropped too, not left waiting.
+    job = client.jobs().submit("racing", FanOut(0))
+    lane = client.tasks.lane("default", *FanOut.identifier())
+    [delivery] = client.tasks.read("runner-a", [lane], count=1, block_ms=1000)
+    root = delivery.task
+    first, second = (subtask_id(root.task_id, i) for i in range(2))
+    specs = [task_spec(Leaf("a"), first, "default", parent_id=root.task_id),
+             task_spec(Leaf("b"), second, "default", parent_id=root.task_id, depends_on=[first])]  # fmt: skip
+    stamp = client.origin().stamp
+    events = [TaskCompleted(**stamp(), job_id=job.id, task_id=root.task_id, runner_id="runner-a",
+                            subtask_ids=[first, second]),
+              *(submitted_event(stamp(), job.id, s) for s in specs)]  # fmt: skip
+    claim = TaskClaimed(**stamp(), job_id=job.id, task_id=root.task_id, runner_id="runner-a")
+    finish = Finish(root, Outcome.COMPLETED, events, subtasks=specs, claim=claim)
+    store_cancel = client.tasks.cancel
+
+    def finishing_first(*args: Any) -> bool:
+        monkeypatch.setattr(client.tasks, "cancel", store_cancel)
+        assert client.tasks.finish_many("runner-a", None, [finish]) == [FinishStatus.FINISHED]
+        return store_cancel(*args)
+
+    monkeypatch.setattr(client.tasks, "cancel", finishing_first)
+    done = client.jobs().cancel(job.id)
+    assert done.state == "cancelled" and done.tasks_by_state == {"computed": 1, "cancelled": 2}
+    assert client.tasks.lane_backlog([client.tasks.lane("default", *Leaf.identifier())]) == (0, 0)
+    assert [t.state for t in fold(client.store.replay(TASKS)).tasks.values()] == [
+        t.state for t in done.tasks
+    ]

@@ -7,6 +7,7 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -261,3 +262,33 @@ def test_cancel_lets_running_tasks_finish_without_subtasks(
     done = client.jobs().find(job.id)
     assert done.state == "cancelled"
     assert done.tasks_by_state == {"computed": 1}  # it finished; its 5 subtasks were not queued
+
+
+def test_run_all_returns_after_a_cancel_in_a_lane_it_read_before(
+    client: Client, tmp_path: Path
+) -> None:
+    # The cancel deletes the lane entry of a task no runner has read: the lane's consumer group
+    # never reads it, and "nothing left" must not count it as waiting (issue 11, bug 1).
+    client.clusters().create("dev")
+    runner = client.runner("dev", [Leaf], cache_root=tmp_path)
+    client.jobs().submit("first", Leaf("1"), cluster="dev")
+    runner.run_all()
+    cancelled = client.jobs().submit("second", Leaf("2"), cluster="dev")
+    client.jobs().cancel(cancelled.id)
+    assert client.tasks.lane_backlog(runner.lanes) == (0, 0)
+    run = threading.Thread(target=runner.run_all, daemon=True)
+    run.start()
+    run.join(10)
+    if run.is_alive():
+        runner.stop()
+        run.join(10)
+        raise AssertionError("run_all did not return")
+    # An entry deleted before one still waiting: that one is counted, and run.
+    dropped = client.jobs().submit("third", Leaf("3"), cluster="dev")
+    kept = client.jobs().submit("fourth", Leaf("4"), cluster="dev")
+    client.jobs().cancel(dropped.id)
+    assert client.tasks.lane_backlog(runner.lanes) == (1, 0)
+    runner.run_all()
+    assert client.jobs().find(kept.id).state == "completed"
+    assert client.jobs().find(cancelled.id).tasks_by_state == {"cancelled": 1}
+    assert client.tasks.lane_backlog(runner.lanes) == (0, 0)

@@ -18,6 +18,7 @@ from .domain.events import Event, ReleaseTask
 from .domain.identifiers import TaskIdentifier
 from .domain.jobs import Job, Progress, TaskInfo
 from .domain.projection import Cluster, Release, Workflow
+from .domain.tasks import JobState, TaskState
 from .jobs import Jobs
 from .redis.server import EmbeddedServer, ServerStatus
 from .settings import Settings
@@ -42,6 +43,7 @@ __all__ = [
     "InvalidInput",
     "Job",
     "JobCache",
+    "JobState",
     "Jobs",
     "NotFound",
     "Progress",
@@ -55,6 +57,7 @@ __all__ = [
     "Task",
     "TaskIdentifier",
     "TaskInfo",
+    "TaskState",
     "TileboxError",
     "Workflow",
     "Workflows",

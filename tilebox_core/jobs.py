@@ -19,20 +19,11 @@ from tilebox_core.domain.control import require_cluster
 from tilebox_core.domain.diagnosis import why_queued
 from tilebox_core.domain.diagram import job_diagram
 from tilebox_core.domain.errors import Conflict, InvalidInput, NotFound
-from tilebox_core.domain.events import (
-    JobCancelled,
-    JobRetried,
-    JobSubmitted,
-    Origin,
-    Stamp,
-    TaskSubmitted,
-)
+from tilebox_core.domain.events import JobCancelled, JobRetried, JobSubmitted, Origin
 from tilebox_core.domain.identifiers import make_identifier
 from tilebox_core.domain.ids import new_id
 from tilebox_core.domain.jobs import (
-    JOB_STATES,
     MAX_INPUT_BYTES,
-    TASK_STATES,
     Job,
     Progress,
     TaskInfo,
@@ -40,7 +31,16 @@ from tilebox_core.domain.jobs import (
     job_state,
     validated_input,
 )
-from tilebox_core.redis.taskstore import NewJob, TaskSpec
+from tilebox_core.domain.tasks import (
+    JOB_DONE,
+    TASK_UNSTARTED,
+    JobInfo,
+    JobState,
+    NewJob,
+    TaskSpec,
+    TaskState,
+    submitted_event,
+)
 
 from .session import Session
 from .task import Task, task_identifier
@@ -221,7 +221,7 @@ class Jobs:
             infos = [_task_info(task_id, row) for task_id, row in zip(ids, job_rows)]
             if with_dependencies:
                 infos = _with_dependencies(infos, job_rows, self._store.keys.task(""))
-            by_state = dict.fromkeys(TASK_STATES, 0)
+            by_state: dict[str, int] = dict.fromkeys(TaskState, 0)
             for info in infos:
                 by_state[info.state] = by_state.get(info.state, 0) + 1
             views.append(Job(
@@ -246,8 +246,8 @@ class Jobs:
     ) -> list[Job]:
         """Most recent jobs first, filtered by state, name (substring), cluster and submission
         time; ``offset`` matching jobs are skipped (paging)."""
-        if state is not None and state not in JOB_STATES:
-            raise InvalidInput(f"unknown job state {state!r}; use one of {', '.join(JOB_STATES)}")
+        if state is not None and state not in tuple(JobState):
+            raise InvalidInput(f"unknown job state {state!r}; use one of {', '.join(JobState)}")
         ids = self._store.job_ids(
             math.floor(since.timestamp() * 1000) if since else float("-inf"),  # the index is in ms
             until.timestamp() * 1000 if until else float("inf"),
@@ -305,7 +305,7 @@ class Jobs:
         next_update = 0.0
         while True:
             fields = self._fields(job_id)
-            done = job_state(fields) in ("completed", "failed", "cancelled")
+            done = job_state(fields) in JOB_DONE
             if done or (deadline is not None and time.monotonic() > deadline):
                 job = self._job(job_id, fields, with_tasks=False)
                 if on_update is not None:
@@ -322,12 +322,12 @@ class Jobs:
     def retry(self, job_id: str) -> int:
         """Re-queue the failed tasks of a job; completed work is kept. Returns how many."""
         job = self.find(job_id)
-        if job.state == "cancelled":
+        if job.state is JobState.CANCELLED:
             raise Conflict(f"job {job_id} was cancelled; submit it again instead of retrying")
         failed = [
             (t.id, self._store.lane(t.cluster, t.name, t.version))
             for t in job.tasks
-            if t.state == "failed"
+            if t.state is TaskState.FAILED
         ]
         if not failed:
             raise Conflict(f"job {job_id} has no failed tasks to retry (state: {job.state})")
@@ -338,17 +338,26 @@ class Jobs:
 
     def cancel(self, job_id: str) -> Job:
         job = self.find(job_id)
-        if job.state in ("completed", "cancelled"):
+        if job.state in (JobState.COMPLETED, JobState.CANCELLED):
             raise Conflict(f"job {job_id} is already {job.state}; nothing to cancel")
-        unfinished = [
+        event = JobCancelled(**self._client.origin().stamp(), job_id=job_id)
+        self._store.cancel(job_id, self._unstarted(job), event)
+        # A finish under way may have created tasks after they were read; none is created once
+        # the job is cancelled, so a second look drops whatever the first one missed.
+        job = self.find(job_id)
+        missed = self._unstarted(job)
+        if missed:
+            self._store.cancel(job_id, missed, event)
+            job = self.find(job_id)
+        return job
+
+    def _unstarted(self, job: Job) -> list[tuple[str, str]]:
+        """The tasks of ``job`` not handed to a runner yet, with their lanes."""
+        return [
             (t.id, self._store.lane(t.cluster, t.name, t.version))
             for t in job.tasks
-            if t.state in ("waiting", "queued")
+            if t.state in TASK_UNSTARTED
         ]
-        self._store.cancel(
-            job_id, unfinished, JobCancelled(**self._client.origin().stamp(), job_id=job_id)
-        )
-        return self.find(job_id)
 
 
 def new_job(
@@ -361,32 +370,21 @@ def new_job(
                      root_task_ids=[s.id for s in specs], max_retries=max_retries),
         *(submitted_event(origin.stamp(), job_id, s) for s in specs),
     ]  # fmt: skip
-    fields = {
-        "name": name, "cluster": cluster, "submitted_by": origin.actor,
-        "submitted_at": origin.at.isoformat(), "max_retries": max_retries,
-        "roots": [s.id for s in specs],  # not in the job's task list: one command less per job
-    }  # fmt: skip
-    return NewJob(job_id, fields, specs, events, submitted_ms)
+    info = JobInfo(name, cluster, origin.actor, origin.at.isoformat(), max_retries,
+                   [s.id for s in specs])  # fmt: skip
+    return NewJob(job_id, info, specs, events, submitted_ms)
 
 
 def job_view(job: NewJob, origin: Origin) -> Job:
     """What ``find(job.id, with_tasks=False)`` reads back right after the submission."""
     by_state: dict[str, int] = {}
     for spec in job.specs:
-        state = "waiting" if spec.depends_on else "queued"
+        state = TaskState.WAITING if spec.depends_on else TaskState.QUEUED
         by_state[state] = by_state.get(state, 0) + 1
     return Job(
-        id=job.id, name=job.fields["name"], cluster=job.fields["cluster"], state="queued",
+        id=job.id, name=job.info.name, cluster=job.info.cluster, state=JobState.QUEUED,
         submitted_at=origin.at, submitted_by=origin.actor, total_tasks=len(job.specs),
         tasks_by_state=by_state, compute_seconds=0.0, progress=[],
-    )  # fmt: skip
-
-
-def submitted_event(stamp: Stamp, job_id: str, spec: TaskSpec) -> TaskSubmitted:
-    return TaskSubmitted(
-        **stamp, job_id=job_id, task_id=spec.id, name=spec.name, version=spec.version,
-        cluster=spec.cluster, input=spec.input, parent_id=spec.parent_id,
-        depends_on=spec.depends_on, max_retries=spec.max_retries, optional=spec.optional,
     )  # fmt: skip
 
 
@@ -398,7 +396,7 @@ def _retries(value: int) -> int:
 
 def _task_info(task_id: str, row: dict[str, str]) -> TaskInfo:
     return TaskInfo(
-        id=task_id, name=row["name"], version=row["version"], state=row["state"],
+        id=task_id, name=row["name"], version=row["version"], state=TaskState(row["state"]),
         parent_id=row["parent"] or None, cluster=row["cluster"], runner_id=row["runner"] or None,
         release_id=row["release"] or None, attempts=int(row["attempts"] or 0),
         compute_seconds=int(row["compute_ms"] or 0) / 1000,

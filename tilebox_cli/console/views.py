@@ -34,16 +34,15 @@ from tilebox_core import (
 )
 from tilebox_core.domain.diagram import STATE_COLOURS
 from tilebox_core.domain.events import ALL_EVENTS, DeploymentRemoved, DeploymentSet, UnknownEvent
-from tilebox_core.domain.jobs import JOB_STATES as _JOB_STATES
-from tilebox_core.domain.jobs import TASK_STATES as _TASK_STATES
 from tilebox_core.domain.runners import RunnerInfo
+from tilebox_core.domain.tasks import JobState, TaskState
 
 from ..history import TIME
 from .format import seconds, short
 
-JOB_STATES = list(_JOB_STATES)
+JOB_STATES = [str(s) for s in JobState]
 TASK_STATES = list(
-    dict.fromkeys([*_TASK_STATES, *STATE_COLOURS])
+    dict.fromkeys([*(str(s) for s in TaskState), *STATE_COLOURS])
 )  # every state a colour exists for
 FINAL = frozenset({"completed", "failed", "cancelled"})
 DONE = ("computed", "failed_optional", "skipped")  # task states that count as finished work

@@ -351,7 +351,7 @@ def _bar(counts: dict[str, int], x: float, y: float, width: float) -> list[str]:
     return parts
 
 
-def _legend(states: list[str]) -> tuple[str, float]:
+def _legend(states: Sequence[str]) -> tuple[str, float]:
     """A swatch per state present, then the two kinds of line; and its width."""
     x, y = float(PAD), PAD + 34.0
     parts = []

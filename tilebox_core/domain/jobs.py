@@ -11,16 +11,14 @@ from .errors import InvalidInput
 from .events import ReleaseTask
 from .identifiers import TaskIdentifier, can_run, make_identifier, parse_version
 from .projection import ControlState
-
-JOB_STATES = ("queued", "running", "completed", "failed", "cancelled")
-TASK_STATES = ("waiting", "queued", "running", "computed", "failed", "failed_optional", "cancelled")
+from .tasks import JobState, TaskState, job_state_of
 
 
 class TaskInfo(msgspec.Struct, frozen=True):
     id: str
     name: str
     version: str
-    state: str
+    state: TaskState
     parent_id: str | None
     cluster: str
     runner_id: str | None
@@ -41,7 +39,7 @@ class Job(msgspec.Struct, frozen=True):
     id: str
     name: str
     cluster: str
-    state: str
+    state: JobState
     submitted_at: dt.datetime
     submitted_by: str
     total_tasks: int
@@ -51,22 +49,17 @@ class Job(msgspec.Struct, frozen=True):
     tasks: list[TaskInfo] = []
 
 
-def job_state(fields: dict[str, str]) -> str:
-    """A job's state from its counters (pure)."""
-    if fields.get("cancelled") == "1":
-        return "cancelled"
-    if int(fields.get("failed", 0)) > 0:
-        return "failed"
-    if int(fields.get("open", 1)) == 0:
-        return "completed"
-    # a finish that records its claim counts a result instead of setting "started" (finish.lua)
-    if (
-        fields.get("started") == "1"
-        or int(fields.get("computed", 0))
-        or int(fields.get("skipped", 0))
-    ):
-        return "running"
-    return "queued"
+def job_state(fields: dict[str, str]) -> JobState:
+    """A job's state from the counters of its hash (see Keys.job)."""
+    return job_state_of(
+        cancelled=fields.get("cancelled") == "1",
+        failed=int(fields.get("failed", 0)) > 0,
+        complete=int(fields.get("open", 1)) == 0,
+        # a finish that records its claim counts a result instead of setting "started"
+        started=fields.get("started") == "1"
+        or int(fields.get("computed", 0)) > 0
+        or int(fields.get("skipped", 0)) > 0,
+    )
 
 
 def deployed_task(

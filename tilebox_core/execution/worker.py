@@ -5,6 +5,11 @@ over every lane the registered tasks can serve), record the claims, execute, and
 to the recorder thread, which finishes them (fenced, atomic) while the worker goes on with the next
 batch. A heartbeat thread renews the leases of in-flight entries, so a long CPU-bound task keeps
 its lease; a runner that dies stops renewing and any other runner takes its tasks over.
+
+What the runner decides about a task (retry, poison, optional) is decided here, by the rules of
+``domain.tasks``; the task scripts do the atomic work. A store that is unavailable is waited for
+(``retries``); any other error in any of the runner's threads stops the runner, and ``run_all`` /
+``run_forever`` (or leaving a ``with`` block) raise it once the other threads are done.
 """
 
 from __future__ import annotations
@@ -12,10 +17,8 @@ from __future__ import annotations
 import collections
 import contextlib
 import gc
-import itertools
 import os
 import queue
-import random
 import signal
 import socket
 import threading
@@ -24,7 +27,7 @@ import traceback
 import uuid
 from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
-from typing import Any, TypedDict
+from typing import TypedDict, TypeVar
 
 import msgspec
 import structlog
@@ -32,6 +35,7 @@ import structlog
 from tilebox_core.domain.errors import StoreUnavailable, TileboxError
 from tilebox_core.domain.events import (
     Event,
+    Origin,
     TaskClaimed,
     TaskCompleted,
     TaskFailed,
@@ -39,8 +43,22 @@ from tilebox_core.domain.events import (
     TaskReleased,
 )
 from tilebox_core.domain.identifiers import TaskIdentifier, parse_version
-from tilebox_core.jobs import submitted_event, task_spec
-from tilebox_core.redis.taskstore import STAGE_CHUNK, ClaimedTask, Delivery, TaskStore
+from tilebox_core.domain.tasks import (
+    Claim,
+    ClaimedTask,
+    ClaimStatus,
+    Delivery,
+    FailureReason,
+    Finish,
+    FinishStatus,
+    Outcome,
+    failure_outcome,
+    is_poison,
+    submitted_event,
+)
+from tilebox_core.jobs import task_spec
+from tilebox_core.redis.taskstore import STAGE_CHUNK, TaskStore
+from tilebox_core.retries import delay, retrying
 from tilebox_core.session import Session
 from tilebox_core.task import CurrentTask, Task
 
@@ -49,6 +67,8 @@ from .registry import Runner
 
 log = structlog.get_logger(__name__)
 
+T = TypeVar("T")
+
 DEFAULT_LEASE = 30.0
 MAX_DELIVERIES = 5  # a task delivered more often than this without finishing is poison
 FLUSH_SECONDS = 0.05
@@ -56,8 +76,11 @@ FLUSH_SECONDS = 0.05
 # run; faster ones with their results, at most about FLUSH_SECONDS later.
 CLAIM_AHEAD_SECONDS = 0.005
 IDLE_CHECK_MS = 50  # run_all: how long a read blocks before it looks whether anything is left
-LOST, SUPERSEDED = 0, 2  # finish statuses besides 1, finished (see TaskStore.finish_many)
-ATTEMPTS, DRAIN_ATTEMPTS = 60, 6  # store retries with backoff capped at 5 s: ~4.5 min / ~1.5 s
+# Waiting for an unavailable store: jittered exponential backoff from 50 ms, capped at 5 s (see
+# retries.py); a result is recorded within up to ATTEMPTS retries (~4.5 min at most, about half
+# that on average), DRAIN_ATTEMPTS when draining (~1.5 s at most).
+BACKOFF_BASE, BACKOFF_CAP = 0.05, 5.0
+ATTEMPTS, DRAIN_ATTEMPTS = 60, 6
 
 
 class _TaskOf(TypedDict):
@@ -74,7 +97,8 @@ def new_runner_id() -> str:
 
 
 class TaskRunner:
-    """Executes the tasks of ``tasks`` submitted to ``cluster``; see ``run_all``/``run_forever``.
+    """Executes the tasks of ``tasks`` submitted to ``cluster``: ``run_all`` until nothing is left,
+    ``run_forever`` until stopped, or in the background inside ``with runner:``.
 
     ``concurrency`` worker threads each claim up to ``prefetch`` tasks at once: as many as take
     about FLUSH_SECONDS to run, judged by the tasks run so far, so no-op tasks go 64 to a round
@@ -107,7 +131,7 @@ class TaskRunner:
         self.lease_ms = int(lease_seconds * 1000)
         self.max_deliveries = max_deliveries
         self.block_ms = block_ms
-        self._block_ms = block_ms  # of each read in this run (see _run)
+        self._block_ms = block_ms  # of each read in this run (see _serve)
         self.id = runner_id or new_runner_id()
         self.release_id = release_id
         self.cache_root = cache_root or client.settings.home / "cache" / "jobs"
@@ -115,11 +139,16 @@ class TaskRunner:
         self.lanes = serving_lanes(self.store, self.cluster, self.registry.identifiers())
         self._stopping = threading.Event()
         self._lock = threading.Lock()
+        self._running = False  # a run is under way (one at a time)
+        self._failure: BaseException | None = None  # what stopped this run (see _fail)
+        self._background: threading.Thread | None = None  # the run of a ``with`` block
+        self._background_failure: BaseException | None = None
         self._in_flight: dict[str, ClaimedTask] = {}  # entry id -> task
         self._recording: set[str] = set()  # entries whose finish call is under way
         # Tasks whose claims are to be recorded with their results: entry id -> (task, when it
-        # started running (None before), its TaskClaimed, stamped when it was received). One running longer than FLUSH_SECONDS has its claim
-        # recorded by the heartbeat thread, holding _claiming meanwhile (see _claim_overdue).
+        # started running (None before), its TaskClaimed, stamped when it was received). One
+        # running longer than FLUSH_SECONDS has its claim recorded by the heartbeat thread,
+        # holding _claiming meanwhile (see _claim_overdue).
         self._unclaimed: dict[str, tuple[ClaimedTask, float | None, TaskClaimed]] = {}
         self._claiming = threading.Lock()
         self._idle: set[int] = set()  # worker threads that found nothing to do
@@ -128,7 +157,7 @@ class TaskRunner:
         self._task_seconds: float | None = None  # moving average of one task's execution
         # Results on their way to the store (see _record); two batches at most, then the workers
         # wait: a runner never gets far ahead of what it has recorded.
-        self._results: queue.Queue[list[dict[str, Any]] | None] = queue.Queue(maxsize=2)
+        self._results: queue.Queue[list[Finish] | None] = queue.Queue(maxsize=2)
         self.log = log.bind(runner_id=self.id, cluster=self.cluster)
 
     # --- lifecycle --------------------------------------------------------------------------------
@@ -142,38 +171,92 @@ class TaskRunner:
         self._run(until_idle=False)
 
     def stop(self) -> None:
+        """Stop claiming; the run returns once the tasks in flight are finished and recorded."""
         self._stopping.set()
 
+    @property
+    def running(self) -> bool:
+        """Whether a run is under way (also one in a ``with`` block that has not begun yet)."""
+        background = self._background
+        return self._running or (background is not None and background.is_alive())
+
     def __enter__(self) -> TaskRunner:
+        """Serve in a background thread (``run_forever``) until the block is left."""
+        self._check_lanes()
+        with self._lock:
+            if self._running or self._background is not None:
+                raise TileboxError("this runner is running already")
+            self._background_failure = None
+            self._background = threading.Thread(
+                target=self._run_in_background, name="tilebox-runner", daemon=True
+            )
+            self._background.start()
         return self
 
-    def __exit__(self, *exc: object) -> None:
+    def __exit__(self, kind: object, error: BaseException | None, tb: object) -> None:
+        """Stop the background run and wait for it; raise what made it fail, unless the block
+        itself raised (then that error goes on, and the runner's was logged)."""
+        with self._lock:
+            background, self._background = self._background, None
         self.stop()
+        if background is not None:
+            background.join()
+        failure, self._background_failure = self._background_failure, None
+        if failure is not None and error is None:
+            raise failure
 
-    def _run(self, until_idle: bool) -> None:
+    def _run_in_background(self) -> None:
+        try:
+            self.run_forever()
+        except BaseException as exc:  # handed to __exit__, in the thread that entered the block
+            self._background_failure = exc
+
+    def _check_lanes(self) -> None:
         if not self.lanes:
             raise TileboxError("this runner has no tasks to serve")
+
+    def _run(self, until_idle: bool) -> None:
+        self._check_lanes()
+        with self._lock:
+            background = self._background
+            if self._running or (
+                background is not None and background is not threading.current_thread()
+            ):
+                raise TileboxError("this runner is running already")
+            self._running = True
+        try:
+            self._serve(until_idle)
+        finally:
+            with self._lock:
+                self._running = False
+        failure, self._failure = self._failure, None
+        if failure is not None:
+            raise failure
+
+    def _serve(self, until_idle: bool) -> None:
         # A stop requested before the run began (a signal, an orphaned runtime) is honoured:
         # the flag is cleared when a run ends, not when one starts.
         self._done.clear()
+        self._failure = None
         # run_all looks for what is left each time a read comes back empty: it returns within
         # about IDLE_CHECK_MS of the last result instead of a whole block_ms later.
         self._block_ms = min(self.block_ms, IDLE_CHECK_MS) if until_idle else self.block_ms
         restore = install_signal_handlers(self.stop)
-        self._with_backoff(lambda: self.store.ensure_lanes(self.lanes))
-        heartbeat = threading.Thread(target=self._heartbeat, name="tilebox-heartbeat", daemon=True)
-        heartbeat.start()
-        recorder = threading.Thread(target=self._record, name="tilebox-recorder", daemon=True)
-        recorder.start()
+        try:
+            self._with_backoff(lambda: self.store.ensure_lanes(self.lanes))
+        except BaseException:
+            restore()
+            self._stopping.clear()
+            raise
+        heartbeat = self._thread(self._heartbeat, "tilebox-heartbeat")
+        recorder = self._thread(self._record, "tilebox-recorder")
         self.log.info("runner started", lanes=len(self.lanes), concurrency=self.concurrency)
         try:
             workers = [
-                threading.Thread(target=self._work, args=(until_idle,), name=f"tilebox-worker-{i}")
+                self._thread(self._work, f"tilebox-worker-{i}", until_idle)
                 for i in range(1, self.concurrency)
             ]
-            for worker in workers:
-                worker.start()
-            self._work(until_idle)
+            self._guarded(self._work, until_idle)
             for worker in workers:
                 worker.join()
         finally:
@@ -181,10 +264,40 @@ class TaskRunner:
             recorder.join()
             self._stopping.set()
             self._done.set()
-            heartbeat.join(5)
+            heartbeat.join(5)  # a renewal under way may wait for a socket timeout: not for ever
             restore()
             self._stopping.clear()
             self.log.info("runner stopped")
+
+    def _thread(self, target: Callable[..., None], name: str, *args: object) -> threading.Thread:
+        thread = threading.Thread(
+            target=self._guarded, args=(target, *args), name=name, daemon=True
+        )
+        thread.start()
+        return thread
+
+    def _guarded(self, target: Callable[..., None], *args: object) -> None:
+        """Run one of the runner's loops; an error it does not handle stops the whole runner."""
+        try:
+            target(*args)
+        except BaseException as exc:
+            self._fail(exc)
+
+    def _fail(self, error: BaseException) -> None:
+        """Stop the run because of ``error``; the first such error is raised when it is over."""
+        with self._lock:
+            first = self._failure is None
+            if first:
+                self._failure = error
+        if first:
+            self.log.error(
+                "runner failed, stopping", thread=threading.current_thread().name,
+                error=f"{type(error).__name__}: {error}", exc_info=error,
+            )  # fmt: skip
+        else:
+            self.log.error("runner failed again while stopping",
+                           error=f"{type(error).__name__}: {error}")  # fmt: skip
+        self._stopping.set()
 
     # --- the worker loop ----------------------------------------------------------------------------
 
@@ -211,17 +324,17 @@ class TaskRunner:
                     failures = 0
                 except StoreUnavailable as exc:
                     failures += 1
-                    delay = min(5.0, 0.05 * 2**failures) * random.uniform(0.5, 1.0)
+                    wait = delay(failures, base=BACKOFF_BASE, cap=BACKOFF_CAP)
                     self.log.warning(
-                        "store unavailable, retrying", error=str(exc), delay=round(delay, 2)
+                        "store unavailable, retrying", error=str(exc), delay=round(wait, 2)
                     )
-                    self._stopping.wait(delay)
+                    self._stopping.wait(wait)
         finally:
             if ahead is not None:  # what was read ahead and not run is handed back
                 with contextlib.suppress(StoreUnavailable):
-                    calls = [self._release(d.task) for d in ahead()]
-                    if calls:
-                        self._hand_over(calls, set())
+                    finishes = [self._release(d.task) for d in ahead()]
+                    if finishes:
+                        self._hand_over(finishes, set())
 
     def _read_ahead(self) -> Callable[[], list[Delivery]]:
         """The next deliveries, asked for now and received when the function returned is called."""
@@ -287,7 +400,7 @@ class TaskRunner:
             if deferred:
                 self._unclaimed.update((t.entry, (t, None, claims[t.entry])) for t in tasks)
         pending = collections.deque(tasks)
-        calls: list[dict[str, Any]] = []
+        finishes: list[Finish] = []
         handed: set[str] = set()  # entries of the tasks whose results the recorder has
         since = began = time.monotonic()
         try:
@@ -307,7 +420,7 @@ class TaskRunner:
                         continue
                 # Draining: hand back what has not started rather than run it now.
                 if self._stopping.is_set():
-                    call = self._release(task)
+                    finish = self._release(task)
                 else:
                     if deferred:
                         with self._lock:
@@ -317,21 +430,21 @@ class TaskRunner:
                                 claims[task.entry],
                             )
                     started = time.perf_counter()
-                    call = self._execute(task)
+                    finish = self._execute(task)
                     self._observe(time.perf_counter() - started)
                 if deferred and not self._claimed_meanwhile(task):
-                    if len(call.get("subtasks", ())) > STAGE_CHUNK:
+                    if len(finish.subtasks) > STAGE_CHUNK:
                         self._claim([Delivery(task)], claims)  # before its subtasks are staged
-                    else:
-                        call.update(claimed=False, events=[claims[task.entry], *call["events"]])
-                calls.append(call)
+                    else:  # recorded with the result
+                        finish = msgspec.structs.replace(finish, claim=claims[task.entry])
+                finishes.append(finish)
                 # Fast tasks are recorded in batches; a batch is handed over once it is
                 # FLUSH_SECONDS old, so a slow task's result (and its dependants) is not held back.
                 if time.monotonic() - since >= FLUSH_SECONDS:
-                    self._hand_over(calls, handed)
-                    calls, since = [], time.monotonic()
-            if calls:
-                self._hand_over(calls, handed)
+                    self._hand_over(finishes, handed)
+                    finishes, since = [], time.monotonic()
+            if finishes:
+                self._hand_over(finishes, handed)
         finally:
             with self._lock:
                 for t in tasks:
@@ -367,18 +480,20 @@ class TaskRunner:
                     [Delivery(task) for task, _, _ in overdue.values()],
                     {entry: claim for entry, (_, _, claim) in overdue.items()},
                 )
-            except Exception as exc:
-                self.log.warning("could not record claims", error=f"{type(exc).__name__}: {exc}")
+            except BaseException as exc:
                 with self._lock:  # their results will record them
                     self._unclaimed.update(overdue)
+                if not isinstance(exc, StoreUnavailable):
+                    raise
+                self.log.warning("could not record claims", error=str(exc))
 
     def _defer_claims(self) -> bool:
         """Whether tasks are fast enough to have their claims recorded with their results."""
         return self._task_seconds is not None and self._task_seconds < CLAIM_AHEAD_SECONDS
 
-    def _hand_over(self, calls: list[dict[str, Any]], handed: set[str]) -> None:
-        self._results.put(calls)
-        handed.update(call["task"].entry for call in calls)
+    def _hand_over(self, finishes: list[Finish], handed: set[str]) -> None:
+        self._results.put(finishes)
+        handed.update(finish.task.entry for finish in finishes)
 
     def _forget(self, tasks: Iterable[ClaimedTask]) -> None:
         """No longer in flight here: their leases are not renewed, and expire."""
@@ -388,50 +503,61 @@ class TaskRunner:
 
     def _record(self) -> None:
         """Record finished tasks, a batch per call, in a thread of its own: the server stores one
-        batch while the workers claim and execute the next (the GIL is free while it waits)."""
-        while (calls := self._results.get()) is not None:
-            self._record_batch(calls, between=self._record_waiting)
+        batch while the workers claim and execute the next (the GIL is free while it waits).
+
+        Once recording failed (not for want of a store), the runner stops: batches handed over
+        meanwhile are not recorded (their leases expire and the tasks run again), but taken off
+        the queue, so that no worker waits for room in it."""
+        failed = False
+        while (finishes := self._results.get()) is not None:
+            if failed:
+                self._forget(finish.task for finish in finishes)
+                continue
+            try:
+                self._record_batch(finishes, between=self._record_waiting)
+            except BaseException as exc:
+                failed = True
+                self._fail(exc)
 
     def _record_waiting(self) -> None:
         """Between two chunks of a large fan-out (see TaskStore.stage): record the batches handed
         over meanwhile, so their tasks' results and dependants do not wait for the last chunk."""
         while True:
             try:
-                calls = self._results.get_nowait()
+                finishes = self._results.get_nowait()
             except queue.Empty:
                 return
-            if calls is None:  # the run is over: the main loop ends once the fan-out is recorded
+            if finishes is None:  # the run is over: the main loop ends once the fan-out is recorded
                 self._results.put(None)
                 return
-            self._record_batch(calls)
+            self._record_batch(finishes)
 
     def _record_batch(
-        self, calls: list[dict[str, Any]], between: Callable[[], None] | None = None
+        self, finishes: list[Finish], between: Callable[[], None] | None = None
     ) -> None:
-        statuses: list[int] = []
-        entries = {call["task"].entry for call in calls}
+        statuses: list[FinishStatus] = []
+        entries = {finish.task.entry for finish in finishes}
         with self._lock:
             self._recording |= entries
         try:
             statuses = self._with_backoff(
-                lambda: self.store.finish_many(self.id, self.release_id, calls, between)
+                lambda: self.store.finish_many(self.id, self.release_id, finishes, between)
             )
         except StoreUnavailable as exc:
             # Not lost: the leases expire and the tasks run again (delivery is at-least-once).
-            self.log.error("could not record finished tasks", error=str(exc), tasks=len(calls))
-        except Exception:  # the recorder must outlive a bad batch, or the workers would block
-            self.log.exception("could not record finished tasks", tasks=len(calls))
-        with self._lock:  # at once: the heartbeat must not see them in flight but not recording
-            self._recording -= entries
-            for entry in entries:
-                self._in_flight.pop(entry, None)
-        for call, status in zip(calls, statuses):
-            if status == LOST:
+            self.log.error("could not record finished tasks", error=str(exc), tasks=len(finishes))
+        finally:
+            with self._lock:  # at once: the heartbeat must not see them in flight, not recording
+                self._recording -= entries
+                for entry in entries:
+                    self._in_flight.pop(entry, None)
+        for finish, status in zip(finishes, statuses):
+            if status is FinishStatus.FENCED:
                 self.log.warning("lease lost; another runner owns the task now",
-                                 task_id=call["task"].task_id)  # fmt: skip
-            elif status == SUPERSEDED:
+                                 task_id=finish.task.task_id)  # fmt: skip
+            elif status is FinishStatus.SUPERSEDED:
                 self.log.info("result dropped: the task was cancelled or requeued while it ran",
-                              task_id=call["task"].task_id)  # fmt: skip
+                              task_id=finish.task.task_id)  # fmt: skip
 
     def _claimed_events(self, tasks: Sequence[ClaimedTask]) -> dict[str, TaskClaimed]:
         """Entry id -> TaskClaimed of each of ``tasks``, claimed now."""
@@ -451,48 +577,51 @@ class TaskRunner:
         claims = stamped or {}
         if any(d.task.entry not in claims for d in deliveries):
             claims = {**self._claimed_events([d.task for d in deliveries]), **claims}
-        events = []
-        for d in deliveries:
-            task = d.task
-            expired = b""
-            if d.previous_owner is not None:
-                expired = self._encode(TaskLeaseExpired(
-                    **origin.stamp(), job_id=task.job_id, task_id=task.task_id,
-                    previous_runner_id=d.previous_owner, runner_id=self.id, deliveries=d.deliveries,
-                ))  # fmt: skip
-            poisoned = b""  # the claim script fails the task as poison only past max_deliveries
-            if d.deliveries > self.max_deliveries:
-                poisoned = self._encode(TaskFailed(
-                    **origin.stamp(), job_id=task.job_id, task_id=task.task_id, runner_id=self.id,
-                    release_id=self.release_id, reason="poison",
-                    error=f"delivered {d.deliveries} times without finishing (it may crash its runner)",
-                ))  # fmt: skip
-            events.append((self._encode(claims[task.entry]), expired, poisoned))
-        statuses = self.store.claim(
-            self.id, self.release_id, self.max_deliveries, deliveries, events
-        )
+        requests = [self._claim_of(d, claims[d.task.entry], origin) for d in deliveries]
+        statuses = self.store.claim(self.id, self.release_id, requests)
         claimed = []
         for d, status in zip(deliveries, statuses):
-            if status == "ok":
+            if status is ClaimStatus.OK:
                 claimed.append(d.task)
-            elif status == "poisoned":
+            elif status is ClaimStatus.POISONED:
                 self.log.error(
                     "poison task failed", task_id=d.task.task_id, deliveries=d.deliveries
                 )
         return claimed
 
+    def _claim_of(self, delivery: Delivery, claimed: TaskClaimed, origin: Origin) -> Claim:
+        """The claim of ``delivery``: with the audit record of a takeover, and failing the task
+        instead when it is poison."""
+        task = delivery.task
+        expired = poison = None
+        if delivery.previous_owner is not None:
+            expired = TaskLeaseExpired(
+                **origin.stamp(), job_id=task.job_id, task_id=task.task_id,
+                previous_runner_id=delivery.previous_owner, runner_id=self.id,
+                deliveries=delivery.deliveries,
+            )  # fmt: skip
+        if is_poison(delivery.deliveries, self.max_deliveries):
+            poison = TaskFailed(
+                **origin.stamp(), job_id=task.job_id, task_id=task.task_id, runner_id=self.id,
+                release_id=self.release_id, reason=FailureReason.POISON,
+                error=f"delivered {delivery.deliveries} times without finishing (it may crash its runner)",
+            )  # fmt: skip
+        return Claim(delivery, claimed, expired, poison)
+
     # --- executing --------------------------------------------------------------------------------
 
-    def _execute(self, claimed: ClaimedTask) -> dict[str, Any]:
+    def _execute(self, claimed: ClaimedTask) -> Finish:
         common: _TaskOf = {"job_id": claimed.job_id, "task_id": claimed.task_id,
                            "runner_id": self.id, "release_id": self.release_id}  # fmt: skip
         task_class = self._classes.get((claimed.name, parse_version(claimed.version)[0]))
         if task_class is None:  # cannot happen with lane routing; fail loudly rather than loop
-            return self._failed(claimed, common, "no task class for this identifier", "error")
+            return self._failed(claimed, common, "no task class for this identifier",
+                                FailureReason.ERROR)  # fmt: skip
         try:
             task = msgspec.json.decode(claimed.input, type=task_class)
         except msgspec.MsgspecError as exc:
-            return self._failed(claimed, common, f"cannot decode task input: {exc}", "input")
+            return self._failed(claimed, common, f"cannot decode task input: {exc}",
+                                FailureReason.INPUT)  # fmt: skip
         context = TaskContext(
             CurrentTask(claimed.task_id, claimed.job_id, claimed.name, claimed.version,
                         claimed.attempts + 1),
@@ -517,7 +646,7 @@ class TaskRunner:
             seconds = time.perf_counter() - started
             context.logger.warning("task failed", error=f"{type(exc).__name__}: {exc}")
             detail = "".join(traceback.format_exception_only(exc)).strip()
-            return self._failed(claimed, common, detail, "error", seconds)
+            return self._failed(claimed, common, detail, FailureReason.ERROR, seconds)
         seconds = time.perf_counter() - started
         origin = self.client.origin()  # stamped when it finished
         progress = context.progress_deltas()
@@ -526,29 +655,23 @@ class TaskRunner:
                           subtask_ids=[s.id for s in subtasks], progress=progress),
             *(submitted_event(origin.stamp(), claimed.job_id, s) for s in subtasks),
         ]  # fmt: skip
-        return {"task": claimed, "outcome": "completed", "events": events,
-                "compute_ms": int(seconds * 1000), "progress": progress, "subtasks": subtasks}  # fmt: skip
+        return Finish(claimed, Outcome.COMPLETED, events, int(seconds * 1000), progress, subtasks)
 
     def _failed(
-        self, claimed: ClaimedTask, common: _TaskOf, error: str, reason: str,
+        self, claimed: ClaimedTask, common: _TaskOf, error: str, reason: FailureReason,
         seconds: float = 0.0,
-    ) -> dict[str, Any]:  # fmt: skip
+    ) -> Finish:  # fmt: skip
         origin = self.client.origin()  # stamped when it failed
-        # Bad input fails the same way every time: retrying it only burns attempts.
-        will_retry = reason == "error" and claimed.attempts < claimed.max_retries
-        outcome = "retry" if will_retry else "failed_optional" if claimed.optional else "failed"
-        event = TaskFailed(**origin.stamp(), **common, error=error[:4000], will_retry=will_retry,
-                           reason=reason, compute_seconds=round(seconds, 6))  # fmt: skip
-        return {"task": claimed, "outcome": outcome, "events": [event],
-                "compute_ms": int(seconds * 1000)}  # fmt: skip
+        outcome = failure_outcome(reason, claimed.attempts, claimed.max_retries, claimed.optional)
+        event = TaskFailed(**origin.stamp(), **common, error=error[:4000],
+                           will_retry=outcome is Outcome.RETRY, reason=reason,
+                           compute_seconds=round(seconds, 6))  # fmt: skip
+        return Finish(claimed, outcome, [event], int(seconds * 1000))
 
-    def _release(self, claimed: ClaimedTask) -> dict[str, Any]:
+    def _release(self, claimed: ClaimedTask) -> Finish:
         event = TaskReleased(**self.client.origin().stamp(), job_id=claimed.job_id,
                              task_id=claimed.task_id, runner_id=self.id)  # fmt: skip
-        return {"task": claimed, "outcome": "released", "events": [event]}
-
-    def _encode(self, event: Event) -> bytes:
-        return self.store.events.codec.encode(event)
+        return Finish(claimed, Outcome.RELEASED, [event])
 
     # --- leases -----------------------------------------------------------------------------------
 
@@ -580,21 +703,19 @@ class TaskRunner:
             if lost:
                 self.log.warning("leases lost", entries=sorted(lost))
 
-    def _with_backoff(self, call: Callable[[], Any]) -> Any:
+    def _with_backoff(self, call: Callable[[], T]) -> T:
         """Retry ``call`` while the store is unavailable: minutes normally, seconds when draining
         (an unrecorded result is not lost: the lease expires and the task runs again)."""
-        for attempt in itertools.count():
-            try:
-                return call()
-            except StoreUnavailable as exc:
-                if attempt >= (DRAIN_ATTEMPTS if self._stopping.is_set() else ATTEMPTS):
-                    raise
-                delay = min(5.0, 0.05 * 2**attempt) * random.uniform(0.5, 1.0)
-                self.log.warning(
-                    "store unavailable, retrying", error=str(exc), delay=round(delay, 2)
-                )
-                time.sleep(delay)
-        raise AssertionError("unreachable")
+        return retrying(
+            StoreUnavailable,
+            attempts=lambda: DRAIN_ATTEMPTS if self._stopping.is_set() else ATTEMPTS,
+            base=BACKOFF_BASE,
+            cap=BACKOFF_CAP,
+            on_retry=self._retrying,
+        )(call)
+
+    def _retrying(self, error: BaseException, wait: float) -> None:
+        self.log.warning("store unavailable, retrying", error=str(error), delay=round(wait, 2))
 
 
 def freeze_heap() -> None:

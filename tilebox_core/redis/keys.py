@@ -84,12 +84,10 @@ class Keys:
         return f"{self.base}task:{task_id}"
 
     def lane(self, cluster: str, name: str, major: int, minor: int) -> str:
-        """Task queue stream of one (cluster, task name, version); one consumer group ``runners``."""
+        """Task queue stream of one (cluster, task name, version); one consumer group ``runners``.
+        (Earlier versions also kept a set of each cluster's lanes, ``lanes:<cluster>``, that
+        nothing read; it is no longer written.)"""
         return f"{self.base}lane:{cluster}:v{major}.{minor}:{name}"
-
-    def lanes(self, cluster: str) -> str:
-        """Set of the lane keys of a cluster that ever had a task (for diagnostics)."""
-        return f"{self.base}lanes:{cluster}"
 
     def runners(self, cluster: str) -> str:
         """Sorted set: runner id -> last heartbeat (ms) of the runners serving a cluster."""

@@ -13,7 +13,7 @@ import collections
 import contextlib
 import re
 from collections.abc import Callable, Iterable, Iterator, Sequence
-from typing import Any, NamedTuple
+from typing import Any
 
 import hiredis
 import msgspec
@@ -22,6 +22,18 @@ from redis.connection import Connection
 
 from tilebox_core.domain.events import Event, TaskSubmitted
 from tilebox_core.domain.identifiers import parse_version
+from tilebox_core.domain.tasks import (
+    Claim,
+    ClaimedTask,
+    ClaimStatus,
+    Delivery,
+    Finish,
+    FinishStatus,
+    NewJob,
+    Pending,
+    StagedSubtasks,
+    TaskSpec,
+)
 
 from .eventstore import EventStore, load_script, translate_errors
 from .keys import Keys
@@ -33,31 +45,11 @@ GROUP = "runners"
 STAGE_CHUNK = 1000
 
 _json = msgspec.json.Encoder()
+# Script replies -> statuses, looked up rather than converted: an enum's constructor costs about
+# a microsecond, per task.
+_CLAIM_STATUS = {s.value.encode(): s for s in ClaimStatus} | {s.value: s for s in ClaimStatus}
+_FINISH_STATUS = {s.value: s for s in FinishStatus}
 _NEEDS_ESCAPE = re.compile(r'[\x00-\x1f"\\\x7f-\U0010ffff]')  # anything JSON might escape
-
-
-class TaskSpec(msgspec.Struct, frozen=True):
-    """A task to create: identifier, input JSON, place in the tree and retry policy."""
-
-    id: str
-    name: str
-    version: str
-    cluster: str
-    input: str
-    parent_id: str | None = None
-    depends_on: list[str] = []
-    max_retries: int = 0
-    optional: bool = False
-
-
-class NewJob(NamedTuple):
-    """A job to create: its hash fields, root tasks and the events recording its submission."""
-
-    id: str
-    fields: dict[str, Any]
-    specs: Sequence[TaskSpec]
-    events: Sequence[Event]
-    submitted_ms: int
 
 
 def lane_key(keys: Keys, cluster: str, name: str, version: str) -> str:
@@ -87,7 +79,7 @@ _spec = msgspec.json.Decoder(TaskSpecFields)
 
 class Payload:
     """Builds the JSON of tasks to create that the task scripts read (see ``create_tasks`` in
-    tasklib.lua) and collects the task, lane and lane-registry keys they name. Linear in the
+    tasklib.lua) and collects the task and lane keys they name. Linear in the
     number of tasks, and compact: what tasks share (identifier, cluster, lane, parent, retry
     policy) is one "shape" sent once, for every group of siblings built by one Payload."""
 
@@ -102,8 +94,8 @@ class Payload:
         return self._rows
 
     def _shape(self, s: TaskSpec) -> int:
-        """The 1-based (Lua) index of ``s``'s shape as sent: [lane, lane registry, the task hash's
-        "spec" field without its braces, id and job (see create_tasks)]."""
+        """The 1-based (Lua) index of ``s``'s shape as sent: [lane, the task hash's "spec" field
+        without its braces, id and job (see create_tasks)]."""
         shape = (s.name, s.version, s.cluster, s.parent_id, s.max_retries, s.optional)
         index = self._shapes.get(shape)
         if index is None:
@@ -117,8 +109,7 @@ class Payload:
                 spec["max_retries"] = str(s.max_retries)
             if s.optional:
                 spec["optional"] = "1"
-            registry = self._keys.lanes(s.cluster)
-            self._rows.append((lane, registry, _json.encode(spec).decode()[1:-1]))
+            self._rows.append((lane, _json.encode(spec).decode()[1:-1]))
         return index
 
     def _lane(self, s: TaskSpec) -> str:
@@ -143,7 +134,7 @@ class Payload:
         tasks: list[list[Any]] = []
         for s in specs:
             key, index = task_key(s.id), self._shape(s)
-            lane, registry = self._rows[index - 1][:2]
+            lane = self._rows[index - 1][0]
             # The node {"k": key, "d": dependants}; "" when the script can write it: no
             # dependants and a key JSON needs no escapes for.
             node = ""
@@ -155,42 +146,8 @@ class Payload:
                 row += (str(deps), node) if node else (str(deps),)
             tasks.append(row)
             # A task's dependants are its siblings: their keys and lanes are listed here too.
-            self.keys += (key, lane, registry)
+            self.keys += (key, lane)
         return {"tail": tail, "tasks": tasks}
-
-
-class ClaimedTask(NamedTuple):
-    """A task a runner received, with what it needs to run it (read from its lane entry)."""
-
-    lane: str
-    entry: str
-    task_id: str
-    job_id: str
-    name: str
-    version: str
-    input: bytes
-    attempts: int
-    max_retries: int
-    optional: bool
-    chain: str
-    cluster: str
-
-
-class Delivery(NamedTuple):
-    """A lane entry handed to a runner: fresh, or taken over after its lease expired."""
-
-    task: ClaimedTask
-    deliveries: int = 1
-    previous_owner: str | None = None
-
-
-class Pending(NamedTuple):
-    """A lane entry delivered but not acknowledged: whose it is, and how often it was delivered."""
-
-    lane: str
-    entry: str
-    deliveries: int
-    owner: str
 
 
 class TaskStore:
@@ -221,23 +178,35 @@ class TaskStore:
 
     @translate_errors
     def lane_backlog(self, lanes: Sequence[str]) -> tuple[int, int]:
-        """(entries not yet delivered, entries delivered but not acknowledged) over ``lanes``."""
+        """(entries not yet delivered, entries delivered but not acknowledged) over ``lanes``.
+
+        A group's lag is the entries added to its stream less those it read, and an entry deleted
+        before it was read (a cancelled task's, see cancel.lua) is never read: once entries were
+        deleted after the last one delivered, the lag is unknown (nil) or one too many for each
+        of them, for ever. So only a lag of 0 is taken as it is; an empty lane has nothing
+        waiting, and in the others the entries after the last one delivered are counted (an idle
+        runner asks: there are few)."""
         pipe = self.redis.pipeline(transaction=False)
         for lane in lanes:
+            pipe.xlen(lane)
             pipe.xinfo_groups(lane)
+        replies = pipe.execute(raise_on_error=False)
         waiting = pending = 0
-        for groups in pipe.execute(raise_on_error=False):
-            if isinstance(groups, Exception):
+        unknown: list[tuple[str, str, int]] = []  # lane, last entry delivered, its length
+        for lane, length, groups in zip(lanes, replies[::2], replies[1::2]):
+            if isinstance(groups, Exception):  # no such lane: nothing was ever submitted to it
                 continue
             for group in groups:
-                if group["name"] in (GROUP, GROUP.encode()):
-                    waiting += int(group.get("lag") or 0)
-                    pending += int(group["pending"])
+                if _s(group["name"]) != GROUP:
+                    continue
+                pending += int(group["pending"])
+                if length and group.get("lag") != 0:
+                    unknown.append((lane, _s(group["last-delivered-id"]), int(length)))
+        for lane, last, length in unknown:
+            pipe.xrange(lane, min=f"({last}", max="+", count=length)
+        if unknown:
+            waiting = sum(len(entries) for entries in pipe.execute())
         return waiting, pending
-
-    @translate_errors
-    def known_lanes(self, cluster: str) -> list[str]:
-        return sorted(_s(k) for k in self.redis.smembers(self.keys.lanes(cluster)))
 
     def _run(self, name: str, keys: Sequence[str], args: Sequence[Any]) -> Any:
         """EVALSHA the task script ``name``; a server that lost its scripts (restarted) gets them
@@ -303,7 +272,7 @@ class TaskStore:
         self, job_id: str, specs: Sequence[TaskSpec], parent_chain: str = "[]"
     ) -> tuple[bytes, list[str]]:
         """Sibling tasks to create, as the JSON the task scripts read (see ``create_tasks`` in
-        tasklib.lua), and the task, lane and lane-registry keys they name.
+        tasklib.lua), and the task and lane keys they name.
 
         ``parent_chain`` is the JSON chain of the parent task; its keys are the caller's to declare.
         """
@@ -355,32 +324,6 @@ class TaskStore:
 
             connection.retry.call_with_retry(run, fail)
         return results
-
-    def _submit_call(self, jobs: Sequence[NewJob]) -> tuple[list[str], list[Any]]:
-        """Keys and arguments of one submit script call (see submit.lua): one JSON for all the
-        jobs (their siblings share the shapes), all their events as one argument and how many,
-        and all their descriptions as one argument."""
-        payload = Payload(self.keys)
-        keys = [self.keys.log(TASKS), self.keys.jobs]
-        described: list[list[Any]] = []
-        events: list[bytes] = []
-        infos: list[bytes] = []
-        count = 0
-        for job in jobs:
-            job_key = self.keys.job(job.id)
-            keys.append(job_key)
-            siblings = payload.siblings(job.specs)
-            encoded, info = self._encode(job.events), _json.encode(job.fields)
-            # Strings only where Redis gets them: Lua numbers decoded by cjson are doubles,
-            # which Redis refuses. The lengths only the script reads.
-            described.append([job_key, job.id, str(job.submitted_ms), len(info),
-                              siblings["tasks"], len(job.events), len(encoded)])  # fmt: skip
-            events.append(encoded)
-            infos.append(info)
-            count += len(job.events)
-        keys += payload.keys
-        body = _json.encode({"shapes": payload.shapes(), "jobs": described})
-        return _unique(keys), [body, b"".join(events), count, b"".join(infos)]
 
     # --- claiming ---------------------------------------------------------------------------------
 
@@ -502,19 +445,11 @@ class TaskStore:
 
     @translate_errors
     def claim(
-        self, runner_id: str, release_id: str | None, max_deliveries: int,
-        deliveries: Sequence[Delivery], events: Sequence[tuple[bytes, bytes, bytes]],
-    ) -> list[str]:  # fmt: skip
-        """Record claims before the tasks run; ``events`` per delivery: (TaskClaimed,
-        TaskLeaseExpired|b"", TaskFailed). Per delivery: ok | stale | cancelled | poisoned |
-        taken (see claim.lua)."""
-        keys = [self.keys.log(TASKS)]
-        args: list[Any] = [runner_id, release_id or "", max_deliveries]
-        for d, (claimed, expired, poisoned) in zip(deliveries, events):
-            task = d.task
-            keys += (self.keys.task(task.task_id), self.keys.job(task.job_id), task.lane)
-            args += (task.entry, d.deliveries, claimed, expired, poisoned)
-        return [_s(status) for status in self._run("claim", keys, args)]
+        self, runner_id: str, release_id: str | None, claims: Sequence[Claim]
+    ) -> list[ClaimStatus]:
+        """Record ``claims`` before their tasks run, in one script call; the status of each."""
+        replies = self._run("claim", *self._claim_call(runner_id, release_id, claims))
+        return [_CLAIM_STATUS[status] for status in replies]
 
     @translate_errors
     def renew(self, runner_id: str, entries_by_lane: dict[str, list[str]]) -> set[str]:
@@ -532,27 +467,154 @@ class TaskStore:
 
     # --- finishing --------------------------------------------------------------------------------
 
-    def finish_args(
-        self, task: ClaimedTask, outcome: str, events: Sequence[Event], compute_ms: int = 0,
-        progress: dict[str, list[int]] | None = None, subtasks: Sequence[TaskSpec] = (),
-        claimed: bool = True,
-    ) -> tuple[list[str], list[Any], bytes, int]:  # fmt: skip
-        """The keys to declare, the arguments of one task in the finish script (see finish.lua),
-        and its events, encoded and concatenated, and how many. ``claimed``: its claim was
-        recorded (``claim``); if not, ``events`` begin with its TaskClaimed and the finish records
-        the claim too."""
-        specs, spec_keys = (
-            self.specs_payload(task.job_id, subtasks, task.chain) if subtasks else (b"", [])
-        )
+    @translate_errors
+    def finish_many(
+        self, runner_id: str, release_id: str | None, finishes: Sequence[Finish],
+        between: Callable[[], None] | None = None,
+    ) -> list[FinishStatus]:  # fmt: skip
+        """Record the results of tasks of ``runner_id`` in one script call (one round trip); the
+        status of each (see FinishStatus; only FINISHED records anything).
+
+        A task with more than STAGE_CHUNK subtasks and no dependencies among them has them created
+        first, STAGE_CHUNK per call (``stage``, which calls ``between`` after each); its finish
+        then completes it."""
+        staged = [
+            self.stage(runner_id, f, between)
+            if len(f.subtasks) > STAGE_CHUNK and not any(s.depends_on for s in f.subtasks)
+            else f
+            for f in finishes
+        ]
+        replies = self._run("finish", *self._finish_call(runner_id, release_id, staged))
+        return [_FINISH_STATUS[r] for r in replies]
+
+    def stage(
+        self, runner_id: str, finish: Finish, between: Callable[[], None] | None = None
+    ) -> Finish:
+        """Create the subtasks of ``finish`` STAGE_CHUNK per script call, while its task is still
+        running; ``finish`` without them (and their events), to complete the task with. Stops at
+        the first call fenced off: the finish then finds out why."""
+        submitted = {e.task_id: e for e in finish.events if isinstance(e, TaskSubmitted)}
+        subtasks = finish.subtasks
+        for start in range(0, len(subtasks), STAGE_CHUNK):
+            chunk = subtasks[start : start + STAGE_CHUNK]
+            staged = StagedSubtasks(finish.task, chunk, [submitted[s.id] for s in chunk])
+            if self._stage(runner_id, staged) == -1:
+                break
+            if between is not None:
+                between()
+        events = [e for e in finish.events if not isinstance(e, TaskSubmitted)]
+        return msgspec.structs.replace(finish, subtasks=[], events=events)
+
+    @translate_errors
+    def _stage(self, runner_id: str, staged: StagedSubtasks) -> int:
+        """How many of ``staged`` were created (some may exist already), or -1: fenced off."""
+        return int(self._run("stage", *self._stage_call(runner_id, staged)))
+
+    # --- the task scripts' arguments ---------------------------------------------------------------
+    #
+    # The scripts take positional KEYS and ARGV (each script's header documents its layout); these
+    # functions are the only code that lays them out, from the typed values of domain.tasks.
+    # Strings only where Redis gets a value: Lua numbers decoded by cjson are doubles, which
+    # Redis refuses.
+
+    def _submit_call(self, jobs: Sequence[NewJob]) -> tuple[list[str], list[Any]]:
+        """Keys and arguments of one submit script call (see submit.lua): one JSON for all the
+        jobs (their siblings share the shapes), all their events as one argument and how many,
+        and all their descriptions as one argument."""
+        payload = Payload(self.keys)
+        keys = [self.keys.log(TASKS), self.keys.jobs]
+        described: list[list[Any]] = []
+        events: list[bytes] = []
+        infos: list[bytes] = []
+        count = 0
+        for job in jobs:
+            job_key = self.keys.job(job.id)
+            keys.append(job_key)
+            siblings = payload.siblings(job.specs)
+            encoded, info = self._encode(job.events), _json.encode(job.info)
+            # Strings only where Redis gets them: Lua numbers decoded by cjson are doubles,
+            # which Redis refuses. The lengths only the script reads.
+            described.append([job_key, job.id, str(job.submitted_ms), len(info),
+                              siblings["tasks"], len(job.events), len(encoded)])  # fmt: skip
+            events.append(encoded)
+            infos.append(info)
+            count += len(job.events)
+        keys += payload.keys
+        body = _json.encode({"shapes": payload.shapes(), "jobs": described})
+        return _unique(keys), [body, b"".join(events), count, b"".join(infos)]
+
+    def _claim_call(
+        self, runner_id: str, release_id: str | None, claims: Sequence[Claim]
+    ) -> tuple[list[str], list[Any]]:
+        """claim.lua. KEYS: the task log, then per claim its task hash, job hash and lane. ARGV:
+        runner id, release id ('' for none), then 4 per claim: its entry id, TaskClaimed,
+        TaskLeaseExpired ('' for a fresh delivery), the TaskFailed of a poison task ('' if it is
+        none: the runner decided, see ``is_poison``)."""
+        encode = self.events.codec.encode
+        keys = [self.keys.log(TASKS)]
+        args: list[Any] = [runner_id, release_id or ""]
+        for claim in claims:
+            task = claim.delivery.task
+            keys += (self.keys.task(task.task_id), self.keys.job(task.job_id), task.lane)
+            args += (
+                task.entry,
+                encode(claim.claimed),
+                encode(claim.expired) if claim.expired is not None else b"",
+                encode(claim.poison) if claim.poison is not None else b"",
+            )
+        return keys, args
+
+    def _finish_call(
+        self, runner_id: str, release_id: str | None, finishes: Sequence[Finish]
+    ) -> tuple[list[str], list[Any]]:
+        """finish.lua. KEYS: the task log, then every other key the tasks name, once: job hash,
+        lane, task hash, job task list, the keys of its chain and of its subtasks. ARGV: runner
+        id, release id ('' for none), every task's events encoded and concatenated in order, how
+        many; then 11 per task: job hash, lane, task hash, job task list, entry id,
+        outcome, compute ms, progress (JSON), subtasks (JSON, see create_tasks; '' for none),
+        claimed ('1': recorded before, by claim.lua; '0': by this call, and the task's events
+        begin with its TaskClaimed), and the extent of its events in the third, "<count>:<bytes>"."""
+        keys: dict[str, None] = {self.keys.log(TASKS): None}
+        args: list[Any] = []
+        events: list[bytes] = []
+        count = 0
+        encode = self.events.codec.encode
+        for finish in finishes:
+            task = finish.task
+            specs, spec_keys = (
+                self.specs_payload(task.job_id, finish.subtasks, task.chain)
+                if finish.subtasks
+                else (b"", [])
+            )
+            job, task_key, job_tasks = self._task_keys(task)
+            keys.update(dict.fromkeys(
+                [job, task.lane, task_key, job_tasks, *chain_keys(task.chain), *spec_keys]
+            ))  # fmt: skip
+            encoded = b"".join(map(encode, finish.events))
+            n = len(finish.events)
+            if finish.claim is not None:
+                encoded, n = encode(finish.claim) + encoded, n + 1
+            events.append(encoded)
+            count += n
+            args += (
+                job, task.lane, task_key, job_tasks, task.entry, finish.outcome, finish.compute_ms,
+                _json.encode(finish.progress) if finish.progress else b"{}", specs,
+                "1" if finish.claim is None else "0", f"{n}:{len(encoded)}",
+            )  # fmt: skip
+        return list(keys), [runner_id, release_id or "", b"".join(events), count, *args]
+
+    def _stage_call(self, runner_id: str, staged: StagedSubtasks) -> tuple[list[str], list[Any]]:
+        """stage.lua. KEYS: the task log, job hash, the parent's lane, its task hash, the job's
+        task list, then the task and lane keys the subtasks name. ARGV: runner id, the parent's
+        entry id, the subtasks (JSON, see create_tasks), their TaskSubmitted events encoded and
+        concatenated in order, the length of each in bytes, comma-separated."""
+        task = staged.task
+        specs, spec_keys = self.specs_payload(task.job_id, staged.specs, task.chain)
         job, task_key, job_tasks = self._task_keys(task)
-        keys = [job, task.lane, task_key, job_tasks, *chain_keys(task.chain), *spec_keys]
-        encoded = self._encode(events)
-        args = [
-            job, task.lane, task_key, job_tasks, task.entry, outcome, compute_ms,
-            _json.encode(progress) if progress else b"{}", specs, "1" if claimed else "0",
-            f"{len(events)}:{len(encoded)}",
-        ]  # fmt: skip
-        return keys, args, encoded, len(events)
+        keys = _unique([self.keys.log(TASKS), job, task.lane, task_key, job_tasks, *spec_keys])
+        encoded = [self.events.codec.encode(e) for e in staged.events]
+        lengths = ",".join(str(len(e)) for e in encoded)
+        return keys, [runner_id, task.entry, specs, b"".join(encoded), lengths]
 
     def _task_keys(self, task: ClaimedTask) -> tuple[str, str, str]:
         """The job hash, task hash and job task list of ``task``."""
@@ -565,61 +627,6 @@ class TaskStore:
     def _encode(self, events: Iterable[Event]) -> bytes:
         """Events encoded and concatenated: the scripts take a call's events as one argument."""
         return b"".join(map(self.events.codec.encode, events))
-
-    @translate_errors
-    def finish_many(
-        self, runner_id: str, release_id: str | None, calls: Sequence[dict[str, Any]],
-        between: Callable[[], None] | None = None,
-    ) -> list[int]:  # fmt: skip
-        """Finish tasks of ``runner_id`` in one script call (one round trip), each call the
-        arguments of ``finish_args``. Per task: 1 finished; 0 fenced off (another runner owns
-        its entry now); 2 superseded while it ran (see finish.lua), nothing recorded.
-
-        A task with more than STAGE_CHUNK subtasks and no dependencies among them has them created
-        first, STAGE_CHUNK per call (``stage``, which calls ``between`` after each); its finish
-        then completes it."""
-        keys: dict[str, None] = {self.keys.log(TASKS): None}
-        args: list[Any] = []
-        events: list[bytes] = []
-        count = 0
-        for call in calls:
-            subtasks = call.get("subtasks") or ()
-            if len(subtasks) > STAGE_CHUNK and not any(s.depends_on for s in subtasks):
-                call = self.stage(runner_id, call, between)
-            call_keys, call_args, encoded, n = self.finish_args(**call)
-            keys.update(dict.fromkeys(call_keys))
-            args += call_args
-            events.append(encoded)
-            count += n
-        header = [runner_id, release_id or "", b"".join(events), count]
-        return [int(r) for r in self._run("finish", list(keys), header + args)]
-
-    def stage(
-        self, runner_id: str, call: dict[str, Any], between: Callable[[], None] | None = None
-    ) -> dict[str, Any]:
-        """Create the subtasks of ``call`` (the arguments of ``finish_args``) STAGE_CHUNK per script
-        call, while the task is still running; ``call`` without them, to finish the task with.
-        Stops at the first call fenced off: the finish then finds out why."""
-        task: ClaimedTask = call["task"]
-        subtasks: Sequence[TaskSpec] = call["subtasks"]
-        submitted = {e.task_id: e for e in call["events"] if isinstance(e, TaskSubmitted)}
-        job, task_key, job_tasks = self._task_keys(task)
-        encode = self.events.codec.encode
-        for start in range(0, len(subtasks), STAGE_CHUNK):
-            chunk = subtasks[start : start + STAGE_CHUNK]
-            specs, spec_keys = self.specs_payload(task.job_id, chunk, task.chain)
-            keys = _unique([self.keys.log(TASKS), job, task.lane, task_key, job_tasks, *spec_keys])
-            encoded = [encode(submitted[s.id]) for s in chunk]
-            lengths = ",".join(str(len(e)) for e in encoded)
-            if (
-                self._run("stage", keys, [runner_id, task.entry, specs, b"".join(encoded), lengths])
-                == -1
-            ):
-                break
-            if between is not None:
-                between()
-        events = [e for e in call["events"] if not isinstance(e, TaskSubmitted)]
-        return {**call, "subtasks": (), "events": events}
 
     # --- jobs -------------------------------------------------------------------------------------
 
@@ -695,6 +702,8 @@ class TaskStore:
 
     @translate_errors
     def cancel(self, job_id: str, unfinished: Sequence[tuple[str, str]], event: Event) -> bool:
+        """Cancel a job and drop its ``unfinished`` tasks (task id, lane); False if the job was
+        cancelled already (then only the tasks are dropped, and ``event`` is not appended)."""
         keys = [self.keys.log(TASKS), self.keys.job(job_id)]
         for task_id, lane in unfinished:
             keys += (self.keys.task(task_id), lane)

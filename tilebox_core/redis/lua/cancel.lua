@@ -1,10 +1,12 @@
 -- Cancel a job: queued and waiting tasks are dropped; running ones finish without subtasks.
 -- KEYS[1] task log, KEYS[2] job hash, then the job's unfinished task hashes and their lanes.
--- ARGV[1] JobCancelled event. Returns 0 if the job was already cancelled.
-if redis.call('HGET', KEYS[2], 'cancelled') == '1' then
-  return 0
+-- ARGV[1] JobCancelled event, appended when this call cancels the job. A job cancelled already
+-- only has the tasks named dropped (jobs.py names those created while the first call ran).
+-- Returns 1 if this call cancelled the job, 0 if it was cancelled already.
+local first = redis.call('HGET', KEYS[2], 'cancelled') ~= '1'
+if first then
+  redis.call('HSET', KEYS[2], 'cancelled', 1)
 end
-redis.call('HSET', KEYS[2], 'cancelled', 1)
 for i = 3, #KEYS, 2 do
   local f = redis.call('HMGET', KEYS[i], 'state', 'spec', 'entry')
   if f[1] == 'queued' then
@@ -14,6 +16,8 @@ for i = 3, #KEYS, 2 do
     redis.call('HSET', KEYS[i], 'state', 'cancelled')
   end
 end
-append(KEYS[1], ARGV[1])
+if first then
+  append(KEYS[1], ARGV[1])
+end
 flush_events()
-return 1
+return first and 1 or 0

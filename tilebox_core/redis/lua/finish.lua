@@ -5,14 +5,16 @@
 -- KEYS[1] task log, then every other key the tasks name: their job hashes, lanes, task hashes and
 -- job task lists, and every key their chains and subtask specs name.
 -- ARGV[1] runner id, ARGV[2] release id ('' for none), ARGV[3] the tasks' encoded events,
--- concatenated in order, ARGV[4] how many; then per task 11: job hash, lane, task hash, job task
--- list, entry id, outcome (completed | retry | failed | failed_optional | released), compute ms,
--- progress (JSON {label: [done, total]}), subtasks (JSON, see create_tasks; '' for none), claimed
--- ('1': claim.lua recorded the claim; '0': this call records it, and the task's events begin
--- with its TaskClaimed), and its events' extent in ARGV[3], "<number>:<bytes>".
--- Returns per task 1; 0 when fenced off (the lease was lost: another runner owns the task now);
--- 2 when the entry was superseded meanwhile (the job was cancelled while the task ran unclaimed,
--- or the task was requeued): the entry is dropped and nothing is recorded but the cancellation.
+-- concatenated in order, ARGV[4] how many; then 11 per task: job hash, lane, task hash, job task
+-- list, entry id, outcome (domain.tasks.Outcome: completed | retry | failed | failed_optional |
+-- released), compute ms, progress (JSON {label: [done, total]}), subtasks (JSON, see
+-- create_tasks; '' for none), claimed ('1': claim.lua recorded the claim; '0': this call records
+-- it, and the task's events begin with its TaskClaimed), and its events' extent in ARGV[3],
+-- "<number>:<bytes>". Laid out by TaskStore._finish_call.
+-- Returns per task (domain.tasks.FinishStatus) 1; 0 when fenced off (the lease was lost: another
+-- runner owns the task now); 2 when the entry was superseded meanwhile (the job was cancelled
+-- while the task ran unclaimed, or the task was requeued): the entry is dropped and nothing is
+-- recorded but the cancellation.
 -- Per-call work is done once per lane or job: lane entries are acknowledged and deleted per lane
 -- and job counters incremented per job at the end.
 local log, runner, release = KEYS[1], ARGV[1], ARGV[2]
@@ -156,16 +158,17 @@ local function finish(job, lane, task, job_tasks, entry, outcome, compute_ms, pr
     return 2
   end
   drop_later(lane, entry)
+  if (outcome == 'retry' or outcome == 'released') and claimed == '0' and not started_jobs[job] then
+    -- the claim recorded here shows the job started, as claim.lua's would; the other outcomes
+    -- count a result, which shows it too (domain.jobs.job_state)
+    redis.call('HSET', job, 'started', '1')
+    started_jobs[job] = true
+  end
   if outcome == 'released' then
     enqueue(task)
     return 1
   end
   if outcome == 'retry' then
-    -- the other outcomes count a result, which shows the job started (jobs.job_state)
-    if claimed == '0' and not started_jobs[job] then
-      redis.call('HSET', job, 'started', '1')
-      started_jobs[job] = true
-    end
     redis.call('HINCRBY', task, 'attempts', 1)
     if compute_ms ~= '0' then  -- no owner to record: enqueue clears it
       redis.call('HSET', task, 'compute_ms', compute_ms)

@@ -5,10 +5,10 @@
 -- its runner died between two chunks creates each subtask once: tasks that exist are skipped.
 -- Each created subtask counts once in the parent's open count.
 -- KEYS[1] task log, then the job hash, the parent's lane, its task hash, the job's task list,
--- and the task, lane and lane-registry keys the subtasks name.
+-- and the task and lane keys the subtasks name.
 -- ARGV[1] runner id, ARGV[2] the parent's lane entry id, ARGV[3] subtasks (JSON, see
 -- create_tasks), ARGV[4] their TaskSubmitted events, encoded and concatenated in order, ARGV[5]
--- the length of each in bytes, comma-separated.
+-- the length of each in bytes, comma-separated. Laid out by TaskStore._stage_call.
 -- Returns how many subtasks were created, or -1 when fenced off (the lease was lost) or the parent
 -- was superseded: the finish that follows finds out which and drops the entry.
 local job, task, job_tasks = KEYS[2], KEYS[4], KEYS[5]

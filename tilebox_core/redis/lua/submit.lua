@@ -1,6 +1,6 @@
 -- Submit jobs and their root tasks; each job atomically, and all of them in one call.
--- KEYS[1] task log, KEYS[2] jobs index, then every job hash, and task, lane and lane-registry key
--- the jobs' tasks name.
+-- KEYS[1] task log, KEYS[2] jobs index, then every job hash, and task and lane key the jobs'
+-- tasks name. Laid out by TaskStore._submit_call.
 -- ARGV[1] JSON {shapes, jobs} (see TaskStore._submit_call), each job [job hash, job id, submit
 -- time (ms), the length of its description in ARGV[4], root tasks (see create_tasks), number of
 -- events, their length in bytes]; ARGV[2] the jobs' encoded events, concatenated in order,

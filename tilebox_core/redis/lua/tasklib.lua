@@ -8,7 +8,8 @@
 -- dependants, whose chain is '[{"k":"<its key>","d":[]}]'), compute_ms. Fields at their
 -- default (attempts, runner, release, compute_ms 0) are absent: every hash field costs the server
 -- about a command's work. When a task ran is in the log (TaskClaimed, TaskCompleted).
--- States: waiting -> queued -> running -> computed | failed | failed_optional | cancelled.
+-- States (domain.tasks.TaskState): waiting -> queued -> running -> computed | failed |
+-- failed_optional | cancelled.
 --
 -- A lane entry carries what a runner needs to run its task (see add_entry): the runner reads it
 -- with the entry and need not read the task hash before it runs the task.
@@ -140,15 +141,13 @@ end
 
 -- Create sibling tasks from their JSON (see TaskStore.specs_payload), in order, queueing those
 -- without dependencies: {job, tail, shapes, tasks}. Each task is [shape, key, id, input, deps,
--- node] (deps '0' and node '' may be left out: most tasks have them), a shape [lane, lane
--- registry, the spec's fields but id and job as JSON without braces]; its chain is '[' .. node
+-- node] (deps '0' and node '' may be left out: most tasks have them), a shape [lane, the spec's
+-- fields but id and job as JSON without braces]; its chain is '[' .. node
 -- .. tail, the node written here when empty. The task hash is written once, queued or waiting;
 -- with ``listed`` the ids are appended to the job's task list, in one command per call, not one
 -- per task (a job's roots are not: its description names them).
 -- With ``made`` (staged creation, see stage.lua) a task that exists already is skipped, and
 -- made[i] tells whether the i-th task was created. Returns how many tasks were created.
-local registered = {}  -- lanes added to their cluster's registry in this call
-
 local function create_tasks(job_tasks_key, payload, listed, made)
   local job, tail, shapes, tasks = payload.job, payload.tail, payload.shapes, payload.tasks
   local ids, created = {}, 0
@@ -159,7 +158,7 @@ local function create_tasks(job_tasks_key, payload, listed, made)
       made[i] = create
     end
     if create then
-      local lane, registry, spec = unpack(shapes[t[1]])
+      local lane, spec = unpack(shapes[t[1]])
       local id, input, deps, node = t[3], t[4], t[5] or '0', t[6] or ''
       -- A root without dependants has no chain stored (nor in its lane entry): it would be
       -- '[{"k":"<its key>","d":[]}]', which its readers derive.
@@ -185,10 +184,6 @@ local function create_tasks(job_tasks_key, payload, listed, made)
       else
         redis.call('HSET', task_key, 'spec', spec, 'input', input, 'state', state, 'chain', chain,
           last, value)
-      end
-      if registered[lane] == nil then
-        redis.call('SADD', key(registry), lane)
-        registered[lane] = true
       end
       created = created + 1
       if listed then
