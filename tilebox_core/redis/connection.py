@@ -5,6 +5,7 @@ from __future__ import annotations
 import re
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlparse
 
 import redis
 from redis.backoff import ExponentialBackoff
@@ -23,6 +24,13 @@ def check_url(url: str) -> str:
         raise InvalidInput(
             f"unsupported Redis URL {redacted(url)!r}: use redis://, rediss:// or unix://"
         )
+    try:
+        parsed = urlparse(url)
+        parsed.port  # noqa: B018 - parsing it is the check: urllib raises for a bad port
+    except ValueError as exc:
+        raise InvalidInput(
+            f"invalid Redis URL {redacted(url)!r}: {exc}; write e.g. redis://host:6379/0"
+        ) from None
     return url
 
 
@@ -41,21 +49,29 @@ def connect(
 
     Commands are retried with exponential backoff (the driver's own ``Retry``) on connection
     errors, so a restarting server is ridden over; ``retries`` bounds how long. The numbers come
-    from ``tilebox_core.settings.Settings``.
+    from ``tilebox_core.settings.Settings``. The first answer is waited for ``timeout`` seconds
+    once, not once per retry: a server that does not answer (``rediss://`` against a plain port
+    never completes its handshake) is reported in seconds, not after every retry has timed out.
     """
+    riding = Retry(ExponentialBackoff(cap=backoff_cap, base=backoff_base), retries)
     try:
         tcp = {} if url.startswith("unix://") else {"socket_keepalive": True}
         client = redis.Redis.from_url(
             url,
             socket_connect_timeout=timeout,
             **tcp,
-            retry=Retry(ExponentialBackoff(cap=backoff_cap, base=backoff_base), retries),
-            retry_on_error=[redis.ConnectionError, redis.TimeoutError],
+            retry=Retry(
+                ExponentialBackoff(cap=backoff_cap, base=backoff_base),
+                retries,
+                supported_errors=(redis.ConnectionError,),
+            ),
+            retry_on_error=[redis.ConnectionError],
         )
         info = client.info("server")
     except (redis.RedisError, OSError) as exc:
         raise translated(exc, url, connecting=True) from exc
     check_version(info, url)
+    client.set_retry(riding)
     return client
 
 

@@ -21,7 +21,7 @@ from pathlib import Path
 import msgspec
 import structlog
 
-from tilebox_core.domain.errors import StoreUnavailable
+from tilebox_core.domain.errors import InvalidInput, StoreUnavailable
 
 log = structlog.get_logger(__name__)
 
@@ -65,8 +65,17 @@ class EmbeddedServer:
             return self.url
         return self.start(timeout).url
 
+    def _make_dir(self) -> None:
+        try:
+            self.dir.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise InvalidInput(
+                f"cannot keep the embedded server's data in {self.dir}: {exc.strerror}; set "
+                "TILEBOX_HOME to a writable directory (or TILEBOX_REDIS_URL to a server)"
+            ) from None
+
     def start(self, timeout: float = 15.0) -> ServerStatus:
-        self.dir.mkdir(parents=True, exist_ok=True)
+        self._make_dir()
         with self._lock():
             if self._live_pid() is not None and self._ping():
                 return self.status()
@@ -103,7 +112,7 @@ class EmbeddedServer:
 
     @contextlib.contextmanager
     def _lock(self) -> Iterator[None]:
-        self.dir.mkdir(parents=True, exist_ok=True)
+        self._make_dir()
         with open(self.dir / "lock", "w") as handle:
             fcntl.flock(handle, fcntl.LOCK_EX)
             try:
