@@ -313,3 +313,26 @@ def test_a_task_handed_back_unrun_leaves_its_job_started_either_way(
     assert found.tasks[0].runner_id is None
     assert fold(client.store.replay(TASKS)).jobs[job.id].state == found.state
     assert client.tasks.lane_backlog([lane]) == (1, 0)  # queued again, as a new entry
+
+
+def test_entries_of_different_lanes_with_the_same_id_are_told_apart(
+    client: Client, tmp_path: Path
+) -> None:
+    """One submit call gives the entries it adds to different lanes the same stream ids; a runner
+    that named deliveries by entry id alone recorded one task's claim for another's (a failed
+    task then had no TaskClaimed in the log, a completed one two)."""
+    runner = warmed_up(client, tmp_path)
+    jobs = client.jobs().submit_many(
+        (f"pair-{i}", Leaf(f"l{i}") if i % 2 else Sleep(i)) for i in range(200)
+    )
+    entries = client.tasks.tasks([t for j in jobs for t in client.tasks.task_ids(j.id)], ["entry"])
+    assert len({e["entry"] for e in entries}) < len(entries)  # the ids do repeat across lanes
+    runner.run_all()
+    claims = [
+        e for e in (s.event for s in client.store.replay(TASKS)) if isinstance(e, TaskClaimed)
+    ]
+    assert len(claims) == len({c.task_id for c in claims})  # each task's own claim, once
+    claimed = {c.task_id for c in claims}
+    for job in jobs:
+        (task,) = client.jobs().find(job.id).tasks
+        assert task.state == "computed" and task.id in claimed

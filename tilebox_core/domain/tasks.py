@@ -185,6 +185,12 @@ class ClaimedTask(msgspec.Struct, frozen=True, gc=False):
     chain: str  # JSON: the task and its ancestors, with their dependants (see tasklib.lua)
     cluster: str
 
+    @property
+    def key(self) -> tuple[str, str]:
+        """(lane, entry id): what names one delivery. An entry id alone does not: ids are per
+        stream, and one script call gives entries it adds to different lanes the same id."""
+        return (self.lane, self.entry)
+
 
 class Delivery(msgspec.Struct, frozen=True, gc=False):
     """A lane entry handed to a runner: fresh, or taken over after its lease expired."""

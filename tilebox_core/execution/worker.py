@@ -143,13 +143,14 @@ class TaskRunner:
         self._failure: BaseException | None = None  # what stopped this run (see _fail)
         self._background: threading.Thread | None = None  # the run of a ``with`` block
         self._background_failure: BaseException | None = None
-        self._in_flight: dict[str, ClaimedTask] = {}  # entry id -> task
-        self._recording: set[str] = set()  # entries whose finish call is under way
+        # Deliveries are named by ClaimedTask.key, (lane, entry id): entry ids repeat across lanes.
+        self._in_flight: dict[tuple[str, str], ClaimedTask] = {}
+        self._recording: set[tuple[str, str]] = set()  # deliveries whose finish is under way
         # Tasks whose claims are to be recorded with their results: entry id -> (task, when it
         # started running (None before), its TaskClaimed, stamped when it was received). One
         # running longer than FLUSH_SECONDS has its claim recorded by the heartbeat thread,
         # holding _claiming meanwhile (see _claim_overdue).
-        self._unclaimed: dict[str, tuple[ClaimedTask, float | None, TaskClaimed]] = {}
+        self._unclaimed: dict[tuple[str, str], tuple[ClaimedTask, float | None, TaskClaimed]] = {}
         self._claiming = threading.Lock()
         self._idle: set[int] = set()  # worker threads that found nothing to do
         self._done = threading.Event()  # set when the run is over; ends the heartbeat
@@ -396,12 +397,12 @@ class TaskRunner:
         # stamped now, when they were received, however much later they are recorded
         claims = self._claimed_events(tasks) if deferred else {}
         with self._lock:
-            self._in_flight.update((t.entry, t) for t in tasks)
+            self._in_flight.update((t.key, t) for t in tasks)
             if deferred:
-                self._unclaimed.update((t.entry, (t, None, claims[t.entry])) for t in tasks)
+                self._unclaimed.update((t.key, (t, None, claims[t.key])) for t in tasks)
         pending = collections.deque(tasks)
         finishes: list[Finish] = []
-        handed: set[str] = set()  # entries of the tasks whose results the recorder has
+        handed: set[tuple[str, str]] = set()  # deliveries whose results the recorder has
         since = began = time.monotonic()
         try:
             while pending:
@@ -412,11 +413,11 @@ class TaskRunner:
                     rest = [task, *pending]
                     with self._lock:
                         for t in rest:
-                            self._unclaimed.pop(t.entry, None)
-                    kept = {t.entry for t in self._claim([Delivery(t) for t in rest], claims)}
-                    self._forget(t for t in rest if t.entry not in kept)
-                    pending = collections.deque(t for t in pending if t.entry in kept)
-                    if task.entry not in kept:
+                            self._unclaimed.pop(t.key, None)
+                    kept = {t.key for t in self._claim([Delivery(t) for t in rest], claims)}
+                    self._forget(t for t in rest if t.key not in kept)
+                    pending = collections.deque(t for t in pending if t.key in kept)
+                    if task.key not in kept:
                         continue
                 # Draining: hand back what has not started rather than run it now.
                 if self._stopping.is_set():
@@ -424,10 +425,10 @@ class TaskRunner:
                 else:
                     if deferred:
                         with self._lock:
-                            self._unclaimed[task.entry] = (
+                            self._unclaimed[task.key] = (
                                 task,
                                 time.monotonic(),
-                                claims[task.entry],
+                                claims[task.key],
                             )
                     started = time.perf_counter()
                     finish = self._execute(task)
@@ -436,7 +437,7 @@ class TaskRunner:
                     if len(finish.subtasks) > STAGE_CHUNK:
                         self._claim([Delivery(task)], claims)  # before its subtasks are staged
                     else:  # recorded with the result
-                        finish = msgspec.structs.replace(finish, claim=claims[task.entry])
+                        finish = msgspec.structs.replace(finish, claim=claims[task.key])
                 finishes.append(finish)
                 # Fast tasks are recorded in batches; a batch is handed over once it is
                 # FLUSH_SECONDS old, so a slow task's result (and its dependants) is not held back.
@@ -448,14 +449,14 @@ class TaskRunner:
         finally:
             with self._lock:
                 for t in tasks:
-                    self._unclaimed.pop(t.entry, None)
-            self._forget(t for t in tasks if t.entry not in handed)
+                    self._unclaimed.pop(t.key, None)
+            self._forget(t for t in tasks if t.key not in handed)
 
     def _claimed_meanwhile(self, task: ClaimedTask) -> bool:
         """Whether the heartbeat thread recorded the claim of ``task`` while it ran (it ran long);
         if it is recording it now, waits: a claim is recorded before the result."""
         with self._lock:
-            if self._unclaimed.pop(task.entry, None) is not None:
+            if self._unclaimed.pop(task.key, None) is not None:
                 return False
         with self._claiming:
             return True
@@ -467,7 +468,7 @@ class TaskRunner:
             now = time.monotonic()
             with self._lock:
                 overdue = {
-                    task.entry: (task, started, claim)
+                    task.key: (task, started, claim)
                     for task, started, claim in self._unclaimed.values()
                     if started is not None and now - started >= FLUSH_SECONDS
                 }  # fmt: skip
@@ -491,15 +492,15 @@ class TaskRunner:
         """Whether tasks are fast enough to have their claims recorded with their results."""
         return self._task_seconds is not None and self._task_seconds < CLAIM_AHEAD_SECONDS
 
-    def _hand_over(self, finishes: list[Finish], handed: set[str]) -> None:
+    def _hand_over(self, finishes: list[Finish], handed: set[tuple[str, str]]) -> None:
         self._results.put(finishes)
-        handed.update(finish.task.entry for finish in finishes)
+        handed.update(finish.task.key for finish in finishes)
 
     def _forget(self, tasks: Iterable[ClaimedTask]) -> None:
         """No longer in flight here: their leases are not renewed, and expire."""
         with self._lock:
             for task in tasks:
-                self._in_flight.pop(task.entry, None)
+                self._in_flight.pop(task.key, None)
 
     def _record(self) -> None:
         """Record finished tasks, a batch per call, in a thread of its own: the server stores one
@@ -536,7 +537,7 @@ class TaskRunner:
         self, finishes: list[Finish], between: Callable[[], None] | None = None
     ) -> None:
         statuses: list[FinishStatus] = []
-        entries = {finish.task.entry for finish in finishes}
+        entries = {finish.task.key for finish in finishes}
         with self._lock:
             self._recording |= entries
         try:
@@ -559,25 +560,25 @@ class TaskRunner:
                 self.log.info("result dropped: the task was cancelled or requeued while it ran",
                               task_id=finish.task.task_id)  # fmt: skip
 
-    def _claimed_events(self, tasks: Sequence[ClaimedTask]) -> dict[str, TaskClaimed]:
+    def _claimed_events(self, tasks: Sequence[ClaimedTask]) -> dict[tuple[str, str], TaskClaimed]:
         """Entry id -> TaskClaimed of each of ``tasks``, claimed now."""
         origin = self.client.origin()
         return {
-            t.entry: TaskClaimed(**origin.stamp(), job_id=t.job_id, task_id=t.task_id,
+            t.key: TaskClaimed(**origin.stamp(), job_id=t.job_id, task_id=t.task_id,
                                  runner_id=self.id, release_id=self.release_id)
             for t in tasks
         }  # fmt: skip
 
     def _claim(
-        self, deliveries: list[Delivery], stamped: dict[str, TaskClaimed] | None = None
+        self, deliveries: list[Delivery], stamped: dict[tuple[str, str], TaskClaimed] | None = None
     ) -> list[ClaimedTask]:
         """Record the claims of ``deliveries`` before their tasks run; the tasks to run.
         ``stamped``: TaskClaimed events made when tasks were received (by entry), else made now."""
         origin = self.client.origin()
         claims = stamped or {}
-        if any(d.task.entry not in claims for d in deliveries):
+        if any(d.task.key not in claims for d in deliveries):
             claims = {**self._claimed_events([d.task for d in deliveries]), **claims}
-        requests = [self._claim_of(d, claims[d.task.entry], origin) for d in deliveries]
+        requests = [self._claim_of(d, claims[d.task.key], origin) for d in deliveries]
         statuses = self.store.claim(self.id, self.release_id, requests)
         claimed = []
         for d, status in zip(deliveries, statuses):
@@ -687,8 +688,8 @@ class TaskRunner:
             renew_at = time.monotonic() + interval
             with self._lock:
                 by_lane: dict[str, list[str]] = {}
-                for entry, task in self._in_flight.items():
-                    by_lane.setdefault(task.lane, []).append(entry)
+                for task in self._in_flight.values():
+                    by_lane.setdefault(task.lane, []).append(task.entry)
             if not by_lane:
                 continue
             try:
@@ -696,7 +697,7 @@ class TaskRunner:
             except StoreUnavailable as exc:
                 self.log.warning("lease renewal failed", error=str(exc))
                 continue
-            lost = {e for entries in by_lane.values() for e in entries} - renewed
+            lost = {(lane, e) for lane, entries in by_lane.items() for e in entries} - renewed
             if lost:
                 with self._lock:  # entries finished since the snapshot (or finishing) were not lost
                     lost &= self._in_flight.keys() - self._recording

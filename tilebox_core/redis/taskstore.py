@@ -452,17 +452,17 @@ class TaskStore:
         return [_CLAIM_STATUS[status] for status in replies]
 
     @translate_errors
-    def renew(self, runner_id: str, entries_by_lane: dict[str, list[str]]) -> set[str]:
-        """Renew leases of entries still owned; returns the entries renewed."""
+    def renew(self, runner_id: str, entries_by_lane: dict[str, list[str]]) -> set[tuple[str, str]]:
+        """Renew leases of entries still owned; returns the (lane, entry) renewed."""
         pipe = self.redis.pipeline(transaction=False)
         lanes = [lane for lane, entries in entries_by_lane.items() if entries]
         for lane in lanes:
             self._scripts["renew"](
                 keys=[lane], args=[runner_id, *entries_by_lane[lane]], client=pipe
             )
-        renewed: set[str] = set()
-        for result in pipe.execute():
-            renewed.update(_s(e) for e in result)
+        renewed: set[tuple[str, str]] = set()
+        for lane, result in zip(lanes, pipe.execute()):
+            renewed.update((lane, _s(e)) for e in result)
         return renewed
 
     # --- finishing --------------------------------------------------------------------------------
