@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import io
 import json
 import os
@@ -165,6 +166,7 @@ class Story:
 
     def close(self) -> None:
         for process in self.runners:
+            runtimes = children(process.pid)  # their own sessions: not killed with the runner
             if process.poll() is None:
                 process.send_signal(signal.SIGTERM)  # drains its runtime processes
             try:
@@ -172,9 +174,22 @@ class Story:
             except subprocess.TimeoutExpired:
                 process.kill()
                 process.wait(10)
+            for pid in runtimes:  # a failed test may leave one running a task that never ends
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(pid, signal.SIGKILL)
             if process.stderr:
                 process.stderr.close()
         self.client.close()
+
+
+def children(pid: int) -> list[int]:
+    """The processes whose parent is ``pid`` (Linux /proc)."""
+    found = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        with contextlib.suppress(OSError, IndexError, ValueError):
+            if int(stat.read_text().rsplit(")", 1)[1].split()[1]) == pid:
+                found.append(int(stat.parent.name))
+    return found
 
 
 @pytest.fixture
