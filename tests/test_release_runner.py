@@ -183,13 +183,18 @@ class Story:
 
 
 def children(pid: int) -> list[int]:
-    """The processes whose parent is ``pid`` (Linux /proc)."""
-    found = []
-    for stat in Path("/proc").glob("[0-9]*/stat"):
-        with contextlib.suppress(OSError, IndexError, ValueError):
-            if int(stat.read_text().rsplit(")", 1)[1].split()[1]) == pid:
-                found.append(int(stat.parent.name))
-    return found
+    """The processes whose parent is ``pid``."""
+    found = subprocess.run(["pgrep", "-P", str(pid)], capture_output=True, text=True)
+    return [int(p) for p in found.stdout.split()]
+
+
+def gone(pid: int) -> bool:
+    """``pid`` has exited (a zombie counts: its parent was killed, nobody reaps it at once)."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return True
+    return Path(f"/proc/{pid}/stat").read_text().split(") ", 1)[1].startswith("Z")
 
 
 @pytest.fixture
@@ -456,19 +461,31 @@ def test_runtime_processes_do_not_outlive_a_killed_runner(story: Story) -> None:
     story.deploy(story.publish("orphan"))
     runner = story.start_runner()
     wait_for(lambda: any(s.status == "running" for r in story.live("default") for s in r.releases))
-    children = subprocess.run(["pgrep", "-P", str(runner.pid)], capture_output=True, text=True)
-    pids = [int(p) for p in children.stdout.split()]
+    pids = children(runner.pid)
     assert pids
     runner.kill()  # kill -9: no chance to stop its runtime processes itself
     runner.wait(10)
+    wait_for(lambda: all(gone(pid) for pid in pids), 30)
 
-    def gone(pid: int) -> bool:
-        try:
-            os.kill(pid, 0)
-        except ProcessLookupError:
-            return True
-        return Path(f"/proc/{pid}/stat").read_text().split(") ", 1)[1].startswith("Z")
 
+def test_an_orphaned_runtime_whose_task_never_ends_exits_after_the_drain_timeout(
+    story: Story,
+) -> None:
+    running = story.tmp / "running"
+    release = story.publish("forever", "v1.0", f"""
+import pathlib
+pathlib.Path({str(running)!r}).touch()
+while True:
+    time.sleep(0.05)
+""")  # fmt: skip
+    story.deploy(release)
+    runner = story.start_runner("default", "--drain-timeout", "1")
+    story.client.jobs().submit_by_name("forever", "scenes.Fetch", "v1.0", '{"scene": "1"}')
+    wait_for(running.exists)
+    pids = children(runner.pid)
+    assert pids
+    runner.kill()  # kill -9: the runtime drains, but its task would never let it
+    runner.wait(10)
     wait_for(lambda: all(gone(pid) for pid in pids), 30)
 
 

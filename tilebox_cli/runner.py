@@ -27,11 +27,14 @@ def runner() -> None:
               help="'uv': a cached virtual environment per release lock (uv.lock/pyproject.toml).")  # fmt: skip
 @click.option("--lease", type=click.FloatRange(min=0.1), default=30.0, show_default=True,
               help="Seconds a claimed task stays leased without a heartbeat before others take it.")  # fmt: skip
+@click.option("--drain-timeout", type=click.FloatRange(min=0.1), default=300.0, show_default=True,
+              help="Seconds in-flight tasks may take to finish on SIGTERM (or when this runner "
+                   "dies) before their processes are stopped; the tasks then run elsewhere.")  # fmt: skip
 @json_option
 @pass_app
 def start(
     app: AppContext, cluster: str | None, processes: int, stop_when_idling: bool, environment: str,
-    lease: float,
+    lease: float, drain_timeout: float,
 ) -> None:  # fmt: skip
     """Watch the cluster's deployments and run their tasks until SIGTERM (which drains)."""
     level = app.log_level or "info"
@@ -39,7 +42,7 @@ def start(
     configure_logging(level, log_format)
     release_runner = ReleaseRunner(
         app.client, cluster, processes, stop_when_idle=stop_when_idling, environment=environment,
-        lease_seconds=lease, log_level=level, log_format=log_format,
+        lease_seconds=lease, drain_seconds=drain_timeout, log_level=level, log_format=log_format,
     )  # fmt: skip
     app.client.clusters().find(release_runner.cluster)  # an unknown cluster fails before anything
     if app.json:

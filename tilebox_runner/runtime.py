@@ -13,10 +13,12 @@ from the environment so that ``command = [...]`` releases can start the same way
     TILEBOX_LEASE_SECONDS                             lease of a claimed task (default 30)
     TILEBOX_UNTIL_IDLE=1                              exit once nothing is left (--stop-when-idling)
     TILEBOX_SUPERVISOR_PID                            drain and exit when that process is gone
+    TILEBOX_DRAIN_SECONDS                             ... within this long (default 300), then exit
     TILEBOX_LOG_LEVEL, TILEBOX_LOG_FORMAT             debug|info|warning|error, console|json
     TILEBOX_DISCOVER=1                                a build's runtime check: print the tasks, exit
 
-Exit codes: 0 after a drain or when idle, 3 when the runner object cannot be loaded.
+Exit codes: 0 after a drain or when idle, 3 when the runner object cannot be loaded, 4 when the
+release runner is gone and the drain did not finish in time.
 """
 
 from __future__ import annotations
@@ -39,6 +41,7 @@ from .discover import emit_discovery, load_runner
 from .settings import RuntimeSettings
 
 LOAD_FAILED = 3
+ORPHAN_TIMEOUT = 4  # orphaned, and its in-flight tasks did not finish in time
 
 log = structlog.get_logger(__name__)
 
@@ -62,7 +65,7 @@ def serve(runner: Runner, settings: RuntimeSettings | None = None) -> None:
         release_id=settings.release_id,
     )
     if settings.supervisor_pid is not None:
-        _stop_when_orphaned(settings.supervisor_pid, task_runner.stop)
+        _stop_when_orphaned(settings.supervisor_pid, task_runner.stop, settings.drain_seconds)
     freeze_heap()
     with client:
         if settings.until_idle:
@@ -71,16 +74,24 @@ def serve(runner: Runner, settings: RuntimeSettings | None = None) -> None:
             task_runner.run_forever()
 
 
-def _stop_when_orphaned(supervisor_pid: int, stop: Callable[[], None]) -> None:
+def _stop_when_orphaned(
+    supervisor_pid: int, stop: Callable[[], None], drain_seconds: float
+) -> None:
     """Drain and exit if the supervisor dies (even by kill -9): a runtime must not outlive the
-    release runner that decides which releases run. Polling the parent works on every POSIX system,
-    unlike Linux's PR_SET_PDEATHSIG."""
+    release runner that decides which releases run. A task that does not finish within
+    ``drain_seconds`` is abandoned (the process exits; the task's lease expires and another runner
+    runs it), as the supervisor would have killed it. Polling the parent works on every POSIX
+    system, unlike Linux's PR_SET_PDEATHSIG."""
 
     def watch() -> None:
         while os.getppid() == supervisor_pid:
             time.sleep(0.5)
-        log.warning("release runner is gone; draining", supervisor_pid=supervisor_pid)
+        log.warning("release runner is gone; draining", supervisor_pid=supervisor_pid,
+                    within_seconds=drain_seconds)  # fmt: skip
         stop()
+        time.sleep(drain_seconds)
+        log.error("drain did not finish in time; exiting", within_seconds=drain_seconds)
+        os._exit(ORPHAN_TIMEOUT)  # no clean shutdown to wait for: its tasks are leased elsewhere
 
     threading.Thread(target=watch, name="tilebox-orphan-watch", daemon=True).start()
 

@@ -16,6 +16,9 @@ from tilebox_core.execution.worker import DEFAULT_LEASE
 from tilebox_core.settings import Environment, Settings, choice, flag, seconds, whole
 
 LOG_LEVELS = ("debug", "info", "warning", "error")
+DRAIN_SECONDS = 300.0
+"""How long a draining runtime may finish its in-flight tasks before it exits regardless (their
+leases then expire and other runners run them again)."""
 LOG_FORMATS = ("console", "json")
 
 
@@ -27,6 +30,7 @@ class RuntimeSettings(msgspec.Struct, frozen=True, kw_only=True):
     lease_seconds: float = DEFAULT_LEASE
     until_idle: bool = False  # exit once nothing is left (--stop-when-idling)
     supervisor_pid: int | None = None  # drain and exit when that process is gone
+    drain_seconds: float = DRAIN_SECONDS  # an orphaned runtime's drain, at most
     log_level: str = "info"
     log_format: str = "console"
     discover: bool = False  # a build's runtime check: print the tasks and exit
@@ -43,6 +47,7 @@ class RuntimeSettings(msgspec.Struct, frozen=True, kw_only=True):
             lease_seconds=env.parse("TILEBOX_LEASE_SECONDS", seconds, DEFAULT_LEASE),
             until_idle=env.parse("TILEBOX_UNTIL_IDLE", flag, False),
             supervisor_pid=env.parse("TILEBOX_SUPERVISOR_PID", whole(1), None),
+            drain_seconds=env.parse("TILEBOX_DRAIN_SECONDS", seconds, DRAIN_SECONDS),
             log_level=env.parse("TILEBOX_LOG_LEVEL", choice(LOG_LEVELS), "info"),
             log_format=env.parse("TILEBOX_LOG_FORMAT", choice(LOG_FORMATS), "console"),
             discover=env.parse("TILEBOX_DISCOVER", flag, False),
@@ -55,6 +60,7 @@ class RuntimeSettings(msgspec.Struct, frozen=True, kw_only=True):
             "TILEBOX_CONCURRENCY": str(self.concurrency),
             "TILEBOX_LEASE_SECONDS": repr(self.lease_seconds),
             "TILEBOX_UNTIL_IDLE": "1" if self.until_idle else "0",
+            "TILEBOX_DRAIN_SECONDS": repr(self.drain_seconds),
             "TILEBOX_LOG_LEVEL": self.log_level,
             "TILEBOX_LOG_FORMAT": self.log_format,
             "TILEBOX_DISCOVER": "1" if self.discover else "0",

@@ -34,7 +34,7 @@ from tilebox_core.execution.worker import DEFAULT_LEASE, install_signal_handlers
 from .environment import MODES, python_for
 from .release_cache import ReleaseCache
 from .runtime import LOAD_FAILED
-from .settings import RuntimeSettings
+from .settings import DRAIN_SECONDS, RuntimeSettings
 
 log = structlog.get_logger(__name__)
 
@@ -43,7 +43,6 @@ log = structlog.get_logger(__name__)
 # the outage lasts: its runtimes ride it out themselves, and are restarted if they give up).
 RESTART_BASE, RESTART_CAP = 2.0, 60.0
 UNAVAILABLE_BASE, UNAVAILABLE_CAP = 0.05, 5.0
-DRAIN_SECONDS = 300.0
 
 
 @dataclass
@@ -76,6 +75,7 @@ class ReleaseRunner:
         block_ms: int = 500,
         environment: str = "inherit",
         lease_seconds: float | None = None,
+        drain_seconds: float = DRAIN_SECONDS,
         log_level: str = "info",
         log_format: str = "console",
     ) -> None:
@@ -94,6 +94,7 @@ class ReleaseRunner:
         self.block_ms = block_ms
         self.environment = environment
         self.lease_seconds = DEFAULT_LEASE if lease_seconds is None else lease_seconds
+        self.drain_seconds = drain_seconds
         self.log_level, self.log_format = log_level, log_format
         self.registry = client.runners
         self.runtimes: dict[str, Runtime] = {}
@@ -205,6 +206,7 @@ class ReleaseRunner:
             lease_seconds=self.lease_seconds,
             until_idle=self.stop_when_idle,
             supervisor_pid=os.getpid(),
+            drain_seconds=self.drain_seconds,
             log_level=self.log_level,
             log_format=self.log_format,
         )
@@ -280,7 +282,7 @@ class ReleaseRunner:
         """SIGTERM every runtime and wait for the drains (bounded), then deregister."""
         for runtime in self.runtimes.values():
             self._retire(runtime, "runner stopping")
-        deadline = time.monotonic() + DRAIN_SECONDS
+        deadline = time.monotonic() + self.drain_seconds
         for process in self.draining:
             try:
                 process.wait(max(0.0, deadline - time.monotonic()))
