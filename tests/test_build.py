@@ -185,3 +185,23 @@ def test_fingerprint_ignores_order_but_not_content() -> None:
     assert same != release_fingerprint("other", digest, "demo.runner:runner", None, [a, b])
     changed = ReleaseTask("demo.B", "v1.0", {"title": "B", "type": "array"})
     assert same != release_fingerprint("demo", digest, "demo.runner:runner", None, [a, changed])
+
+
+def test_a_build_keeps_the_last_few_artifacts_and_their_caches(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from tilebox_core.build import release
+
+    monkeypatch.setattr(release, "KEEP_BUILDS", 2)
+    config, _ = marked_project(tmp_path)
+    builds = []
+    for i in range(4):
+        write_files(config.root, {"demo/extra.py": f"X = {i}\n"})
+        builds.append(build_release(config))
+    build_dir = config.root / ".tilebox" / "build"
+    kept = sorted(p.name for p in build_dir.glob("*.tar.zst"))
+    assert kept == sorted(b.artifact_path.name for b in builds[-2:])
+    caches = sorted(p.stem for p in (build_dir / "cache").glob("*.json"))
+    assert caches == sorted(b.artifact_path.name.removesuffix(".tar.zst") for b in builds[-2:])
+    # the newest is reused as before: an unchanged project builds from the cache
+    assert build_release(config).cached is True

@@ -3,7 +3,8 @@ what a release of this content would be, all without touching Redis.
 
 Local output lives in ``<root>/.tilebox/build/`` (never selected into an artifact):
 
-- ``<digest-hex>.tar.zst``: artifacts, named by content;
+- ``<digest-hex>.tar.zst``: artifacts, named by content; the newest ``KEEP_BUILDS`` are kept (with
+  their discovery caches), older ones are removed when a new one is written;
 - ``cache/<digest-hex>.json``: the tasks discovered from that artifact, for one runner/command and
   Python interpreter, so an unchanged project is not imported again;
 - ``manifest.json``: the stat and content hash of every file packed into the last artifact. When
@@ -59,6 +60,7 @@ _FORMAT = 1  # bump when the manifest or cache layout changes; older files are t
 _RACY_WINDOW_NS = 2_000_000_000  # coarsest common mtime resolution (FAT: 2 s)
 _T = TypeVar("_T")
 _SHM = "/dev/shm"
+KEEP_BUILDS = 5  # artifacts kept in .tilebox/build: the last few, to compare or publish again
 
 
 @dataclass(frozen=True)
@@ -227,6 +229,32 @@ def _save_artifact(build_dir: Path, packed: Packed, digest: str, scanned_ns: int
     _save_manifest(
         build_dir, _Manifest(_FORMAT, scanned_ns, digest, len(packed.data), packed.files)
     )
+    prune_builds(build_dir, keep=KEEP_BUILDS)
+
+
+def prune_builds(build_dir: Path, keep: int) -> list[Path]:
+    """Remove all but the ``keep`` newest artifacts of ``build_dir`` and the discovery caches of
+    the removed ones; the removed paths. Builds are local and rebuilt from the project at will:
+    without this, every edit-build cycle left a copy of the project behind for ever."""
+    artifacts = sorted(build_dir.glob("*.tar.zst"), key=lambda p: _mtime_ns(p), reverse=True)
+    removed = []
+    for old in artifacts[keep:]:
+        for path in (old, build_dir / "cache" / (old.name.removesuffix(".tar.zst") + ".json")):
+            try:
+                path.unlink()
+            except FileNotFoundError:
+                continue
+            removed.append(path)
+    if removed:
+        log.debug("build.pruned", removed=len(removed), kept=keep)
+    return removed
+
+
+def _mtime_ns(path: Path) -> int:
+    try:
+        return path.stat().st_mtime_ns
+    except OSError:
+        return 0
 
 
 def _save_manifest(build_dir: Path, manifest: _Manifest) -> None:
