@@ -129,7 +129,7 @@ def test_a_parent_staging_again_with_other_chunks_creates_each_subtask_once(
     assert submitted == [root.task_id] + [s.id for s in specs]
     assert client.tasks.task_ids(job.id) == [root.task_id] + [s.id for s in specs]
     assert client.redis.hget(client.store.keys.task(root.task_id), "open") == b"2501"
-    states = client.tasks.tasks([s.id for s in specs], ["state"])
+    states = client.tasks.tasks([s.id for s in specs], ["state"], job.id)
     assert {row["state"] for row in states} == {"queued"}
 
 
