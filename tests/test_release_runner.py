@@ -24,7 +24,6 @@ from tilebox_core.build.config import load_config
 from tilebox_core.build.release import build_release
 from tilebox_core.domain.events import ReleaseTask, TaskClaimed
 from tilebox_core.redis.liveness import RunnerInfo
-from tilebox_core.redis.taskstore import TASKS
 
 TILEBOX = str(Path(sys.executable).parent / "tilebox")
 
@@ -157,7 +156,7 @@ class Story:
         return self.trace.read_text().split()
 
     def claims(self, job_id: str) -> list[TaskClaimed]:
-        return [s.event for s in self.client.store.replay(TASKS)
+        return [s.event for s in self.client.tasks.replay()
                 if isinstance(s.event, TaskClaimed) and s.event.job_id == job_id]  # fmt: skip
 
     def state(self, job_id: str) -> str:

@@ -34,7 +34,7 @@ from tilebox_core.domain.events import (
     TaskReleased,
     TaskSubmitted,
 )
-from tilebox_core.redis.taskstore import STAGE_CHUNK, TASKS
+from tilebox_core.redis.taskstore import STAGE_CHUNK
 
 ROOT = Path(__file__).resolve().parents[1]
 FANOUT = "tests.tasks_fixture:FanOut,tests.tasks_fixture:Sleep"
@@ -81,7 +81,7 @@ def pclient(private_server: ServerProcess, team: str) -> Iterator[Client]:
 
 
 def events_of(client: Client, kind: type) -> list:
-    return [s.event for s in client.store.replay(TASKS) if isinstance(s.event, kind)]
+    return [s.event for s in client.tasks.replay() if isinstance(s.event, kind)]
 
 
 def assert_exactly_once(client: Client, job_id: str) -> None:

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import collections
 import datetime as dt
-import heapq
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from typing import Any, NamedTuple
 
@@ -325,24 +324,15 @@ class History:
     def _merged(
         self, since: dt.datetime | None, until: dt.datetime | None
     ) -> Iterator[tuple[str, Stored]]:
-        """The control log and every shard's task log, merged in time order: by stream id, which
-        is the server's millisecond clock and a sequence number; entries of equal ids in
-        different logs in log order (control first, then the shards in order)."""
+        """The control log and every shard's task log, merged in time order (see
+        ``EventStore.replay_merged``)."""
         after = _after(since)
         end = str(position_ms(until)) if until else "+"
-        logs = [self._tagged(rank, log, after, end) for rank, log in enumerate(self._streams())]
-        return ((log, stored) for _, log, stored in heapq.merge(*logs, key=lambda item: item[0]))
+        return self._client.store.replay_merged(self._streams(), after, end)
 
     def _streams(self) -> Sequence[str]:
         """The team's log streams: the control log, then the task log of each shard."""
         return [self._client.store.keys.log(CONTROL), *self._client.tasks.log_streams()]
-
-    def _tagged(
-        self, rank: int, log: str, after: str, end: str
-    ) -> Iterator[tuple[tuple[int, int, int], str, Stored]]:
-        for stored in self._client.store.replay_stream(log, after=after, until=end):
-            ms, seq = _order(stored.position)
-            yield (ms, seq, rank), log, stored
 
 
 def _after(since: dt.datetime | None) -> str:

@@ -7,10 +7,10 @@ Driver errors are translated here into the project's own errors (``StoreUnavaila
 from __future__ import annotations
 
 import functools
+import heapq
 from collections.abc import Callable, Iterator, Sequence
 from importlib import resources
 from typing import Any, NamedTuple, ParamSpec, TypeVar
-
 
 from tilebox_core.domain.errors import ArtifactError
 from tilebox_core.domain.events import Codec, Event, UnknownEvent
@@ -153,6 +153,25 @@ class EventStore:
             if len(entries) < REPLAY_PAGE:
                 return
             after = _text(entries[-1][0])
+
+    def replay_merged(
+        self, streams: Sequence[str], after: str = "0-0", until: str = "+"
+    ) -> Iterator[tuple[str, Stored]]:
+        """``replay`` of several log streams (the control log, a task-plane shard's log) merged
+        in time order, as (stream, event): by stream id, which is the server's millisecond clock
+        and a sequence number; entries of equal ids in different streams in the order of
+        ``streams``. One stream is replayed as it is."""
+        if len(streams) == 1:
+            return ((streams[0], stored) for stored in self.replay_stream(streams[0], after, until))
+        tagged = (self._ranked(r, s, after, until) for r, s in enumerate(streams))
+        return ((stream, stored) for _, stream, stored in heapq.merge(*tagged))
+
+    def _ranked(
+        self, rank: int, stream: str, after: str, until: str
+    ) -> Iterator[tuple[tuple[int, int, int], str, Stored]]:
+        for stored in self.replay_stream(stream, after, until):
+            ms, _, seq = stored.position.partition("-")
+            yield (int(ms), int(seq), rank), stream, stored
 
     @translate_errors
     def wait(self, log: str, after: str, block_ms: int, count: int = PAGE) -> list[Stored]:

@@ -45,7 +45,7 @@ from tilebox_core.domain.tasks import (
 
 from .connection import Routes, masters, pack
 from .errors import translated
-from .eventstore import EventStore, load_script, translate_errors
+from .eventstore import EventStore, Stored, load_script, translate_errors
 from .keys import MAX_SHARDS, Keys, TaskKeys, shard_of
 
 TASKS = "tasks"  # name of the task-plane event log
@@ -226,6 +226,10 @@ class TaskStore:
     def log_streams(self) -> list[str]:
         """The task log's streams, one per shard, in shard order."""
         return [shard.log(TASKS) for shard in self.shards]
+
+    def replay(self, after: str = "0-0", until: str = "+") -> Iterator[Stored]:
+        """The task log: every shard's, merged in time order (``EventStore.replay_merged``)."""
+        return (stored for _, stored in self.events.replay_merged(self.log_streams(), after, until))
 
     def task_key_prefix(self, job_id: str) -> str:
         """What the task keys of job ``job_id`` begin with (a task key is it plus the task id)."""
