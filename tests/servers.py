@@ -201,14 +201,21 @@ class ClusterProcess:
 
     name = "valkey-cluster"
 
-    def __init__(self, data_dir: Path, masters: int = 3, replicas: int = 0) -> None:
+    def __init__(
+        self, data_dir: Path, masters: int = 3, replicas: int = 0, appendfsync: str = "always",
+        launcher: Callable[[Path], list[str]] | None = None, node_timeout_ms: int = 1000,
+    ) -> None:  # fmt: skip
+        """``launcher(node dir)``: a command to run each node under (benchmarks: callgrind, with
+        a longer ``node_timeout_ms``, or the slowed nodes would take each other for dead)."""
         self.dir = data_dir
         self.masters_count = masters
         ports = cluster_ports(masters * (1 + replicas))
         mode = ["--cluster-enabled", "yes", "--cluster-config-file", "nodes.conf",
-                "--cluster-node-timeout", "1000", "--cluster-replica-validity-factor", "0"]  # fmt: skip
+                "--cluster-node-timeout", str(node_timeout_ms),
+                "--cluster-replica-validity-factor", "0", "--appendfsync", appendfsync]  # fmt: skip
         self.nodes = [
-            ServerProcess(f"node-{port}", valkey_binary(), data_dir / str(port), mode)
+            ServerProcess(f"node-{port}", valkey_binary(), data_dir / str(port), mode,
+                          launcher(data_dir / str(port)) if launcher else None)  # fmt: skip
             for port in ports
         ]
         for node, port in zip(self.nodes, ports):

@@ -369,7 +369,7 @@ class TaskStore:
         """
         shards = self.fix_shards()
         script = self._scripts["submit"].script  # EVAL: no NOSCRIPT to recover mid-pipeline
-        calls = (call for chunk in _numbered(chunks) for call in self._submit_calls(chunk, shards))
+        calls = self._submit_calls(_numbered(chunks), shards)
         # (keys, args, where the call's jobs are in the results), sent and not answered yet
         unanswered: collections.deque[tuple[list[str], list[Any], list[int]]] = collections.deque()
         results: dict[int, bool] = {}
@@ -411,16 +411,34 @@ class TaskStore:
         return [results[i] for i in range(len(results))]
 
     def _submit_calls(
-        self, jobs: list[tuple[int, NewJob]], shards: list[TaskKeys]
+        self, chunks: Iterator[list[tuple[int, NewJob]]], shards: list[TaskKeys]
     ) -> Iterator[tuple[list[str], list[Any], list[int]]]:
-        """The submit script calls of a chunk of (index, job): one per shard the jobs fall in,
-        with the indexes of its jobs."""
-        by_shard: dict[int, list[tuple[int, NewJob]]] = {}
-        for index, job in jobs:
-            by_shard.setdefault(shard_of(job.id, len(shards)), []).append((index, job))
-        for shard, numbered in by_shard.items():
-            keys, args = self._submit_call(shards[shard], [job for _, job in numbered])
-            yield keys, args, [index for index, _ in numbered]
+        """The submit script calls of chunks of (index, job), with the indexes of each call's
+        jobs. Over several shards the jobs are gathered per shard and a call made once a shard
+        has a chunk's worth (the rest at the end): a call per shard per chunk would cost the
+        server a script call per few jobs (measured: 1.6 times the CPU per single-task job)."""
+        if len(shards) == 1:
+            for chunk in chunks:
+                keys, args = self._submit_call(shards[0], [job for _, job in chunk])
+                yield keys, args, [index for index, _ in chunk]
+            return
+        gathered: dict[int, list[tuple[int, NewJob]]] = {}
+        size = 1
+        for chunk in chunks:
+            size = max(size, len(chunk))
+            for index, job in chunk:
+                shard = shard_of(job.id, len(shards))
+                gathered.setdefault(shard, []).append((index, job))
+                if len(gathered[shard]) >= size:
+                    yield self._numbered_call(shards[shard], gathered.pop(shard))
+        for shard, numbered in gathered.items():
+            yield self._numbered_call(shards[shard], numbered)
+
+    def _numbered_call(
+        self, shard: TaskKeys, numbered: list[tuple[int, NewJob]]
+    ) -> tuple[list[str], list[Any], list[int]]:
+        keys, args = self._submit_call(shard, [job for _, job in numbered])
+        return keys, args, [index for index, _ in numbered]
 
     # --- claiming ---------------------------------------------------------------------------------
 
