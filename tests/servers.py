@@ -213,11 +213,12 @@ class ClusterProcess:
         mode = ["--cluster-enabled", "yes", "--cluster-config-file", "nodes.conf",
                 "--cluster-node-timeout", str(node_timeout_ms),
                 "--cluster-replica-validity-factor", "0", "--appendfsync", appendfsync]  # fmt: skip
-        self.nodes = [
-            ServerProcess(f"node-{port}", valkey_binary(), data_dir / str(port), mode,
-                          launcher(data_dir / str(port)) if launcher else None)  # fmt: skip
-            for port in ports
-        ]
+        self.nodes = []
+        for port in ports:
+            under = launcher(data_dir / str(port)) if launcher else None
+            self.nodes.append(
+                ServerProcess(f"node-{port}", valkey_binary(), data_dir / str(port), mode, under)
+            )
         for node, port in zip(self.nodes, ports):
             node.port = port
         self.replicas_of = {  # master port -> its replicas' ports
