@@ -21,11 +21,12 @@ CLUSTER = ClusterProcess.name
 
 def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
     """Every test using ``server`` runs on each backend; one marked ``cluster`` on the cluster
-    too."""
+    too, and one marked ``cluster(only=True)`` on the cluster alone."""
     if "server" in metafunc.fixturenames:
         names = sorted(BACKENDS)
-        if metafunc.definition.get_closest_marker("cluster") is not None:
-            names.append(CLUSTER)
+        marker = metafunc.definition.get_closest_marker("cluster")
+        if marker is not None:
+            names = [CLUSTER] if marker.kwargs.get("only") else [*names, CLUSTER]
         metafunc.parametrize("server", names, indirect=True, scope="session")
 
 

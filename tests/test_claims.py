@@ -89,6 +89,7 @@ def test_a_task_slower_than_it_looked_shows_running_while_it_runs(
     assert claim.at - started < dt.timedelta(seconds=0.025)
 
 
+@pytest.mark.cluster
 def test_results_of_tasks_cancelled_while_they_ran_unclaimed_are_dropped(
     client: Client, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -113,13 +114,14 @@ def test_results_of_tasks_cancelled_while_they_ran_unclaimed_are_dropped(
     }
 
 
+@pytest.mark.cluster
 def test_a_task_queued_in_a_job_cancelled_meanwhile_is_not_completed(
     client: Client, tmp_path: Path
 ) -> None:
     runner = warmed_up(client, tmp_path)
     job = client.jobs().submit("late", Leaf("created-while-the-cancel-ran"))
     # as if the cancel had read the job's tasks before this one was created by its parent
-    client.redis.hset(client.store.keys.job(job.id), "cancelled", "1")
+    client.redis.hset(client.tasks.shard(job.id).job(job.id), "cancelled", "1")
     runner.run_all()
     done = client.jobs().find(job.id)
     assert done.state == "cancelled" and done.tasks_by_state == {"cancelled": 1}
@@ -133,7 +135,7 @@ def test_one_finish_records_the_tasks_it_accepts_and_drops_the_others(
     runner = warmed_up(client, tmp_path)
     jobs = client.jobs().submit_many((f"job-{i}", Leaf(str(i))) for i in range(4))
     for late in jobs[0], jobs[2]:  # cancelled as their tasks run: one batch, one finish
-        client.redis.hset(client.store.keys.job(late.id), "cancelled", "1")
+        client.redis.hset(client.tasks.shard(late.id).job(late.id), "cancelled", "1")
     runner.run_all()
     done = [client.jobs().find(j.id) for j in jobs]
     assert [j.state for j in done] == ["cancelled", "completed", "cancelled", "completed"]

@@ -6,6 +6,7 @@ import collections
 import os
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -204,3 +205,21 @@ def test_malformed_cluster_urls_are_refused_before_connecting(url: str) -> None:
     assert result.returncode == 1
     [line] = result.stderr.strip().splitlines()
     assert "TILEBOX_REDIS_URL" in line and "redis+cluster://host:port" in line
+
+
+def test_history_merges_and_follows_every_shard(client: Client, tmp_path: Path) -> None:
+    from tests.tasks_fixture import Leaf
+
+    jobs = client.jobs().submit_many((f"j{i}", Leaf(str(i))) for i in range(24))
+    client.runner(tasks=[Leaf], cache_root=tmp_path).run_all()
+    listed = list(client.events().list(types=["JobSubmitted", "TaskCompleted"]))
+    assert {s.event.job_id for s in listed} == {j.id for j in jobs}  # type: ignore[union-attr]
+    order = [(int(ms), int(seq)) for ms, seq in (s.position.split("-") for s in listed)]
+    assert order == sorted(order)  # in time order across the shards
+    follow = client.events().follow(types=["JobSubmitted"], limit=0, block_ms=2000)
+    late = threading.Timer(0.3, lambda: client.jobs().submit("late", Leaf("x")))
+    late.start()
+    try:
+        assert next(follow).event.name == "late"  # type: ignore[union-attr]
+    finally:
+        late.join()

@@ -7,7 +7,6 @@ from pathlib import Path
 
 import msgspec
 import pytest
-import redis
 
 from tests.conftest import Cli
 from tests.servers import ServerProcess
@@ -18,10 +17,13 @@ from tilebox_core.execution.context import TaskContext
 from tilebox_core.task import CurrentTask, input_schema
 from tilebox_runner import Runner
 
+pytestmark = pytest.mark.cluster
+
 
 def job_count(server: ServerProcess, team: str) -> int:
-    with redis.Redis.from_url(server.url) as r:
-        return int(r.zcard(f"tilebox:{{{team}}}:jobs"))
+    """Jobs in the team's index, over every shard."""
+    with Client(server.url, team=team) as client:
+        return sum(int(client.redis.zcard(shard.jobs)) for shard in client.tasks.shards)
 
 
 def deploy_leaf(client: Client) -> None:

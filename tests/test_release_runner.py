@@ -184,6 +184,22 @@ def story(private_server: ServerProcess, team: str, tmp_path: Path) -> Iterator[
 
 
 def test_seed_story_failed_job_is_retried_after_a_compatible_fix(story: Story) -> None:
+    seed_story(story)
+
+
+@pytest.fixture
+def cluster_story(server: ServerProcess, team: str, tmp_path: Path) -> Iterator[Story]:
+    s = Story(server, team, tmp_path)
+    yield s
+    s.close()
+
+
+@pytest.mark.cluster(only=True)
+def test_seed_story_on_a_cluster(cluster_story: Story) -> None:
+    seed_story(cluster_story)  # a release runner on a Valkey Cluster, end to end
+
+
+def seed_story(story: Story) -> None:
     broken = story.publish("v10", "v1.0", 'raise RuntimeError("bug in v1.0")')
     story.deploy(broken)
     story.start_runner()

@@ -941,7 +941,8 @@ class TaskStore:
         for shard in shards:
             pipe.zrevrangebyscore(shard.jobs, until_ms, since_ms, start=0, num=limit,
                                   withscores=True)  # fmt: skip
-        newest = heapq.merge(*pipe.execute(), key=lambda pair: -pair[1])
+        # each newest first, equal times by id descending, as one index would give them
+        newest = heapq.merge(*pipe.execute(), key=lambda pair: (pair[1], pair[0]), reverse=True)
         return [_s(job_id) for job_id, _ in list(newest)[:limit]]
 
     @translate_errors
