@@ -22,7 +22,11 @@ CLUSTER = ClusterProcess.name
 def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
     """Every test using ``server`` runs on each backend; one marked ``cluster`` on the cluster
     too, and one marked ``cluster(only=True)`` on the cluster alone."""
-    if "server" in metafunc.fixturenames:
+    chosen = any(
+        "server" in str(m.args[0]).replace(" ", "").split(",")
+        for m in metafunc.definition.iter_markers("parametrize")
+    )  # a test that names its backends itself
+    if "server" in metafunc.fixturenames and not chosen:
         names = sorted(BACKENDS)
         marker = metafunc.definition.get_closest_marker("cluster")
         if marker is not None:

@@ -70,7 +70,9 @@ def test_a_master_killed_mid_job_loses_no_task_and_completes_none_twice(
                                cache_root=tmp_path / "cache")  # fmt: skip
         with runner:
             wait_for(lambda: computed() >= 40, timeout=60)
+            before = computed()
             master.kill()  # kill -9 the master of the job's shard, mid-job
+            assert before < 241
             replica = replicated.promote_replica_of(master)
             done = client.jobs().wait(job.id, timeout=120)
         assert replica.port in replicated.replicas_of[master.port]

@@ -28,6 +28,7 @@ import msgspec
 from redis import exceptions as rex
 from redis.connection import Connection, ConnectionPool
 
+from tilebox_core.domain.errors import StoreUnavailable
 from tilebox_core.domain.events import Event, TaskSubmitted
 from tilebox_core.domain.identifiers import parse_version
 from tilebox_core.domain.tasks import (
@@ -44,7 +45,6 @@ from tilebox_core.domain.tasks import (
 )
 
 from .connection import Routes, masters, pack
-from .errors import translated
 from .eventstore import EventStore, Stored, load_script, translate_errors
 from .keys import MAX_SHARDS, Keys, TaskKeys, shard_of
 
@@ -176,6 +176,7 @@ class TaskStore:
             for name in ("submit", "claim", "renew", "finish", "stage", "retry", "cancel")
         }
         self._shards: list[TaskKeys] | None = None
+        self._recorded = False  # the number of shards was read from the server
         self._lane_groups: dict[tuple[str, ...], list[list[str]]] = {}
         self._turn = 0  # the shard a multi-shard read starts with, in turn (see _read_shards)
 
@@ -193,7 +194,7 @@ class TaskStore:
     def fix_shards(self) -> list[TaskKeys]:
         """Record the team's number of shards if it has none yet (SET NX: the first writer wins,
         and it never changes); the shards. Called before anything is written to the task plane."""
-        if self._shards is None or self._recorded_shards() is None:
+        if self._shards is None or not self._recorded:
             self.redis.set(self.keys.shards, str(self._default_shards()), nx=True)
             self._shards = self._layout(self._recorded_shards() or self._default_shards())
         return self._shards
@@ -202,12 +203,14 @@ class TaskStore:
         value = self.redis.get(self.keys.shards)
         if value is None:
             return None
-        count = int(value)
-        if not 1 <= count <= MAX_SHARDS:
-            raise translated(
-                rex.DataError(f"{self.keys.shards} holds {count}, not 1..{MAX_SHARDS}")
+        text = _s(value)
+        if not text.isdigit() or not 1 <= int(text) <= MAX_SHARDS:
+            raise StoreUnavailable(
+                f"{self.keys.shards} holds {text!r}, not a number of shards (1-{MAX_SHARDS}): it "
+                "was changed by hand; set it back to the team's number of shards"
             )
-        return count
+        self._recorded = True
+        return int(text)
 
     def _default_shards(self) -> int:
         """One shard on a single server (the layout of every version before shards), else
