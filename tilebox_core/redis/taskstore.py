@@ -179,6 +179,7 @@ class TaskStore:
         self._recorded = False  # the number of shards was read from the server
         self._lane_groups: dict[tuple[str, ...], list[list[str]]] = {}
         self._turn = 0  # the shard a multi-shard read starts with, in turn (see _read_shards)
+        self._last_lanes: tuple[Sequence[str] | None, list[list[str]]] = (None, [])
 
     # --- shards -----------------------------------------------------------------------------------
 
@@ -259,6 +260,8 @@ class TaskStore:
     def _groups(self, lanes: Sequence[str]) -> list[list[str]]:
         """``lanes`` by shard (by hash tag), in order of first appearance; remembered, as a
         runner asks for the same lanes on every read."""
+        if lanes is self._last_lanes[0]:  # a runner's own list, read after read
+            return self._last_lanes[1]
         key = tuple(lanes)
         groups = self._lane_groups.get(key)
         if groups is None:
@@ -266,6 +269,7 @@ class TaskStore:
             for lane in lanes:
                 by_tag.setdefault(lane[lane.index("{") : lane.index("}")], []).append(lane)
             groups = self._lane_groups[key] = list(by_tag.values())
+        self._last_lanes = (lanes, groups)
         return groups
 
     @translate_errors
@@ -337,10 +341,37 @@ class TaskStore:
         for index, (key, _) in enumerate(commands):
             by_node.setdefault(node(key), []).append(index)
         replies: list[Any] = [None] * len(commands)
+        if len(by_node) > 1:
+            with contextlib.suppress(rex.RedisError):  # else node by node, with retries
+                return self._raw_nodes(commands, list(by_node.values()))
         for indexes in by_node.values():
             send = _sender([commands[i][1] for i in indexes])
             for index, reply in zip(indexes, self.routes.call(commands[indexes[0]][0], send)):
                 replies[index] = reply
+        return replies
+
+    def _raw_nodes(self, commands: list[tuple[str, bytes]], groups: list[list[int]]) -> list[Any]:
+        """``_raw_many`` sent to every node before any reply is read: one round trip, however
+        many nodes. Any error (a reply that is one, a lost node) is raised: ``_raw_many`` then
+        sends them node by node, with its retries (they are reads, or CLIENT UNBLOCK)."""
+        replies: list[Any] = [None] * len(commands)
+        held: list[tuple[ConnectionPool, Connection, list[int]]] = []
+        try:
+            for indexes in groups:
+                pool = self.routes.pool(commands[indexes[0]][0])
+                connection = pool.get_connection()
+                held.append((pool, connection, indexes))
+                connection.send_packed_command([commands[i][1] for i in indexes])
+            for _, connection, indexes in held:
+                for index in indexes:
+                    replies[index] = connection.read_response()
+        except BaseException:
+            for _, connection, _ in held:
+                connection.disconnect()
+            raise
+        finally:
+            for pool, connection, _ in held:
+                pool.release(connection)
         return replies
 
     # --- submitting -------------------------------------------------------------------------------
@@ -465,18 +496,17 @@ class TaskStore:
         the function returned goes on with the others until it has ``count`` entries, and blocks
         on all of them when none has any (``_read_shards``)."""
         groups = self._groups(lanes)
-        if len(groups) == 1:
-            first, rest, block = groups[0], [], block_ms
-        else:
-            self._turn = turn = (self._turn + 1) % len(groups)
-            first, rest, block = groups[turn], groups[turn + 1 :] + groups[:turn], -1
-        receive_first = self._read_send(runner_id, first, count, block)
+        if len(groups) == 1:  # one shard: one blocking read, as ever
+            receive_one = self._read_send(runner_id, lanes, count, block_ms)
+            return translate_errors(lambda: [Delivery(t) for t in self._tasks(receive_one())])
+        self._turn = turn = (self._turn + 1) % len(groups)
+        first, rest = groups[turn], groups[turn + 1 :] + groups[:turn]
+        receive_first = self._read_send(runner_id, first, count, -1)
 
         @translate_errors
         def receive() -> list[Delivery]:
             received = receive_first()
-            if rest:
-                received = self._read_shards(runner_id, first, rest, count, block_ms, received)
+            received = self._read_shards(runner_id, first, rest, count, block_ms, received)
             return [Delivery(task) for task in self._tasks(received)]
 
         return receive
@@ -570,13 +600,9 @@ class TaskStore:
                 if connection in answered:
                     received += self._entries(connection.read_response())
             unblock = [(c, i, k) for _, c, i, k in waiting if c not in answered]
-            by_node: dict[str, list[tuple[Connection, int, str]]] = {}
-            for item in unblock:
-                by_node.setdefault(self.routes.node(item[2]), []).append(item)
-            for items in by_node.values():
-                ids = [client_id for _, client_id, _ in items]
-                self._raw_many([(items[0][2], pack("CLIENT", "UNBLOCK", i, "TIMEOUT"))
-                                for i in ids])  # fmt: skip
+            self._raw_many(
+                [(key, pack("CLIENT", "UNBLOCK", i, "TIMEOUT")) for _, i, key in unblock]
+            )
             for connection, _, _ in unblock:
                 received += self._entries(connection.read_response())
         except BaseException as exc:
