@@ -183,11 +183,8 @@ def test_a_cluster_with_unassigned_slots_is_refused(tmp_path: Path) -> None:
         node.kill()
 
 
-def test_an_unreachable_seed_is_skipped_with_a_warning(
-    server: ServerProcess | ClusterProcess,
-) -> None:
-    if not isinstance(server, ClusterProcess):
-        pytest.skip("a cluster's seed list")
+@pytest.mark.cluster(only=True)
+def test_an_unreachable_seed_is_skipped_with_a_warning(server: ClusterProcess) -> None:
     [dead] = cluster_ports(1)
     url = server.url.replace("redis+cluster://", f"redis+cluster://127.0.0.1:{dead},")
     result = tilebox(url, "cluster", "list", "--json")
@@ -225,3 +222,35 @@ def test_history_merges_and_follows_every_shard(client: Client, tmp_path: Path) 
         assert next(follow).event.name == "late"  # type: ignore[union-attr]
     finally:
         late.join()
+
+
+@pytest.mark.cluster(only=True)
+def test_a_read_blocked_on_every_shard_takes_a_task_from_any_and_unblocks_the_rest(
+    server: ClusterProcess, client: Client
+) -> None:
+    from tests.tasks_fixture import Leaf
+
+    lanes = client.tasks.serving_lanes("default", [("test.Leaf", 1, 0)])
+    client.tasks.ensure_lanes(lanes)
+    got: list[object] = []
+    reader = threading.Thread(
+        target=lambda: got.extend(client.tasks.read("reader", lanes, count=1, block_ms=30_000))
+    )
+    reader.start()
+
+    def blocked() -> int:  # clients blocked in XREADGROUP, over the masters
+        count = 0
+        for port in server.replicas_of:
+            with redis.Redis(port=port) as node:
+                count += sum(
+                    c["cmd"] == "xreadgroup" and "b" in c["flags"] for c in node.client_list()
+                )
+        return count
+
+    wait_for(lambda: blocked() == len(client.tasks.shards))  # one per shard
+    job = client.jobs().submit("wake", Leaf("w"))
+    reader.join(20)
+    assert not reader.is_alive()
+    [delivery] = got
+    assert delivery.task.job_id == job.id  # type: ignore[attr-defined]
+    wait_for(lambda: blocked() == 0)  # the other shards' reads were unblocked, not left waiting
