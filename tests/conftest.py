@@ -1,4 +1,5 @@
-"""Fixtures: real servers (embedded Valkey always, system Redis where installed), one team per test."""
+"""Fixtures: real servers (embedded Valkey always, system Redis where installed, and for tests
+marked ``cluster`` a 3-master Valkey Cluster), one team per test."""
 
 from __future__ import annotations
 
@@ -11,10 +12,26 @@ import pytest
 import structlog
 from click.testing import CliRunner, Result
 
-from tests.servers import ServerProcess, available_backends
+from tests.servers import ClusterProcess, ServerProcess, available_backends
 from tilebox_core import Client
 
 BACKENDS = available_backends()
+CLUSTER = ClusterProcess.name
+
+
+def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
+    """Every test using ``server`` runs on each backend; one marked ``cluster`` on the cluster
+    too, and one marked ``cluster(only=True)`` on the cluster alone."""
+    chosen = any(
+        "server" in str(m.args[0]).replace(" ", "").split(",")
+        for m in metafunc.definition.iter_markers("parametrize")
+    )  # a test that names its backends itself
+    if "server" in metafunc.fixturenames and not chosen:
+        names = sorted(BACKENDS)
+        marker = metafunc.definition.get_closest_marker("cluster")
+        if marker is not None:
+            names = [CLUSTER] if marker.kwargs.get("only") else [*names, CLUSTER]
+        metafunc.parametrize("server", names, indirect=True, scope="session")
 
 
 @pytest.fixture(autouse=True)
@@ -35,13 +52,19 @@ def _isolated_environment(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> It
     structlog.reset_defaults()
 
 
-@pytest.fixture(scope="session", params=sorted(BACKENDS))
+@pytest.fixture(scope="session")
 def server(
     request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
-) -> Iterator[ServerProcess]:
-    """A server shared by the session's tests of one backend; tests isolate by team."""
+) -> Iterator[ServerProcess | ClusterProcess]:
+    """A server (or cluster) shared by the session's tests of one backend; tests isolate by
+    team."""
     name = request.param
-    process = ServerProcess(name, BACKENDS[name], tmp_path_factory.mktemp(name)).start()
+    process: ServerProcess | ClusterProcess
+    if name == CLUSTER:
+        process = ClusterProcess(tmp_path_factory.mktemp(name)).start()
+    else:
+        process = ServerProcess(name, BACKENDS[name], tmp_path_factory.mktemp(name))
+        process.start()
     yield process
     process.stop()
 
@@ -60,7 +83,7 @@ def team() -> str:
 
 
 @pytest.fixture
-def client(server: ServerProcess, team: str) -> Iterator[Client]:
+def client(server: ServerProcess | ClusterProcess, team: str) -> Iterator[Client]:
     with Client(server.url, team=team, actor="user:test") as c:
         yield c
 
@@ -86,7 +109,7 @@ class Cli:
 
 
 @pytest.fixture
-def cli(server: ServerProcess, team: str) -> Cli:
+def cli(server: ServerProcess | ClusterProcess, team: str) -> Cli:
     return Cli(server.url, team)
 
 

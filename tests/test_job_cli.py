@@ -7,7 +7,6 @@ from pathlib import Path
 
 import msgspec
 import pytest
-import redis
 
 from tests.conftest import Cli
 from tests.servers import ServerProcess
@@ -15,14 +14,16 @@ from tests.tasks_fixture import Flaky, Leaf
 from tilebox_core import Client, InvalidInput, Task
 from tilebox_core.domain.events import ReleaseTask, TaskFailed
 from tilebox_core.execution.context import TaskContext
-from tilebox_core.redis.taskstore import TASKS
 from tilebox_core.task import CurrentTask, input_schema
 from tilebox_runner import Runner
 
+pytestmark = pytest.mark.cluster
+
 
 def job_count(server: ServerProcess, team: str) -> int:
-    with redis.Redis.from_url(server.url) as r:
-        return int(r.zcard(f"tilebox:{{{team}}}:jobs"))
+    """Jobs in the team's index, over every shard."""
+    with Client(server.url, team=team) as client:
+        return sum(int(client.redis.zcard(shard.jobs)) for shard in client.tasks.shards)
 
 
 def deploy_leaf(client: Client) -> None:
@@ -126,7 +127,7 @@ def test_undecodable_input_fails_the_task_not_the_runner(client: Client, tmp_pat
     client.runner(tasks=[Leaf], cache_root=tmp_path).run_all()
     assert client.jobs().find(bad.id).state == "failed"
     assert client.jobs().find(good.id).state == "completed"
-    failure = next(s.event for s in client.store.replay(TASKS) if isinstance(s.event, TaskFailed))
+    failure = next(s.event for s in client.tasks.replay() if isinstance(s.event, TaskFailed))
     assert failure.reason == "input" and "Expected `str`, got `int`" in failure.error
     assert not failure.will_retry
 

@@ -20,11 +20,18 @@ from tilebox_core.domain.task_projection import fold
 from tilebox_core.domain.tasks import Finish, FinishStatus, NewJob, Outcome
 from tilebox_core.jobs import SUBMIT_CHUNK, Job, new_job, submitted_event, task_spec
 from tilebox_core.redis import taskstore
-from tilebox_core.redis.taskstore import STAGE_CHUNK, TASKS
+from tilebox_core.redis.taskstore import STAGE_CHUNK
+
+pytestmark = pytest.mark.cluster
+
+
+def task_log_length(client: Client) -> int:
+    """Entries in the task log, over every shard."""
+    return sum(int(client.redis.xlen(log)) for log in client.tasks.log_streams())
 
 
 def task_events(client: Client, kind: type) -> list:
-    return [s.event for s in client.store.replay(TASKS) if isinstance(s.event, kind)]
+    return [s.event for s in client.tasks.replay() if isinstance(s.event, kind)]
 
 
 @pytest.fixture
@@ -77,8 +84,9 @@ def test_a_parent_completes_once_all_its_many_subtasks_have(
     done = client.jobs().find(job.id)
     assert done.state == "completed" and done.tasks_by_state == {"computed": 153}
     wide = next(t for t in done.tasks if t.name == "test.Wide")
-    assert client.redis.hget(client.store.keys.task(wide.id), "open") == b"0"
-    assert client.redis.hget(client.store.keys.job(job.id), "open") == b"0"
+    shard = client.tasks.shard(job.id)
+    assert client.redis.hget(shard.task(wide.id), "open") == b"0"
+    assert client.redis.hget(shard.job(job.id), "open") == b"0"
 
 
 def test_a_large_fan_out_is_created_in_chunks_before_its_parent_completes(
@@ -88,7 +96,7 @@ def test_a_large_fan_out_is_created_in_chunks_before_its_parent_completes(
     client.runner(tasks=[FanOut, Sleep], cache_root=tmp_path).run_all()
     done = client.jobs().find(job.id)
     assert done.state == "completed" and done.tasks_by_state == {"computed": STAGE_CHUNK + 501}
-    events = [s.event for s in client.store.replay(TASKS)]
+    events = [s.event for s in client.tasks.replay()]
     root = done.tasks[0].id
     completed = next(
         i for i, e in enumerate(events) if isinstance(e, TaskCompleted) and e.task_id == root
@@ -107,7 +115,7 @@ def test_a_parent_staging_again_with_other_chunks_creates_each_subtask_once(
     # have another size: whole chunks made before are skipped, a chunk made in part is looked
     # up task by task, and the rest is created; each subtask once, with one TaskSubmitted.
     job = client.jobs().submit("restaged", FanOut(0))
-    lane = client.tasks.lane("default", "test.FanOut", "v1.0")
+    lane = client.tasks.lane("default", "test.FanOut", "v1.0", job.id)
     [delivery] = client.tasks.read("runner-a", [lane], count=1, block_ms=1000)
     root = delivery.task
     specs = [
@@ -128,8 +136,8 @@ def test_a_parent_staging_again_with_other_chunks_creates_each_subtask_once(
     submitted = [e.task_id for e in task_events(client, TaskSubmitted)]
     assert submitted == [root.task_id] + [s.id for s in specs]
     assert client.tasks.task_ids(job.id) == [root.task_id] + [s.id for s in specs]
-    assert client.redis.hget(client.store.keys.task(root.task_id), "open") == b"2501"
-    states = client.tasks.tasks([s.id for s in specs], ["state"])
+    assert client.redis.hget(client.tasks.shard(job.id).task(root.task_id), "open") == b"2501"
+    states = client.tasks.tasks([s.id for s in specs], ["state"], job.id)
     assert {row["state"] for row in states} == {"queued"}
 
 
@@ -140,10 +148,13 @@ def test_submit_many_creates_each_job_in_order(client: Client, tmp_path: Path) -
     assert len({j.id for j in jobs}) == count
     assert all(j.state == "queued" and j.tasks_by_state == {"queued": 1} for j in jobs)
     assert client.jobs().find(jobs[-1].id).tasks[0].state == "queued"
-    submitted = task_events(client, JobSubmitted)
-    assert [e.job_id for e in submitted] == [j.id for j in jobs]
+    submitted = [e.job_id for e in task_events(client, JobSubmitted)]
+    assert sorted(submitted) == sorted(j.id for j in jobs)
+    for shard in client.tasks.shards:  # in submission order in each shard (all, with one)
+        ids = {j.id for j in jobs if client.tasks.shard(j.id) is shard}
+        assert [i for i in submitted if i in ids] == [j.id for j in jobs if j.id in ids]
     # The events of a call share log entries: far fewer entries than events.
-    assert client.redis.xlen(client.store.keys.log(TASKS)) < count
+    assert task_log_length(client) < count
     client.runner(tasks=[Leaf], prefetch=64, cache_root=tmp_path).run_all()
     assert {client.jobs().find(j.id, with_tasks=False).state for j in jobs} == {"completed"}
     assert len(task_events(client, TaskCompleted)) == count
@@ -161,7 +172,7 @@ def test_submit_many_checks_every_job_before_submitting_any(client: Client) -> N
     with pytest.raises(InvalidInput, match="needs at least one task"):
         client.jobs().submit_many([("fine", Leaf("a")), ("empty", [])])
     assert client.jobs().query() == []
-    assert client.redis.xlen(client.store.keys.log(TASKS)) == 0
+    assert task_log_length(client) == 0
 
 
 def test_a_retried_submission_of_a_job_is_not_duplicated(client: Client) -> None:
@@ -169,9 +180,9 @@ def test_a_retried_submission_of_a_job_is_not_duplicated(client: Client) -> None
     specs = [task_spec(Leaf("once"), new_id(), "default")]
     job = new_job(origin, 0, "once", "default", specs, 0)
     assert client.tasks.submit_jobs([[job]]) == [True]
-    entries = client.redis.xlen(client.store.keys.log(TASKS))
+    entries = task_log_length(client)
     assert client.tasks.submit_jobs([[job]]) == [False]  # e.g. resent after a lost reply
-    assert client.redis.xlen(client.store.keys.log(TASKS)) == entries
+    assert task_log_length(client) == entries
     assert client.jobs().find(job.id).total_tasks == 1
     # Resent with a new job in the same call: only the new job's events are appended.
     other = new_job(origin, 0, "other", "default", [task_spec(Leaf("new"), new_id(), "default")], 0)
@@ -237,7 +248,7 @@ def test_a_cancel_drops_the_tasks_a_finish_created_while_it_ran(
     # The cancel reads the job's unstarted tasks, then drops them in a script; a finish that runs
     # in between creates tasks the first read did not see: they are dropped too, not left waiting.
     job = client.jobs().submit("racing", FanOut(0))
-    lane = client.tasks.lane("default", *FanOut.identifier())
+    lane = client.tasks.lane("default", *FanOut.identifier(), job.id)
     [delivery] = client.tasks.read("runner-a", [lane], count=1, block_ms=1000)
     root = delivery.task
     first, second = (subtask_id(root.task_id, i) for i in range(2))
@@ -259,7 +270,12 @@ def test_a_cancel_drops_the_tasks_a_finish_created_while_it_ran(
     monkeypatch.setattr(client.tasks, "cancel", finishing_first)
     done = client.jobs().cancel(job.id)
     assert done.state == "cancelled" and done.tasks_by_state == {"computed": 1, "cancelled": 2}
-    assert client.tasks.lane_backlog([client.tasks.lane("default", *Leaf.identifier())]) == (0, 0)
-    assert [t.state for t in fold(client.store.replay(TASKS)).tasks.values()] == [
+    assert client.tasks.lane_backlog(
+        [client.tasks.lane("default", *Leaf.identifier(), job.id)]
+    ) == (
+        0,
+        0,
+    )
+    assert [t.state for t in fold(client.tasks.replay()).tasks.values()] == [
         t.state for t in done.tasks
     ]

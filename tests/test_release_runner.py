@@ -25,7 +25,6 @@ from tilebox_core.build.config import load_config
 from tilebox_core.build.release import build_release
 from tilebox_core.domain.events import ReleaseTask, TaskClaimed
 from tilebox_core.redis.liveness import RunnerInfo
-from tilebox_core.redis.taskstore import TASKS
 
 TILEBOX = str(Path(sys.executable).parent / "tilebox")
 
@@ -158,7 +157,7 @@ class Story:
         return self.trace.read_text().split()
 
     def claims(self, job_id: str) -> list[TaskClaimed]:
-        return [s.event for s in self.client.store.replay(TASKS)
+        return [s.event for s in self.client.tasks.replay()
                 if isinstance(s.event, TaskClaimed) and s.event.job_id == job_id]  # fmt: skip
 
     def state(self, job_id: str) -> str:
@@ -205,6 +204,22 @@ def story(private_server: ServerProcess, team: str, tmp_path: Path) -> Iterator[
 
 
 def test_seed_story_failed_job_is_retried_after_a_compatible_fix(story: Story) -> None:
+    seed_story(story)
+
+
+@pytest.fixture
+def cluster_story(server: ServerProcess, team: str, tmp_path: Path) -> Iterator[Story]:
+    s = Story(server, team, tmp_path)
+    yield s
+    s.close()
+
+
+@pytest.mark.cluster(only=True)
+def test_seed_story_on_a_cluster(cluster_story: Story) -> None:
+    seed_story(cluster_story)  # a release runner on a Valkey Cluster, end to end
+
+
+def seed_story(story: Story) -> None:
     broken = story.publish("v10", "v1.0", 'raise RuntimeError("bug in v1.0")')
     story.deploy(broken)
     story.start_runner()

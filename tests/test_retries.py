@@ -14,6 +14,8 @@ from tilebox_core.domain.events import Event, Origin
 from tilebox_core.domain.projection import ControlState
 from tilebox_core.redis.eventstore import CONTROL
 
+pytestmark = pytest.mark.cluster
+
 
 @pytest.mark.parametrize(
     ("attempt", "base", "cap", "most"),

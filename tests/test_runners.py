@@ -34,7 +34,7 @@ from tilebox_core.domain.events import (
     TaskReleased,
     TaskSubmitted,
 )
-from tilebox_core.redis.taskstore import STAGE_CHUNK, TASKS
+from tilebox_core.redis.taskstore import STAGE_CHUNK
 
 ROOT = Path(__file__).resolve().parents[1]
 FANOUT = "tests.tasks_fixture:FanOut,tests.tasks_fixture:Sleep"
@@ -81,7 +81,7 @@ def pclient(private_server: ServerProcess, team: str) -> Iterator[Client]:
 
 
 def events_of(client: Client, kind: type) -> list:
-    return [s.event for s in client.store.replay(TASKS) if isinstance(s.event, kind)]
+    return [s.event for s in client.tasks.replay() if isinstance(s.event, kind)]
 
 
 def assert_exactly_once(client: Client, job_id: str) -> None:
@@ -152,6 +152,7 @@ def test_runners_ride_over_a_server_restart(
     assert_exactly_once(pclient, job.id)
 
 
+@pytest.mark.cluster
 def test_failed_task_is_retried_then_fixed_by_a_compatible_release(
     client: Client, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -177,6 +178,7 @@ def test_failed_task_is_retried_then_fixed_by_a_compatible_release(
     assert_exactly_once(client, job.id)
 
 
+@pytest.mark.cluster
 def test_runners_claim_only_what_they_can_run(client: Client, tmp_path: Path) -> None:
     client.clusters().create("other")
     here = client.jobs().submit("here", Leaf("x"))
@@ -237,6 +239,7 @@ def test_sigterm_drains_and_exits(runners: Runners, pclient: Client, tmp_path: P
         assert pclient.jobs().find(event.job_id).state in ("queued", "running", "completed")
 
 
+@pytest.mark.cluster
 def test_cancel_stops_handing_out_tasks(client: Client, tmp_path: Path) -> None:
     job = client.jobs().submit("cancel-me", FanOut(5))
     client.jobs().cancel(job.id)
@@ -246,6 +249,7 @@ def test_cancel_stops_handing_out_tasks(client: Client, tmp_path: Path) -> None:
     assert events_of(client, TaskClaimed) == []
 
 
+@pytest.mark.cluster
 def test_cancel_lets_running_tasks_finish_without_subtasks(
     client: Client, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -264,6 +268,7 @@ def test_cancel_lets_running_tasks_finish_without_subtasks(
     assert done.tasks_by_state == {"computed": 1}  # it finished; its 5 subtasks were not queued
 
 
+@pytest.mark.cluster
 def test_run_all_returns_after_a_cancel_in_a_lane_it_read_before(
     client: Client, tmp_path: Path
 ) -> None:

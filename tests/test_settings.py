@@ -73,8 +73,8 @@ def test_a_bad_url_is_refused_without_showing_its_password() -> None:
         Settings.from_env({"TILEBOX_REDIS_URL": "http://ana:s3cret@host:6379/0"})
     assert str(caught.value) == (
         "TILEBOX_REDIS_URL='http://ana:***@host:6379/0': unsupported Redis URL "
-        "'http://ana:***@host:6379/0': use redis://, rediss:// or unix://; fix or unset "
-        "TILEBOX_REDIS_URL"
+        "'http://ana:***@host:6379/0': use redis://, rediss://, unix:// or "
+        "redis+cluster://host:port[,host:port...]; fix or unset TILEBOX_REDIS_URL"
     )
 
 

@@ -1,4 +1,5 @@
-"""Event-store contract suite: runs against every real backend (embedded Valkey, system Redis)."""
+"""Event-store contract suite: runs against every real backend (embedded Valkey, system Redis,
+a Valkey Cluster)."""
 
 from __future__ import annotations
 
@@ -9,12 +10,14 @@ import msgspec
 import pytest
 import redis
 
-from tests.servers import ServerProcess
+from tests.servers import ClusterProcess, ServerProcess
 from tilebox_core.domain.errors import ConcurrencyError, StoreUnavailable
 from tilebox_core.domain.events import ClusterCreated, UnknownEvent
 from tilebox_core.domain.ids import new_id, utcnow
 from tilebox_core.redis.eventstore import CONTROL, EventStore
 from tilebox_core.redis.keys import Keys
+
+pytestmark = pytest.mark.cluster
 
 
 def made(team: str, slug: str) -> ClusterCreated:
@@ -22,8 +25,8 @@ def made(team: str, slug: str) -> ClusterCreated:
 
 
 @pytest.fixture
-def store(server: ServerProcess, team: str) -> Iterator[EventStore]:
-    with redis.Redis.from_url(server.url) as client:
+def store(server: ServerProcess | ClusterProcess, team: str) -> Iterator[EventStore]:
+    with server.redis_client() as client:
         yield EventStore(client, Keys("tilebox", team))
 
 

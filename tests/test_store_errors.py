@@ -92,7 +92,7 @@ def test_a_replica_says_to_connect_to_its_primary(
     assert "is a read-only replica: point TILEBOX_REDIS_URL at its primary" in output
 
 
-def test_a_cluster_node_says_it_is_a_cluster(
+def test_a_plain_url_of_a_cluster_node_is_taken_as_the_cluster(
     backend: str, servers: list[ServerProcess], tmp_path: Path
 ) -> None:
     nodes = []
@@ -108,11 +108,13 @@ def test_a_cluster_node_says_it_is_a_cluster(
         bus = int(b.config_get("cluster-port")["cluster-port"])
         a.execute_command("CLUSTER", "MEET", "127.0.0.1", nodes[1].port, bus)
         wait_for(lambda: b"cluster_state:ok" in a.execute_command("CLUSTER", "INFO"))
-        # a team whose keys hash to the other node's slots: node a answers MOVED
+        # a team whose keys hash to the other node's slots: node a would answer MOVED
         team = next(
             t for t in (f"t-{time.monotonic_ns()}-{i}" for i in range(100))
             if a.execute_command("CLUSTER", "KEYSLOT", f"tilebox:{{{t}}}:log") >= 8192
         )  # fmt: skip
-    output = refused(nodes[0].url, team, "cluster", "list")
-    assert "redirected the command to another node" in output
-    assert "this is a Redis Cluster: connect with a cluster URL" in output
+    cli = Cli(nodes[0].url, team)
+    cli("cluster", "create", "dev")  # sent to node b, which serves the team's slot
+    assert "dev" in cli("cluster", "list").output
+    with redis.Redis(port=nodes[1].port) as b:
+        assert b.exists(f"tilebox:{{{team}}}:log:control")

@@ -17,7 +17,6 @@ from tests.servers import ServerProcess
 from tests.tree_tasks import Child, Node
 from tilebox_core import Client, Conflict
 from tilebox_core.domain.task_projection import fold
-from tilebox_core.redis.taskstore import TASKS
 
 
 @st.composite
@@ -95,7 +94,7 @@ def test_the_fold_of_the_task_log_is_what_the_scripts_keep(
                     client.jobs().retry(job.id)
             runner.run_all()
 
-        plane = fold(client.store.replay(TASKS))
+        plane = fold(client.tasks.replay())
         assert sorted(plane.jobs) == sorted(j.id for j in jobs)
         for job in jobs:
             found, folded = client.jobs().find(job.id), plane.jobs[job.id]

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import collections
 import datetime as dt
-import heapq
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from typing import Any, NamedTuple
 
@@ -19,13 +18,13 @@ from tilebox_core.execution.registry import Runner
 from tilebox_core.execution.worker import TaskRunner
 from tilebox_core.redis.eventstore import CONTROL
 from tilebox_core.redis.eventstore import Stored as Stored  # re-exported: what History yields
-from tilebox_core.redis.taskstore import TASKS
 
 from .jobs import Jobs
 from .session import Session
 from .task import Task
 
 KNOWN_TYPES = frozenset(cls.__name__ for cls in ALL_EVENTS)
+FOLLOW_POLL_MS = 200  # History.follow over several shards: how often it looks at their logs
 
 
 class PublishResult(NamedTuple):
@@ -288,19 +287,31 @@ class History:
         limit: int | None = None,
         block_ms: int = 1000,
     ) -> Iterator[Stored]:
-        """``list``, then each matching event as it is appended (a blocking read on both logs);
-        never ends: the caller stops iterating."""
+        """``list``, then each matching event as it is appended (a blocking read on the logs);
+        never ends: the caller stops iterating.
+
+        A team with one task-plane shard has its logs in one slot: one blocking XREAD waits on
+        all of them. With several (on a cluster) a blocking read cannot span them: it waits on
+        the control log for at most FOLLOW_POLL_MS, then looks at every shard's log."""
         wanted = _matcher(types, job, actor)
         start = _after(since)
-        after = {CONTROL: start, TASKS: start}
+        after: dict[str, str] = dict.fromkeys(self._streams(), start)
         past: collections.deque[Stored] = collections.deque(maxlen=limit)
         for log, stored in self._merged(since, None):
             after[log] = stored.position
             if wanted(stored):
                 past.append(stored)
         yield from past
+        store = self._client.store
+        control, *tasks = after
         while True:
-            for log, stored in self._client.store.wait_any(after, block_ms):
+            if len(tasks) == 1:
+                found = store.wait_streams(after, block_ms)
+            else:
+                found = store.wait_streams({control: after[control]}, min(block_ms, FOLLOW_POLL_MS))
+                for log in tasks:
+                    found += store.wait_streams({log: after[log]}, None)
+            for log, stored in sorted(found, key=lambda pair: _order(pair[1].position)):
                 after[log] = stored.position
                 if wanted(stored):
                     yield stored
@@ -308,19 +319,20 @@ class History:
     def is_empty(self) -> bool:
         """True for a team nothing was ever written to (a mistyped ``--team``, say)."""
         store = self._client.store
-        return store.last_position(CONTROL) == "0-0" and store.last_position(TASKS) == "0-0"
+        return all(store.last_position_of(log) == "0-0" for log in self._streams())
 
     def _merged(
         self, since: dt.datetime | None, until: dt.datetime | None
     ) -> Iterator[tuple[str, Stored]]:
+        """The control log and every shard's task log, merged in time order (see
+        ``EventStore.replay_merged``)."""
         after = _after(since)
         end = str(position_ms(until)) if until else "+"
-        logs = [self._tagged(name, after, end) for name in (CONTROL, TASKS)]
-        return heapq.merge(*logs, key=lambda pair: _order(pair[1].position))
+        return self._client.store.replay_merged(self._streams(), after, end)
 
-    def _tagged(self, log: str, after: str, end: str) -> Iterator[tuple[str, Stored]]:
-        for stored in self._client.store.replay(log, after=after, until=end):
-            yield log, stored
+    def _streams(self) -> Sequence[str]:
+        """The team's log streams: the control log, then the task log of each shard."""
+        return [self._client.store.keys.log(CONTROL), *self._client.tasks.log_streams()]
 
 
 def _after(since: dt.datetime | None) -> str:

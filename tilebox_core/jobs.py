@@ -214,13 +214,16 @@ class Jobs:
         """Job views from (id, hash fields) pairs; two round trips however many jobs."""
         task_ids = self._store.task_ids_of(found)
         fields_read = (*TASK_FIELDS, "chain") if with_dependencies else TASK_FIELDS
-        rows = iter(self._store.tasks([t for ids in task_ids for t in ids], fields_read))
+        rows = iter(self._store.tasks(
+            [t for ids in task_ids for t in ids], fields_read,
+            [job_id for (job_id, _), ids in zip(found, task_ids) for _ in ids],
+        ))  # fmt: skip
         views = []
         for (job_id, fields), ids in zip(found, task_ids):
             job_rows = [next(rows) for _ in ids]
             infos = [_task_info(task_id, row) for task_id, row in zip(ids, job_rows)]
             if with_dependencies:
-                infos = _with_dependencies(infos, job_rows, self._store.keys.task(""))
+                infos = _with_dependencies(infos, job_rows, self._store.task_key_prefix(job_id))
             by_state: dict[str, int] = dict.fromkeys(TaskState, 0)
             for info in infos:
                 by_state[info.state] = by_state.get(info.state, 0) + 1
@@ -325,7 +328,7 @@ class Jobs:
         if job.state is JobState.CANCELLED:
             raise Conflict(f"job {job_id} was cancelled; submit it again instead of retrying")
         failed = [
-            (t.id, self._store.lane(t.cluster, t.name, t.version))
+            (t.id, self._store.lane(t.cluster, t.name, t.version, job_id))
             for t in job.tasks
             if t.state is TaskState.FAILED
         ]
@@ -354,7 +357,7 @@ class Jobs:
     def _unstarted(self, job: Job) -> list[tuple[str, str]]:
         """The tasks of ``job`` not handed to a runner yet, with their lanes."""
         return [
-            (t.id, self._store.lane(t.cluster, t.name, t.version))
+            (t.id, self._store.lane(t.cluster, t.name, t.version, job.id))
             for t in job.tasks
             if t.state in TASK_UNSTARTED
         ]

@@ -3,7 +3,8 @@
 Entry points build them (the CLI's context, a runtime process, ``Client()`` given none) and pass
 them down; no other module reads the environment. The variables:
 
-    TILEBOX_REDIS_URL        redis://, rediss:// or unix:// URL; unset: the embedded server
+    TILEBOX_REDIS_URL        redis://, rediss:// or unix:// URL, or redis+cluster://host:port[,...]
+                             of a Redis Cluster; unset: the embedded server
     TILEBOX_TEAM             team (default "default")
     TILEBOX_PREFIX           prefix of every key (default "tilebox")
     TILEBOX_ACTOR            who the events are recorded as (default "user:<login>@<host>")

@@ -732,12 +732,13 @@ def freeze_heap() -> None:
 def serving_lanes(
     store: TaskStore, cluster: str, identifiers: Sequence[TaskIdentifier]
 ) -> list[str]:
-    """Every lane a runner providing ``identifiers`` may read: vX.Y serves vX.0 ... vX.Y."""
-    lanes = []
+    """Every lane a runner providing ``identifiers`` may read, on every shard: vX.Y serves
+    vX.0 ... vX.Y."""
+    served = []
     for identifier in identifiers:
         major, minor = parse_version(identifier.version)
-        lanes += [store.keys.lane(cluster, identifier.name, major, m) for m in range(minor + 1)]
-    return list(dict.fromkeys(lanes))
+        served += [(identifier.name, major, m) for m in range(minor + 1)]
+    return store.serving_lanes(cluster, served)
 
 
 def _classes_by_major(

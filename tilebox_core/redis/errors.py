@@ -22,7 +22,12 @@ URL_ENV = "TILEBOX_REDIS_URL"
 # code; Valkey and Redis 7 word it differently.
 _SCRIPT_ACL = ("ACL failure in script", "The user executing the script can't run this command")
 # Replies of a Redis Cluster node to a command for a slot it does not serve (or cannot serve now).
-_CLUSTER = (rex.AskError, rex.ClusterDownError, rex.ClusterCrossSlotError, rex.TryAgainError)
+_REDIRECTED = (rex.AskError, rex.ClusterCrossSlotError)
+# ... and of a cluster that cannot serve a slot now: failing over, or slots unassigned.
+_CLUSTER_DOWN = (rex.ClusterDownError, rex.TryAgainError)
+# Errors of the cluster client itself (not RedisError subclasses): no node serves a slot, the
+# topology cannot be read.
+DriverError = (redis.RedisError, rex.RedisClusterException, OSError)
 
 
 def redacted(url: str) -> str:
@@ -31,7 +36,10 @@ def redacted(url: str) -> str:
 
 
 def translated(
-    exc: redis.RedisError | OSError, url: str | None = None, *, connecting: bool = False
+    exc: redis.RedisError | rex.RedisClusterException | OSError,
+    url: str | None = None,
+    *,
+    connecting: bool = False,
 ) -> TileboxError:
     """The project's error for driver error ``exc``; ``url`` (if known) names the server, and
     ``connecting`` says the server was never reached (rather than lost)."""
@@ -54,7 +62,12 @@ def translated(
             return StoreUnavailable(
                 f"{where} is a read-only replica: point {URL_ENV} at its primary"
             )
-        if isinstance(exc, _CLUSTER):
+        if isinstance(exc, _CLUSTER_DOWN):
+            return StoreUnavailable(
+                f"{where}: the cluster cannot serve this key now ({text}): a master is failing "
+                "over or slots are unassigned; retry in a moment"
+            )
+        if isinstance(exc, _REDIRECTED):
             return StoreUnavailable(
                 f"{where} redirected the command to another node ({text}): this is a Redis "
                 "Cluster: connect with a cluster URL"
@@ -65,6 +78,11 @@ def translated(
                 "without persistence): retry the command"
             )
         return StoreUnavailable(f"{where} answered an error: {text}")
+    if isinstance(exc, rex.RedisClusterException):
+        return StoreUnavailable(
+            f"{where}: the cluster cannot serve this now ({text or type(exc).__name__}): a master "
+            "is failing over or slots are unassigned; retry in a moment"
+        )
     if isinstance(exc, rex.BusyLoadingError):
         return StoreUnavailable(f"{where} is loading its data into memory: retry in a moment")
     if isinstance(exc, (rex.AuthenticationError, rex.AuthorizationError)):

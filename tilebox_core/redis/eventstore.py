@@ -7,17 +7,17 @@ Driver errors are translated here into the project's own errors (``StoreUnavaila
 from __future__ import annotations
 
 import functools
+import heapq
 from collections.abc import Callable, Iterator, Sequence
 from importlib import resources
 from typing import Any, NamedTuple, ParamSpec, TypeVar
-
-import redis
 
 from tilebox_core.domain.errors import ArtifactError
 from tilebox_core.domain.events import Codec, Event, UnknownEvent
 from tilebox_core.domain.ids import new_id
 
-from .errors import translated
+from .connection import Client, Routes, pack
+from .errors import DriverError, translated
 from .keys import Keys
 
 P = ParamSpec("P")
@@ -56,7 +56,7 @@ def translate_errors(func: Callable[P, R]) -> Callable[P, R]:
     def wrapper(*args: P.args, **kwargs: P.kwargs) -> R:
         try:
             return func(*args, **kwargs)
-        except (redis.RedisError, OSError) as exc:
+        except DriverError as exc:
             raise translated(exc) from exc
 
     return wrapper
@@ -69,8 +69,9 @@ def load_script(name: str) -> str:
 class EventStore:
     """Event logs, checkpoints, materialised projections and artifacts of one team."""
 
-    def __init__(self, client: redis.Redis, keys: Keys, codec: Codec | None = None) -> None:
+    def __init__(self, client: Client, keys: Keys, codec: Codec | None = None) -> None:
         self.redis = client
+        self.routes = Routes(client)
         self.keys = keys
         self.codec = codec or Codec()
         self._append = client.register_script(load_script("append"))
@@ -106,11 +107,15 @@ class EventStore:
 
     # --- reading --------------------------------------------------------------------------------
 
-    @translate_errors
     def last_position(self, log: str) -> str:
         """The position of the log's last entry (``"0-0"`` when it is empty): what ``append``
         compares ``expected`` with."""
-        last: Any = self.redis.xrevrange(self.keys.log(log), count=1)
+        return self.last_position_of(self.keys.log(log))
+
+    @translate_errors
+    def last_position_of(self, stream: str) -> str:
+        """``last_position`` of the log stream ``stream`` (a key: a task-plane shard's log)."""
+        last: Any = self.redis.xrevrange(stream, count=1)
         return _text(last[0][0]) if last else "0-0"
 
     @translate_errors
@@ -123,15 +128,19 @@ class EventStore:
         """
         return [
             _tuple_new(Stored, (position.decode(), event))
-            for position, fields in self._xrange(log, after, until, count)
+            for position, fields in self._xrange(self.keys.log(log), after, until, count)
             for event in self._entry_events(fields)
         ]
 
     def replay(self, log: str, after: str = "0-0", until: str = "+") -> Iterator[Stored]:
         """Every event after ``after`` up to ``until``, in order, read page by page."""
+        return self.replay_stream(self.keys.log(log), after, until)
+
+    def replay_stream(self, stream: str, after: str = "0-0", until: str = "+") -> Iterator[Stored]:
+        """``replay`` of the log stream ``stream`` (a key: a task-plane shard's log)."""
         decode = self.codec.decode
         while True:
-            entries = self._xrange(log, after, until, REPLAY_PAGE)
+            entries = self._xrange(stream, after, until, REPLAY_PAGE)
             # Decoded one at a time as the caller consumes them (the hot loop of a replay): a page
             # of decoded events is never alive at once, which spares the garbage collector.
             for position, fields in entries:
@@ -144,6 +153,25 @@ class EventStore:
             if len(entries) < REPLAY_PAGE:
                 return
             after = _text(entries[-1][0])
+
+    def replay_merged(
+        self, streams: Sequence[str], after: str = "0-0", until: str = "+"
+    ) -> Iterator[tuple[str, Stored]]:
+        """``replay`` of several log streams (the control log, a task-plane shard's log) merged
+        in time order, as (stream, event): by stream id, which is the server's millisecond clock
+        and a sequence number; entries of equal ids in different streams in the order of
+        ``streams``. One stream is replayed as it is."""
+        if len(streams) == 1:
+            return ((streams[0], stored) for stored in self.replay_stream(streams[0], after, until))
+        tagged = (self._ranked(r, s, after, until) for r, s in enumerate(streams))
+        return ((stream, stored) for _, stream, stored in heapq.merge(*tagged))
+
+    def _ranked(
+        self, rank: int, stream: str, after: str, until: str
+    ) -> Iterator[tuple[tuple[int, int, int], str, Stored]]:
+        for stored in self.replay_stream(stream, after, until):
+            ms, _, seq = stored.position.partition("-")
+            yield (int(ms), int(seq), rank), stream, stored
 
     @translate_errors
     def wait(self, log: str, after: str, block_ms: int, count: int = PAGE) -> list[Stored]:
@@ -160,12 +188,20 @@ class EventStore:
         """Block up to ``block_ms`` for events after ``after[log]`` on any of the logs, in one
         XREAD (a team's logs share one hash tag); (log, event) pairs in log order per log."""
         names = {self.keys.log(log): log for log in after}
-        streams = {key: after[log] for key, log in names.items()}
-        reply: Any = self.redis.xread(streams, count=count, block=block_ms)  # type: ignore[arg-type]
+        found = self.wait_streams({key: after[log] for key, log in names.items()}, block_ms, count)
+        return [(names[key], stored) for key, stored in found]
+
+    @translate_errors
+    def wait_streams(
+        self, after: dict[str, str], block_ms: int | None, count: int = PAGE
+    ) -> list[tuple[str, Stored]]:
+        """``wait_any`` by stream key; the streams must share one slot on a cluster. ``block_ms``
+        None: no wait."""
+        reply: Any = self.redis.xread(after, count=count, block=block_ms)  # type: ignore[arg-type]
+        if isinstance(reply, dict):  # RESP3
+            reply = reply.items()
         return [
-            (names[_text(key)], stored)
-            for key, entries in reply or []
-            for stored in self._decode(entries)
+            (_text(key), stored) for key, entries in reply or [] for stored in self._decode(entries)
         ]
 
     def _decode(self, entries: list[tuple[bytes, dict[bytes, bytes]]]) -> list[Stored]:
@@ -187,22 +223,18 @@ class EventStore:
                 return self.codec.decode_many(fields[index + 1])
         return [self.codec.decode(b"")]
 
-    @functools.cached_property
-    def _raw_redis(self) -> redis.Redis:
-        # redis-py's XRANGE callback builds an (id, dict) pair per entry, which costs more than
-        # decoding the event; this sibling client shares the connection pool (and so the retry
-        # policy) but hands back the entries as the server sent them.
-        raw = redis.Redis(connection_pool=self.redis.connection_pool)
-        raw.set_response_callback("XRANGE", _raw_reply)
-        return raw
-
     @translate_errors
-    def _xrange(self, log: str, after: str, until: str, count: int) -> list[list[Any]]:
-        """Raw entries ``[id, [field, value, ...]]`` after ``after`` up to ``until``."""
-        entries: list[list[Any]] = self._raw_redis.xrange(  # type: ignore[assignment]  # raw reply
-            self.keys.log(log), min=f"({after}", max=until, count=count
-        )
-        return entries
+    def _xrange(self, stream: str, after: str, until: str, count: int) -> list[list[Any]]:
+        """Raw entries ``[id, [field, value, ...]]`` after ``after`` up to ``until``: sent packed by
+        hiredis and read as the server sent them, where redis-py's XRANGE callback would build
+        an (id, dict) pair per entry, which costs more than decoding the event."""
+        command = [pack("XRANGE", stream, f"({after}", until, "COUNT", count)]
+
+        def send(connection: Any) -> list[list[Any]]:
+            connection.send_packed_command(command)
+            return connection.read_response()  # type: ignore[no-any-return]
+
+        return self.routes.call(stream, send)
 
     # --- checkpoints ----------------------------------------------------------------------------
 
@@ -270,10 +302,6 @@ class EventStore:
 
 def _text(value: bytes | str) -> str:
     return value.decode() if isinstance(value, bytes) else value
-
-
-def _raw_reply(response: Any, **options: Any) -> Any:
-    return response
 
 
 # ``_tuple_new(Stored, (position, event))`` is ``Stored(position, event)`` without the Python-level

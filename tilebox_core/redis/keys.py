@@ -1,16 +1,26 @@
 """Every Redis key name, in one place.
 
-All keys of a team live under ``<prefix>:{<team>}:`` — one hash tag per team, so every multi-key
-script touches a single Redis Cluster slot and one ACL key pattern (``<prefix>:{<team>}:*``) covers
-a team. Scripts never build key names; they receive them in KEYS from here.
+A team's control plane (its control log, projections, artifacts, runner records and the number of
+its task-plane shards) lives under ``<prefix>:{<team>}:``. Its task plane (task log, jobs, tasks,
+lanes) is spread over S shards, each under a hash tag of its own, so that on Redis Cluster every
+shard is one slot (every script touches one slot) and the shards of a team spread over the masters.
+With S = 1 the only shard is the control plane's tag itself: the single-node layout, unchanged.
+One ACL key pattern (``acl_patterns``) covers a team. Scripts never build key names; they receive
+them in KEYS from here.
 """
 
 from __future__ import annotations
+
+import binascii
+import zlib
 
 from tilebox_core.domain.errors import InvalidInput
 from tilebox_core.domain.identifiers import validate_slug
 
 DEFAULT_PREFIX = "tilebox"
+SLOTS = 16384  # Redis Cluster hash slots
+MAX_SHARDS = 1024
+_GLOB = str.maketrans({c: "\\" + c for c in "*?[]\\"})
 
 
 def check_prefix(prefix: str) -> str:
@@ -23,41 +33,63 @@ def check_prefix(prefix: str) -> str:
     return prefix
 
 
-class Keys:
-    def __init__(self, prefix: str, team: str) -> None:
-        validate_slug(team, "team name")
-        self.prefix = check_prefix(prefix)
+def key_slot(tag: str) -> int:
+    """The Redis Cluster slot of a key whose hash tag is ``tag`` (CRC16/XMODEM, as the server
+    computes it)."""
+    return binascii.crc_hqx(tag.encode(), 0) % SLOTS
+
+
+def shard_of(job_id: str, shards: int) -> int:
+    """The shard a job lives in: a stable hash of its id (CRC32: the same in every process and
+    version), so any reader finds a job from its id alone."""
+    return zlib.crc32(job_id.encode()) % shards if shards > 1 else 0
+
+
+def shard_tag(team: str, index: int, shards: int) -> str:
+    """The hash tag of shard ``index`` of ``shards``: ``<team>`` when there is one shard (the
+    single-node layout), else ``<team>/<index>``, suffixed ``.<k>`` with the smallest k that puts
+    its slot in the index-th of ``shards`` equal slot ranges.
+
+    That suffix is what spreads a team evenly over the masters: a cluster's slots are dealt in
+    contiguous ranges (``--cluster create`` gives each of N masters 1/N of them), so shards laid
+    out evenly over the slot space fall evenly on the masters, where plain ``<team>/<index>`` tags
+    land on random slots and 16 of them would leave one of 3 masters with half of the team's work
+    about one time in five. It depends only on (team, index, shards), never on the topology.
+    """
+    if shards == 1:
+        return team
+    low, high = index * SLOTS // shards, (index + 1) * SLOTS // shards
+    tag, k = f"{team}/{index}", 0
+    while not low <= key_slot(tag) < high:
+        k += 1
+        tag = f"{team}/{index}.{k}"
+    return tag
+
+
+class TaskKeys:
+    """The keys of one task-plane shard of a team (all under one hash tag): its task log, jobs,
+    tasks and lanes. A job and every task of it live in the shard ``shard_of(job id)``."""
+
+    def __init__(self, prefix: str, team: str, index: int = 0, shards: int = 1) -> None:
+        self.prefix = prefix
         self.team = team
-        self.base = f"{prefix}:{{{team}}}:"
+        self.index = index
+        self.tag = shard_tag(team, index, shards)
+        self.base = f"{prefix}:{{{self.tag}}}:"
+
+    @property
+    def slot(self) -> int:
+        return key_slot(self.tag)
 
     # --- event logs ---------------------------------------------------------------------------
 
     def log(self, name: str) -> str:
-        """An append-only event log stream: ``control`` or ``tasks``."""
+        """An append-only event log stream: ``control`` (of the team) or ``tasks`` (of a shard)."""
         return f"{self.base}log:{name}"
 
     def dedup(self, name: str) -> str:
         """Hash: first event id of each appended batch -> stream id (idempotent appends)."""
         return f"{self.base}log:{name}:dedup"
-
-    def checkpoint(self, name: str) -> str:
-        return f"{self.base}checkpoint:{name}"
-
-    # --- materialised projections ---------------------------------------------------------------
-
-    @property
-    def deployments(self) -> str:
-        """Hash ``<cluster>/<workflow>`` -> release id, maintained by the append script."""
-        return f"{self.base}deployments"
-
-    # --- artifacts (content addressed) ------------------------------------------------------------
-
-    def artifact(self, digest: str) -> str:
-        """List of chunks of a stored artifact."""
-        return f"{self.base}artifact:{digest}"
-
-    def artifact_upload(self, digest: str, upload_id: str) -> str:
-        return f"{self.base}artifact:{digest}:upload:{upload_id}"
 
     # --- task plane ---------------------------------------------------------------------------------
 
@@ -76,7 +108,7 @@ class Keys:
 
     @property
     def jobs(self) -> str:
-        """Sorted set of job ids scored by submission time (ms)."""
+        """Sorted set of the shard's job ids scored by submission time (ms)."""
         return f"{self.base}jobs"
 
     def task(self, task_id: str) -> str:
@@ -84,10 +116,56 @@ class Keys:
         return f"{self.base}task:{task_id}"
 
     def lane(self, cluster: str, name: str, major: int, minor: int) -> str:
-        """Task queue stream of one (cluster, task name, version); one consumer group ``runners``.
-        (Earlier versions also kept a set of each cluster's lanes, ``lanes:<cluster>``, that
-        nothing read; it is no longer written.)"""
+        """Task queue stream of one (cluster, task name, version) in this shard; one consumer
+        group ``runners``. (Earlier versions also kept a set of each cluster's lanes,
+        ``lanes:<cluster>``, that nothing read; it is no longer written.)"""
         return f"{self.base}lane:{cluster}:v{major}.{minor}:{name}"
+
+
+class Keys(TaskKeys):
+    """A team's control-plane keys; as ``TaskKeys``, its only shard when it has one (S = 1)."""
+
+    def __init__(self, prefix: str, team: str) -> None:
+        validate_slug(team, "team name")
+        super().__init__(check_prefix(prefix), team)
+
+    def checkpoint(self, name: str) -> str:
+        return f"{self.base}checkpoint:{name}"
+
+    @property
+    def shards(self) -> str:
+        """String: the team's number of task-plane shards, set once (SET NX) when it is first
+        used and never changed (a job's shard is its id's hash modulo it)."""
+        return f"{self.base}shards"
+
+    def shard(self, index: int, shards: int) -> TaskKeys:
+        """Shard ``index`` of the team's ``shards`` task-plane shards."""
+        return TaskKeys(self.prefix, self.team, index, shards)
+
+    def acl_patterns(self) -> list[str]:
+        """ACL key patterns (``~pattern``) that cover every key of the team and of no other team:
+        its control tag ``{<team>}`` and its shard tags ``{<team>/...}``, in one glob. Team
+        ``a``'s pattern does not match team ``ab``'s keys: the character after the team name must
+        be ``}`` or ``/``, neither of which a slug contains."""
+        return [f"{self.prefix.translate(_GLOB)}:{{{self.team}[}}/]*"]
+
+    # --- materialised projections ---------------------------------------------------------------
+
+    @property
+    def deployments(self) -> str:
+        """Hash ``<cluster>/<workflow>`` -> release id, maintained by the append script."""
+        return f"{self.base}deployments"
+
+    # --- artifacts (content addressed) ------------------------------------------------------------
+
+    def artifact(self, digest: str) -> str:
+        """List of chunks of a stored artifact."""
+        return f"{self.base}artifact:{digest}"
+
+    def artifact_upload(self, digest: str, upload_id: str) -> str:
+        return f"{self.base}artifact:{digest}:upload:{upload_id}"
+
+    # --- runners ----------------------------------------------------------------------------------
 
     def runners(self, cluster: str) -> str:
         """Sorted set: runner id -> last heartbeat (ms) of the runners serving a cluster."""
