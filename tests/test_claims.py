@@ -324,9 +324,7 @@ def test_entries_of_different_lanes_with_the_same_id_are_told_apart(
     entries = client.tasks.tasks([t for t, _ in pairs], ["entry"], [j for _, j in pairs])
     assert len({e["entry"] for e in entries}) < len(entries)  # the ids do repeat across lanes
     runner.run_all()
-    claims = [
-        e for e in (s.event for s in client.tasks.replay()) if isinstance(e, TaskClaimed)
-    ]
+    claims = [e for e in (s.event for s in client.tasks.replay()) if isinstance(e, TaskClaimed)]
     assert len(claims) == len({c.task_id for c in claims})  # each task's own claim, once
     claimed = {c.task_id for c in claims}
     for job in jobs:

@@ -25,7 +25,7 @@ def run(env: dict[str, str]) -> tuple[int, str]:
     [
         ("redis://localhost:99999", "Port out of range"),
         ("redis://localhost:abc", "Port could not be cast to integer"),
-        ("http://localhost:6379", "use redis://, rediss:// or unix://"),
+        ("http://localhost:6379", "use redis://, rediss://, unix://"),
     ],
 )
 def test_a_bad_redis_url_is_one_line(url: str, says: str) -> None:
