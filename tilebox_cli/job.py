@@ -256,7 +256,7 @@ def _bar(current: Job, width: int = 30) -> str:
     done = sum(current.tasks_by_state.get(s, 0) for s in ("computed", "failed_optional"))
     total = max(current.total_tasks, 1)
     filled = int(width * done / total)
-    labels = " ".join(f"{p.label}:{p.done}/{p.total}" for p in current.progress)
+    labels = " ".join(f"{p.label or '-'}:{p.done}/{p.total}" for p in current.progress)
     return f"[{'#' * filled}{'.' * (width - filled)}] {done}/{current.total_tasks} tasks {current.state} {labels}".rstrip()
 
 

@@ -431,7 +431,7 @@ def _progress(fields: dict[str, str]) -> list[Progress]:
         {k.split(":", 1)[1].rsplit(":", 1)[0] for k in fields if k.startswith("progress:")}
     )
     return [
-        Progress(label, int(fields.get(f"progress:{label}:done", 0)),
-                 int(fields.get(f"progress:{label}:total", 0)))
+        Progress(label or None, total=int(fields.get(f"progress:{label}:total", 0)),
+                 done=int(fields.get(f"progress:{label}:done", 0)))
         for label in labels
     ]  # fmt: skip

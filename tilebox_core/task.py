@@ -92,18 +92,32 @@ class FutureTask:
 
 
 class ProgressIndicator:
-    """A named counter of work done out of a total, summed over all tasks of the job."""
+    """A job's progress indicator as one task reports to it, as in Tilebox: ``add(n)`` adds n to
+    the work to be done, ``done(n)`` marks n of it done. A job's indicator is the sum of what its
+    tasks reported (a task's report counts once it completed)."""
 
-    def __init__(self, label: str) -> None:
+    def __init__(self, label: str | None) -> None:
         self.label = label
-        self.done = 0
-        self.total = 0
+        self._total = 0
+        self._done = 0
 
-    def add(self, done: int = 1) -> None:
-        self.done += done
+    def add(self, count: int) -> None:
+        """Add ``count`` units to the total work to be done."""
+        self._total += _count(count, "add")
 
-    def add_total(self, total: int) -> None:
-        self.total += total
+    def done(self, count: int) -> None:
+        """Mark ``count`` units of work done."""
+        self._done += _count(count, "done")
+
+
+def _count(count: object, method: str) -> int:
+    # Counts are summed by the server as integers: a float or a negative number would corrupt
+    # (or, not being an integer, fail to record) the job's totals, so it fails the task here.
+    if isinstance(count, bool) or not isinstance(count, int):
+        raise TypeError(f"progress {method}(count) takes an int, got {count!r}")
+    if count < 0:
+        raise ValueError(f"progress {method}(count) takes a count >= 0, got {count}")
+    return count
 
 
 class ExecutionContext(abc.ABC):
@@ -144,5 +158,5 @@ class ExecutionContext(abc.ABC):
         """Submit several subtasks sharing the same options."""
 
     @abc.abstractmethod
-    def progress(self, label: str = "") -> ProgressIndicator:
-        """The job's progress indicator ``label``."""
+    def progress(self, label: str | None = None) -> ProgressIndicator:
+        """The job's progress indicator ``label`` (None or "": the job's default indicator)."""

@@ -30,9 +30,12 @@ class TaskInfo(msgspec.Struct, frozen=True):
 
 
 class Progress(msgspec.Struct, frozen=True):
-    label: str
-    done: int
+    """A job's progress indicator, as in Tilebox: the work its tasks added (``total``) and marked
+    ``done``; ``label`` None for the default indicator (``context.progress()``)."""
+
+    label: str | None
     total: int
+    done: int
 
 
 class Job(msgspec.Struct, frozen=True):

@@ -21,6 +21,9 @@ from tilebox_core.task import (
     task_identifier,
 )
 
+# Indicators one task may report to, as Tilebox limits them: each is a field of the job's hash.
+MAX_PROGRESS_INDICATORS = 1000
+
 
 class SubtaskRequest:
     def __init__(
@@ -99,14 +102,25 @@ class TaskContext(ExecutionContext):
             handles.append(handle)
         return handles
 
-    def progress(self, label: str = "") -> ProgressIndicator:
-        if label not in self._progress:
-            self._progress[label] = ProgressIndicator(label)
-        return self._progress[label]
+    def progress(self, label: str | None = None) -> ProgressIndicator:
+        key = label or ""  # None and "" are the default indicator, as in Tilebox
+        indicator = self._progress.get(key)
+        if indicator is None:
+            if not isinstance(key, str):
+                raise TypeError(f"a progress label is a str, got {label!r}")
+            if len(self._progress) >= MAX_PROGRESS_INDICATORS:
+                raise InvalidInput(
+                    f"a task reports to at most {MAX_PROGRESS_INDICATORS} progress indicators"
+                )
+            indicator = self._progress[key] = ProgressIndicator(label or None)
+        return indicator
 
     @property
     def subtasks(self) -> list[SubtaskRequest]:
         return list(self._subtasks)
 
     def progress_deltas(self) -> dict[str, list[int]]:
-        return {p.label: [p.done, p.total] for p in self._progress.values() if p.done or p.total}
+        """label ("" for the default) -> [done, total] added by this run, where not both 0."""
+        return {
+            label: [p._done, p._total] for label, p in self._progress.items() if p._done or p._total
+        }

@@ -1,0 +1,71 @@
+"""How tasks behave when they run, as Tilebox's do: progress, coroutine tasks, optional subtrees,
+failures that hold a job until it is retried, retries of subtasks, display names and the errors
+failed tasks keep. Real servers, a direct runner."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from tilebox_core import Client, ExecutionContext, Task
+
+pytestmark = pytest.mark.cluster
+
+
+def run(client: Client, tmp_path: Path, *tasks: type[Task], **options: object) -> None:
+    client.runner(tasks=list(tasks), cache_root=tmp_path / "cache", **options).run_all()
+
+
+# --- progress --------------------------------------------------------------------------------------
+
+
+class Reports(Task):
+    """Adds ``total`` to indicator "work" and marks ``done`` of it done; fails its first run when
+    ``flaky`` (after reporting)."""
+
+    total: int
+    done: int
+    flaky: bool = False
+
+    def execute(self, context: ExecutionContext) -> None:
+        context.progress("work").add(self.total)
+        context.progress("work").done(self.done)
+        if self.flaky and context.current_task.attempt == 1:
+            raise RuntimeError("first run fails")
+
+
+def test_progress_add_counts_total_and_done_counts_done(client: Client, tmp_path: Path) -> None:
+    jobs = client.jobs().submit_many([("a", Reports(5, 2)), ("b", Reports(0, 3))])
+    run(client, tmp_path, Reports)
+    assert [[(p.label, p.total, p.done) for p in client.jobs().find(j.id).progress]
+            for j in jobs] == [[("work", 5, 2)], [("work", 0, 3)]]  # fmt: skip
+
+
+def test_progress_of_a_failed_run_does_not_count(client: Client, tmp_path: Path) -> None:
+    # Tilebox counts only the last execution of a task: here, the run that completed.
+    job = client.jobs().submit("flaky", Reports(4, 4, flaky=True), max_retries=1)
+    run(client, tmp_path, Reports)
+    found = client.jobs().find(job.id)
+    assert found.state == "completed" and found.tasks[0].attempts == 1
+    assert [(p.total, p.done) for p in found.progress] == [(4, 4)]
+
+
+class BadCount(Task):
+    count: int | float
+
+    def execute(self, context: ExecutionContext) -> None:
+        context.progress().done(self.count)  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize(("count", "message"), [(1.5, "takes an int, got 1.5"),
+                                                (-1, "takes a count >= 0, got -1")])  # fmt: skip
+def test_a_progress_count_that_is_no_count_fails_the_task(
+    client: Client, tmp_path: Path, count: float, message: str
+) -> None:
+    job = client.jobs().submit("bad", BadCount(count))
+    run(client, tmp_path, BadCount)
+    found = client.jobs().find(job.id)
+    assert found.state == "failed" and found.progress == []
+    failed = [s.event for s in client.tasks.replay() if s.event.type == "TaskFailed"]
+    assert message in failed[0].error
