@@ -27,7 +27,7 @@ def nodes(draw: st.DrawFn, depth: int) -> Node:
             draw(nodes(depth - 1)),
             after=draw(st.lists(st.integers(0, i - 1), max_size=2, unique=True)) if i else [],
             optional=draw(st.booleans()),
-            max_retries=draw(st.none() | st.integers(0, 2)),
+            max_retries=draw(st.integers(0, 2)),
         ))  # fmt: skip
     return Node(
         fail=draw(st.integers(0, 3)),

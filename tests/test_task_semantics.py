@@ -69,3 +69,39 @@ def test_a_progress_count_that_is_no_count_fails_the_task(
     assert found.state == "failed" and found.progress == []
     failed = [s.event for s in client.tasks.replay() if s.event.type == "TaskFailed"]
     assert message in failed[0].error
+
+
+# --- retries of subtasks ---------------------------------------------------------------------------
+
+RUNS: dict[str, int] = {}
+
+
+class FailsOnce(Task):
+    label: str
+
+    def execute(self, context: ExecutionContext) -> None:
+        RUNS[self.label] = RUNS.get(self.label, 0) + 1
+        if RUNS[self.label] == 1:
+            raise RuntimeError(f"{self.label}: first run fails")
+
+
+class Parent(Task):
+    retries: int | None = None  # None: max_retries not given
+
+    def execute(self, context: ExecutionContext) -> None:
+        if self.retries is None:
+            context.submit_subtask(FailsOnce("default"))
+        else:
+            context.submit_subtask(FailsOnce("given"), max_retries=self.retries)
+
+
+def test_a_subtask_is_retried_as_often_as_it_says_not_as_its_parent(
+    client: Client, tmp_path: Path
+) -> None:
+    RUNS.clear()
+    default = client.jobs().submit("default", Parent(), max_retries=3)
+    given = client.jobs().submit("given", Parent(1), max_retries=0)
+    run(client, tmp_path, Parent, FailsOnce)
+    assert client.jobs().find(default.id).state == "failed"  # the parent's 3 retries are its own
+    assert client.jobs().find(given.id).state == "completed"
+    assert RUNS == {"default": 1, "given": 2}

@@ -141,10 +141,11 @@ class ExecutionContext(abc.ABC):
         task: Task,
         depends_on: Sequence[FutureTask] | FutureTask | None = None,
         cluster: str | None = None,
-        max_retries: int | None = None,
+        max_retries: int = 0,
         optional: bool = False,
     ) -> FutureTask:
-        """Submit a subtask, run once this task has completed (and ``depends_on`` have)."""
+        """Submit a subtask, run once this task has completed (and ``depends_on`` have); it is
+        retried ``max_retries`` times (0 unless given: not its parent's, as in Tilebox)."""
 
     @abc.abstractmethod
     def submit_subtasks(
@@ -152,7 +153,7 @@ class ExecutionContext(abc.ABC):
         tasks: Sequence[Task],
         depends_on: Sequence[FutureTask] | FutureTask | None = None,
         cluster: str | None = None,
-        max_retries: int | None = None,
+        max_retries: int = 0,
         optional: bool = False,
     ) -> list[FutureTask]:
         """Submit several subtasks sharing the same options."""

@@ -28,7 +28,7 @@ MAX_PROGRESS_INDICATORS = 1000
 class SubtaskRequest:
     def __init__(
         self, handle: FutureTask, depends_on: list[str], cluster: str | None,
-        max_retries: int | None, optional: bool,
+        max_retries: int, optional: bool,
     ) -> None:  # fmt: skip
         self.handle = handle
         self.depends_on = depends_on
@@ -65,7 +65,7 @@ class TaskContext(ExecutionContext):
         task: Task,
         depends_on: Sequence[FutureTask] | FutureTask | None = None,
         cluster: str | None = None,
-        max_retries: int | None = None,
+        max_retries: int = 0,
         optional: bool = False,
     ) -> FutureTask:
         return self.submit_subtasks([task], depends_on, cluster, max_retries, optional)[0]
@@ -75,7 +75,7 @@ class TaskContext(ExecutionContext):
         tasks: Sequence[Task],
         depends_on: Sequence[FutureTask] | FutureTask | None = None,
         cluster: str | None = None,
-        max_retries: int | None = None,
+        max_retries: int = 0,
         optional: bool = False,
     ) -> list[FutureTask]:
         """Several subtasks sharing the same options (checked once, not per task)."""
@@ -83,8 +83,8 @@ class TaskContext(ExecutionContext):
             task_identifier(
                 task_class
             )  # validates the class and its identifier now, not at the end
-        if max_retries is not None and max_retries < 0:
-            raise InvalidInput(f"max_retries must be >= 0, got {max_retries}")
+        if isinstance(max_retries, bool) or not isinstance(max_retries, int) or max_retries < 0:
+            raise InvalidInput(f"max_retries must be an int >= 0, got {max_retries!r}")
         deps = [depends_on] if isinstance(depends_on, FutureTask) else list(depends_on or [])
         for dep in deps:
             if not isinstance(dep, FutureTask) or dep._owner is not self:

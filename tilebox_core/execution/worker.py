@@ -638,7 +638,7 @@ class TaskRunner:
                     r.cluster or claimed.cluster,
                     parent_id=claimed.task_id,
                     depends_on=r.depends_on,
-                    max_retries=claimed.max_retries if r.max_retries is None else r.max_retries,
+                    max_retries=r.max_retries,  # 0 unless given, as in Tilebox: not the parent's
                     optional=r.optional,
                 )
                 for r in context.subtasks
