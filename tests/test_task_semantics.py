@@ -4,7 +4,10 @@ failed tasks keep. Real servers, a direct runner."""
 
 from __future__ import annotations
 
+import asyncio
+import threading
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -105,3 +108,132 @@ def test_a_subtask_is_retried_as_often_as_it_says_not_as_its_parent(
     assert client.jobs().find(default.id).state == "failed"  # the parent's 3 retries are its own
     assert client.jobs().find(given.id).state == "completed"
     assert RUNS == {"default": 1, "given": 2}
+
+
+# --- coroutine tasks -------------------------------------------------------------------------------
+
+LOOPS: list[tuple[int, asyncio.AbstractEventLoop]] = []  # (thread, loop) of each coroutine run
+
+
+class AsyncLeaf(Task):
+    i: int
+
+    async def execute(self, context: ExecutionContext) -> None:
+        await asyncio.sleep(0)
+        LOOPS.append((threading.get_ident(), asyncio.get_running_loop()))
+        context.progress("leaves").done(1)
+
+
+class AsyncRoot(Task):
+    n: int
+
+    async def execute(self, context: ExecutionContext) -> None:
+        await asyncio.sleep(0.001)
+        LOOPS.append((threading.get_ident(), asyncio.get_running_loop()))
+        context.progress("leaves").add(self.n)
+        context.submit_subtasks([AsyncLeaf(i) for i in range(self.n)])
+
+
+@pytest.mark.parametrize("concurrency", [1, 2])
+def test_async_execute_is_awaited_on_one_loop_per_worker_reused_and_closed(
+    client: Client, tmp_path: Path, concurrency: int
+) -> None:
+    LOOPS.clear()
+    job = client.jobs().submit("async", AsyncRoot(30))
+    run(client, tmp_path, AsyncRoot, AsyncLeaf, concurrency=concurrency)
+    found = client.jobs().find(job.id)
+    assert found.state == "completed" and found.tasks_by_state == {"computed": 31}
+    assert [(p.total, p.done) for p in found.progress] == [(30, 30)]
+    assert len(LOOPS) == 31
+    by_thread: dict[int, set[asyncio.AbstractEventLoop]] = {}
+    for thread, loop in LOOPS:
+        by_thread.setdefault(thread, set()).add(loop)
+    assert len(by_thread) <= concurrency
+    assert all(len(loops) == 1 for loops in by_thread.values())  # reused, task after task
+    assert all(loop.is_closed() for _, loop in LOOPS)  # closed when the run ended
+
+
+def test_a_runner_inside_a_running_event_loop_awaits_on_a_loop_of_its_own(
+    client: Client, tmp_path: Path
+) -> None:
+    # As in a notebook: run_all called from a thread whose own loop is running.
+    LOOPS.clear()
+    job = client.jobs().submit("async", AsyncRoot(3))
+
+    async def cell() -> asyncio.AbstractEventLoop:
+        run(client, tmp_path, AsyncRoot, AsyncLeaf)
+        return asyncio.get_running_loop()
+
+    notebook_loop = asyncio.run(cell())
+    assert client.jobs().find(job.id).state == "completed"
+    loops = {loop for _, loop in LOOPS}
+    assert len(loops) == 1 and notebook_loop not in loops
+
+
+class Yields(Task):
+    def execute(self, context: ExecutionContext) -> Any:
+        yield 1
+
+
+class Later:
+    """An awaitable that is no coroutine (as a Future, or a library's own)."""
+
+    def __await__(self) -> Any:
+        yield
+
+
+class Returns(Task):
+    what: str
+
+    def execute(self, context: ExecutionContext) -> Any:
+        if self.what == "awaitable":
+            return Later()
+        return {"result": 42}
+
+
+class AsyncYields(Task):
+    async def execute(self, context: ExecutionContext) -> Any:  # type: ignore[override]
+        yield 1
+
+
+class AsyncReturns(Task):
+    async def execute(self, context: ExecutionContext) -> Any:
+        await asyncio.sleep(0)
+        return 7
+
+
+class AsyncRaises(Task):
+    cancel: bool
+
+    async def execute(self, context: ExecutionContext) -> None:
+        await asyncio.sleep(0)
+        if self.cancel:
+            raise asyncio.CancelledError
+        raise ValueError("broken coroutine")
+
+
+@pytest.mark.parametrize(
+    ("task", "error"),
+    [
+        (Yields(), "TypeError: Yields.execute returned a generator: execute contains 'yield'"),
+        (Returns("awaitable"), "returned an awaitable (Later) that is not a coroutine"),
+        (
+            Returns("value"),
+            "Returns.execute returned dict {'result': 42}: execute must return None",
+        ),
+        (AsyncYields(), "AsyncYields.execute returned an async generator"),
+        (AsyncReturns(), "AsyncReturns.execute returned int 7: execute must return None"),
+        (AsyncRaises(False), "ValueError: broken coroutine"),
+        (AsyncRaises(True), "RuntimeError: the task's coroutine was cancelled"),
+    ],
+)
+def test_an_execute_that_cannot_run_fails_its_task_loudly(
+    client: Client, tmp_path: Path, task: Task, error: str
+) -> None:
+    job = client.jobs().submit("cannot run", task)
+    after = client.jobs().submit("after", Reports(1, 1))
+    run(client, tmp_path, type(task), Reports)
+    assert client.jobs().find(job.id).state == "failed"
+    assert client.jobs().find(after.id).state == "completed"  # the runner went on
+    [failed] = [s.event for s in client.tasks.replay() if s.event.type == "TaskFailed"]
+    assert error in failed.error

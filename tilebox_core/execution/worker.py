@@ -17,6 +17,7 @@ from __future__ import annotations
 import collections
 import contextlib
 import gc
+import inspect
 import os
 import queue
 import signal
@@ -62,6 +63,7 @@ from tilebox_core.retries import delay, retrying
 from tilebox_core.session import Session
 from tilebox_core.task import CurrentTask, Task
 
+from .aio import EventLoop, not_runnable
 from .context import TaskContext
 from .registry import Runner
 
@@ -159,6 +161,7 @@ class TaskRunner:
         # Results on their way to the store (see _record); two batches at most, then the workers
         # wait: a runner never gets far ahead of what it has recorded.
         self._results: queue.Queue[list[Finish] | None] = queue.Queue(maxsize=2)
+        self._loops = threading.local()  # each worker thread's EventLoop (coroutine tasks)
         self.log = log.bind(runner_id=self.id, cluster=self.cluster)
 
     # --- lifecycle --------------------------------------------------------------------------------
@@ -331,11 +334,14 @@ class TaskRunner:
                     )
                     self._stopping.wait(wait)
         finally:
-            if ahead is not None:  # what was read ahead and not run is handed back
-                with contextlib.suppress(StoreUnavailable):
-                    finishes = [self._release(d.task) for d in ahead()]
-                    if finishes:
-                        self._hand_over(finishes, set())
+            try:
+                if ahead is not None:  # what was read ahead and not run is handed back
+                    with contextlib.suppress(StoreUnavailable):
+                        finishes = [self._release(d.task) for d in ahead()]
+                        if finishes:
+                            self._hand_over(finishes, set())
+            finally:
+                self._close_loop()
 
     def _read_ahead(self) -> Callable[[], list[Delivery]]:
         """The next deliveries, asked for now and received when the function returned is called."""
@@ -630,7 +636,9 @@ class TaskRunner:
         )  # fmt: skip
         started = time.perf_counter()
         try:
-            task.execute(context)
+            returned = task.execute(context)
+            if returned is not None:  # a coroutine (async def execute), or a mistake
+                self._awaited(task, returned)
             subtasks = [
                 task_spec(
                     r.handle.task,
@@ -657,6 +665,24 @@ class TaskRunner:
             *(submitted_event(origin.stamp(), claimed.job_id, s) for s in subtasks),
         ]  # fmt: skip
         return Finish(claimed, Outcome.COMPLETED, events, int(seconds * 1000), progress, subtasks)
+
+    def _awaited(self, task: Task, returned: object) -> None:
+        """Await the coroutine an ``async def execute`` returned, on this worker's event loop;
+        anything else that is not None fails the task (it would not run)."""
+        if inspect.iscoroutine(returned):
+            loop = getattr(self._loops, "loop", None)
+            if loop is None:
+                loop = self._loops.loop = EventLoop(threading.current_thread().name)
+            returned = loop.run(returned)
+            if returned is None:
+                return
+        raise not_runnable(task, returned)
+
+    def _close_loop(self) -> None:
+        loop = getattr(self._loops, "loop", None)
+        if loop is not None:
+            self._loops.loop = None
+            loop.close()
 
     def _failed(
         self, claimed: ClaimedTask, common: _TaskOf, error: str, reason: FailureReason,
