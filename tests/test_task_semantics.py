@@ -5,13 +5,16 @@ failed tasks keep. Real servers, a direct runner."""
 from __future__ import annotations
 
 import asyncio
+import json
 import threading
 from pathlib import Path
 from typing import Any
 
 import pytest
 
+from tests.conftest import Cli
 from tilebox_core import Client, ExecutionContext, Task
+from tilebox_core.domain.tasks import bounded_traceback
 
 pytestmark = pytest.mark.cluster
 
@@ -237,3 +240,118 @@ def test_an_execute_that_cannot_run_fails_its_task_loudly(
     assert client.jobs().find(after.id).state == "completed"  # the runner went on
     [failed] = [s.event for s in client.tasks.replay() if s.event.type == "TaskFailed"]
     assert error in failed.error
+
+
+# --- display names ---------------------------------------------------------------------------------
+
+
+class Named(Task):
+    display: Any
+    fail: bool = False
+
+    def execute(self, context: ExecutionContext) -> None:
+        assert context.current_task.display == "Named"  # its class's name until it sets one
+        # a name no text can hold (a file name decoded with surrogateescape), made here: no input
+        # can carry it
+        surrogate = self.display == "surrogate"
+        context.current_task.display = "scene-\udcff" if surrogate else self.display
+        if self.fail:
+            raise RuntimeError("after naming itself")
+
+
+def test_a_display_name_a_task_sets_is_kept_and_shown(
+    client: Client, tmp_path: Path, cli: Cli
+) -> None:
+    jobs = client.jobs().submit_many([
+        ("named", Named("Leaf Nr. 1\nof 3")), ("long", Named("x" * 2000)),
+        ("failed", Named("broken one", fail=True)), ("not text", Named(42)),
+        ("surrogate", Named("surrogate")),
+    ])  # fmt: skip
+    run(client, tmp_path, Named)
+    named, long, failed, not_text, surrogate = (client.jobs().find(j.id) for j in jobs)
+    assert (named.state, named.tasks[0].display) == ("completed", "Leaf Nr. 1\nof 3")
+    assert long.tasks[0].display == "x" * 1024  # cut off, as in Tilebox
+    assert (failed.state, failed.tasks[0].display) == ("failed", "broken one")
+    for bad, message in [(not_text, "current_task.display must be a str, got 42"),
+                         (surrogate, "surrogates not allowed")]:  # fmt: skip
+        assert bad.state == "failed" and bad.tasks[0].display is None
+        assert bad.tasks[0].error is not None and message in bad.tasks[0].error.message
+    assert '"Leaf Nr. 1 | of 3"  computed' in cli("job", "get", named.id).output
+    assert "Leaf Nr. 1" in client.jobs().visualize(named.id)
+    completed = [s.event for s in client.tasks.replay() if s.event.type == "TaskCompleted"]
+    assert {e.display for e in completed} == {"Leaf Nr. 1\nof 3", "x" * 1024}
+
+
+# --- the errors failed tasks keep ----------------------------------------------------------------
+
+
+def parse(text: str) -> int:
+    return int(text)
+
+
+class Breaks(Task):
+    text: str
+    optional_child: bool = False
+
+    def execute(self, context: ExecutionContext) -> None:
+        if self.optional_child:
+            context.submit_subtask(Breaks("child"), optional=True)
+            return
+        try:
+            parse(self.text)
+        except ValueError as exc:
+            raise LookupError(f"no scene {self.text!r}") from exc
+
+
+def test_a_failed_task_keeps_its_error_traceback_and_attempts(
+    client: Client, tmp_path: Path
+) -> None:
+    failed = client.jobs().submit("failed", Breaks("S2A"), max_retries=2)
+    optional = client.jobs().submit("optional", Breaks("-", optional_child=True))
+    run(client, tmp_path, Breaks)
+    [task] = client.jobs().find(failed.id).tasks
+    assert task.state == "failed" and task.attempts == 3
+    assert task.error is not None
+    assert (task.error.type, task.error.message) == ("LookupError", "no scene 'S2A'")
+    trace = task.error.traceback
+    assert trace.startswith("Traceback (most recent call last):")
+    assert "in parse" in trace and "int(text)" in trace  # the cause, chained
+    assert trace.rstrip().endswith("LookupError: no scene 'S2A'")
+    assert "execution/worker.py" not in trace  # the runner's own frames are left out
+    [event] = [s.event for s in client.tasks.replay() if s.event.type == "TaskFailed"
+               and not s.event.will_retry and s.event.job_id == failed.id]  # fmt: skip
+    assert event.traceback == trace and event.error == "LookupError: no scene 'S2A'"
+    parent, child = client.jobs().find(optional.id).tasks
+    assert child.state == "failed_optional" and child.error is not None
+    assert parent.error is None
+    # a job retry runs it again: its last failure is history, not its error any more
+    client.jobs().retry(failed.id)
+    assert client.jobs().find(failed.id).tasks[0].error is None
+
+
+def test_a_traceback_kept_is_bounded_to_its_last_lines() -> None:
+    text = "\n".join(f"line {i}" for i in range(5000))
+    bounded = bounded_traceback(text, 1000)
+    assert len(bounded) <= 1000 + 40 and bounded.endswith("line 4999")
+    assert bounded.startswith("... (earlier lines left out)\nline ")
+    assert bounded_traceback("short", 1000) == "short"
+
+
+def test_job_get_shows_failed_tasks_errors_and_lists_them_with_tracebacks(
+    client: Client, tmp_path: Path, cli: Cli
+) -> None:
+    job = client.jobs().submit("failed", Breaks("S2A"), max_retries=1)
+    run(client, tmp_path, Breaks)
+    shown = cli("job", "get", job.id, ok=False).output
+    assert "error: LookupError: no scene 'S2A' (after 2 attempts)" in shown
+    assert 'raise LookupError(f"no scene {self.text!r}") from exc' in shown  # the traceback's end
+    assert "int(text)" not in shown  # not all of it
+    listed = cli("job", "get", job.id, "--tasks", "failed").output
+    assert "error: LookupError: no scene 'S2A'" in listed and "int(text)" in listed
+    assert "no computed tasks" in cli("job", "get", job.id, "--tasks", "computed").output
+    as_json = json.loads(cli("job", "get", job.id, "--tasks", "failed", "--json").stdout)
+    [task] = as_json["tasks"]
+    assert task["error"]["type"] == "LookupError" and task["attempts"] == 2
+    assert "int(text)" in task["error"]["traceback"]
+    assert json.loads(cli("job", "get", job.id, "--tasks", "queued", "--json").stdout)[
+        "tasks"] == []  # fmt: skip

@@ -37,6 +37,7 @@ from tilebox_core.domain.tasks import (
     JobInfo,
     JobState,
     NewJob,
+    TaskError,
     TaskSpec,
     TaskState,
     submitted_event,
@@ -53,8 +54,9 @@ QUERY_PAGE = 500  # job hashes read per round trip by query
 
 TASK_FIELDS = (
     "name", "version", "state", "parent", "runner", "release", "attempts", "compute_ms",
-    "cluster", "lane", "claimed_ms", "finished_ms", "max_retries",
+    "cluster", "lane", "claimed_ms", "finished_ms", "max_retries", "display", "error",
 )  # fmt: skip
+_task_error = msgspec.json.Decoder(TaskError)
 
 
 def task_spec(
@@ -402,7 +404,8 @@ def _task_info(task_id: str, row: dict[str, str]) -> TaskInfo:
         id=task_id, name=row["name"], version=row["version"], state=TaskState(row["state"]),
         parent_id=row["parent"] or None, cluster=row["cluster"], runner_id=row["runner"] or None,
         release_id=row["release"] or None, attempts=int(row["attempts"] or 0),
-        compute_seconds=int(row["compute_ms"] or 0) / 1000,
+        compute_seconds=int(row["compute_ms"] or 0) / 1000, display=row["display"] or None,
+        error=_task_error.decode(row["error"]) if row["error"] else None,
     )  # fmt: skip
 
 

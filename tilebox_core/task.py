@@ -68,14 +68,20 @@ def input_schema(task_class: type[Task]) -> dict[str, Any]:
 
 
 class CurrentTask:
-    """The task being executed: its id, job, identifier and attempt (1 for the first run)."""
+    """The task being executed: its id, job, identifier and attempt (1 for the first run), and
+    ``display``, its name in job views and diagrams: its class's name unless the task sets
+    another (``context.current_task.display = "..."``, as in Tilebox; at most 1024 characters
+    are kept, line breaks allowed)."""
 
-    def __init__(self, task_id: str, job_id: str, name: str, version: str, attempt: int) -> None:
+    def __init__(
+        self, task_id: str, job_id: str, name: str, version: str, attempt: int, display: str = ""
+    ) -> None:
         self.id = task_id
         self.job_id = job_id
         self.name = name
         self.version = version
         self.attempt = attempt
+        self.display = display
 
 
 class FutureTask:

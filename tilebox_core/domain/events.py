@@ -156,6 +156,7 @@ class TaskCompleted(Event, frozen=True, kw_only=True):
     compute_seconds: float = 0.0
     subtask_ids: list[str] = []
     progress: dict[str, list[int]] = {}  # label -> [done delta, total delta]
+    display: str = ""  # the display name the task set (current_task.display), if it set one
 
 
 class TaskFailed(Event, frozen=True, kw_only=True):
@@ -167,6 +168,8 @@ class TaskFailed(Event, frozen=True, kw_only=True):
     will_retry: bool = False
     reason: str = "error"  # error | input | poison | unavailable
     compute_seconds: float = 0.0
+    traceback: str = ""  # the end of the error's traceback (bounded), where it has one
+    display: str = ""  # the display name the task set before it failed, if it set one
 
 
 class TaskLeaseExpired(Event, frozen=True, kw_only=True):

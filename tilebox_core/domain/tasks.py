@@ -218,11 +218,40 @@ class Claim(msgspec.Struct, frozen=True, gc=False):
     poison: TaskFailed | None = None  # fails the task instead of claiming it (``is_poison``)
 
 
+class TaskError(msgspec.Struct, frozen=True, gc=False):
+    """Why a task failed for good, kept on the task (its hash's ``error``, as JSON): the error's
+    type and message, and the end of its traceback (bounded: MAX_TRACEBACK characters)."""
+
+    type: str  # the exception's class ("ValueError", "mylib.errors.Timeout"), or the reason's
+    message: str
+    traceback: str = ""
+
+
+MAX_ERROR_MESSAGE = 4000
+MAX_TRACEBACK = 8000  # characters of a traceback kept (its last lines: where it was raised)
+MAX_DISPLAY = 1024  # characters of a display name kept, as in Tilebox
+
+
+def bounded_traceback(text: str, limit: int = MAX_TRACEBACK) -> str:
+    """``text`` if it fits ``limit``, else its last lines that do, after a line saying so."""
+    if len(text) <= limit:
+        return text
+    tail = text[-limit:]
+    cut = tail.find("\n")
+    return "... (earlier lines left out)\n" + (tail[cut + 1 :] if cut >= 0 else tail)
+
+
+def bounded_display(display: str) -> str:
+    """A display name as kept: at most MAX_DISPLAY characters (the rest cut off, as in Tilebox)."""
+    return display[:MAX_DISPLAY]
+
+
 class Finish(msgspec.Struct, frozen=True):
     """A task's result, to be recorded (the finish script): its outcome, its events (in log
     order: its TaskCompleted and its subtasks' TaskSubmitted, or its TaskFailed or TaskReleased),
     the subtasks to create, and ``claim``, its TaskClaimed when the claim is recorded with the
-    result (fast tasks; None: it was recorded before the task ran)."""
+    result (fast tasks; None: it was recorded before the task ran). ``display`` (set by the task,
+    "" if not) and ``error`` (of a failure for good) are kept on the task."""
 
     task: ClaimedTask
     outcome: Outcome
@@ -231,6 +260,8 @@ class Finish(msgspec.Struct, frozen=True):
     progress: dict[str, list[int]] = {}  # label -> [done delta, total delta]
     subtasks: list[TaskSpec] = []
     claim: TaskClaimed | None = None
+    display: str = ""
+    error: TaskError | None = None
 
 
 class StagedSubtasks(msgspec.Struct, frozen=True, gc=False):

@@ -45,6 +45,7 @@ from tilebox_core.domain.events import (
 )
 from tilebox_core.domain.identifiers import TaskIdentifier, parse_version
 from tilebox_core.domain.tasks import (
+    MAX_ERROR_MESSAGE,
     Claim,
     ClaimedTask,
     ClaimStatus,
@@ -53,6 +54,8 @@ from tilebox_core.domain.tasks import (
     Finish,
     FinishStatus,
     Outcome,
+    TaskError,
+    bounded_display,
     failure_outcome,
     is_poison,
     submitted_event,
@@ -65,6 +68,7 @@ from tilebox_core.task import CurrentTask, Task
 
 from .aio import EventLoop, not_runnable
 from .context import TaskContext
+from .failure import task_error
 from .registry import Runner
 
 log = structlog.get_logger(__name__)
@@ -622,18 +626,16 @@ class TaskRunner:
                            "runner_id": self.id, "release_id": self.release_id}  # fmt: skip
         task_class = self._classes.get((claimed.name, parse_version(claimed.version)[0]))
         if task_class is None:  # cannot happen with lane routing; fail loudly rather than loop
-            return self._failed(claimed, common, "no task class for this identifier",
-                                FailureReason.ERROR)  # fmt: skip
+            error = TaskError("UnknownTask", "no task class for this identifier")
+            return self._failed(claimed, common, error.message, FailureReason.ERROR, error)
         try:
             task = msgspec.json.decode(claimed.input, type=task_class)
         except msgspec.MsgspecError as exc:
-            return self._failed(claimed, common, f"cannot decode task input: {exc}",
-                                FailureReason.INPUT)  # fmt: skip
-        context = TaskContext(
-            CurrentTask(claimed.task_id, claimed.job_id, claimed.name, claimed.version,
-                        claimed.attempts + 1),
-            self.cache_root, self.id,
-        )  # fmt: skip
+            error = TaskError("InvalidInput", f"cannot decode task input: {exc}")
+            return self._failed(claimed, common, error.message, FailureReason.INPUT, error)
+        current = CurrentTask(claimed.task_id, claimed.job_id, claimed.name, claimed.version,
+                              claimed.attempts + 1, task_class.__name__)  # fmt: skip
+        context = TaskContext(current, self.cache_root, self.id)
         started = time.perf_counter()
         try:
             returned = task.execute(context)
@@ -651,20 +653,28 @@ class TaskRunner:
                 )
                 for r in context.subtasks
             ]
+            # a display name the task set is kept (checked here: it fails the task, not the runner)
+            display = "" if current.display == task_class.__name__ else _display(current.display)
         except Exception as exc:
             seconds = time.perf_counter() - started
             context.logger.warning("task failed", error=f"{type(exc).__name__}: {exc}")
             detail = "".join(traceback.format_exception_only(exc)).strip()
-            return self._failed(claimed, common, detail, FailureReason.ERROR, seconds)
+            display = (
+                "" if current.display == task_class.__name__ else _safe_display(current.display)
+            )
+            return self._failed(claimed, common, detail, FailureReason.ERROR, task_error(exc),
+                                seconds, display)  # fmt: skip
         seconds = time.perf_counter() - started
         origin = self.client.origin()  # stamped when it finished
         progress = context.progress_deltas()
         events: list[Event] = [
             TaskCompleted(**origin.stamp(), **common, compute_seconds=round(seconds, 6),
-                          subtask_ids=[s.id for s in subtasks], progress=progress),
+                          subtask_ids=[s.id for s in subtasks], progress=progress,
+                          display=display),
             *(submitted_event(origin.stamp(), claimed.job_id, s) for s in subtasks),
         ]  # fmt: skip
-        return Finish(claimed, Outcome.COMPLETED, events, int(seconds * 1000), progress, subtasks)
+        return Finish(claimed, Outcome.COMPLETED, events, int(seconds * 1000), progress, subtasks,
+                      display=display)  # fmt: skip
 
     def _awaited(self, task: Task, returned: object) -> None:
         """Await the coroutine an ``async def execute`` returned, on this worker's event loop;
@@ -685,15 +695,17 @@ class TaskRunner:
             loop.close()
 
     def _failed(
-        self, claimed: ClaimedTask, common: _TaskOf, error: str, reason: FailureReason,
-        seconds: float = 0.0,
+        self, claimed: ClaimedTask, common: _TaskOf, detail: str, reason: FailureReason,
+        error: TaskError, seconds: float = 0.0, display: str = "",
     ) -> Finish:  # fmt: skip
         origin = self.client.origin()  # stamped when it failed
         outcome = failure_outcome(reason, claimed.attempts, claimed.max_retries, claimed.optional)
-        event = TaskFailed(**origin.stamp(), **common, error=error[:4000],
+        event = TaskFailed(**origin.stamp(), **common, error=detail[:MAX_ERROR_MESSAGE],
                            will_retry=outcome is Outcome.RETRY, reason=reason,
-                           compute_seconds=round(seconds, 6))  # fmt: skip
-        return Finish(claimed, outcome, [event], int(seconds * 1000))
+                           compute_seconds=round(seconds, 6), traceback=error.traceback,
+                           display=display)  # fmt: skip
+        return Finish(claimed, outcome, [event], int(seconds * 1000), display=display,
+                      error=error)  # fmt: skip
 
     def _release(self, claimed: ClaimedTask) -> Finish:
         event = TaskReleased(**self.client.origin().stamp(), job_id=claimed.job_id,
@@ -743,6 +755,22 @@ class TaskRunner:
 
     def _retrying(self, error: BaseException, wait: float) -> None:
         self.log.warning("store unavailable, retrying", error=str(error), delay=round(wait, 2))
+
+
+def _display(display: object) -> str:
+    """A display name a task set, as kept; not a str, or not text (a lone surrogate), fails it."""
+    if not isinstance(display, str):
+        raise TypeError(f"current_task.display must be a str, got {display!r}")
+    display.encode("utf-8")  # raises UnicodeEncodeError: it could not be recorded
+    return bounded_display(display)
+
+
+def _safe_display(display: object) -> str:
+    """``_display`` of a task that failed anyway: a bad display name is left out."""
+    try:
+        return _display(display)
+    except (TypeError, UnicodeError):
+        return ""
 
 
 def freeze_heap() -> None:

@@ -41,6 +41,7 @@ from tilebox_core.domain.tasks import (
     NewJob,
     Pending,
     StagedSubtasks,
+    TaskError,
     TaskSpec,
 )
 
@@ -817,20 +818,23 @@ class TaskStore:
         self, shard: TaskKeys, runner_id: str, release_id: str | None, claims: Sequence[Claim]
     ) -> tuple[list[str], list[Any]]:
         """claim.lua. KEYS: the task log, then per claim its task hash, job hash and lane. ARGV:
-        runner id, release id ('' for none), then 4 per claim: its entry id, TaskClaimed,
+        runner id, release id ('' for none), then 5 per claim: its entry id, TaskClaimed,
         TaskLeaseExpired ('' for a fresh delivery), the TaskFailed of a poison task ('' if it is
-        none: the runner decided, see ``is_poison``)."""
+        none: the runner decided, see ``is_poison``) and its TaskError (type "Poison"), kept on
+        the task."""
         encode = self.events.codec.encode
         keys = [shard.log(TASKS)]
         args: list[Any] = [runner_id, release_id or ""]
         for claim in claims:
             task = claim.delivery.task
             keys += (shard.task(task.task_id), shard.job(task.job_id), task.lane)
+            poison = claim.poison
             args += (
                 task.entry,
                 encode(claim.claimed),
                 encode(claim.expired) if claim.expired is not None else b"",
-                encode(claim.poison) if claim.poison is not None else b"",
+                encode(poison) if poison is not None else b"",
+                _json.encode(TaskError("Poison", poison.error)) if poison is not None else b"",
             )
         return keys, args
 
@@ -841,7 +845,8 @@ class TaskStore:
         lane, task hash, job task list, the keys of its chain and of its subtasks. ARGV: runner
         id, release id ('' for none), every task's events encoded and concatenated in order, how
         many; then 11 per task: job hash, lane, task hash, job task list, entry id,
-        outcome, compute ms, progress (JSON), subtasks (JSON, see create_tasks; '' for none),
+        outcome, compute ms, details ('' or JSON, see ``_details``), subtasks (JSON, see
+        create_tasks; '' for none),
         claimed ('1': recorded before, by claim.lua; '0': by this call, and the task's events
         begin with its TaskClaimed), and the extent of its events in the third, "<count>:<bytes>"."""
         keys: dict[str, None] = {shard.log(TASKS): None}
@@ -868,7 +873,7 @@ class TaskStore:
             count += n
             args += (
                 job, task.lane, task_key, job_tasks, task.entry, finish.outcome, finish.compute_ms,
-                _json.encode(finish.progress) if finish.progress else b"{}", specs,
+                _details(finish), specs,
                 "1" if finish.claim is None else "0", f"{n}:{len(encoded)}",
             )  # fmt: skip
         return list(keys), [runner_id, release_id or "", b"".join(events), count, *args]
@@ -993,6 +998,22 @@ class TaskStore:
         for task_id, lane in unfinished:
             keys += (shard.task(task_id), lane)
         return bool(self._run("cancel", keys, [self.events.codec.encode(event)]))
+
+
+def _details(finish: Finish) -> bytes:
+    """What a finish records besides its outcome, as finish.lua reads it: '' for nothing (most
+    tasks: no JSON to decode), else JSON with "p" the progress deltas, "d" the display name and
+    "e" the error (TaskError), each left out when there is none."""
+    if not (finish.progress or finish.display or finish.error):
+        return b""
+    details: dict[str, Any] = {}
+    if finish.progress:
+        details["p"] = finish.progress
+    if finish.display:
+        details["d"] = finish.display
+    if finish.error is not None:
+        details["e"] = finish.error
+    return _json.encode(details)
 
 
 def chain_keys(chain: str | list[dict[str, Any]]) -> list[str]:

@@ -1,9 +1,10 @@
 -- Record the claims of lane entries a runner received (XREADGROUP) or took over (XCLAIM), before
 -- it runs their tasks (see TaskRunner: fast tasks have their claim recorded with their result).
 -- KEYS[1] task log, then per entry: task hash, job hash, lane.
--- ARGV[1] runner id, ARGV[2] release id ('' for none), then 4 per entry: entry id, TaskClaimed,
+-- ARGV[1] runner id, ARGV[2] release id ('' for none), then 5 per entry: entry id, TaskClaimed,
 -- TaskLeaseExpired ('' if fresh), the TaskFailed of a poison task ('' if it is none: the runner
--- decides, domain.tasks.is_poison). Laid out by TaskStore._claim_call.
+-- decides, domain.tasks.is_poison) and its error (JSON, domain.tasks.TaskError, kept on the
+-- task). Laid out by TaskStore._claim_call.
 -- Returns per entry its status (domain.tasks.ClaimStatus): ok | stale | cancelled | poisoned |
 -- taken (another runner's claim is recorded: it took the task over while this runner stalled; a
 -- claim only takes a task from its recorded owner with the TaskLeaseExpired of a takeover).
@@ -12,7 +13,7 @@ local n = (#KEYS - 1) / 3
 local cancelled_jobs, started_jobs = {}, {}  -- per job, read / written once per call
 for i = 0, n - 1 do
   local task_key, job_key, lane = KEYS[2 + 3 * i], KEYS[3 + 3 * i], KEYS[4 + 3 * i]
-  local a = 3 + 4 * i
+  local a = 3 + 5 * i
   local entry, claimed, expired, poison = ARGV[a], ARGV[a + 1], ARGV[a + 2], ARGV[a + 3]
   local t = redis.call('HMGET', task_key, 'state', 'entry', 'runner')
   local cancelled = cancelled_jobs[job_key]
@@ -33,7 +34,7 @@ for i = 0, n - 1 do
     elseif poison ~= '' then
       -- Delivered again and again without finishing: it keeps killing its runners.
       drop(lane, entry)
-      redis.call('HSET', task_key, 'state', 'failed', 'runner', ARGV[1])
+      redis.call('HSET', task_key, 'state', 'failed', 'runner', ARGV[1], 'error', ARGV[a + 4])
       redis.call('HINCRBY', job_key, 'failed', '1')
       append(KEYS[1], poison)
       out[#out + 1] = 'poisoned'

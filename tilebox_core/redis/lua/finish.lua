@@ -7,7 +7,8 @@
 -- ARGV[1] runner id, ARGV[2] release id ('' for none), ARGV[3] the tasks' encoded events,
 -- concatenated in order, ARGV[4] how many; then 11 per task: job hash, lane, task hash, job task
 -- list, entry id, outcome (domain.tasks.Outcome: completed | retry | failed | failed_optional |
--- released), compute ms, progress (JSON {label: [done, total]}), subtasks (JSON, see
+-- released), compute ms, details ('' for none, else JSON: "p" progress {label: [done, total]},
+-- "d" the display name the task set, "e" its error {type, message, traceback}), subtasks (JSON, see
 -- create_tasks; '' for none), claimed ('1': claim.lua recorded the claim; '0': this call records
 -- it, and the task's events begin with its TaskClaimed), and its events' extent in ARGV[3],
 -- "<number>:<bytes>". Laid out by TaskStore._finish_call.
@@ -108,10 +109,11 @@ local function settle_parents()
 end
 
 -- Write a task's result: its state, compute time unless 0, the owner when this call records the
--- claim, and its open count unless 0 (absent once finished: 0, see tasklib). The usual cases are
--- spelled out: a table of fields, grown and unpacked, costs the server more per task.
-local function write_result(task, state, compute_ms, record_owner, open)
-  if compute_ms == '0' and open == 0 then
+-- claim, its open count unless 0 (absent once finished: 0, see tasklib), and ``extra`` fields
+-- (display, error) when there are any. The usual cases are spelled out: a table of fields, grown
+-- and unpacked, costs the server more per task.
+local function write_result(task, state, compute_ms, record_owner, open, extra)
+  if compute_ms == '0' and open == 0 and extra == nil then
     if not record_owner then
       redis.call('HSET', task, 'state', state)
     elseif release == '' then
@@ -138,10 +140,28 @@ local function write_result(task, state, compute_ms, record_owner, open)
     fields[#fields + 1] = 'open'
     fields[#fields + 1] = tostring(open)
   end
+  for _, value in ipairs(extra or {}) do
+    fields[#fields + 1] = value
+  end
   redis.call('HSET', task, unpack(fields))
 end
 
-local function finish(job, lane, task, job_tasks, entry, outcome, compute_ms, progress, specs_json,
+-- The fields a result keeps besides its state (see write_result), from its details: the display
+-- name the task set, and the error of a failure; nil for none.
+local function extra_fields(details, failed)
+  local extra = {}
+  if details.d then
+    extra[#extra + 1] = 'display'
+    extra[#extra + 1] = details.d
+  end
+  if failed and details.e then
+    extra[#extra + 1] = 'error'
+    extra[#extra + 1] = cjson.encode(details.e)
+  end
+  return #extra > 0 and extra or nil
+end
+
+local function finish(job, lane, task, job_tasks, entry, outcome, compute_ms, details, specs_json,
                       claimed)
   local f = redis.call('HMGET', task, 'state', 'entry', 'chain', 'open', 'runner')
   if owned_by_another(f[5], runner) then
@@ -177,8 +197,10 @@ local function finish(job, lane, task, job_tasks, entry, outcome, compute_ms, pr
     return 1
   end
   local record_owner = claimed == '0'
+  details = details ~= '' and cjson.decode(details) or nil
+  local extra = details and extra_fields(details, outcome ~= 'completed') or nil
   if outcome == 'failed' then
-    write_result(task, 'failed', compute_ms, record_owner, 0)
+    write_result(task, 'failed', compute_ms, record_owner, 0, extra)
     redis.call('HINCRBY', task, 'attempts', 1)
     count(job, 'failed', 1)
     return 1
@@ -192,8 +214,8 @@ local function finish(job, lane, task, job_tasks, entry, outcome, compute_ms, pr
     count(job, 'skipped', 1)
   else
     count(job, 'computed', 1)
-    if progress ~= '{}' then
-      for label, counts in pairs(cjson.decode(progress)) do
+    if details and details.p then
+      for label, counts in pairs(details.p) do
         count(job, 'progress:' .. label .. ':done', counts[1])
         count(job, 'progress:' .. label .. ':total', counts[2])
       end
@@ -204,7 +226,7 @@ local function finish(job, lane, task, job_tasks, entry, outcome, compute_ms, pr
     end
     open = open + created - 1
   end
-  write_result(task, state, compute_ms, record_owner, open)
+  write_result(task, state, compute_ms, record_owner, open, extra)
   -- Also in a cancelled job: its waiting tasks are cancelled, and settling only ever queues
   -- waiting ones.
   if open == 0 then

@@ -6,6 +6,7 @@ for i = 3, #KEYS, 2 do
   local state = redis.call('HGET', KEYS[i], 'state')
   if state == 'failed' then
     redis.call('HSET', KEYS[i], 'attempts', 0)
+    redis.call('HDEL', KEYS[i], 'error')  -- it runs again: its last failure is history now
     enqueue(KEYS[i])
     requeued = requeued + 1
   end
