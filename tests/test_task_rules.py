@@ -112,7 +112,9 @@ def test_the_wire_values_are_those_the_scripts_and_older_data_use() -> None:
     assert [o.value for o in Outcome] == [
         "completed", "retry", "failed", "failed_optional", "released",
     ]  # fmt: skip
-    assert [s.value for s in ClaimStatus] == ["ok", "stale", "cancelled", "poisoned", "taken"]
+    assert [s.value for s in ClaimStatus] == [
+        "ok", "stale", "cancelled", "poisoned", "taken", "held",
+    ]  # fmt: skip
     assert {s.name: s.value for s in FinishStatus} == {"FENCED": 0, "FINISHED": 1, "SUPERSEDED": 2}
     assert [r.value for r in FailureReason] == ["error", "input", "poison", "unavailable"]
 

@@ -7,13 +7,16 @@ from __future__ import annotations
 import asyncio
 import json
 import threading
+import time
 from pathlib import Path
 from typing import Any
 
+import msgspec
 import pytest
 
 from tests.conftest import Cli
 from tilebox_core import Client, ExecutionContext, Task
+from tilebox_core.domain.task_projection import fold
 from tilebox_core.domain.tasks import bounded_traceback
 
 pytestmark = pytest.mark.cluster
@@ -355,3 +358,161 @@ def test_job_get_shows_failed_tasks_errors_and_lists_them_with_tracebacks(
     assert "int(text)" in task["error"]["traceback"]
     assert json.loads(cli("job", "get", job.id, "--tasks", "queued", "--json").stdout)[
         "tasks"] == []  # fmt: skip
+
+
+# --- a failure holds its job until it is retried ---------------------------------------------------
+
+RAN: list[str] = []  # labels of the Mark tasks, as they ran
+HOOKS: dict[str, Any] = {}  # set by a test: what a Hold task waits for
+
+
+class Mark(Task):
+    label: str
+    fail: bool = False
+
+    def execute(self, context: ExecutionContext) -> None:
+        RAN.append(self.label)
+        if self.fail and HOOKS.get("failing", True):
+            raise RuntimeError(f"{self.label} breaks")
+
+
+class Fans(Task):
+    """A failing task, then ``n`` more (queued behind it) and one waiting for the first of
+    them."""
+
+    n: int
+
+    def execute(self, context: ExecutionContext) -> None:
+        context.submit_subtask(Mark("bad", fail=True))
+        leaves = context.submit_subtasks([Mark(f"leaf-{i}") for i in range(self.n)])
+        context.submit_subtask(Mark("after"), depends_on=leaves[:1])
+
+
+def test_a_failure_holds_the_rest_of_its_job_and_a_retry_resumes_it(
+    client: Client, tmp_path: Path
+) -> None:
+    RAN.clear()
+    HOOKS["failing"] = True
+    job = client.jobs().submit("held", Fans(20))
+    run(client, tmp_path, Fans, Mark)
+    failed = client.jobs().find(job.id)
+    assert failed.state == "failed"
+    states = {t.id: t.state for t in failed.tasks}
+    computed = {e.task_id for e in events(client, "TaskCompleted")}
+    # What ran after the failure was recorded had its result dropped: held, not computed.
+    held = [t for t in failed.tasks if t.state == "queued"]
+    assert held and all(t.id not in computed for t in held)
+    assert failed.tasks_by_state.get("running", 0) == 0
+    lanes = [client.tasks.lane("default", *Mark.identifier(), job.id)]
+    assert client.tasks.lane_backlog(lanes) == (0, 0)  # nothing waits in a lane: held
+    ran_before = len(RAN)
+    run(client, tmp_path, Fans, Mark)  # a runner again: it is given nothing of the job
+    assert len(RAN) == ran_before and client.jobs().find(job.id).state == "failed"
+
+    HOOKS["failing"] = False  # the fix
+    assert client.jobs().retry(job.id) == 1
+    run(client, tmp_path, Fans, Mark)
+    done = client.jobs().find(job.id)
+    assert done.state == "completed" and done.tasks_by_state == {"computed": 23}
+    completed = [e.task_id for e in events(client, "TaskCompleted")]
+    assert sorted(completed) == sorted(states)  # each task completed once
+    assert fold(client.tasks.replay()).jobs[job.id].state == "completed"
+
+
+def until(condition: Any, failure: str) -> None:
+    deadline = time.monotonic() + 10
+    while not condition():
+        if time.monotonic() > deadline:
+            raise RuntimeError(failure)
+        time.sleep(0.01)
+
+
+class Side(Task):
+    """One of two tasks run side by side (one lane: a read of COUNT 1 gets one): "holds" runs
+    until its job has failed, then completes with a subtask (a task running when its job fails
+    finishes, and what it submits waits for the retry); "fails" fails once the store shows the
+    other running (its claim recorded)."""
+
+    role: str
+
+    def execute(self, context: ExecutionContext) -> None:
+        job_id = context.current_task.job_id
+        if self.role == "holds":
+            until(lambda: HOOKS["job"](job_id).state == "failed", "the job never failed")
+            context.submit_subtask(Mark("child of a running task"))
+            return
+        me = context.current_task.id
+        until(lambda: any(t.name == "Side" and t.id != me and t.state in ("running", "computed")
+                          for t in HOOKS["job"](job_id).tasks), "the other never ran")  # fmt: skip
+        raise RuntimeError("breaks while the other runs")
+
+
+class Both(Task):
+    def execute(self, context: ExecutionContext) -> None:
+        time.sleep(0.02)  # slow: the runner records its next tasks' claims before they run
+        context.submit_subtasks([Side("holds"), Side("fails")])
+
+
+def test_a_task_running_when_its_job_fails_finishes_and_its_subtasks_wait_for_the_retry(
+    client: Client, tmp_path: Path
+) -> None:
+    RAN.clear()
+    HOOKS.update(job=client.jobs().find)
+    job = client.jobs().submit("running", Both())
+    tasks = (Both, Side, Mark)
+    run(client, tmp_path, *tasks, concurrency=2, prefetch=1)  # the two side by side
+    failed = client.jobs().find(job.id)
+    assert failed.state == "failed"
+    assert [(t.name, t.state) for t in failed.tasks] == [
+        ("Both", "computed"), ("Side", "computed"), ("Side", "failed"), ("Mark", "queued"),
+    ]  # fmt: skip
+    assert "child of a running task" not in RAN
+    client.jobs().retry(job.id)
+    run(client, tmp_path, *tasks)
+    assert client.jobs().find(job.id).state == "failed"  # "fails" fails again...
+    assert RAN.count("child of a running task") == 1  # ...but the held child ran
+
+
+def test_a_retry_resumes_tasks_held_after_it_read_the_job(
+    client: Client, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The retry reads the job, then runs its script; a task held in between is not named by the
+    # first call: the second look queues it again.
+    RAN.clear()
+    HOOKS["failing"] = True
+    job = client.jobs().submit("racing", Fans(3))
+    run(client, tmp_path, Fans, Mark)
+    assert client.jobs().find(job.id).state == "failed"
+    HOOKS["failing"] = False
+    jobs = client.jobs()
+    find = jobs.find
+    reads: list[int] = []
+
+    def first_read_misses_the_held(job_id: str, *args: Any, **kwargs: Any) -> Any:
+        found = find(job_id, *args, **kwargs)
+        reads.append(1)
+        if len(reads) == 1:  # as if read before they were held
+            return msgspec.structs.replace(
+                found, tasks=[t for t in found.tasks if t.state != "queued"]
+            )
+        return found
+
+    monkeypatch.setattr(jobs, "find", first_read_misses_the_held)
+    assert jobs.retry(job.id) == 1
+    run(client, tmp_path, Fans, Mark)
+    assert find(job.id).state == "completed"
+
+
+def events(client: Client, kind: str) -> list[Any]:
+    return [s.event for s in client.tasks.replay() if s.event.type == kind]
+
+
+def test_a_failed_job_with_held_tasks_can_be_cancelled(client: Client, tmp_path: Path) -> None:
+    RAN.clear()
+    HOOKS["failing"] = True
+    job = client.jobs().submit("held then cancelled", Fans(5))
+    run(client, tmp_path, Fans, Mark)
+    assert any(t.state == "queued" for t in client.jobs().find(job.id).tasks)  # held
+    cancelled = client.jobs().cancel(job.id)
+    assert cancelled.state == "cancelled" and "queued" not in cancelled.tasks_by_state
+    assert "waiting" not in cancelled.tasks_by_state

@@ -52,6 +52,9 @@ SUBMIT_CHUNK = 200
 
 QUERY_PAGE = 500  # job hashes read per round trip by query
 
+# What a job retry names: its failed tasks, and those not started, which its failure may hold.
+_RETRIED = TASK_UNSTARTED | {TaskState.FAILED}
+
 TASK_FIELDS = (
     "name", "version", "state", "parent", "runner", "release", "attempts", "compute_ms",
     "cluster", "lane", "claimed_ms", "finished_ms", "max_retries", "display", "error",
@@ -325,21 +328,35 @@ class Jobs:
     # --- changing ---------------------------------------------------------------------------------
 
     def retry(self, job_id: str) -> int:
-        """Re-queue the failed tasks of a job; completed work is kept. Returns how many."""
+        """Re-queue the failed tasks of a job (completed work is kept), and queue again the tasks
+        its failure held: they run after the retry. Returns how many failed tasks were re-queued."""
         job = self.find(job_id)
         if job.state is JobState.CANCELLED:
             raise Conflict(f"job {job_id} was cancelled; submit it again instead of retrying")
-        failed = [
-            (t.id, self._store.lane(t.cluster, t.name, t.version, job_id))
-            for t in job.tasks
-            if t.state is TaskState.FAILED
-        ]
-        if not failed:
+        if not any(t.state is TaskState.FAILED for t in job.tasks):
             raise Conflict(f"job {job_id} has no failed tasks to retry (state: {job.state})")
         event = JobRetried(
-            **self._client.origin().stamp(), job_id=job_id, task_ids=[f[0] for f in failed]
-        )
-        return self._store.retry(job_id, failed, event)
+            **self._client.origin().stamp(), job_id=job_id,
+            task_ids=[t.id for t in job.tasks if t.state is TaskState.FAILED],
+        )  # fmt: skip
+        requeued, _ = self._store.retry(job_id, self._lanes(job, _RETRIED), event)
+        # A task queued (and held) after the read above was not named: a second look queues it
+        # again. Queued tasks only: a task that failed since is the job's new failure, not this
+        # retry's, and while there is one the script resumes nothing.
+        queued = self._lanes(self.find(job_id), {TaskState.QUEUED})
+        if queued:
+            self._store.retry(job_id, queued, event)
+        return requeued
+
+    def _lanes(
+        self, job: Job, states: set[TaskState] | frozenset[TaskState]
+    ) -> list[tuple[str, str]]:
+        """The tasks of ``job`` in ``states``, with their lanes."""
+        return [
+            (t.id, self._store.lane(t.cluster, t.name, t.version, job.id))
+            for t in job.tasks
+            if t.state in states
+        ]
 
     def cancel(self, job_id: str) -> Job:
         job = self.find(job_id)
@@ -358,11 +375,7 @@ class Jobs:
 
     def _unstarted(self, job: Job) -> list[tuple[str, str]]:
         """The tasks of ``job`` not handed to a runner yet, with their lanes."""
-        return [
-            (t.id, self._store.lane(t.cluster, t.name, t.version, job.id))
-            for t in job.tasks
-            if t.state in TASK_UNSTARTED
-        ]
+        return self._lanes(job, TASK_UNSTARTED)
 
 
 def new_job(

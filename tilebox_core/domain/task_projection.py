@@ -18,6 +18,10 @@ events' own meaning:
   is any task of it that would be queued later (a retry, a release, a dependency completed); a
   running task finishes, without subtasks.
 - A poison task (``TaskFailed.reason`` poison, failed by a claim) fails for good, optional or not.
+- A job with a task failed for good hands out no further tasks until it is retried: a queued task
+  of it is held (``is_held``; no event: its state stays queued, and no claim of it is logged), a
+  running one finishes, and its completion still creates its subtasks (held in turn). A job retry
+  queues the held tasks again once the job has no failed task left.
 """
 
 from __future__ import annotations
@@ -117,6 +121,16 @@ def apply(plane: TaskPlane, event: Event | UnknownEvent) -> TaskPlane:
                     if task.state in TASK_UNSTARTED:
                         task.state = TaskState.CANCELLED
     return plane
+
+
+def is_held(plane: TaskPlane, task_id: str) -> bool:
+    """Whether task ``task_id`` is held: queued in a job that failed (and is not cancelled), so
+    no runner is given it (no claim of it, no poison failure, is logged) until a retry."""
+    task = plane.tasks.get(task_id)
+    if task is None or task.state is not TaskState.QUEUED:
+        return False
+    job = plane.jobs[task.job_id]
+    return job.failed > 0 and not job.cancelled
 
 
 def fold(

@@ -78,6 +78,7 @@ class ClaimStatus(enum.StrEnum):
     CANCELLED = "cancelled"  # its job was cancelled: the task is cancelled
     POISONED = "poisoned"  # failed as poison
     TAKEN = "taken"  # another runner's claim is recorded: it took the task over
+    HELD = "held"  # its job failed: not handed out until the job is retried
 
 
 class FinishStatus(enum.IntEnum):
@@ -85,7 +86,7 @@ class FinishStatus(enum.IntEnum):
 
     FENCED = 0  # another runner owns the task now (this one's lease was lost): nothing recorded
     FINISHED = 1
-    SUPERSEDED = 2  # cancelled or requeued while it ran: dropped, nothing recorded
+    SUPERSEDED = 2  # cancelled, requeued or held while it ran: dropped, nothing recorded
 
 
 # --- the rules a runner applies ----------------------------------------------------------------

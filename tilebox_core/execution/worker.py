@@ -567,8 +567,8 @@ class TaskRunner:
                 self.log.warning("lease lost; another runner owns the task now",
                                  task_id=finish.task.task_id)  # fmt: skip
             elif status is FinishStatus.SUPERSEDED:
-                self.log.info("result dropped: the task was cancelled or requeued while it ran",
-                              task_id=finish.task.task_id)  # fmt: skip
+                self.log.info("result dropped: the task was cancelled, requeued or held (its "
+                              "job failed) while it ran", task_id=finish.task.task_id)  # fmt: skip
 
     def _claimed_events(self, tasks: Sequence[ClaimedTask]) -> dict[tuple[str, str], TaskClaimed]:
         """Entry id -> TaskClaimed of each of ``tasks``, claimed now."""

@@ -981,13 +981,15 @@ class TaskStore:
         return [_s(job_id) for job_id, _ in list(newest)[:limit]]
 
     @translate_errors
-    def retry(self, job_id: str, failed: Sequence[tuple[str, str]], event: Event) -> int:
-        """Re-queue failed tasks (task id, lane); returns how many were re-queued."""
+    def retry(self, job_id: str, tasks: Sequence[tuple[str, str]], event: Event) -> tuple[int, int]:
+        """Re-queue the failed ones of ``tasks`` (task id, lane), then, once the job has no failed
+        task, queue again the held ones (see retry.lua); (re-queued, queued again)."""
         shard = self.shard(job_id)
         keys = [shard.log(TASKS), shard.job(job_id)]
-        for task_id, lane in failed:
+        for task_id, lane in tasks:
             keys += (shard.task(task_id), lane)
-        return int(self._run("retry", keys, [self.events.codec.encode(event)]))
+        requeued, resumed = self._run("retry", keys, [self.events.codec.encode(event)])
+        return int(requeued), int(resumed)
 
     @translate_errors
     def cancel(self, job_id: str, unfinished: Sequence[tuple[str, str]], event: Event) -> bool:

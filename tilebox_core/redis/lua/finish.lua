@@ -13,15 +13,15 @@
 -- it, and the task's events begin with its TaskClaimed), and its events' extent in ARGV[3],
 -- "<number>:<bytes>". Laid out by TaskStore._finish_call.
 -- Returns per task (domain.tasks.FinishStatus) 1; 0 when fenced off (the lease was lost: another
--- runner owns the task now); 2 when the entry was superseded meanwhile (the job was cancelled
--- while the task ran unclaimed, or the task was requeued): the entry is dropped and nothing is
--- recorded but the cancellation.
+-- runner owns the task now); 2 when the entry was superseded meanwhile (the job was cancelled or
+-- failed while the task ran unclaimed, or the task was requeued): the entry is dropped and
+-- nothing is recorded but the cancellation, or the hold (see hold in tasklib).
 -- Per-call work is done once per lane or job: lane entries are acknowledged and deleted per lane
 -- and job counters incremented per job at the end.
 local log, runner, release = KEYS[1], ARGV[1], ARGV[2]
 local lanes, acks = {}, {}                -- lanes in order; lane -> entries to drop
 local hashes, counters = {}, {}           -- job hashes in order; job -> counts (see count)
-local cancelled_jobs, started_jobs = {}, {}
+local gates, started_jobs = {}, {}  -- per job: its gate (see gate_of), read once per call
 
 local function drop_later(lane, entry)
   local entries = acks[lane]
@@ -48,13 +48,17 @@ local function count(job, field, by)
   c[field] = now + by
 end
 
-local function is_cancelled(job)
-  local cancelled = cancelled_jobs[job]
-  if cancelled == nil then
-    cancelled = redis.call('HGET', job, 'cancelled') == '1'
-    cancelled_jobs[job] = cancelled
+local function gate(job)
+  local g = gates[job]
+  if g == nil then
+    g = gate_of(job)
+    gates[job] = g
   end
-  return cancelled
+  return g
+end
+
+local function is_cancelled(job)
+  return gate(job) == '1'
 end
 
 -- A complete task's parent learns of it at the end of the call, once per parent however many of
@@ -171,11 +175,19 @@ local function finish(job, lane, task, job_tasks, entry, outcome, compute_ms, de
     drop_later(lane, entry)  -- ours, but superseded: as claim.lua does
     return 2
   end
-  if claimed == '0' and outcome ~= 'released' and is_cancelled(job) then
-    -- queued when its job was cancelled (created while the cancel ran): as claim.lua does
-    drop_later(lane, entry)
-    redis.call('HSET', task, 'state', 'cancelled')
-    return 2
+  if claimed == '0' and outcome ~= 'released' then
+    -- it ran unclaimed: had its claim been recorded first, claim.lua would have refused it if
+    -- its job was cancelled (created while the cancel ran) or failed (then it is held)
+    local g = gate(job)
+    if g == '1' then
+      drop_later(lane, entry)
+      redis.call('HSET', task, 'state', 'cancelled')
+      return 2
+    elseif g == 'failed' and f[1] == 'queued' then
+      drop_later(lane, entry)
+      redis.call('HSET', task, 'entry', '')
+      return 2
+    end
   end
   drop_later(lane, entry)
   if (outcome == 'retry' or outcome == 'released') and claimed == '0' and not started_jobs[job] then
@@ -203,6 +215,10 @@ local function finish(job, lane, task, job_tasks, entry, outcome, compute_ms, de
     write_result(task, 'failed', compute_ms, record_owner, 0, extra)
     redis.call('HINCRBY', task, 'attempts', 1)
     count(job, 'failed', 1)
+    if gate(job) == '' then
+      close_gate(job)
+      gates[job] = 'failed'  -- the job's tasks later in this call are held, as after it
+    end
     return 1
   end
   local open = f[4] and tonumber(f[4]) or 1  -- absent: 1, the task itself (see tasklib)
