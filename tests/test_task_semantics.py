@@ -397,6 +397,9 @@ def test_a_failure_holds_the_rest_of_its_job_and_a_retry_resumes_it(
     run(client, tmp_path, Fans, Mark)
     failed = client.jobs().find(job.id)
     assert failed.state == "failed"
+    # received with bad, in one batch, and handed back unrun once it failed
+    assert RAN == ["bad"]
+    assert len(events(client, "TaskReleased")) == 20
     states = {t.id: t.state for t in failed.tasks}
     computed = {e.task_id for e in events(client, "TaskCompleted")}
     # What ran after the failure was recorded had its result dropped: held, not computed.
@@ -516,3 +519,163 @@ def test_a_failed_job_with_held_tasks_can_be_cancelled(client: Client, tmp_path:
     cancelled = client.jobs().cancel(job.id)
     assert cancelled.state == "cancelled" and "queued" not in cancelled.tasks_by_state
     assert "waiting" not in cancelled.tasks_by_state
+
+
+# --- optional subtrees ---------------------------------------------------------------------------
+
+
+class Node(Task):
+    """A node of a tree: it submits ``children``, each [kind, label, optional, index of an
+    earlier sibling it depends on or -1, its children]; kind "node" is a Node, "fail" a Fails,
+    "late" a Late."""
+
+    label: str
+    children: list[Any] = msgspec.field(default_factory=list)
+
+    def execute(self, context: ExecutionContext) -> None:
+        RAN.append(self.label)
+        context.current_task.display = self.label
+        handles: list[Any] = []
+        for kind, label, optional, after, children in self.children:
+            task = {"node": Node, "fail": Fails, "late": Late}[kind](label, children)
+            handles.append(context.submit_subtask(
+                task, optional=optional, depends_on=[handles[after]] if after >= 0 else []
+            ))  # fmt: skip
+
+
+class Fails(Node):
+    def execute(self, context: ExecutionContext) -> None:
+        RAN.append(self.label)
+        context.current_task.display = self.label
+        raise RuntimeError(f"{self.label} breaks")
+
+
+class Late(Node):
+    """A Node served by a second runner: it is received after the first runner's tasks (and
+    failures) are recorded."""
+
+
+def late(label: str, after: int = -1, optional: bool = False, children: Any = ()) -> list[Any]:
+    return ["late", label, optional, after, list(children)]
+
+
+def test_a_failure_in_an_optional_subtree_skips_the_rest_of_it_transitively(
+    client: Client, tmp_path: Path
+) -> None:
+    # root -> outer (optional) -> [bad, mid -> [m1, m2], after (after bad) -> [a1],
+    #                               inner (optional) -> [i1], next (after after)]
+    #      -> sibling (outside the optional subtree)
+    RAN.clear()
+    tree = Node("root", [
+        ["node", "outer", True, -1, [
+            ["fail", "bad", False, -1, []],
+            late("mid", children=[late("m1"), late("m2", after=0)]),
+            late("after", after=0, children=[late("a1")]),
+            late("inner", optional=True, children=[late("i1")]),
+            late("next", after=2),
+        ]],
+        ["node", "sibling", False, -1, []],
+    ])  # fmt: skip
+    job = client.jobs().submit("optional subtree", tree)
+    run(client, tmp_path, Node, Fails)
+    run(client, tmp_path, Late)
+    found = client.jobs().find(job.id)
+    assert found.state == "completed"
+    # in the order they were created; a task that never ran set no display name
+    assert [(t.display, t.state) for t in found.tasks] == [
+        ("root", "computed"), ("outer", "computed"), ("sibling", "computed"),
+        ("bad", "failed_optional"),
+        (None, "skipped"),  # mid: queued when bad failed; its subtasks are never created
+        (None, "skipped"),  # after: waited for bad, was queued then, and skipped
+        (None, "skipped"),  # inner: an optional subtree inside the skipped one
+        (None, "skipped"),  # next: waited for after: skipped in turn
+    ]  # fmt: skip
+    assert sorted(RAN) == ["bad", "outer", "root", "sibling"]
+    skipped = [e.task_id for e in events(client, "TaskSkipped")]
+    assert sorted(skipped) == sorted(t.id for t in found.tasks if t.state == "skipped")
+    assert fold(client.tasks.replay()).jobs[job.id].state == "completed"
+
+
+def test_a_failure_of_an_optional_task_inside_an_optional_subtree_is_contained_by_it(
+    client: Client, tmp_path: Path
+) -> None:
+    RAN.clear()
+    tree = Node("root", [
+        ["node", "outer", True, -1, [
+            ["node", "inner", True, -1, [["fail", "bad", False, -1, []], late("i2")]],
+            late("after inner", after=0),
+            late("beside"),
+        ]],
+    ])  # fmt: skip
+    job = client.jobs().submit("contained", tree)
+    run(client, tmp_path, Node, Fails)
+    run(client, tmp_path, Late)
+    found = client.jobs().find(job.id)
+    assert found.state == "completed"
+    assert [(t.display, t.state) for t in found.tasks] == [
+        ("root", "computed"), ("outer", "computed"), ("inner", "computed"),
+        ("after inner", "computed"),  # runs once inner is complete (its subtree skipped)
+        ("beside", "computed"),
+        ("bad", "failed_optional"),
+        (None, "skipped"),  # i2: in inner's subtree, with bad
+    ]  # fmt: skip
+    assert RAN.count("after inner") == 1 and "i2" not in RAN
+
+
+class Slow(Task):
+    """Inside an optional subtree: runs until its sibling's failure skipped the subtree, then
+    completes with subtasks, which are not created."""
+
+    label: str
+
+    def execute(self, context: ExecutionContext) -> None:
+        RAN.append(self.label)
+        job_id = context.current_task.job_id
+        until(lambda: any(t.state == "failed_optional" for t in HOOKS["job"](job_id).tasks),
+              "the sibling never failed")  # fmt: skip
+        context.submit_subtasks([Late("never created"), Late("nor this")])
+
+
+class Scope(Task):
+    def execute(self, context: ExecutionContext) -> None:
+        time.sleep(0.02)  # slow: the runner records its next tasks' claims before they run
+        context.submit_subtask(Slow("slow"))
+        context.submit_subtask(Slow("slow"))  # the same lane as the failing one: see below
+
+
+class Outer(Task):
+    def execute(self, context: ExecutionContext) -> None:
+        time.sleep(0.02)
+        context.submit_subtask(Scope(), optional=True)
+
+
+class FailingSlow(Task):
+    """``Slow``'s identifier: the one failing of the two (a runner registers one class per
+    identifier, so the two are told apart by their order)."""
+
+    label: str
+
+    @staticmethod
+    def identifier() -> tuple[str, str]:
+        return "Slow", "v0.0"
+
+    def execute(self, context: ExecutionContext) -> None:
+        if not HOOKS.get("failed"):
+            HOOKS["failed"] = True
+            raise RuntimeError("the first Slow breaks")
+        Slow.execute(self, context)  # type: ignore[arg-type]
+
+
+def test_a_task_running_when_its_optional_subtree_fails_completes_without_subtasks(
+    client: Client, tmp_path: Path
+) -> None:
+    RAN.clear()
+    HOOKS.update(job=client.jobs().find, failed=False)
+    job = client.jobs().submit("running in a skipped subtree", Outer())
+    run(client, tmp_path, Outer, Scope, FailingSlow, Late, concurrency=2, prefetch=1)
+    found = client.jobs().find(job.id)
+    assert found.state == "completed"
+    assert sorted(t.state for t in found.tasks if t.name == "Slow") == ["computed",
+                                                                         "failed_optional"]  # fmt: skip
+    assert [t.name for t in found.tasks] == ["Outer", "Scope", "Slow", "Slow"]  # none created
+    assert "never created" not in RAN

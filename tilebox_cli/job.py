@@ -295,7 +295,7 @@ def _wait(app: AppContext, job_id: str, timeout: float | None, diagnose_after: f
 
 
 def _bar(current: Job, width: int = 30) -> str:
-    done = sum(current.tasks_by_state.get(s, 0) for s in ("computed", "failed_optional"))
+    done = sum(current.tasks_by_state.get(s, 0) for s in ("computed", "failed_optional", "skipped"))
     total = max(current.total_tasks, 1)
     filled = int(width * done / total)
     labels = " ".join(f"{p.label or '-'}:{p.done}/{p.total}" for p in current.progress)

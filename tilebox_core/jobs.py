@@ -65,11 +65,13 @@ _task_error = msgspec.json.Decoder(TaskError)
 def task_spec(
     task: Task, task_id: str, cluster: str, *, parent_id: str | None = None,
     depends_on: Sequence[str] = (), max_retries: int = 0, optional: bool = False,
+    scopes: str = "",
 ) -> TaskSpec:  # fmt: skip
     identifier = task_identifier(type(task))
     return TaskSpec(
         task_id, identifier.name, identifier.version, cluster, msgspec.json.encode(task).decode(),
         parent_id, list(dict.fromkeys(depends_on)), max_retries, optional,  # a dependency once
+        scopes,
     )  # fmt: skip
 
 

@@ -190,6 +190,16 @@ class TaskReleased(Event, frozen=True, kw_only=True):
     runner_id: str
 
 
+class TaskSkipped(Event, frozen=True, kw_only=True):
+    """A runner received a task inside an optional task's subtree after a task of that subtree
+    failed: the task is skipped, unrun, and counts as complete."""
+
+    job_id: str
+    task_id: str
+    runner_id: str
+    release_id: str | None = None
+
+
 class JobRetried(Event, frozen=True, kw_only=True):
     job_id: str
     task_ids: list[str]
@@ -209,6 +219,7 @@ TASK_EVENTS: tuple[type[Event], ...] = (
     TaskReleased,
     JobRetried,
     JobCancelled,
+    TaskSkipped,
 )
 
 ALL_EVENTS: tuple[type[Event], ...] = CONTROL_EVENTS + TASK_EVENTS

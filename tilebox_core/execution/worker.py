@@ -42,6 +42,7 @@ from tilebox_core.domain.events import (
     TaskFailed,
     TaskLeaseExpired,
     TaskReleased,
+    TaskSkipped,
 )
 from tilebox_core.domain.identifiers import TaskIdentifier, parse_version
 from tilebox_core.domain.tasks import (
@@ -58,7 +59,9 @@ from tilebox_core.domain.tasks import (
     bounded_display,
     failure_outcome,
     is_poison,
+    nearest_scope,
     submitted_event,
+    subtask_scopes,
 )
 from tilebox_core.jobs import task_spec
 from tilebox_core.redis.taskstore import STAGE_CHUNK, TaskStore
@@ -402,7 +405,11 @@ class TaskRunner:
     def _handle(self, deliveries: list[Delivery]) -> None:
         # Fast tasks have their claims recorded with their results, one script call per batch
         # instead of two: the lease is the lane entry's, held since XREADGROUP delivered it.
-        deferred = self._defer_claims() and all(d.previous_owner is None for d in deliveries)
+        # Not tasks inside an optional subtree: whether they are to be skipped is known only
+        # when their claims are recorded (claim.lua), so they have them recorded before they run.
+        deferred = self._defer_claims() and all(
+            d.previous_owner is None and not d.task.scopes for d in deliveries
+        )
         tasks = [d.task for d in deliveries] if deferred else self._claim(deliveries)
         # stamped now, when they were received, however much later they are recorded
         claims = self._claimed_events(tasks) if deferred else {}
@@ -413,6 +420,12 @@ class TaskRunner:
         pending = collections.deque(tasks)
         finishes: list[Finish] = []
         handed: set[tuple[str, str]] = set()  # deliveries whose results the recorder has
+        # What a failure in this batch stops of the rest of it, before the store knows (it will
+        # by their results, recorded after the failure's): the tasks of a job a task failed for
+        # good in are handed back (and held), those of an optional subtree a failure skipped
+        # are skipped (job id -> those optional tasks).
+        failed_jobs: set[str] = set()
+        skipped: dict[str, set[str]] = {}
         since = began = time.monotonic()
         try:
             while pending:
@@ -429,9 +442,14 @@ class TaskRunner:
                     pending = collections.deque(t for t in pending if t.key in kept)
                     if task.key not in kept:
                         continue
+                handed_back = False
                 # Draining: hand back what has not started rather than run it now.
                 if self._stopping.is_set():
                     finish = self._release(task)
+                elif failed_jobs and task.job_id in failed_jobs:
+                    finish, handed_back = self._release(task), True
+                elif skipped and _in_skipped(skipped, task):
+                    finish = self._skipped(task, self.client.origin())
                 else:
                     if deferred:
                         with self._lock:
@@ -443,7 +461,14 @@ class TaskRunner:
                     started = time.perf_counter()
                     finish = self._execute(task)
                     self._observe(time.perf_counter() - started)
-                if deferred and not self._claimed_meanwhile(task):
+                    if finish.outcome is Outcome.FAILED:
+                        failed_jobs.add(task.job_id)
+                    elif finish.outcome is Outcome.FAILED_NESTED:
+                        skipped.setdefault(task.job_id, set()).add(finish.skips)
+                if handed_back:  # no claim of it is recorded: its job holds it (claim.lua)
+                    if deferred:
+                        self._claimed_meanwhile(task)
+                elif deferred and not self._claimed_meanwhile(task):
                     if len(finish.subtasks) > STAGE_CHUNK:
                         self._claim([Delivery(task)], claims)  # before its subtasks are staged
                     else:  # recorded with the result
@@ -590,14 +615,18 @@ class TaskRunner:
             claims = {**self._claimed_events([d.task for d in deliveries]), **claims}
         requests = [self._claim_of(d, claims[d.task.key], origin) for d in deliveries]
         statuses = self.store.claim(self.id, self.release_id, requests)
-        claimed = []
+        claimed, skipped = [], []
         for d, status in zip(deliveries, statuses):
             if status is ClaimStatus.OK:
                 claimed.append(d.task)
+            elif status is ClaimStatus.SKIP:
+                skipped.append(self._skipped(d.task, origin))
             elif status is ClaimStatus.POISONED:
                 self.log.error(
                     "poison task failed", task_id=d.task.task_id, deliveries=d.deliveries
                 )
+        if skipped:  # recorded as any result (their entries are this runner's until then)
+            self._hand_over(skipped, set())
         return claimed
 
     def _claim_of(self, delivery: Delivery, claimed: TaskClaimed, origin: Origin) -> Claim:
@@ -641,6 +670,7 @@ class TaskRunner:
             returned = task.execute(context)
             if returned is not None:  # a coroutine (async def execute), or a mistake
                 self._awaited(task, returned)
+            scopes = subtask_scopes(claimed.scopes, claimed.task_id, claimed.optional)
             subtasks = [
                 task_spec(
                     r.handle.task,
@@ -650,6 +680,7 @@ class TaskRunner:
                     depends_on=r.depends_on,
                     max_retries=r.max_retries,  # 0 unless given, as in Tilebox: not the parent's
                     optional=r.optional,
+                    scopes=scopes,
                 )
                 for r in context.subtasks
             ]
@@ -699,13 +730,20 @@ class TaskRunner:
         error: TaskError, seconds: float = 0.0, display: str = "",
     ) -> Finish:  # fmt: skip
         origin = self.client.origin()  # stamped when it failed
-        outcome = failure_outcome(reason, claimed.attempts, claimed.max_retries, claimed.optional)
+        outcome = failure_outcome(reason, claimed.attempts, claimed.max_retries, claimed.optional,
+                                  nested=bool(claimed.scopes))  # fmt: skip
+        skips = nearest_scope(claimed.scopes) if outcome is Outcome.FAILED_NESTED else ""
         event = TaskFailed(**origin.stamp(), **common, error=detail[:MAX_ERROR_MESSAGE],
                            will_retry=outcome is Outcome.RETRY, reason=reason,
                            compute_seconds=round(seconds, 6), traceback=error.traceback,
                            display=display)  # fmt: skip
         return Finish(claimed, outcome, [event], int(seconds * 1000), display=display,
-                      error=error)  # fmt: skip
+                      error=error, skips=skips)  # fmt: skip
+
+    def _skipped(self, claimed: ClaimedTask, origin: Origin) -> Finish:
+        event = TaskSkipped(**origin.stamp(), job_id=claimed.job_id, task_id=claimed.task_id,
+                            runner_id=self.id, release_id=self.release_id)  # fmt: skip
+        return Finish(claimed, Outcome.SKIPPED, [event])
 
     def _release(self, claimed: ClaimedTask) -> Finish:
         event = TaskReleased(**self.client.origin().stamp(), job_id=claimed.job_id,
@@ -755,6 +793,12 @@ class TaskRunner:
 
     def _retrying(self, error: BaseException, wait: float) -> None:
         self.log.warning("store unavailable, retrying", error=str(error), delay=round(wait, 2))
+
+
+def _in_skipped(skipped: dict[str, set[str]], task: ClaimedTask) -> bool:
+    """Whether ``task`` is inside an optional subtree that ``skipped`` names for its job."""
+    scopes = skipped.get(task.job_id)
+    return bool(scopes and task.scopes and scopes.intersection(task.scopes.split(",")))
 
 
 def _display(display: object) -> str:

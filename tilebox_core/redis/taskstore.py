@@ -86,6 +86,7 @@ class TaskSpecFields(msgspec.Struct):
     parent: str = ""
     max_retries: str = "0"
     optional: str = "0"
+    scopes: str = ""  # the optional tasks among its ancestors (domain.tasks.subtask_scopes)
 
 
 SPEC_FIELDS = frozenset(TaskSpecFields.__struct_fields__)
@@ -111,7 +112,7 @@ class Payload:
     def _shape(self, s: TaskSpec) -> int:
         """The 1-based (Lua) index of ``s``'s shape as sent: [lane, the task hash's "spec" field
         without its braces, id and job (see create_tasks)]."""
-        shape = (s.name, s.version, s.cluster, s.parent_id, s.max_retries, s.optional)
+        shape = (s.name, s.version, s.cluster, s.parent_id, s.max_retries, s.optional, s.scopes)
         index = self._shapes.get(shape)
         if index is None:
             index = self._shapes[shape] = len(self._shapes) + 1
@@ -124,6 +125,8 @@ class Payload:
                 spec["max_retries"] = str(s.max_retries)
             if s.optional:
                 spec["optional"] = "1"
+            if s.scopes:
+                spec["scopes"] = s.scopes
             self._rows.append((lane, _json.encode(spec).decode()[1:-1]))
         return index
 
@@ -388,6 +391,8 @@ class TaskStore:
         payload = Payload(self.shard(job_id))
         siblings = payload.siblings(specs, parent_chain)
         siblings.update(job=job_id, shapes=payload.shapes())
+        if specs and specs[0].scopes:  # siblings share them: not created in a skipped subtree
+            siblings["scopes"] = specs[0].scopes
         return _json.encode(siblings), payload.keys
 
     @translate_errors
@@ -647,6 +652,7 @@ class TaskStore:
             tasks.append(ClaimedTask(
                 lane, entry, spec.id, spec.job, spec.name, spec.version, data, int(attempts),
                 int(spec.max_retries), spec.optional == "1", chain_json, spec.cluster,
+                spec.scopes,
             ))  # fmt: skip
         return tasks
 
@@ -818,10 +824,10 @@ class TaskStore:
         self, shard: TaskKeys, runner_id: str, release_id: str | None, claims: Sequence[Claim]
     ) -> tuple[list[str], list[Any]]:
         """claim.lua. KEYS: the task log, then per claim its task hash, job hash and lane. ARGV:
-        runner id, release id ('' for none), then 5 per claim: its entry id, TaskClaimed,
+        runner id, release id ('' for none), then 6 per claim: its entry id, TaskClaimed,
         TaskLeaseExpired ('' for a fresh delivery), the TaskFailed of a poison task ('' if it is
         none: the runner decided, see ``is_poison``) and its TaskError (type "Poison"), kept on
-        the task."""
+        the task, and the task's scopes (skipped in a skipped optional subtree)."""
         encode = self.events.codec.encode
         keys = [shard.log(TASKS)]
         args: list[Any] = [runner_id, release_id or ""]
@@ -835,6 +841,7 @@ class TaskStore:
                 encode(claim.expired) if claim.expired is not None else b"",
                 encode(poison) if poison is not None else b"",
                 _json.encode(TaskError("Poison", poison.error)) if poison is not None else b"",
+                task.scopes,
             )
         return keys, args
 
@@ -1005,8 +1012,9 @@ class TaskStore:
 def _details(finish: Finish) -> bytes:
     """What a finish records besides its outcome, as finish.lua reads it: '' for nothing (most
     tasks: no JSON to decode), else JSON with "p" the progress deltas, "d" the display name and
-    "e" the error (TaskError), each left out when there is none."""
-    if not (finish.progress or finish.display or finish.error):
+    "e" the error (TaskError), "s" the optional task whose subtree a FAILED_NESTED result skips,
+    each left out when there is none."""
+    if not (finish.progress or finish.display or finish.error or finish.skips):
         return b""
     details: dict[str, Any] = {}
     if finish.progress:
@@ -1015,6 +1023,8 @@ def _details(finish: Finish) -> bytes:
         details["d"] = finish.display
     if finish.error is not None:
         details["e"] = finish.error
+    if finish.skips:
+        details["s"] = finish.skips
     return _json.encode(details)
 
 

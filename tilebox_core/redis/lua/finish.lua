@@ -7,8 +7,9 @@
 -- ARGV[1] runner id, ARGV[2] release id ('' for none), ARGV[3] the tasks' encoded events,
 -- concatenated in order, ARGV[4] how many; then 11 per task: job hash, lane, task hash, job task
 -- list, entry id, outcome (domain.tasks.Outcome: completed | retry | failed | failed_optional |
--- released), compute ms, details ('' for none, else JSON: "p" progress {label: [done, total]},
--- "d" the display name the task set, "e" its error {type, message, traceback}), subtasks (JSON, see
+-- released | failed_nested | skipped), compute ms, details ('' for none, else JSON: "p" progress
+-- {label: [done, total]}, "d" the display name the task set, "e" its error {type, message,
+-- traceback}, "s" the optional task whose subtree a failed_nested result skips), subtasks (JSON, see
 -- create_tasks; '' for none), claimed ('1': claim.lua recorded the claim; '0': this call records
 -- it, and the task's events begin with its TaskClaimed), and its events' extent in ARGV[3],
 -- "<number>:<bytes>". Laid out by TaskStore._finish_call.
@@ -175,11 +176,12 @@ local function finish(job, lane, task, job_tasks, entry, outcome, compute_ms, de
     drop_later(lane, entry)  -- ours, but superseded: as claim.lua does
     return 2
   end
-  if claimed == '0' and outcome ~= 'released' then
-    -- it ran unclaimed: had its claim been recorded first, claim.lua would have refused it if
-    -- its job was cancelled (created while the cancel ran) or failed (then it is held)
+  if claimed == '0' then
+    -- it ran unclaimed (or is handed back unrun): had its claim been recorded first, claim.lua
+    -- would have refused it if its job was cancelled (created while the cancel ran) or failed
+    -- (then it is held, and no claim of it is logged)
     local g = gate(job)
-    if g == '1' then
+    if g == '1' and outcome ~= 'released' then
       drop_later(lane, entry)
       redis.call('HSET', task, 'state', 'cancelled')
       return 2
@@ -197,7 +199,13 @@ local function finish(job, lane, task, job_tasks, entry, outcome, compute_ms, de
     started_jobs[job] = true
   end
   if outcome == 'released' then
-    enqueue(task)
+    if gate(job) == 'failed' then
+      -- handed back because its job failed (or while draining): held, as enqueue then a claim
+      -- would leave it, without the lane entry
+      redis.call('HSET', task, 'state', 'queued', 'entry', '', 'runner', '', 'release', '')
+    else
+      enqueue(task)
+    end
     return 1
   end
   if outcome == 'retry' then
@@ -223,11 +231,19 @@ local function finish(job, lane, task, job_tasks, entry, outcome, compute_ms, de
   end
   local open = f[4] and tonumber(f[4]) or 1  -- absent: 1, the task itself (see tasklib)
   local state = 'computed'
-  if outcome == 'failed_optional' then
+  if outcome == 'skipped' then
+    -- complete unrun (subtasks it staged before, if any, are in the skipped subtree too)
+    open = open - 1
+    state = 'skipped'
+  elseif outcome == 'failed_optional' or outcome == 'failed_nested' then
     open = open - 1
     state = 'failed_optional'
     redis.call('HINCRBY', task, 'attempts', 1)
-    count(job, 'skipped', 1)
+    count(job, 'skipped', 1)  -- (a count of results, see Keys.job)
+    if outcome == 'failed_nested' then
+      -- the rest of the optional subtree it is in will not run (claim.lua, and below)
+      redis.call('HSET', job, 'skip:' .. details.s, '1')
+    end
   else
     count(job, 'computed', 1)
     if details and details.p then
@@ -238,7 +254,10 @@ local function finish(job, lane, task, job_tasks, entry, outcome, compute_ms, de
     end
     local created = 0
     if specs_json ~= '' and not is_cancelled(job) then  -- a cancelled job gets no new tasks
-      created = create_tasks(job_tasks, cjson.decode(specs_json), true)
+      local specs = cjson.decode(specs_json)
+      if not in_skipped_scope(job, specs.scopes) then  -- nor does a skipped subtree
+        created = create_tasks(job_tasks, specs, true)
+      end
     end
     open = open + created - 1
   end
