@@ -138,6 +138,11 @@ def test_the_fold_of_the_task_log_is_what_the_scripts_keep(
             found, folded = client.jobs().find(job.id), plane.jobs[job.id]
             assert folded.state == found.state
             assert folded.tasks == [t.id for t in found.tasks]
+            # the runner ran all it could: a job is done, and one that is not failed (never, or
+            # retried since) has no task left to run (the retry resumed what it held)
+            assert found.state in ("completed", "failed", "cancelled")
+            if found.state != "failed":
+                assert not {"waiting", "queued", "running"} & set(found.tasks_by_state), found
             tasks = [plane.tasks[t.id] for t in found.tasks]
             assert [(t.state, t.attempts, t.runner) for t in tasks] == [
                 (t.state, t.attempts, t.runner_id) for t in found.tasks
