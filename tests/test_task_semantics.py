@@ -679,3 +679,15 @@ def test_a_task_running_when_its_optional_subtree_fails_completes_without_subtas
                                                                          "failed_optional"]  # fmt: skip
     assert [t.name for t in found.tasks] == ["Outer", "Scope", "Slow", "Slow"]  # none created
     assert "never created" not in RAN
+
+
+def test_job_get_says_why_the_queued_tasks_of_a_failed_job_wait(
+    client: Client, tmp_path: Path, cli: Cli
+) -> None:
+    RAN.clear()
+    HOOKS["failing"] = True
+    job = client.jobs().submit("held", Fans(3))
+    run(client, tmp_path, Fans, Mark)
+    shown = cli("job", "get", job.id).output
+    assert f"waiting   3 queued tasks are held because the job failed: fix what failed, then " \
+           f"'tilebox job retry {job.id}' resumes them" in shown  # fmt: skip
