@@ -670,7 +670,12 @@ class TaskRunner:
             returned = task.execute(context)
             if returned is not None:  # a coroutine (async def execute), or a mistake
                 self._awaited(task, returned)
-            scopes = subtask_scopes(claimed.scopes, claimed.task_id, claimed.optional)
+            requests = context.subtasks
+            scopes = (
+                subtask_scopes(claimed.scopes, claimed.task_id, claimed.optional)
+                if requests
+                else ""
+            )
             subtasks = [
                 task_spec(
                     r.handle.task,
@@ -682,7 +687,7 @@ class TaskRunner:
                     optional=r.optional,
                     scopes=scopes,
                 )
-                for r in context.subtasks
+                for r in requests
             ]
             # a display name the task set is kept (checked here: it fails the task, not the runner)
             display = "" if current.display == task_class.__name__ else _display(current.display)
