@@ -1,5 +1,6 @@
 -- Checked, idempotent append of a batch of events, plus updates to a materialised hash.
--- KEYS[1] log stream, KEYS[2] dedup hash, KEYS[3] materialised projection hash
+-- KEYS[1] log stream, KEYS[2] dedup hash, KEYS[3] materialised projection hash, KEYS[4] the log's
+-- chain head
 -- ARGV[1] the position (stream id) of the log's last entry the writer decided on ('0-0': the log
 -- was empty), or '' for "any"; the append is refused if the log has an entry after it. A position,
 -- not a count: one entry may hold a batch of events (field b, as the task scripts write), so the
@@ -22,10 +23,15 @@ if expected ~= '' then
     return redis.error_reply('CONCURRENCY expected the log at ' .. expected .. ', it has ' .. newer[1] .. ' after that')
   end
 end
+-- Each entry's field h chains it to the entry before it (domain/chain.py defines the content).
+local head = redis.call('GET', KEYS[4]) or string.rep('0', 40)
 local result = {1}
 for i = 0, n - 1 do
-  result[#result + 1] = redis.call('XADD', KEYS[1], '*', 'e', ARGV[4 + 2 * i])
+  local event = ARGV[4 + 2 * i]
+  head = redis.sha1hex(head .. '\ne\n' .. event)
+  result[#result + 1] = redis.call('XADD', KEYS[1], '*', 'e', event, 'h', head)
 end
+redis.call('SET', KEYS[4], head)
 redis.call('HSET', KEYS[2], first_id, result[2])
 local j = 3 + 2 * n
 while j <= #ARGV do
