@@ -138,9 +138,9 @@ def test_every_entry_links_to_the_one_before_as_chain_defines(
 def test_the_append_script_hashes_any_bytes_as_link_does(client: Client, payload: bytes) -> None:
     # append.lua never decodes an event: any bytes go through it as they are.
     store = client.store
-    args: list[Any] = ["", 2, new_id(), payload, new_id(), payload + b"!"]
+    args: list[Any] = ["", 2, store.dedup_window_ms, new_id(), payload, new_id(), payload + b"!"]
     keys = [control(client), store.keys.dedup(CONTROL), store.keys.deployments,
-            store.keys.log_head(CONTROL)]  # fmt: skip
+            store.keys.log_head(CONTROL), store.keys.dedup_previous(CONTROL)]  # fmt: skip
     store._append(keys=keys, args=args)
     first, second = raw(client, control(client))
     assert hashed(first[1]).decode() == link(GENESIS, b"e", payload)

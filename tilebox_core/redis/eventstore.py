@@ -33,6 +33,10 @@ PAGE = 5_000
 # distant server pays its round-trip time 20x more often than with PAGE.
 REPLAY_PAGE = 250
 CHUNK_BYTES = 512 * 1024
+# How long an appended batch is remembered for de-duplication: a writer retries an append whose
+# reply it lost within seconds (its retry policy); a day leaves room for any client, and keeps the
+# dedup hash to a day or two of control-plane writes instead of every one ever made.
+DEDUP_WINDOW_MS = 24 * 3600 * 1000
 # ``verify_stream`` reads raw entries (no decoding) in large pages: a control-log entry is a few
 # hundred bytes; a task-log entry may batch up to a thousand events.
 VERIFY_PAGE = 2_000
@@ -73,8 +77,15 @@ def load_script(name: str) -> str:
 class EventStore:
     """Event logs, checkpoints, materialised projections and artifacts of one team."""
 
-    def __init__(self, client: Client, keys: Keys, codec: Codec | None = None) -> None:
+    def __init__(
+        self,
+        client: Client,
+        keys: Keys,
+        codec: Codec | None = None,
+        dedup_window_ms: int = DEDUP_WINDOW_MS,
+    ) -> None:
         self.redis = client
+        self.dedup_window_ms = dedup_window_ms
         self.routes = Routes(client)
         self.keys = keys
         self.codec = codec or Codec()
@@ -95,11 +106,12 @@ class EventStore:
         (``"0-0"``: the log is empty; ``None``: append whatever the log holds).
 
         Raises ``ConcurrencyError`` for a stale writer. Appending a batch whose first event id was
-        appended before is a no-op that reports ``duplicate=True``.
+        appended before, within ``dedup_window_ms`` (and at most twice that), is a no-op that
+        reports ``duplicate=True``.
         """
         if not events:
             raise ValueError("append needs at least one event")
-        args: list[Any] = ["" if expected is None else expected, len(events)]
+        args: list[Any] = ["" if expected is None else expected, len(events), self.dedup_window_ms]
         for event in events:
             args += (event.id, self.codec.encode(event))
         for op in projection:
@@ -107,7 +119,7 @@ class EventStore:
         reply = self._append(
             keys=[
                 self.keys.log(log), self.keys.dedup(log), self.keys.deployments,
-                self.keys.log_head(log),
+                self.keys.log_head(log), self.keys.dedup_previous(log),
             ],
             args=args,
         )  # fmt: skip
