@@ -110,6 +110,50 @@ def broken(client: Client, stream: str) -> chain.Break:
     return result
 
 
+# --- the verifier alone ---------------------------------------------------------------------------
+
+
+def chained(bodies: list[bytes], start: str = GENESIS) -> tuple[list[RawEntry], str]:
+    entries, prev = [], start
+    for i, value in enumerate(bodies):
+        prev = link(prev, b"e", value)
+        entries.append((f"{i + 1}-0".encode(), [b"e", value, b"h", prev.encode()]))
+    return entries, prev
+
+
+def test_segments_carry_the_chain_on_from_the_hash_before() -> None:
+    # how archive segments will be verified: each from the hash its predecessor ended with
+    entries, head = chained([f"event {i}".encode() for i in range(10)])
+    whole = chain.verify(entries, None, head)
+    first = chain.verify(entries[:4], None, check_head=False)
+    rest = chain.verify(entries[4:], first.last, head)
+    assert whole.ok and first.ok and rest.ok and rest.last == whole.last == head
+    assert (rest.entries, rest.start) == (6, "5-0")
+    wrong = chain.verify(entries[4:], GENESIS, head)  # a segment taken up from the wrong hash
+    assert wrong.broken is not None and (wrong.broken.kind, wrong.broken.number) == (
+        BreakKind.MISMATCH, 1,
+    )  # fmt: skip
+    # from a start hash, every entry must be chained
+    unhashed = (b"11-0", [b"e", b"x"])
+    late = chain.verify([*entries[4:], unhashed], first.last, head)
+    assert late.broken is not None and late.broken.kind == BreakKind.UNCHAINED
+
+
+def test_an_entry_in_any_field_order_verifies_and_batches_are_counted() -> None:
+    batch = b"\x93" + b"abc"  # msgpack: an array of three
+    prev = link(GENESIS, b"b", batch)
+    big = b"\xdc\x01\x00" + b"x" * 256  # array 16 of 256
+    last = link(prev, b"b", big)
+    entries = [
+        (b"1-0", [b"h", prev.encode(), b"b", batch]),
+        (b"2-0", [b"b", big, b"h", last.encode()]),
+    ]
+    result = chain.verify(entries, None, last)
+    assert result.ok and result.events == 3 + 256
+    assert chain.events_in(b"b", b"\xdd\x00\x01\x00\x00") == 65536
+    assert chain.events_in(b"b", b"\xc1broken") == 1
+
+
 # --- the scripts and the verifier agree ---------------------------------------------------------
 
 

@@ -81,7 +81,7 @@ class Verification(NamedTuple):
     entries: int  # entries read
     events: int  # events they hold
     unchained: int  # entries before the chain starts (appended before it existed)
-    start: str | None  # position of the first chained entry, None if none
+    start: str | None  # position of the first chained entry verified, None if none
     last: str  # the h the verified entries end with: where the next run carries on from
     broken: Break | None
 
@@ -106,73 +106,84 @@ def verify(
     stream's head key as read with its last entry (None: absent): it must be the hash the
     entries end with (an empty, never chained stream has none).
     """
-    prev = GENESIS if start is None else start
-    prev_bytes = prev.encode()
+    prev = (GENESIS if start is None else start).encode()
     chained = start is not None
     count = events = unchained = 0
     first: str | None = None
     position: bytes | str = ""
-    sha1 = hashlib.sha1
+    sha1, separators = hashlib.sha1, _SEPARATORS
     for position, fields in entries:
         count += 1
-        kind: bytes | None = None
-        body = stored = b""
-        hashed = False
-        for i in range(0, len(fields) - 1, 2):
-            name = fields[i]
-            if name == b"h":
-                stored, hashed = fields[i + 1], True
-            elif kind is None and (name == b"e" or name == b"b"):
-                kind, body = name, fields[i + 1]
-        if kind is None or not hashed:
-            if chained or hashed:
-                detail = (
-                    "the entry has no event field (e or b): it was rewritten" if kind is None
-                    else "the entry has no hash field h, though the chain started before it: "
-                    "it was rewritten or inserted"
-                )  # fmt: skip
-                return _broken(
-                    count, events, unchained, first, prev, BreakKind.UNCHAINED, position, count,
-                    detail,
-                )  # fmt: skip
-            unchained += 1  # appended before the chain existed
-            events += 1 if kind is None else events_in(kind, body)
-            continue
-        # the hot loop: link() inlined, on bytes
-        computed = sha1(prev_bytes + b"\n" + kind + b"\n" + body).hexdigest()
-        if computed.encode() != stored:
+        # the common shape first, [kind, body, b"h", hash], as the scripts write it
+        if len(fields) == 4 and fields[2] == b"h" and fields[0] in separators:
+            kind, body, stored = fields[0], fields[1], fields[3]
+        else:
+            kind, body, stored = _parse(fields)
+            if kind is None or stored is None:
+                if chained or stored is not None:
+                    detail = (
+                        "the entry has no event field (e or b): it was rewritten" if kind is None
+                        else "the entry has no hash field h, though the chain started before "
+                        "it: it was rewritten or inserted"
+                    )  # fmt: skip
+                    return _broken(
+                        count, events, unchained, first, prev, BreakKind.UNCHAINED, position,
+                        detail,
+                    )  # fmt: skip
+                unchained += 1  # appended before the chain existed
+                events += 1 if kind is None else events_in(kind, body)
+                continue
+        # link(), inlined on bytes: this loop is the verifier's whole cost
+        computed = sha1(prev + separators[kind] + body).hexdigest().encode()
+        if computed != stored:
             return _broken(
-                count, events, unchained, first, prev, BreakKind.MISMATCH, position, count,
+                count, events, unchained, first, prev, BreakKind.MISMATCH, position,
                 "its hash does not match its content and the entry before it: this entry was "
                 "edited, or one before it deleted, inserted or moved",
             )  # fmt: skip
-        if not chained:
-            chained = True
-            first = _text(position)
-        prev, prev_bytes = computed, stored
-        events += events_in(kind, body)
-    if check_head and head != (prev if chained else None):
+        if first is None:
+            chained, first = True, _text(position)
+        prev = computed
+        events += 1 if kind == b"e" else events_in(kind, body)
+    last = prev.decode()
+    if check_head and head != (last if chained else None):
         if head is None:
             detail = "the stream has chained entries but no head key: it was deleted"
         elif not chained:
             detail = "the stream has a head but no chained entry: they were deleted or rewritten"
         else:
             detail = (
-                f"its head is {head}, the last entry's hash {prev}: entries after this one were "
+                f"its head is {head}, the last entry's hash {last}: entries after this one were "
                 "deleted, or the head was changed"
             )
-        return _broken(
-            count, events, unchained, first, prev, BreakKind.HEAD, position, count, detail
-        )
-    return Verification(count, events, unchained, first, prev, None)
+        return _broken(count, events, unchained, first, prev, BreakKind.HEAD, position, detail)
+    return Verification(count, events, unchained, first, last, None)
+
+
+_SEPARATORS = {b"e": b"\ne\n", b"b": b"\nb\n"}  # what link() puts around the kind
+
+
+def _parse(fields: Sequence[bytes]) -> tuple[bytes | None, bytes, bytes | None]:
+    """An entry's (event field, its value, h) in any layout; None for a field it lacks."""
+    kind: bytes | None = None
+    body = b""
+    stored: bytes | None = None
+    for i in range(0, len(fields) - 1, 2):
+        name = fields[i]
+        if name == FIELD:
+            stored = fields[i + 1]
+        elif kind is None and name in _SEPARATORS:
+            kind, body = name, fields[i + 1]
+    return kind, body, stored
 
 
 def _broken(
-    count: int, events: int, unchained: int, first: str | None, prev: str,
-    kind: BreakKind, position: bytes | str, number: int, detail: str,
+    count: int, events: int, unchained: int, first: str | None, prev: bytes,
+    kind: BreakKind, position: bytes | str, detail: str,
 ) -> Verification:  # fmt: skip
+    """The break at entry ``count`` (or after it: the head), at ``position``."""
     return Verification(
-        count, events, unchained, first, prev, Break(kind, _text(position), number, detail)
+        count, events, unchained, first, prev.decode(), Break(kind, _text(position), count, detail)
     )
 
 
