@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 
 from tilebox_core.domain.identifiers import TaskIdentifier, duplicate_identifier
-from tilebox_core.task import Task, task_identifier
+from tilebox_core.task import Task, check_executable, task_identifier
 
 
 class Runner:
@@ -17,8 +17,9 @@ class Runner:
             self.register(task_class)
 
     def register(self, task_class: type[Task]) -> None:
-        """Add a task class; its identifier must not be registered yet."""
-        identifier = task_identifier(task_class)
+        """Add a task class; it must define ``execute`` (a stub cannot run), and its identifier
+        must not be registered yet."""
+        identifier = task_identifier(check_executable(task_class))
         other = self.tasks.get(identifier)
         if other is not None:
             detail = f": {other.__qualname__} and {task_class.__qualname__}"
