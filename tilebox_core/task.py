@@ -11,6 +11,7 @@ import abc
 import functools
 import inspect
 import sys
+import warnings
 from collections.abc import Sequence
 from typing import Any, cast
 
@@ -180,10 +181,25 @@ class ProgressIndicator:
         self.total += total
 
 
+class RunnerContext:
+    """What a runner shares with every task it executes, as ``context.runner_context``.
+
+    Subclass it for resources a task should not make anew each time (clients, loaded models,
+    configuration) and pass the class to ``Runner(..., context=MyContext)`` or
+    ``client.runner(..., context=MyContext)``: each runner makes one instance when it is created
+    (a release runner, one per runtime process), calling the class without arguments.
+    """
+
+
 class ExecutionContext(abc.ABC):
     """Passed to ``Task.execute``. Subtasks are only submitted if ``execute`` returns normally."""
 
     current_task: CurrentTask
+
+    @property
+    @abc.abstractmethod
+    def runner_context(self) -> RunnerContext:
+        """The runner's context object (see ``RunnerContext``)."""
 
     @property
     @abc.abstractmethod
@@ -216,6 +232,17 @@ class ExecutionContext(abc.ABC):
         optional: bool = False,
     ) -> list[FutureTask]:
         """Submit several subtasks sharing the same options."""
+
+    def submit_batch(
+        self, tasks: Sequence[Task], cluster: str | None = None, max_retries: int | None = None
+    ) -> list[FutureTask]:
+        """Deprecated (as in Tilebox): use ``submit_subtasks``."""
+        warnings.warn(
+            "submit_batch is deprecated, use submit_subtasks instead",
+            DeprecationWarning,
+            stacklevel=2,
+        )
+        return self.submit_subtasks(tasks, cluster=cluster, max_retries=max_retries)
 
     @abc.abstractmethod
     def progress(self, label: str = "") -> ProgressIndicator:
