@@ -20,7 +20,7 @@ from tilebox_core.domain.projection import DEFAULT_CLUSTER
 
 from .context import AppContext, json_option, pass_app, yes_option
 from .history import TIME
-from .output import State, coloured, emit_json, page, table, warn, when
+from .output import State, coloured, emit_json, page, printable, table, warn, when
 
 FINAL = ("completed", "failed", "cancelled")
 F = TypeVar("F", bound=Callable[..., Any])
@@ -148,7 +148,7 @@ def get(app: AppContext, job_id: str, diagram: Path | None) -> None:
         emit_json({**msgspec.to_builtins(found), "waiting_because": reasons})
         return
     lines = [
-        f"job       {found.id} ({found.name})",
+        f"job       {found.id} ({printable(found.name)})",
         f"cluster   {found.cluster}",
         f"state     {coloured(found.state)}",
         f"submitted {when(found.submitted_at)} by {found.submitted_by}",
@@ -163,7 +163,7 @@ def get(app: AppContext, job_id: str, diagram: Path | None) -> None:
         release = f" release={task.release_id}" if task.release_id else ""
         retries = f" attempts={task.attempts}" if task.attempts else ""
         lines.append(
-            f"{'  ' * depth}{task.name}@{task.version}  {coloured(task.state)}{runner}{release}{retries}"
+            f"{'  ' * depth}{printable(task.name)}@{task.version}  {coloured(task.state)}{runner}{release}{retries}"
         )
     page(lines)
 

@@ -12,6 +12,7 @@ them in KEYS from here.
 from __future__ import annotations
 
 import binascii
+import urllib.parse
 import zlib
 
 from tilebox_core.domain.errors import InvalidInput
@@ -31,6 +32,14 @@ def check_prefix(prefix: str) -> str:
             "e.g. 'tilebox'"
         )
     return prefix
+
+
+def key_part(text: str) -> str:
+    """``text`` as a part of a key name: percent-encoded (UTF-8) but for letters, digits and
+    ``_ . - ~ : / @``. Task names may hold any character (braces, which would open a hash tag on
+    Redis Cluster if a key began with one, spaces, newlines); the names of earlier versions, made
+    of those characters only, give the same keys as before. Encoding ``%`` keeps it one-to-one."""
+    return urllib.parse.quote(text, safe=":/@")
 
 
 def key_slot(tag: str) -> int:
@@ -135,7 +144,7 @@ class TaskKeys:
         """Task queue stream of one (cluster, task name, version) in this shard; one consumer
         group ``runners``. (Earlier versions also kept a set of each cluster's lanes,
         ``lanes:<cluster>``, that nothing read; it is no longer written.)"""
-        return f"{self.base}lane:{cluster}:v{major}.{minor}:{name}"
+        return f"{self.base}lane:{cluster}:v{major}.{minor}:{key_part(name)}"
 
 
 class Keys(TaskKeys):
