@@ -6,9 +6,10 @@ Driver errors are translated here into the project's own errors (``StoreUnavaila
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import heapq
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Generator, Iterator, Sequence
 from importlib import resources
 from typing import Any, NamedTuple, ParamSpec, TypeVar
 
@@ -278,19 +279,51 @@ class EventStore:
                 hashed = _field(before[1], FIELD)
                 start = None if hashed is None else _text(hashed)
         if last == "0-0" or _order(last) <= _order(after):
-            entries: Iterator[Entry] = iter(())
-        else:
-            entries = self._entries(stream, after, last)
-        return anchor, verify(entries, start, head)
+            return anchor, verify((), start, head)
+        entries = self._entries(stream, after, last)
+        with contextlib.closing(entries):  # stopped at a break: its connection is freed now
+            return anchor, verify(entries, start, head)
 
-    def _entries(self, stream: str, after: str, until: str) -> Iterator[Entry]:
-        """Raw entries after ``after`` up to ``until``, read in pages of VERIFY_PAGE."""
-        page = self._xrange(stream, after, until, VERIFY_PAGE)
-        while page:
+    def _entries(self, stream: str, after: str, until: str) -> Generator[Entry]:
+        """Raw entries after ``after`` up to ``until``, read in pages of VERIFY_PAGE on one
+        connection, each page's successor asked for before the page is handed out: the server
+        reads the next page while the caller hashes this one. A failure (a lost connection, a
+        slot moved) reads the rest page by page, with the client's retries."""
+        pool = self.routes.pool(stream)
+        connection = pool.get_connection()
+        done = after  # the last entry handed out
+        asked = False  # a reply is on its way
+
+        def ask(position: str) -> None:
+            nonlocal asked
+            connection.send_packed_command(
+                [pack("XRANGE", stream, f"({position}", until, "COUNT", VERIFY_PAGE)]
+            )
+            asked = True
+
+        try:
+            ask(after)
+            while True:
+                page = connection.read_response()
+                asked = False
+                if len(page) == VERIFY_PAGE:
+                    ask(_text(page[-1][0]))
+                yield from page
+                if len(page) < VERIFY_PAGE:
+                    return
+                done = _text(page[-1][0])
+        except DriverError:
+            pass  # read again below
+        finally:
+            if asked:  # failed, or the caller stopped early: the reply must not reach another
+                connection.disconnect()
+            pool.release(connection)
+        while True:
+            page = self._xrange(stream, done, until, VERIFY_PAGE)
             yield from page
             if len(page) < VERIFY_PAGE:
                 return
-            page = self._xrange(stream, _text(page[-1][0]), until, VERIFY_PAGE)
+            done = _text(page[-1][0])
 
     @translate_errors
     def _chain_snapshot(self, stream: str) -> tuple[str | None, str]:
