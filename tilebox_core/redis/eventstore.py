@@ -259,7 +259,9 @@ class EventStore:
 
     # --- the hash chain ---------------------------------------------------------------------------
 
-    def verify_stream(self, stream: str, after: str = "0-0") -> tuple[str | None, Verification]:
+    def verify_stream(
+        self, stream: str, after: str = "0-0", start: str | None = None
+    ) -> tuple[str | None, Verification]:
         """Recompute the hash chain (domain.chain) of log stream ``stream`` over its entries after
         ``after``: (the position of the entry it was anchored at, Verification).
 
@@ -268,10 +270,12 @@ class EventStore:
         before it, which is taken as it is (the anchor). The stream's head and last entry are read
         together first and the entries up to that one verified: appends meanwhile are not a
         break, and are not verified by this call.
+
+        ``start``: the hash the stream's archived entries end with (domain.segments), when they
+        were trimmed from it: its live entries chain from that, not from the genesis.
         """
         head, last = self._chain_snapshot(stream)
         anchor: str | None = None
-        start: str | None = None
         if after != "0-0":
             before = self._entry_at_or_before(stream, after)
             if before is not None:
