@@ -21,6 +21,7 @@ from tilebox_core.domain import chain
 from tilebox_core.domain.chain import GENESIS, BreakKind, link
 from tilebox_core.domain.events import ClusterCreated
 from tilebox_core.domain.ids import new_id, utcnow
+from tilebox_core.redis import eventstore
 from tilebox_core.redis.eventstore import CONTROL
 from tilebox_core.redis.keys import chain_head
 
@@ -294,6 +295,51 @@ def test_tampering_with_a_stream_is_found_at_its_entry(
     assert found.kind == expected_kind
     assert found.number == expected_at + 1
     assert found.position == raw(client, stream)[expected_at][0].decode()
+
+
+@pytest.fixture
+def small_pages(monkeypatch: pytest.MonkeyPatch) -> int:
+    """Verification reads pages of 5 entries: a few entries make many pages."""
+    monkeypatch.setattr(eventstore, "VERIFY_PAGE", 5)
+    return 5
+
+
+def test_pages_are_verified_as_one_chain(client: Client, small_pages: int) -> None:
+    for i in range(4 * small_pages + 2):
+        client.store.append(CONTROL, [made(client, f"c{i}")])
+    audit = client.events().verify()
+    assert audit.ok and audit.streams[0].result.entries == 4 * small_pages + 2
+    at = 3 * small_pages + 1  # on the fourth page
+    rewrite(client, control(client), lambda e: edit_body(e, at))
+    found = broken(client, control(client))
+    assert (found.number, found.position) == (at + 1, raw(client, control(client))[at][0].decode())
+    # stopped at a break on the first page, the next page asked for: the connection is freed
+    # (its reply dropped), and the client's next commands get their own replies
+    rewrite(client, control(client), lambda e: edit_body(e, 0))
+    for _ in range(3):
+        assert broken(client, control(client)).number == 1
+        assert client.store.last_position(CONTROL) == raw(client, control(client))[-1][0].decode()
+
+
+@pytest.mark.parametrize("server", ["valkey"], indirect=True)
+def test_a_connection_lost_while_verifying_reads_on(
+    client: Client, small_pages: int, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    for i in range(4 * small_pages):
+        client.store.append(CONTROL, [made(client, f"c{i}")])
+    stream = control(client)
+    retried: list[str] = []
+    paged = client.store._xrange
+    monkeypatch.setattr(
+        client.store, "_xrange", lambda s, after, *a: retried.append(after) or paged(s, after, *a)
+    )
+    entries = client.store._entries(stream, "0-0", "+")
+    first = [next(entries) for _ in range(small_pages)]  # the second page is asked for
+    client.redis.client_kill_filter(_type="normal", skipme=True)
+    rest = list(entries)
+    assert [e[0] for e in first + rest] == [e[0] for e in raw(client, stream)]
+    assert retried  # the rest was read again, page by page, from where it was lost
+    assert client.events().verify().ok
 
 
 def test_deleted_last_entries_break_at_the_head(client: Client, tmp_path: Path) -> None:

@@ -6,9 +6,10 @@ Driver errors are translated here into the project's own errors (``StoreUnavaila
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import heapq
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Generator, Iterator, Sequence
 from importlib import resources
 from typing import Any, NamedTuple, ParamSpec, TypeVar
 
@@ -258,7 +259,9 @@ class EventStore:
 
     # --- the hash chain ---------------------------------------------------------------------------
 
-    def verify_stream(self, stream: str, after: str = "0-0") -> tuple[str | None, Verification]:
+    def verify_stream(
+        self, stream: str, after: str = "0-0", start: str | None = None
+    ) -> tuple[str | None, Verification]:
         """Recompute the hash chain (domain.chain) of log stream ``stream`` over its entries after
         ``after``: (the position of the entry it was anchored at, Verification).
 
@@ -267,10 +270,12 @@ class EventStore:
         before it, which is taken as it is (the anchor). The stream's head and last entry are read
         together first and the entries up to that one verified: appends meanwhile are not a
         break, and are not verified by this call.
+
+        ``start``: the hash the stream's archived entries end with (domain.segments), when they
+        were trimmed from it: its live entries chain from that, not from the genesis.
         """
         head, last = self._chain_snapshot(stream)
         anchor: str | None = None
-        start: str | None = None
         if after != "0-0":
             before = self._entry_at_or_before(stream, after)
             if before is not None:
@@ -278,19 +283,51 @@ class EventStore:
                 hashed = _field(before[1], FIELD)
                 start = None if hashed is None else _text(hashed)
         if last == "0-0" or _order(last) <= _order(after):
-            entries: Iterator[Entry] = iter(())
-        else:
-            entries = self._entries(stream, after, last)
-        return anchor, verify(entries, start, head)
+            return anchor, verify((), start, head)
+        entries = self._entries(stream, after, last)
+        with contextlib.closing(entries):  # stopped at a break: its connection is freed now
+            return anchor, verify(entries, start, head)
 
-    def _entries(self, stream: str, after: str, until: str) -> Iterator[Entry]:
-        """Raw entries after ``after`` up to ``until``, read in pages of VERIFY_PAGE."""
-        page = self._xrange(stream, after, until, VERIFY_PAGE)
-        while page:
+    def _entries(self, stream: str, after: str, until: str) -> Generator[Entry]:
+        """Raw entries after ``after`` up to ``until``, read in pages of VERIFY_PAGE on one
+        connection, each page's successor asked for before the page is handed out: the server
+        reads the next page while the caller hashes this one. A failure (a lost connection, a
+        slot moved) reads the rest page by page, with the client's retries."""
+        pool = self.routes.pool(stream)
+        connection = pool.get_connection()
+        done = after  # the last entry handed out
+        asked = False  # a reply is on its way
+
+        def ask(position: str) -> None:
+            nonlocal asked
+            connection.send_packed_command(
+                [pack("XRANGE", stream, f"({position}", until, "COUNT", VERIFY_PAGE)]
+            )
+            asked = True
+
+        try:
+            ask(after)
+            while True:
+                page = connection.read_response()
+                asked = False
+                if len(page) == VERIFY_PAGE:
+                    ask(_text(page[-1][0]))
+                yield from page
+                if len(page) < VERIFY_PAGE:
+                    return
+                done = _text(page[-1][0])
+        except DriverError:
+            pass  # read again below
+        finally:
+            if asked:  # failed, or the caller stopped early: the reply must not reach another
+                connection.disconnect()
+            pool.release(connection)
+        while True:
+            page = self._xrange(stream, done, until, VERIFY_PAGE)
             yield from page
             if len(page) < VERIFY_PAGE:
                 return
-            page = self._xrange(stream, _text(page[-1][0]), until, VERIFY_PAGE)
+            done = _text(page[-1][0])
 
     @translate_errors
     def _chain_snapshot(self, stream: str) -> tuple[str | None, str]:
