@@ -35,6 +35,45 @@ class Progress(msgspec.Struct, frozen=True):
     total: int
 
 
+class ExecutionStats(msgspec.Struct, frozen=True):
+    """How a job ran, as Tilebox's ``job.execution_stats``: when its first task started and its
+    last one stopped (the server's clock; None before), the compute time of its tasks, the time
+    between those two, their ratio (how many tasks ran at once on average), and its tasks."""
+
+    first_task_started_at: dt.datetime | None = None
+    last_task_stopped_at: dt.datetime | None = None
+    compute_time: dt.timedelta = dt.timedelta(0)
+    elapsed_time: dt.timedelta = dt.timedelta(0)
+    parallelism: float = 0.0
+    total_tasks: int = 0
+    tasks_by_state: dict[str, int] = {}  # TaskState -> count, states with none left out
+
+
+def execution_stats(
+    fields: dict[str, str], total_tasks: int, tasks_by_state: dict[str, int], compute_ms: int
+) -> ExecutionStats:
+    """A job's execution stats from its hash ``fields`` (first_started_ms and last_stopped_ms,
+    written by the claim and finish scripts) and its tasks' counts and compute time."""
+    first_ms, last_ms = fields.get("first_started_ms"), fields.get("last_stopped_ms")
+    first = _from_ms(first_ms) if first_ms else None
+    last = _from_ms(last_ms) if last_ms else None
+    elapsed = last - first if first is not None and last is not None and last > first else None
+    compute = dt.timedelta(milliseconds=compute_ms)
+    return ExecutionStats(
+        first_task_started_at=first, last_task_stopped_at=last, compute_time=compute,
+        elapsed_time=elapsed or dt.timedelta(0),
+        parallelism=round(compute / elapsed, 3) if elapsed else 0.0,
+        total_tasks=total_tasks, tasks_by_state=tasks_by_state,
+    )  # fmt: skip
+
+
+_EPOCH = dt.datetime(1970, 1, 1, tzinfo=dt.UTC)
+
+
+def _from_ms(ms: str) -> dt.datetime:
+    return _EPOCH + dt.timedelta(milliseconds=int(ms))
+
+
 class Job(msgspec.Struct, frozen=True):
     id: str
     name: str
@@ -47,6 +86,7 @@ class Job(msgspec.Struct, frozen=True):
     compute_seconds: float
     progress: list[Progress]
     tasks: list[TaskInfo] = []
+    execution_stats: ExecutionStats = msgspec.field(default_factory=ExecutionStats)
 
 
 def job_state(fields: dict[str, str]) -> JobState:

@@ -22,6 +22,29 @@ local lanes, acks = {}, {}                -- lanes in order; lane -> entries to 
 local hashes, counters = {}, {}           -- job hashes in order; job -> counts (see count)
 local cancelled_jobs, started_jobs = {}, {}
 
+-- Execution stats (domain.jobs.execution_stats), in the server's clock (TIME: one clock for every
+-- runner): a job's last_stopped_ms is when a result of it was last recorded; its
+-- first_started_ms, when claim.lua did not set it, when the earliest task whose claim this call
+-- records began (now less its compute time). Written once per job per call.
+local time = redis.call('TIME')
+local now = tonumber(time[1]) * 1000 + math.floor(tonumber(time[2]) / 1000)
+local ran, ran_jobs = {}, {}  -- job -> earliest start among claims recorded here (or false)
+
+local function note_run(job, compute_ms, claimed)
+  local start = ran[job]
+  if start == nil then
+    ran_jobs[#ran_jobs + 1] = job
+    start = false
+  end
+  if claimed == '0' then
+    local began = now - tonumber(compute_ms)
+    if start == false or began < start then
+      start = began
+    end
+  end
+  ran[job] = start
+end
+
 local function drop_later(lane, entry)
   local entries = acks[lane]
   if entries == nil then
@@ -168,6 +191,7 @@ local function finish(job, lane, task, job_tasks, entry, outcome, compute_ms, pr
     enqueue(task)
     return 1
   end
+  note_run(job, compute_ms, claimed)
   if outcome == 'retry' then
     redis.call('HINCRBY', task, 'attempts', 1)
     if compute_ms ~= '0' then  -- no owner to record: enqueue clears it
@@ -244,6 +268,13 @@ for _, job in ipairs(hashes) do
       redis.call('HINCRBY', job, field, tostring(c[field]))
     end
   end
+end
+for _, job in ipairs(ran_jobs) do
+  local start = ran[job]
+  if start then
+    redis.call('HSETNX', job, 'first_started_ms', string.format('%d', start))
+  end
+  redis.call('HSET', job, 'last_stopped_ms', string.format('%d', now))
 end
 flush_events()
 return out
