@@ -47,7 +47,7 @@ from tilebox_core.domain.tasks import (
 )
 
 from .session import Session
-from .task import Task, task_identifier
+from .task import Task, encode_input, task_identifier
 
 # Jobs per submit script call: one call's work blocks the server, so a bulk submission is cut
 # into calls of a few milliseconds each, and runners start on the first jobs meanwhile.
@@ -81,7 +81,7 @@ def task_spec(
 ) -> TaskSpec:  # fmt: skip
     identifier = task_identifier(type(task))
     return TaskSpec(
-        task_id, identifier.name, identifier.version, cluster, msgspec.json.encode(task).decode(),
+        task_id, identifier.name, identifier.version, cluster, encode_input(task),
         parent_id, list(dict.fromkeys(depends_on)), max_retries, optional,  # a dependency once
     )  # fmt: skip
 
