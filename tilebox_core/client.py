@@ -10,6 +10,7 @@ from typing import Any, NamedTuple
 
 from tilebox_core.build.artifact import MAX_ARTIFACT_BYTES, artifact_files, digest_of, verify_digest
 from tilebox_core.domain import control
+from tilebox_core.domain.chain import Audit, StreamAudit
 from tilebox_core.domain.errors import ArtifactError, InvalidInput
 from tilebox_core.domain.events import ALL_EVENTS, Event, Origin, ReleaseTask
 from tilebox_core.domain.projection import (
@@ -26,6 +27,7 @@ from tilebox_core.execution.registry import Runner
 from tilebox_core.execution.worker import TaskRunner
 from tilebox_core.redis.eventstore import CONTROL
 from tilebox_core.redis.eventstore import Stored as Stored  # re-exported: what History yields
+from tilebox_core.redis.taskstore import TASKS
 
 from .cache import JobCache
 from .jobs import Jobs
@@ -338,6 +340,28 @@ class History:
                 after[log] = stored.position
                 if wanted(stored):
                     yield stored
+
+    def verify(self, since: dt.datetime | None = None) -> Audit:
+        """Recompute the hash chain of every log stream of the team (the control log and each
+        shard's task log; domain.chain): what ``tilebox audit verify`` reports. ``since``: only
+        the entries appended at or after it, the chain taken up from the entry before (which is
+        not itself checked). Entries appended while it runs are left for the next run."""
+        store = self._client.store
+        after = _after(since)
+        streams = self._streams()
+        shards = len(streams) - 1
+        audits = []
+        for index, stream in enumerate(streams):
+            log = (
+                CONTROL
+                if index == 0
+                else TASKS
+                if shards == 1
+                else f"{TASKS} shard {index - 1} of {shards}"
+            )
+            anchor, result = store.verify_stream(stream, after)
+            audits.append(StreamAudit(log, stream, anchor, result))
+        return Audit(audits)
 
     def is_empty(self) -> bool:
         """True for a team nothing was ever written to (a mistyped ``--team``, say)."""

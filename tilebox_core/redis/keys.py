@@ -75,6 +75,13 @@ def shard_tag(team: str, index: int, shards: int) -> str:
     return tag
 
 
+def chain_head(log: str) -> str:
+    """The key beside log stream ``log`` that holds the hash of its last entry (domain.chain),
+    written by the script that appends it. The task scripts find it by this name among their
+    KEYS (tasklib.lua): keep the two in step."""
+    return f"{log}:head"
+
+
 class TaskKeys:
     """The keys of one task-plane shard of a team (all under one hash tag): its task log, jobs,
     tasks and lanes. A job and every task of it live in the shard ``shard_of(job id)``."""
@@ -96,9 +103,18 @@ class TaskKeys:
         """An append-only event log stream: ``control`` (of the team) or ``tasks`` (of a shard)."""
         return f"{self.base}log:{name}"
 
+    def log_head(self, name: str) -> str:
+        """String: the hash chain's head of log ``name`` (see ``chain_head``)."""
+        return chain_head(self.log(name))
+
     def dedup(self, name: str) -> str:
-        """Hash: first event id of each appended batch -> stream id (idempotent appends)."""
+        """Hash: first event id of each batch appended lately -> stream id (idempotent appends),
+        and ``~since``, when it was started (ms, server time); ``dedup_previous`` holds the
+        generation before it (see append.lua)."""
         return f"{self.base}log:{name}:dedup"
+
+    def dedup_previous(self, name: str) -> str:
+        return f"{self.base}log:{name}:dedup:previous"
 
     # --- task plane ---------------------------------------------------------------------------------
 
