@@ -206,3 +206,19 @@ def test_retry_of_a_job_without_failures_is_refused(client: Client, tmp_path: Pa
     client.runner(tasks=[Leaf], cache_root=tmp_path).run_all()
     with pytest.raises(Conflict, match="no failed tasks to retry"):
         client.jobs().retry(client.jobs().find(job))
+
+
+def test_execution_stats_from_the_tasks_runs() -> None:
+    """A task started its compute time before it finished; unfinished ones add nothing."""
+    from tilebox_core.domain.jobs import execution_stats
+
+    epoch = dt.datetime(1970, 1, 1, tzinfo=dt.UTC)
+    stats = execution_stats([(1000, 400), (1200, 500), (0, 0)], 3, {"computed": 2, "queued": 1})
+    assert stats.first_task_started_at == epoch + dt.timedelta(milliseconds=600)
+    assert stats.last_task_stopped_at == epoch + dt.timedelta(milliseconds=1200)
+    assert stats.elapsed_time == dt.timedelta(milliseconds=600)
+    assert stats.compute_time == dt.timedelta(milliseconds=900)
+    assert stats.parallelism == 1.5  # two tasks overlapping: 900 ms of work in 600 ms
+    assert (stats.total_tasks, stats.tasks_by_state) == (3, {"computed": 2, "queued": 1})
+    none = execution_stats([], 1, {"queued": 1})
+    assert none.first_task_started_at is None and none.parallelism == 0.0

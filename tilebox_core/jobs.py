@@ -263,14 +263,15 @@ class Jobs:
             for info in infos:
                 by_state[info.state] = by_state.get(info.state, 0) + 1
             counts = {k: v for k, v in by_state.items() if v}
-            compute_ms = sum(int(row["compute_ms"] or 0) for row in job_rows)
+            runs = [(int(r["finished_ms"] or 0), int(r["compute_ms"] or 0)) for r in job_rows]
+            compute_ms = sum(compute for _, compute in runs)
             views.append(Job(
                 id=job_id, name=fields["name"], cluster=fields["cluster"], state=job_state(fields),
                 submitted_at=dt.datetime.fromisoformat(fields["submitted_at"]),
                 submitted_by=fields["submitted_by"], total_tasks=len(infos),
                 tasks_by_state=counts, compute_seconds=round(compute_ms / 1000, 3),
                 progress=_progress(fields), tasks=infos if with_tasks else [],
-                execution_stats=execution_stats(fields, len(infos), counts, compute_ms),
+                execution_stats=execution_stats(runs, len(infos), counts),
             ))  # fmt: skip
         return views
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+from collections.abc import Iterable
 from typing import Any
 
 import msgspec
@@ -50,19 +51,27 @@ class ExecutionStats(msgspec.Struct, frozen=True):
 
 
 def execution_stats(
-    fields: dict[str, str], total_tasks: int, tasks_by_state: dict[str, int], compute_ms: int
+    runs: Iterable[tuple[int, int]], total_tasks: int, tasks_by_state: dict[str, int]
 ) -> ExecutionStats:
-    """A job's execution stats from its hash ``fields`` (first_started_ms and last_stopped_ms,
-    written by the claim and finish scripts) and its tasks' counts and compute time."""
-    first_ms, last_ms = fields.get("first_started_ms"), fields.get("last_stopped_ms")
-    first = _from_ms(first_ms) if first_ms else None
-    last = _from_ms(last_ms) if last_ms else None
-    elapsed = last - first if first is not None and last is not None and last > first else None
-    compute = dt.timedelta(milliseconds=compute_ms)
+    """A job's execution stats from its tasks' runs, (finished_ms, compute_ms) of each finished
+    task (finished_ms in the server's clock, written by the finish script), and its counts: a
+    task started its compute time before it finished."""
+    first_ms: int | None = None
+    last_ms: int | None = None
+    compute_ms = 0
+    for finished, ran_ms in runs:
+        compute_ms += ran_ms
+        if finished:
+            started = finished - ran_ms
+            first_ms = started if first_ms is None else min(first_ms, started)
+            last_ms = finished if last_ms is None else max(last_ms, finished)
+    first = _from_ms(first_ms) if first_ms is not None else None
+    last = _from_ms(last_ms) if last_ms is not None else None
+    elapsed = last - first if first is not None and last is not None else dt.timedelta(0)
+    compute_time = dt.timedelta(milliseconds=compute_ms)
     return ExecutionStats(
-        first_task_started_at=first, last_task_stopped_at=last, compute_time=compute,
-        elapsed_time=elapsed or dt.timedelta(0),
-        parallelism=round(compute / elapsed, 3) if elapsed else 0.0,
+        first_task_started_at=first, last_task_stopped_at=last, compute_time=compute_time,
+        elapsed_time=elapsed, parallelism=round(compute_time / elapsed, 3) if elapsed else 0.0,
         total_tasks=total_tasks, tasks_by_state=tasks_by_state,
     )  # fmt: skip
 
@@ -70,8 +79,8 @@ def execution_stats(
 _EPOCH = dt.datetime(1970, 1, 1, tzinfo=dt.UTC)
 
 
-def _from_ms(ms: str) -> dt.datetime:
-    return _EPOCH + dt.timedelta(milliseconds=int(ms))
+def _from_ms(ms: int) -> dt.datetime:
+    return _EPOCH + dt.timedelta(milliseconds=ms)
 
 
 class Job(msgspec.Struct, frozen=True):

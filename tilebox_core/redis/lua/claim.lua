@@ -9,10 +9,6 @@
 -- claim only takes a task from its recorded owner with the TaskLeaseExpired of a takeover).
 local out = {}
 local n = (#KEYS - 1) / 3
--- A job's first_started_ms (execution stats, domain.jobs.execution_stats): set by its first
--- recorded claim, in the server's clock (TIME: one clock for every runner).
-local time = redis.call('TIME')
-local now_ms = string.format('%d', tonumber(time[1]) * 1000 + math.floor(tonumber(time[2]) / 1000))
 local cancelled_jobs, started_jobs = {}, {}  -- per job, read / written once per call
 for i = 0, n - 1 do
   local task_key, job_key, lane = KEYS[2 + 3 * i], KEYS[3 + 3 * i], KEYS[4 + 3 * i]
@@ -53,7 +49,6 @@ for i = 0, n - 1 do
       end
       if not started_jobs[job_key] then
         redis.call('HSET', job_key, 'started', '1')
-        redis.call('HSETNX', job_key, 'first_started_ms', now_ms)
         started_jobs[job_key] = true
       end
       out[#out + 1] = 'ok'

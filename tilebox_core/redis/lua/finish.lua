@@ -21,29 +21,12 @@ local log, runner, release = KEYS[1], ARGV[1], ARGV[2]
 local lanes, acks = {}, {}                -- lanes in order; lane -> entries to drop
 local hashes, counters = {}, {}           -- job hashes in order; job -> counts (see count)
 local cancelled_jobs, started_jobs = {}, {}
-
--- Execution stats (domain.jobs.execution_stats), in the server's clock (TIME: one clock for every
--- runner): a job's last_stopped_ms is when a result of it was last recorded; its
--- first_started_ms, when claim.lua did not set it, when the earliest task whose claim this call
--- records began (now less its compute time). Written once per job per call.
+-- A finished task's finished_ms: when its result was recorded, in the server's clock (TIME: one
+-- clock for every runner); with compute_ms it tells when the task ran (a job's execution stats,
+-- domain.jobs.execution_stats). A field of the hash written anyway, not a command of its own: a
+-- per-job field would cost a single-task job two more commands (a tenth of its server work).
 local time = redis.call('TIME')
-local now = tonumber(time[1]) * 1000 + math.floor(tonumber(time[2]) / 1000)
-local ran, ran_jobs = {}, {}  -- job -> earliest start among claims recorded here (or false)
-
-local function note_run(job, compute_ms, claimed)
-  local start = ran[job]
-  if start == nil then
-    ran_jobs[#ran_jobs + 1] = job
-    start = false
-  end
-  if claimed == '0' then
-    local began = now - tonumber(compute_ms)
-    if start == false or began < start then
-      start = began
-    end
-  end
-  ran[job] = start
-end
+local now = string.format('%d', tonumber(time[1]) * 1000 + math.floor(tonumber(time[2]) / 1000))
 
 local function drop_later(lane, entry)
   local entries = acks[lane]
@@ -130,21 +113,22 @@ local function settle_parents()
   end
 end
 
--- Write a task's result: its state, compute time unless 0, the owner when this call records the
--- claim, and its open count unless 0 (absent once finished: 0, see tasklib). The usual cases are
--- spelled out: a table of fields, grown and unpacked, costs the server more per task.
+-- Write a task's result: its state, finished_ms, compute time unless 0, the owner when this call
+-- records the claim, and its open count unless 0 (absent once finished: 0, see tasklib). The
+-- usual cases are spelled out: a table of fields, grown and unpacked, costs the server more per
+-- task.
 local function write_result(task, state, compute_ms, record_owner, open)
   if compute_ms == '0' and open == 0 then
     if not record_owner then
-      redis.call('HSET', task, 'state', state)
+      redis.call('HSET', task, 'state', state, 'finished_ms', now)
     elseif release == '' then
-      redis.call('HSET', task, 'state', state, 'runner', runner)
+      redis.call('HSET', task, 'state', state, 'finished_ms', now, 'runner', runner)
     else
-      redis.call('HSET', task, 'state', state, 'runner', runner, 'release', release)
+      redis.call('HSET', task, 'state', state, 'finished_ms', now, 'runner', runner, 'release', release)
     end
     return
   end
-  local fields = {'state', state}
+  local fields = {'state', state, 'finished_ms', now}
   if compute_ms ~= '0' then
     fields[#fields + 1] = 'compute_ms'
     fields[#fields + 1] = compute_ms
@@ -191,7 +175,6 @@ local function finish(job, lane, task, job_tasks, entry, outcome, compute_ms, pr
     enqueue(task)
     return 1
   end
-  note_run(job, compute_ms, claimed)
   if outcome == 'retry' then
     redis.call('HINCRBY', task, 'attempts', 1)
     if compute_ms ~= '0' then  -- no owner to record: enqueue clears it
@@ -268,13 +251,6 @@ for _, job in ipairs(hashes) do
       redis.call('HINCRBY', job, field, tostring(c[field]))
     end
   end
-end
-for _, job in ipairs(ran_jobs) do
-  local start = ran[job]
-  if start then
-    redis.call('HSETNX', job, 'first_started_ms', string.format('%d', start))
-  end
-  redis.call('HSET', job, 'last_stopped_ms', string.format('%d', now))
 end
 flush_events()
 return out
