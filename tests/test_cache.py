@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 from obstore.store import LocalStore, MemoryStore
 
-from tests.servers import free_port
+from tests.servers import ServerProcess, free_port
 from tests.waiting import wait_for
 from tilebox_core import (
     AmazonS3Cache,
@@ -279,3 +279,69 @@ def test_runner_arguments_are_checked(client: Client) -> None:
         Runner([ProducerTask], context=CountingContext())  # type: ignore[arg-type]
     with pytest.raises(InvalidInput, match="either a runner or tasks, cache and context"):
         client.runner(tasks=[ProducerTask], runner=Runner([ConsumerTask]))
+
+
+# --- a release runner: the cache and context of the Runner object a release names --------------
+
+RELEASE_RUNNER = """
+from tilebox_core import ExecutionContext, LocalFileSystemCache, RunnerContext, Task
+from tilebox_runner import Runner
+
+
+class Shared(RunnerContext):
+    def __init__(self):
+        self.greeting = "hello from the release's runner context"
+
+
+class Produce(Task):
+    @staticmethod
+    def identifier():
+        return "scenes.Produce", "v1.0"
+
+    def execute(self, context: ExecutionContext) -> None:
+        context.job_cache["greeting"] = context.runner_context.greeting.encode()
+        context.submit_subtask(Consume())
+
+
+class Consume(Task):
+    @staticmethod
+    def identifier():
+        return "scenes.Consume", "v1.0"
+
+    def execute(self, context: ExecutionContext) -> None:
+        context.job_cache.group("seen")["consumer"] = context.job_cache["greeting"]
+
+
+runner = Runner(tasks=[Produce, Consume], cache=LocalFileSystemCache({cache!r}), context=Shared)
+"""
+
+
+def test_a_release_runner_uses_its_runner_objects_cache_and_context(
+    private_server: ServerProcess, team: str, tmp_path: Path
+) -> None:
+    from tests.test_release_runner import CONFIG, Story
+    from tilebox_core.build.config import load_config
+    from tilebox_core.build.release import build_release
+
+    story = Story(private_server, team, tmp_path)
+    try:
+        project = tmp_path / "project"
+        (project / "scenes").mkdir(parents=True)
+        (project / "tilebox.workflow.toml").write_text(CONFIG)
+        (project / "scenes" / "__init__.py").write_text("")
+        shared = tmp_path / "shared-cache"
+        (project / "scenes" / "runner.py").write_text(RELEASE_RUNNER.format(cache=str(shared)))
+        built = build_release(load_config(project / "tilebox.workflow.toml"))
+        release = story.client.workflows().publish_release(
+            built.workflow, built.artifact_path.read_bytes(), built.tasks, runner=built.runner
+        )
+        story.deploy(release.release.id)
+        story.start_runner()
+        job = story.client.jobs().submit_by_name("cached", "scenes.Produce", "v1.0", "{}")
+        wait_for(lambda: story.state(job.id) in ("completed", "failed"))
+        assert story.state(job.id) == "completed"
+        greeting = b"hello from the release's runner context"
+        assert (shared / job.id / "greeting").read_bytes() == greeting
+        assert (shared / job.id / "seen" / "consumer").read_bytes() == greeting
+    finally:
+        story.close()

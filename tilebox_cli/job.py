@@ -12,9 +12,10 @@ from typing import Any, TypeVar
 import click
 import msgspec
 
-from tilebox_core import Job, NotFound, TaskInfo, job_diagram
+from tilebox_core import Job, JobState, NotFound, TaskInfo, job_diagram
 from tilebox_core.domain.diagnosis import deployment_gap, failing_releases_still_deployed
 from tilebox_core.domain.identifiers import make_identifier
+from tilebox_core.domain.intervals import between
 from tilebox_core.domain.jobs import MAX_INPUT_BYTES
 from tilebox_core.domain.projection import DEFAULT_CLUSTER
 
@@ -116,7 +117,9 @@ def list_(
 ) -> None:  # fmt: skip
     """List jobs, newest first."""
     app.reading()
-    jobs = app.client.jobs().query(state=state, name=name, since=since, until=until, limit=limit)
+    jobs = app.client.jobs().query(
+        between(since, until), job_states=JobState(state) if state else None, name=name, limit=limit
+    )
     if app.json:
         emit_json(jobs)
         return

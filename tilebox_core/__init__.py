@@ -24,12 +24,13 @@ from .domain.errors import (
 )
 from .domain.events import Event, ReleaseTask
 from .domain.identifiers import TaskIdentifier
-from .domain.jobs import Job, Progress, TaskInfo
+from .domain.intervals import IDInterval, TimeInterval
+from .domain.jobs import ExecutionStats, Job, Progress, TaskInfo
 from .domain.projection import Cluster, ClusterLike, Release, Workflow
 from .domain.tasks import JobState, TaskState
 from .execution.registry import Runner
 from .execution.worker import TaskRunner
-from .jobs import Jobs
+from .jobs import JobIDLike, Jobs
 from .redis.server import EmbeddedServer, ServerStatus
 from .settings import Settings
 from .task import (
@@ -57,14 +58,17 @@ __all__ = [
     "EmbeddedServer",
     "Event",
     "ExecutionContext",
+    "ExecutionStats",
     "FutureTask",
     "GoogleStorageCache",
     "History",
+    "IDInterval",
     "InMemoryCache",
     "Incompatible",
     "InvalidInput",
     "Job",
     "JobCache",
+    "JobIDLike",
     "JobState",
     "Jobs",
     "LocalFileSystemCache",
@@ -87,6 +91,7 @@ __all__ = [
     "TaskRunner",
     "TaskState",
     "TileboxError",
+    "TimeInterval",
     "Workflow",
     "Workflows",
     "job_diagram",

@@ -8,18 +8,22 @@ work. The context is an interface here; runners pass their own implementation
 from __future__ import annotations
 
 import abc
+import base64
+import binascii
 import functools
 import inspect
 import sys
 import warnings
 from collections.abc import Sequence
-from typing import Any, cast
+from typing import Any, TypeVar, cast
 
 import msgspec
 
 from tilebox_core.cache import JobCache
 from tilebox_core.domain.errors import InvalidInput
 from tilebox_core.domain.identifiers import TaskIdentifier, make_identifier
+
+T = TypeVar("T")
 
 
 class TaskDefinitionError(InvalidInput, TypeError):
@@ -137,9 +141,71 @@ def check_executable(task_class: object) -> type[Task]:
     return task_class
 
 
+# --- task input: a JSON object of the task's fields ---------------------------------------------
+#
+# Fields of the types msgspec knows (str, int, datetime, lists, dicts, Structs, dataclasses, ...)
+# are its JSON. A field that is a protobuf message is, as Tilebox serialises it in a task with
+# several fields, the base64 text of its binary encoding (``SerializeToString``), read back with
+# the field type's ``FromString``; also inside lists, dicts and optional fields. Messages are
+# recognised by those methods, as Tilebox does, so protobuf itself is needed only by the task
+# code that uses it (the ``protobuf`` extra).
+
+
+def _encode_hook(value: Any) -> Any:
+    serialize = getattr(value, "SerializeToString", None)
+    if serialize is not None:
+        return base64.b64encode(serialize()).decode("ascii")
+    raise NotImplementedError(
+        f"cannot serialise an {type(value).__name__} value in a task input: use JSON types, "
+        "Structs, dataclasses or protobuf messages"
+    )
+
+
+def _decode_hook(kind: type, value: Any) -> Any:
+    from_string = getattr(kind, "FromString", None)
+    # a TypeError or ValueError becomes msgspec's ValidationError, which names the field
+    if from_string is None:
+        raise TypeError(f"cannot read a {kind.__name__} from a task input")
+    if not isinstance(value, str):
+        raise TypeError(f"expected the base64 text of a {kind.__name__} message, got {value!r}")
+    try:
+        raw = base64.b64decode(value, validate=True)
+    except binascii.Error:
+        raise ValueError(f"not the base64 text of a {kind.__name__} message") from None
+    try:
+        return from_string(raw)
+    except Exception as exc:  # protobuf's DecodeError derives from Exception only
+        raise ValueError(f"not a {kind.__name__} message: {exc}") from None
+
+
+def _schema_hook(kind: type) -> dict[str, Any]:
+    descriptor = getattr(kind, "DESCRIPTOR", None)
+    if hasattr(kind, "FromString") and descriptor is not None:
+        return {
+            "type": "string",
+            "contentEncoding": "base64",
+            "description": f"protobuf message {descriptor.full_name}, binary, base64-encoded",
+        }
+    raise NotImplementedError
+
+
+_input_encoder = msgspec.json.Encoder(enc_hook=_encode_hook)
+
+
+def encode_input(task: Task) -> str:
+    """A task's input: the JSON object of its fields."""
+    return _input_encoder.encode(task).decode()
+
+
+def decode_input(data: bytes | str, task_class: type[T]) -> T:
+    """The task of ``task_class`` whose input is ``data``; msgspec.ValidationError if it is not
+    one (a missing field, a wrong type, a message that does not decode)."""
+    return msgspec.json.decode(data, type=task_class, dec_hook=_decode_hook)
+
+
 def input_schema(task_class: type[Task]) -> dict[str, Any]:
     """The JSON schema of a task's input fields (used for validation and compatibility checks)."""
-    return msgspec.json.schema(task_class)
+    return msgspec.json.schema(task_class, schema_hook=_schema_hook)
 
 
 class CurrentTask:

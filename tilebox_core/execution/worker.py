@@ -61,7 +61,7 @@ from tilebox_core.jobs import task_spec
 from tilebox_core.redis.taskstore import STAGE_CHUNK, TaskStore
 from tilebox_core.retries import delay, retrying
 from tilebox_core.session import Session
-from tilebox_core.task import CurrentTask, RunnerContext, Task
+from tilebox_core.task import CurrentTask, RunnerContext, Task, decode_input
 
 from .context import TaskContext
 from .registry import Runner
@@ -636,7 +636,7 @@ class TaskRunner:
             return self._failed(claimed, common, "no task class for this identifier",
                                 FailureReason.ERROR)  # fmt: skip
         try:
-            task = msgspec.json.decode(claimed.input, type=task_class)
+            task = decode_input(claimed.input, task_class)
         except msgspec.MsgspecError as exc:
             return self._failed(claimed, common, f"cannot decode task input: {exc}",
                                 FailureReason.INPUT)  # fmt: skip
