@@ -12,15 +12,16 @@ from typing import Any, TypeVar
 import click
 import msgspec
 
-from tilebox_core import Job, NotFound, TaskInfo, TaskState, job_diagram
+from tilebox_core import Job, JobState, NotFound, TaskInfo, TaskState, job_diagram
 from tilebox_core.domain.diagnosis import deployment_gap, failing_releases_still_deployed
 from tilebox_core.domain.identifiers import make_identifier
+from tilebox_core.domain.intervals import between
 from tilebox_core.domain.jobs import MAX_INPUT_BYTES
 from tilebox_core.domain.projection import DEFAULT_CLUSTER
 
 from .context import AppContext, json_option, pass_app, yes_option
 from .history import TIME
-from .output import State, coloured, emit_json, page, table, warn, when
+from .output import State, coloured, emit_json, page, printable, table, warn, when
 
 FINAL = ("completed", "failed", "cancelled")
 F = TypeVar("F", bound=Callable[..., Any])
@@ -116,7 +117,9 @@ def list_(
 ) -> None:  # fmt: skip
     """List jobs, newest first."""
     app.reading()
-    jobs = app.client.jobs().query(state=state, name=name, since=since, until=until, limit=limit)
+    jobs = app.client.jobs().query(
+        between(since, until), job_states=JobState(state) if state else None, name=name, limit=limit
+    )
     if app.json:
         emit_json(jobs)
         return
@@ -155,7 +158,7 @@ def get(app: AppContext, job_id: str, diagram: Path | None, task_state: str | No
         emit_json({**msgspec.to_builtins(found), "waiting_because": reasons})
         return
     lines = [
-        f"job       {found.id} ({found.name})",
+        f"job       {found.id} ({printable(found.name)})",
         f"cluster   {found.cluster}",
         f"state     {coloured(found.state)}",
         f"submitted {when(found.submitted_at)} by {found.submitted_by}",
@@ -184,12 +187,12 @@ TRACEBACK_LINES, TRACEBACK_LINES_ALL = 3, None
 
 
 def _task_line(task: TaskInfo, depth: int) -> str:
-    display = f' "{" | ".join(task.display.splitlines())}"' if task.display else ""
+    display = f' "{printable(" | ".join(task.display.splitlines()))}"' if task.display else ""
     runner = f" runner={task.runner_id}" if task.runner_id else ""
     release = f" release={task.release_id}" if task.release_id else ""
     retries = f" attempts={task.attempts}" if task.attempts else ""
-    return (f"{'  ' * depth}{task.name}@{task.version}{display}  {coloured(task.state)}"
-            f"{runner}{release}{retries}")  # fmt: skip
+    return (f"{'  ' * depth}{printable(task.name)}@{task.version}{display}  "
+            f"{coloured(task.state)}{runner}{release}{retries}")  # fmt: skip
 
 
 def _error_lines(task: TaskInfo, indent: str, traceback_lines: int | None) -> list[str]:
@@ -200,14 +203,14 @@ def _error_lines(task: TaskInfo, indent: str, traceback_lines: int | None) -> li
         return []
     attempts = f" (after {task.attempts} attempt{'s' if task.attempts != 1 else ''})"
     message = error.message.splitlines() or [""]
-    lines = [f"{indent}error: {error.type}: {message[0]}{attempts}",
-             *(f"{indent}       {line}" for line in message[1:])]  # fmt: skip
+    lines = [f"{indent}error: {printable(error.type)}: {printable(message[0])}{attempts}",
+             *(f"{indent}       {printable(line)}" for line in message[1:])]  # fmt: skip
     trace = error.traceback.splitlines()
     if trace and trace[-1].startswith((error.type, error.type.rsplit(".", 1)[-1])):
         trace = trace[:-1]  # the error line itself, shown above already
     if traceback_lines is not None:
         trace = trace[-traceback_lines:]
-    return lines + [f"{indent}  {line}" for line in trace]
+    return lines + [f"{indent}  {printable(line)}" for line in trace]
 
 
 @job.command("wait")
