@@ -15,10 +15,12 @@ from typing import TypeVar
 
 from tilebox_core import retries
 from tilebox_core.domain import control
-from tilebox_core.domain.errors import ConcurrencyError
+from tilebox_core.domain.errors import ConcurrencyError, InvalidInput
 from tilebox_core.domain.events import Event, Origin
 from tilebox_core.domain.ids import new_id, utcnow
 from tilebox_core.domain.projection import ControlState, fold
+from tilebox_core.domain.tenancy import Identity, parse_user
+from tilebox_core.redis.acl import whoami
 from tilebox_core.redis.connection import connect, resolve_url
 from tilebox_core.redis.eventstore import CONTROL, EventStore, Stored
 from tilebox_core.redis.keys import Keys
@@ -29,6 +31,7 @@ from tilebox_core.settings import Settings
 T = TypeVar("T")
 MAX_RETRIES = 200  # of a decision that lost the race to another writer
 CONFLICT_BASE, CONFLICT_CAP = 0.001, 0.05  # seconds: the backoff between those retries
+DEFAULT_USER = "default"  # Redis's user of unauthenticated connections: ACLs are off
 
 
 def default_actor() -> str:
@@ -71,9 +74,18 @@ class Session:
             self.url, timeout=chosen.connect_timeout, retries=chosen.reconnect_retries,
             backoff_base=chosen.reconnect_base, backoff_cap=chosen.reconnect_cap,
         )  # fmt: skip
-        self.store = EventStore(self.redis, keys)
+        # The actor of every event this session appends: the ACL user the server authenticated
+        # (asked once; the scripts record no other, see Keys.actor), or with ACLs off (the
+        # ``default`` user, or one that may not ask) whoever the settings say.
+        user = whoami(self.redis)
+        self.identity = Identity(user, parse_user(keys.prefix, user), chosen.team) if user else None
+        self.actor = user if user and user != DEFAULT_USER else chosen.actor or default_actor()
+        if "}" in self.actor:
+            raise InvalidInput(
+                f"actor {self.actor!r}: an actor's name cannot contain '}}'; fix TILEBOX_ACTOR"
+            )
+        self.store = EventStore(self.redis, keys, actor=self.actor, identity=self.identity)
         self.tasks = TaskStore(self.store)
-        self.actor = chosen.actor or default_actor()
         self.runners = RunnerRegistry(self.store)
         self._state = ControlState()
 

@@ -17,7 +17,7 @@ import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any, NamedTuple, TypeAlias, TypeVar
-from urllib.parse import unquote, urlparse, urlsplit
+from urllib.parse import quote, unquote, urlparse, urlsplit
 
 import hiredis
 import redis
@@ -96,6 +96,14 @@ def cluster_seeds(url: str) -> Seeds:
         username = unquote(user) or None
         password = unquote(secret) if colon else None
     return Seeds(nodes, username, password, url.startswith("rediss+"))
+
+
+def with_credentials(url: str, user: str, secret: str) -> str:
+    """``url`` connecting as ``user`` with password ``secret`` (any credentials it had replaced)."""
+    scheme, _, rest = url.partition("://")
+    netloc, slash, path = rest.partition("/")
+    hosts = netloc.rpartition("@")[2]
+    return f"{scheme}://{quote(user, safe='')}:{quote(secret, safe='')}@{hosts}{slash}{path}"
 
 
 def resolve_url(url: str | None, home: Path) -> str:

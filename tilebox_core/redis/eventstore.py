@@ -15,9 +15,10 @@ from typing import Any, NamedTuple, ParamSpec, TypeVar
 from tilebox_core.domain.errors import ArtifactError
 from tilebox_core.domain.events import Codec, Event, UnknownEvent
 from tilebox_core.domain.ids import new_id
+from tilebox_core.domain.tenancy import Identity
 
 from .connection import Client, Routes, pack
-from .errors import DriverError, translated
+from .errors import OPERATIONS, DriverError, translated
 from .keys import Keys
 
 P = ParamSpec("P")
@@ -50,14 +51,19 @@ ProjectionOp = tuple[str, str, str]  # ("HSET", field, value) | ("HDEL", field, 
 
 
 def translate_errors(func: Callable[P, R]) -> Callable[P, R]:
-    """Turn driver exceptions into the project's error family where they enter."""
+    """Turn driver exceptions into the project's error family where they enter. A refusal by the
+    ACL names who was refused (the store's ``identity``) and what (by the method's name)."""
+    operation = OPERATIONS.get(func.__name__, f"{func.__name__.strip('_').replace('_', ' ')}")
 
     @functools.wraps(func)
     def wrapper(*args: P.args, **kwargs: P.kwargs) -> R:
         try:
             return func(*args, **kwargs)
         except DriverError as exc:
-            raise translated(exc) from exc
+            identity = getattr(args[0], "identity", None) if args else None
+            if not isinstance(identity, Identity):
+                identity = None
+            raise translated(exc, identity=identity, operation=operation) from exc
 
     return wrapper
 
@@ -67,9 +73,18 @@ def load_script(name: str) -> str:
 
 
 class EventStore:
-    """Event logs, checkpoints, materialised projections and artifacts of one team."""
+    """Event logs, checkpoints, materialised projections and artifacts of one team.
 
-    def __init__(self, client: Client, keys: Keys, codec: Codec | None = None) -> None:
+    ``actor`` is who the events it appends are recorded as (see ``Keys.actor``): the session's
+    authenticated user, or with ACLs off (the ``default`` user) whoever the session says it is.
+    ``identity``, who the session is connected as, names the user in a refusal's message."""
+
+    def __init__(
+        self, client: Client, keys: Keys, codec: Codec | None = None, *, actor: str = "",
+        identity: Identity | None = None,
+    ) -> None:  # fmt: skip
+        self.actor = actor
+        self.identity = identity
         self.redis = client
         self.routes = Routes(client)
         self.keys = keys

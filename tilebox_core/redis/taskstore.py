@@ -43,6 +43,7 @@ from tilebox_core.domain.tasks import (
     StagedSubtasks,
     TaskSpec,
 )
+from tilebox_core.domain.tenancy import Identity
 
 from .connection import Routes, masters, pack
 from .eventstore import EventStore, Stored, load_script, translate_errors
@@ -180,6 +181,11 @@ class TaskStore:
         self._lane_groups: dict[tuple[str, ...], list[list[str]]] = {}
         self._turn = 0  # the shard a multi-shard read starts with, in turn (see _read_shards)
         self._last_lanes: tuple[Sequence[str] | None, list[list[str]]] = (None, [])
+
+    @property
+    def identity(self) -> Identity | None:
+        """Who the session is connected as (named in a refusal's message: ``translate_errors``)."""
+        return self.events.identity
 
     # --- shards -----------------------------------------------------------------------------------
 
