@@ -19,12 +19,13 @@ from tilebox_core.domain.errors import ConcurrencyError, InvalidInput
 from tilebox_core.domain.events import Event, Origin
 from tilebox_core.domain.ids import new_id, utcnow
 from tilebox_core.domain.projection import ControlState, fold
-from tilebox_core.domain.tenancy import Identity, parse_user
+from tilebox_core.domain.tenancy import Identity, Role, parse_user, user_name
 from tilebox_core.redis.acl import whoami
 from tilebox_core.redis.connection import connect, resolve_url
 from tilebox_core.redis.eventstore import CONTROL, EventStore, Stored
 from tilebox_core.redis.keys import Keys
 from tilebox_core.redis.liveness import RunnerRegistry
+from tilebox_core.redis.server import EmbeddedServer
 from tilebox_core.redis.taskstore import TaskStore
 from tilebox_core.settings import Settings
 
@@ -47,7 +48,9 @@ class Session:
 
     ``settings`` default to ``Settings.from_env()`` (``TILEBOX_REDIS_URL``, else the embedded
     server; team ``TILEBOX_TEAM``, else "default"); the other arguments override single settings.
-    ``self.settings`` are those the session runs with, its URL resolved.
+    ``self.settings`` are those the session runs with, its URL resolved. On the embedded server
+    the session logs in as the team's developer when the server has its credentials, else (or
+    with ``admin``) as the server's admin; a URL carries its own credentials.
     """
 
     def __init__(
@@ -60,13 +63,20 @@ class Session:
         home: Path | None = None,
         retries: int | None = None,
         settings: Settings | None = None,
+        admin: bool = False,
     ) -> None:
         chosen = (settings if settings is not None else Settings.from_env()).override(
             url=url or None, team=team or None, prefix=prefix or None, actor=actor or None,
             home=home, reconnect_retries=retries,
         )  # fmt: skip
         keys = Keys(chosen.prefix, chosen.team)
-        self.url = resolve_url(chosen.url, chosen.home)
+        # The embedded server (no URL given), which keeps the credentials of its teams.
+        self.embedded = EmbeddedServer(chosen.home) if not chosen.url else None
+        self.url = resolve_url(
+            chosen.url,
+            chosen.home,
+            None if admin else user_name(keys.prefix, chosen.team, Role.DEVELOPER),
+        )
         self.settings = chosen.override(url=self.url)
         self.team = chosen.team
         self.prefix = keys.prefix

@@ -21,8 +21,9 @@ class Teams:
 
     def create(self, team: str) -> TeamChange:
         """Users for every role of ``team``, with new secrets (in the result only: the server
-        keeps their hashes). A deleted team is enabled again, with new secrets."""
-        return self._with_urls(self._access.create(team))
+        keeps their hashes; the embedded server's credentials file keeps them too). A deleted
+        team is enabled again, with new secrets."""
+        return self._kept(self._with_urls(self._access.create(team)))
 
     def all(self) -> list[TeamStatus]:
         return self._access.teams()
@@ -34,11 +35,20 @@ class Teams:
         """A new secret for ``team``'s ``role`` user; the previous one keeps working until the
         rotation is finished (``finish=True``, or the next rotation)."""
         chosen = role if isinstance(role, Role) else parse_role(role)
-        return self._with_urls(self._access.rotate(team, chosen, finish=finish))
+        return self._kept(self._with_urls(self._access.rotate(team, chosen, finish=finish)))
 
     def delete(self, team: str) -> TeamChange:
         """Disable ``team``'s users and close their connections; its data stays."""
-        return self._access.delete(team)
+        change = self._access.delete(team)
+        if self._client.embedded is not None:
+            self._client.embedded.remember((), forget=change.users)
+        return change
+
+    def _kept(self, change: TeamChange) -> TeamChange:
+        """``change``, its new secrets kept by the embedded server (if that is the server)."""
+        if self._client.embedded is not None and change.credentials:
+            self._client.embedded.remember(change.credentials)
+        return change
 
     def _with_urls(self, change: TeamChange) -> TeamChange:
         url = self._client.url

@@ -106,12 +106,12 @@ def with_credentials(url: str, user: str, secret: str) -> str:
     return f"{scheme}://{quote(user, safe='')}:{quote(secret, safe='')}@{hosts}{slash}{path}"
 
 
-def resolve_url(url: str | None, home: Path) -> str:
+def resolve_url(url: str | None, home: Path, user: str | None = None) -> str:
     """``url`` (checked), else the embedded server with its data under ``home`` (started when
-    needed)."""
+    needed), logged in as ``user`` if it has that user's credentials, else as its admin."""
     if url:
         return check_url(url)
-    return EmbeddedServer(home).ensure()
+    return EmbeddedServer(home).ensure(user=user)
 
 
 def connect(
