@@ -14,9 +14,10 @@ from redis.cluster import ClusterNode, RedisCluster
 from tests.servers import ClusterProcess, ServerProcess
 from tilebox_core import Client, ExecutionContext, Task
 from tilebox_core.domain.errors import Conflict, NotFound, PermissionDenied, StoreUnavailable
-from tilebox_core.domain.events import ReleaseTask
+from tilebox_core.domain.events import ClusterCreated, Codec, ReleaseTask
+from tilebox_core.domain.ids import new_id, utcnow
 from tilebox_core.domain.tenancy import Credential, Role
-from tilebox_core.redis.eventstore import CONTROL
+from tilebox_core.redis.eventstore import CONTROL, load_script
 from tilebox_core.redis.keys import Keys
 
 pytestmark = pytest.mark.cluster
@@ -300,3 +301,80 @@ def test_team_commands_need_an_administrator(
         admin.teams().rotate(other_team(), Role.DEVELOPER)
     with pytest.raises(NotFound, match="no users to delete"):
         admin.teams().delete(other_team())
+
+
+# --- authenticated actors -------------------------------------------------------------------------
+
+
+def append_script() -> str:
+    return load_script("actor") + "\n" + load_script("append")
+
+
+def forged(team: str, actor: str, slug: str) -> ClusterCreated:
+    return ClusterCreated(id=new_id(), at=utcnow(), actor=actor, team=team, slug=slug, name=slug)
+
+
+def test_an_event_names_the_user_whose_credential_appended_it(
+    server: Server, team: str, provision: Provision
+) -> None:
+    credentials = provision(team)
+    developer, runner = credentials[Role.DEVELOPER], credentials[Role.RUNNER]
+    with Client(developer.url, team=team, actor="user:somebody-else") as client:
+        assert client.actor == developer.user  # not what the settings claim
+        client.clusters().create("dev")
+        job = client.jobs().submit("hello", Greet("you"), cluster="dev")
+    with Client(runner.url, team=team, actor="user:somebody-else") as client:
+        client.runner(cluster="dev", tasks=[Greet, Wave]).run_all()
+        events = list(client.events().list())
+    actors = {s.event.type: s.event.actor for s in events}
+    assert actors["ClusterCreated"] == actors["JobSubmitted"] == developer.user
+    assert actors["TaskClaimed"] == actors["TaskCompleted"] == runner.user
+    assert job.id in {getattr(s.event, "job_id", None) for s in events}
+
+
+def test_a_script_call_cannot_record_another_actor(
+    server: Server, team: str, provision: Provision
+) -> None:
+    credentials = provision(team)
+    developer, runner = credentials[Role.DEVELOPER], credentials[Role.RUNNER]
+    keys, codec = Keys("tilebox", team), Codec()
+    event = forged(team, runner.user, "forged")
+    args = ["", 1, event.id, codec.encode(event)]
+    with raw(server, developer) as direct:
+        # naming the runner's actor key, to be recorded as the runner: refused, nothing written
+        as_runner = [
+            keys.log(CONTROL),
+            keys.dedup(CONTROL),
+            keys.deployments,
+            keys.actor(runner.user),
+        ]
+        denied(lambda: direct.eval(append_script(), 4, *as_runner, *args))
+        assert direct.xlen(keys.log(CONTROL)) == 0
+        # its own actor key, and the event saying it is the runner's: recorded as the developer's
+        as_itself = [*as_runner[:3], keys.actor(developer.user)]
+        direct.eval(append_script(), 4, *as_itself, *args)
+    with Client(credentials[Role.AUDITOR].url, team=team) as auditor:
+        [stored] = [s for s in auditor.events().list() if s.event.type == "ClusterCreated"]
+        assert stored.event.actor == developer.user
+        assert auditor.clusters().find("forged").created_by == developer.user
+
+
+def test_an_actor_key_of_another_tag_or_without_an_actor_is_refused(
+    server: Server, team: str
+) -> None:
+    keys, other = Keys("tilebox", team), Keys("tilebox", other_team())
+    event = forged(team, "user:a", "x")
+    args = ["", 1, event.id, Codec().encode(event)]
+    head = [keys.log(CONTROL), keys.dedup(CONTROL), keys.deployments]
+    with server.redis_client() as admin:  # may write any key: the script itself must refuse
+        cases = [
+            (keys.actor(""), "no actor in the actor key"),
+            (keys.actor("user:a}x"), "no actor in the actor key"),
+            (keys.deployments, "is not an actor key of"),
+        ]
+        if not isinstance(server, ClusterProcess):  # a cluster refuses keys of two slots itself
+            cases.append((other.actor("user:a"), "is not an actor key of"))
+        for actor_key, says in cases:
+            with pytest.raises(redis.exceptions.ResponseError, match=says):
+                admin.eval(append_script(), 4, *head, actor_key, *args)  # type: ignore[no-untyped-call]
+        assert admin.xlen(keys.log(CONTROL)) == 0

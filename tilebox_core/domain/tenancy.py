@@ -83,7 +83,7 @@ WRITE_COMMANDS = (
     "set", "del", "expire", "persist", "rename", "rpush", "hset", "hsetnx", "hdel", "hincrby",
     "zadd", "zrem", "zremrangebyscore", "xadd", "xack", "xclaim", "xdel", "xgroup|create",
     "xreadgroup", "multi", "exec", "discard", "eval", "evalsha", "script|load", "script|exists",
-    "client|unblock",
+    "client|unblock", "setrange",
 )  # fmt: skip
 # Newer than Redis 7.0: granted where the server has them (ACL SETUSER refuses an unknown one).
 OPTIONAL_COMMANDS = frozenset({"client|setinfo"})

@@ -12,6 +12,8 @@ from collections.abc import Callable, Iterator, Sequence
 from importlib import resources
 from typing import Any, NamedTuple, ParamSpec, TypeVar
 
+import msgspec
+
 from tilebox_core.domain.errors import ArtifactError
 from tilebox_core.domain.events import Codec, Event, UnknownEvent
 from tilebox_core.domain.ids import new_id
@@ -23,6 +25,7 @@ from .keys import Keys
 
 P = ParamSpec("P")
 R = TypeVar("R")
+E = TypeVar("E", Event, UnknownEvent, Event | UnknownEvent)
 
 CONTROL = "control"
 PAGE = 5_000
@@ -80,7 +83,7 @@ class EventStore:
     ``identity``, who the session is connected as, names the user in a refusal's message."""
 
     def __init__(
-        self, client: Client, keys: Keys, codec: Codec | None = None, *, actor: str = "",
+        self, client: Client, keys: Keys, codec: Codec | None = None, *, actor: str,
         identity: Identity | None = None,
     ) -> None:  # fmt: skip
         self.actor = actor
@@ -89,7 +92,8 @@ class EventStore:
         self.routes = Routes(client)
         self.keys = keys
         self.codec = codec or Codec()
-        self._append = client.register_script(load_script("append"))
+        self._actors: dict[bytes, str] = {}  # recorded actors (field 'a'), decoded once each
+        self._append = client.register_script(load_script("actor") + "\n" + load_script("append"))
         self._commit_artifact = client.register_script(load_script("artifact_commit"))
 
     # --- appending ------------------------------------------------------------------------------
@@ -106,7 +110,8 @@ class EventStore:
         (``"0-0"``: the log is empty; ``None``: append whatever the log holds).
 
         Raises ``ConcurrencyError`` for a stale writer. Appending a batch whose first event id was
-        appended before is a no-op that reports ``duplicate=True``.
+        appended before is a no-op that reports ``duplicate=True``. The events are recorded as
+        the store's ``actor``'s (see actor.lua), whatever actor they name.
         """
         if not events:
             raise ValueError("append needs at least one event")
@@ -115,9 +120,9 @@ class EventStore:
             args += (event.id, self.codec.encode(event))
         for op in projection:
             args += op
-        reply = self._append(
-            keys=[self.keys.log(log), self.keys.dedup(log), self.keys.deployments], args=args
-        )
+        keys = [self.keys.log(log), self.keys.dedup(log), self.keys.deployments,
+                self.keys.actor(self.actor)]  # fmt: skip
+        reply = self._append(keys=keys, args=args)
         return AppendResult(positions=[_text(p) for p in reply[1:]], duplicate=reply[0] == 0)
 
     # --- reading --------------------------------------------------------------------------------
@@ -153,14 +158,18 @@ class EventStore:
 
     def replay_stream(self, stream: str, after: str = "0-0", until: str = "+") -> Iterator[Stored]:
         """``replay`` of the log stream ``stream`` (a key: a task-plane shard's log)."""
-        decode = self.codec.decode
+        decode, actors = self.codec.decode, self._actors
         while True:
             entries = self._xrange(stream, after, until, REPLAY_PAGE)
             # Decoded one at a time as the caller consumes them (the hot loop of a replay): a page
             # of decoded events is never alive at once, which spares the garbage collector.
             for position, fields in entries:
                 if fields[0] == b"e":
-                    yield _tuple_new(Stored, (position.decode(), decode(fields[1])))
+                    event = decode(fields[1])
+                    # its recorded actor (field 'a'), as the event names it unless it was forged
+                    if len(fields) == 4 and event.actor != actors.get(fields[3]):
+                        event = self._recorded(event, fields[3])
+                    yield _tuple_new(Stored, (position.decode(), event))
                 else:
                     text = position.decode()
                     for event in self._entry_events(fields):
@@ -230,13 +239,34 @@ class EventStore:
     def _entry_events(self, fields: list[bytes]) -> list[Event | UnknownEvent]:
         """The events of a raw entry's [field, value, ...]: one in field ``e``, or a batch (a
         msgpack array, as the task scripts append them) in field ``b``; an entry with neither
-        reads as one undecodable event."""
+        reads as one undecodable event. Field ``a``, the actor the script recorded them as (see
+        actor.lua), is the actor of each; entries written before it was recorded have none."""
+        events: list[Event | UnknownEvent] | None = None
+        actor: bytes | None = None
         for index in range(0, len(fields) - 1, 2):
-            if fields[index] == b"e":
-                return [self.codec.decode(fields[index + 1])]
-            if fields[index] == b"b":
-                return self.codec.decode_many(fields[index + 1])
-        return [self.codec.decode(b"")]
+            name = fields[index]
+            if name == b"e" and events is None:
+                events = [self.codec.decode(fields[index + 1])]
+            elif name == b"b" and events is None:
+                events = self.codec.decode_many(fields[index + 1])
+            elif name == b"a":
+                actor = fields[index + 1]
+        if events is None:
+            return [self.codec.decode(b"")]
+        if actor is not None:
+            events = [self._recorded(event, actor) for event in events]
+        return events
+
+    def _recorded(self, event: E, actor: bytes) -> E:
+        """``event`` as the actor its entry recorded, ``actor``: the user the server authenticated
+        when the script appended it (a client that put another actor in the event did not
+        change that)."""
+        name = self._actors.get(actor)
+        if name is None:
+            if len(self._actors) > 4096:  # a bound: actors are few, but nothing enforces that
+                self._actors.clear()
+            name = self._actors[actor] = actor.decode(errors="replace")
+        return event if event.actor == name else msgspec.structs.replace(event, actor=name)
 
     @translate_errors
     def _xrange(self, stream: str, after: str, until: str, count: int) -> list[list[Any]]:

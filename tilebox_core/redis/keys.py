@@ -8,9 +8,10 @@ With S = 1 the only shard is the control plane's tag itself: the single-node lay
 A few ACL key patterns (``acl_patterns``) cover a team. Scripts never build key names; they
 receive them in KEYS from here.
 
-Actor keys, ``<prefix>:{<tag>}:@<user>``, one per user in each hash tag, are never stored: a script
-that records events writes (DELs) the actor key of the actor it records, and only that user's ACL
-(and an admin's) may write it, so an event's recorded actor is the user the server authenticated.
+Actor keys, ``<prefix>:{<tag>}:@<user>``, one per user in each hash tag, are never stored: a
+script that records events writes (an empty SETRANGE) the actor key of the actor it records, and
+only that user's ACL (and an admin's) may write it, so an event's recorded actor is the user the
+server authenticated (see lua/actor.lua).
 No team pattern covers them: the character after ``}:`` is ``@`` in an actor key and never in
 another key.
 """

@@ -171,7 +171,7 @@ class TaskStore:
         self.redis = events.redis
         self.routes: Routes = events.routes
         self.keys: Keys = events.keys
-        prelude = load_script("tasklib")
+        prelude = load_script("actor") + "\n" + load_script("tasklib")
         self._scripts = {
             name: self.redis.register_script(prelude + "\n" + load_script(name))
             for name in ("submit", "claim", "renew", "finish", "stage", "retry", "cancel")
@@ -817,7 +817,12 @@ class TaskStore:
             count += len(job.events)
         keys += payload.keys
         body = _json.encode({"shapes": payload.shapes(), "jobs": described})
-        return _unique(keys), [body, b"".join(events), count, b"".join(infos)]
+        return self._with_actor(shard, _unique(keys)), [
+            body,
+            b"".join(events),
+            count,
+            b"".join(infos),
+        ]
 
     def _claim_call(
         self, shard: TaskKeys, runner_id: str, release_id: str | None, claims: Sequence[Claim]
@@ -838,7 +843,7 @@ class TaskStore:
                 encode(claim.expired) if claim.expired is not None else b"",
                 encode(claim.poison) if claim.poison is not None else b"",
             )
-        return keys, args
+        return self._with_actor(shard, keys), args
 
     def _finish_call(
         self, shard: TaskKeys, runner_id: str, release_id: str | None, finishes: Sequence[Finish]
@@ -877,7 +882,9 @@ class TaskStore:
                 _json.encode(finish.progress) if finish.progress else b"{}", specs,
                 "1" if finish.claim is None else "0", f"{n}:{len(encoded)}",
             )  # fmt: skip
-        return list(keys), [runner_id, release_id or "", b"".join(events), count, *args]
+        return self._with_actor(shard, list(keys)), [
+            runner_id, release_id or "", b"".join(events), count, *args
+        ]  # fmt: skip
 
     def _stage_call(self, runner_id: str, staged: StagedSubtasks) -> tuple[list[str], list[Any]]:
         """stage.lua. KEYS: the task log, job hash, the parent's lane, its task hash, the job's
@@ -887,11 +894,23 @@ class TaskStore:
         task = staged.task
         specs, spec_keys = self.specs_payload(task.job_id, staged.specs, task.chain)
         job, task_key, job_tasks = self._task_keys(task)
-        keys = _unique([self.shard(task.job_id).log(TASKS), job, task.lane, task_key, job_tasks,
-                        *spec_keys])  # fmt: skip
+        shard = self.shard(task.job_id)
+        keys = _unique([shard.log(TASKS), job, task.lane, task_key, job_tasks, *spec_keys])
         encoded = [self.events.codec.encode(e) for e in staged.events]
         lengths = ",".join(str(len(e)) for e in encoded)
-        return keys, [runner_id, task.entry, specs, b"".join(encoded), lengths]
+        return self._with_actor(shard, keys), [
+            runner_id,
+            task.entry,
+            specs,
+            b"".join(encoded),
+            lengths,
+        ]
+
+    def _with_actor(self, shard: TaskKeys, keys: list[str]) -> list[str]:
+        """``keys`` of a script that records events, and last the actor key of the session's
+        actor in ``shard`` (see actor.lua), which names who the events are recorded as."""
+        keys.append(shard.actor(self.events.actor))
+        return keys
 
     def _task_keys(self, task: ClaimedTask) -> tuple[str, str, str]:
         """The job hash, task hash and job task list of ``task``."""
@@ -988,7 +1007,9 @@ class TaskStore:
         keys = [shard.log(TASKS), shard.job(job_id)]
         for task_id, lane in failed:
             keys += (shard.task(task_id), lane)
-        return int(self._run("retry", keys, [self.events.codec.encode(event)]))
+        return int(
+            self._run("retry", self._with_actor(shard, keys), [self.events.codec.encode(event)])
+        )
 
     @translate_errors
     def cancel(self, job_id: str, unfinished: Sequence[tuple[str, str]], event: Event) -> bool:
@@ -998,7 +1019,9 @@ class TaskStore:
         keys = [shard.log(TASKS), shard.job(job_id)]
         for task_id, lane in unfinished:
             keys += (shard.task(task_id), lane)
-        return bool(self._run("cancel", keys, [self.events.codec.encode(event)]))
+        return bool(
+            self._run("cancel", self._with_actor(shard, keys), [self.events.codec.encode(event)])
+        )
 
 
 def chain_keys(chain: str | list[dict[str, Any]]) -> list[str]:

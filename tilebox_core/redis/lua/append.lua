@@ -1,5 +1,6 @@
 -- Checked, idempotent append of a batch of events, plus updates to a materialised hash.
--- KEYS[1] log stream, KEYS[2] dedup hash, KEYS[3] materialised projection hash
+-- KEYS[1] log stream, KEYS[2] dedup hash, KEYS[3] materialised projection hash, KEYS[4] the
+-- actor key of who the events are recorded as (see actor.lua, prepended).
 -- ARGV[1] the position (stream id) of the log's last entry the writer decided on ('0-0': the log
 -- was empty), or '' for "any"; the append is refused if the log has an entry after it. A position,
 -- not a count: one entry may hold a batch of events (field b, as the task scripts write), so the
@@ -8,6 +9,7 @@
 -- then triples (op, field, value) with op HSET or HDEL, applied to KEYS[3].
 -- Returns {1, stream ids...} or {0, stream id of the first event} when this batch (identified by
 -- its first event id) was appended before.
+local actor = authenticate(KEYS[1])
 local n = tonumber(ARGV[2])
 local first_id = ARGV[3]
 local seen = redis.call('HGET', KEYS[2], first_id)
@@ -24,7 +26,7 @@ if expected ~= '' then
 end
 local result = {1}
 for i = 0, n - 1 do
-  result[#result + 1] = redis.call('XADD', KEYS[1], '*', 'e', ARGV[4 + 2 * i])
+  result[#result + 1] = redis.call('XADD', KEYS[1], '*', 'e', ARGV[4 + 2 * i], 'a', actor)
 end
 redis.call('HSET', KEYS[2], first_id, result[2])
 local j = 3 + 2 * n

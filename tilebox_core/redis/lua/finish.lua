@@ -17,6 +17,8 @@
 -- recorded but the cancellation.
 -- Per-call work is done once per lane or job: lane entries are acknowledged and deleted per lane
 -- and job counters incremented per job at the end.
+-- The last of KEYS is the actor key of who the events are recorded as (actor.lua).
+authenticate(KEYS[1])
 local log, runner, release = KEYS[1], ARGV[1], ARGV[2]
 local lanes, acks = {}, {}                -- lanes in order; lane -> entries to drop
 local hashes, counters = {}, {}           -- job hashes in order; job -> counts (see count)

@@ -58,14 +58,18 @@ end
 -- A call's events go to the task log in as few entries as possible: an XADD, and its AOF record,
 -- costs about the same for one event as for a thousand. An entry holds one event in field 'e', or
 -- several as one msgpack array in field 'b' (store.py reads both): at most EVENTS_PER_ENTRY, or
--- the events of one piece when it brings more. Scripts end with flush_events().
+-- the events of one piece when it brings more; and in field 'a' their actor (see actor.lua: a
+-- script that records events calls authenticate first). Scripts end with flush_events().
 local EVENTS_PER_ENTRY = 1000
 local event_log, buffered, buffered_n = nil, {}, 0
 
 local function flush_events()
   local n = buffered_n
+  if n > 0 and recorded_actor == nil then
+    return error('ERR events recorded without authenticate()')  -- a script's own mistake
+  end
   if n == 1 then
-    redis.call('XADD', event_log, '*', 'e', buffered[1])
+    redis.call('XADD', event_log, '*', 'e', buffered[1], 'a', recorded_actor)
   elseif n > 1 then
     -- the encoded events are msgpack already: an array is its header followed by them
     local header
@@ -77,7 +81,7 @@ local function flush_events()
       header = string.char(0xdd, math.floor(n / 16777216), math.floor(n / 65536) % 256,
         math.floor(n / 256) % 256, n % 256)
     end
-    redis.call('XADD', event_log, '*', 'b', header .. table.concat(buffered))
+    redis.call('XADD', event_log, '*', 'b', header .. table.concat(buffered), 'a', recorded_actor)
   end
   buffered, buffered_n = {}, 0
 end
