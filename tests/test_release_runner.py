@@ -461,7 +461,8 @@ def test_uv_environment_per_release_dependencies(story: Story) -> None:
     wait_for(lambda: story.state(job.id) in ("completed", "failed"), 60)
     assert story.state(job.id) == "completed", story.client.clusters().runners("default")
     assert "from-tinydep-uv1" in story.traced()
-    envs = list((story.tmp / "home" / "envs").iterdir())
+    team_envs = story.tmp / "home" / "envs" / "tilebox" / story.client.team  # per team
+    envs = list(team_envs.iterdir())
     assert len(envs) == 1  # cached by the digest of pyproject.toml
     # A new release with the same dependencies reuses the environment.
     second = story.publish("uv2", "v1.0", body, {"pyproject.toml": pyproject})
@@ -469,7 +470,7 @@ def test_uv_environment_per_release_dependencies(story: Story) -> None:
     again = story.client.jobs().submit_by_name("deps2", "scenes.Fetch", "v1.0", '{"scene": "2"}')
     wait_for(lambda: story.state(again.id) == "completed", 60)
     assert "from-tinydep-uv2" in story.traced()
-    assert list((story.tmp / "home" / "envs").iterdir()) == envs
+    assert list(team_envs.iterdir()) == envs
 
 
 def test_runtime_processes_do_not_outlive_a_killed_runner(story: Story) -> None:
