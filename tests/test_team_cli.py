@@ -16,6 +16,12 @@ pytestmark = pytest.mark.cluster
 
 
 @pytest.fixture
+def cli(server: ServerProcess | ClusterProcess, team: str) -> Cli:
+    """``tilebox`` as the server's administrator (its default user), whatever TILEBOX_TEST_AS_TEAM."""
+    return Cli(server.url, team)
+
+
+@pytest.fixture
 def name(server: ServerProcess | ClusterProcess) -> Iterator[str]:
     """A team the test creates; its users are removed from every node afterwards."""
     team = "c-" + uuid.uuid4().hex[:12]
