@@ -15,6 +15,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+import redis
 import zstandard
 
 from tests.conftest import Cli
@@ -537,3 +538,28 @@ def test_stop_when_idling_with_json_output(story: Story) -> None:
     first = json.loads(result.stdout.splitlines()[0])
     assert first["cluster"] == "default" and first["runner_id"]
     assert story.state(job.id) == "completed"  # it ran what was queued, then stopped
+
+
+@pytest.mark.cluster
+def test_a_release_runner_with_a_runner_credential_runs_its_team_s_tasks(
+    cluster_story: Story, server: ServerProcess, team: str
+) -> None:
+    """The credential compose.yaml gives its runner: enough to run a release, not to deploy one."""
+    story = cluster_story
+    change = story.client.teams().create(team)
+    try:
+        runner = next(c for c in change.credentials if c.role == "runner")
+        story.env["TILEBOX_REDIS_URL"] = runner.url
+        story.deploy(story.publish("acl"))
+        story.start_runner()
+        job = story.client.jobs().submit_by_name("s", "scenes.Fetch", "v1.0", '{"scene": "1"}')
+        wait_for(lambda: story.state(job.id) == "completed", 60)
+        assert {c.actor for c in story.claims(job.id)} == {runner.user}
+        refused = subprocess.run([TILEBOX, "workflow", "undeploy-release", "--workflow", "scenes",
+                                  "--yes"], env=story.env, capture_output=True, text=True)  # fmt: skip
+        assert refused.returncode == 1 and "role runner" in refused.stderr
+    finally:
+        nodes = getattr(server, "nodes", [server])
+        for node in nodes:
+            with redis.Redis(port=node.port) as each:
+                each.execute_command("ACL", "DELUSER", *change.users)
