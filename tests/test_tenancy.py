@@ -180,3 +180,10 @@ def test_a_refusal_names_the_team_the_role_and_what_it_may_not_do(
     assert message.startswith("appending to the control log is not allowed to")
     assert all(part in message for part in says), message
     assert "\n" not in message
+
+
+def test_an_actor_that_no_actor_key_can_name_is_refused_before_connecting() -> None:
+    from tilebox_core import Client
+
+    with pytest.raises(InvalidInput, match="an actor's name cannot contain '}'"):
+        Client("redis://127.0.0.1:1/0", actor="user:x}y")  # nothing listens there

@@ -11,6 +11,7 @@ from .domain.errors import (
     Incompatible,
     InvalidInput,
     NotFound,
+    PermissionDenied,
     StoreUnavailable,
     TileboxError,
 )
@@ -19,10 +20,12 @@ from .domain.identifiers import TaskIdentifier
 from .domain.jobs import Job, Progress, TaskInfo
 from .domain.projection import Cluster, Release, Workflow
 from .domain.tasks import JobState, TaskState
+from .domain.tenancy import Credential, Role, TeamChange, TeamStatus, UserStatus
 from .jobs import Jobs
 from .redis.server import EmbeddedServer, ServerStatus
 from .settings import Settings
 from .task import ExecutionContext, FutureTask, ProgressIndicator, Task
+from .teams import Teams
 
 __all__ = [
     "ArtifactError",
@@ -31,6 +34,7 @@ __all__ = [
     "Clusters",
     "ConcurrencyError",
     "Conflict",
+    "Credential",
     "DeployChange",
     "DeployPlan",
     "Deployments",
@@ -46,11 +50,13 @@ __all__ = [
     "JobState",
     "Jobs",
     "NotFound",
+    "PermissionDenied",
     "Progress",
     "ProgressIndicator",
     "PublishResult",
     "Release",
     "ReleaseTask",
+    "Role",
     "ServerStatus",
     "Settings",
     "StoreUnavailable",
@@ -58,7 +64,11 @@ __all__ = [
     "TaskIdentifier",
     "TaskInfo",
     "TaskState",
+    "TeamChange",
+    "TeamStatus",
+    "Teams",
     "TileboxError",
+    "UserStatus",
     "Workflow",
     "Workflows",
     "job_diagram",

@@ -70,6 +70,10 @@ class Session:
             home=home, reconnect_retries=retries,
         )  # fmt: skip
         keys = Keys(chosen.prefix, chosen.team)
+        if chosen.actor is not None and "}" in chosen.actor:  # actor keys end with the name
+            raise InvalidInput(
+                f"actor {chosen.actor!r}: an actor's name cannot contain '}}'; fix TILEBOX_ACTOR"
+            )
         # The embedded server (no URL given), which keeps the credentials of its teams.
         self.embedded = EmbeddedServer(chosen.home) if not chosen.url else None
         self.url = resolve_url(
@@ -90,10 +94,6 @@ class Session:
         user = whoami(self.redis)
         self.identity = Identity(user, parse_user(keys.prefix, user), chosen.team) if user else None
         self.actor = user if user and user != DEFAULT_USER else chosen.actor or default_actor()
-        if "}" in self.actor:
-            raise InvalidInput(
-                f"actor {self.actor!r}: an actor's name cannot contain '}}'; fix TILEBOX_ACTOR"
-            )
         self.store = EventStore(self.redis, keys, actor=self.actor, identity=self.identity)
         self.tasks = TaskStore(self.store)
         self.runners = RunnerRegistry(self.store)
