@@ -186,6 +186,8 @@ def test_a_runner_credential_runs_tasks_but_cannot_publish_or_deploy(
             runner.workflows().deploy_release(release.id, clusters=["default"])
         with pytest.raises(PermissionDenied):
             runner.clusters().create("mine")
+        with pytest.raises(PermissionDenied, match="submitting jobs"):
+            runner.jobs().submit("mine", Greet("me"), cluster="default")
         assert runner.store.last_position(CONTROL) == before  # nothing was appended
     with raw(server, credentials[Role.RUNNER]) as direct:
         keys = Keys("tilebox", team)

@@ -70,13 +70,14 @@ def test_a_command_the_server_lacks_is_left_out() -> None:
     assert "client|setinfo" not in commands and "client|id" in commands
 
 
-def test_a_runner_writes_no_key_of_the_control_plane() -> None:
+def test_a_runner_writes_no_key_of_the_control_plane_nor_the_jobs_index() -> None:
     keys = Keys("tilebox", "acme")
     patterns = keys.acl_patterns("tilebox.acme.runner")
+    shard = keys.shard(3, 12)
     control = {keys.log("control"), keys.dedup("control"), keys.deployments,
-               keys.artifact("sha256:00"), keys.checkpoint("x")}  # fmt: skip
-    written = {keys.log("tasks"), keys.job("j"), keys.jobs, keys.task("t"), keys.lane("c", "n", 1, 0),
-               keys.runner("r"), keys.runners("c"), keys.shards}  # fmt: skip
+               keys.artifact("sha256:00"), keys.checkpoint("x"), keys.jobs, shard.jobs}  # fmt: skip
+    written = {keys.log("tasks"), keys.job("j"), keys.job_tasks("j"), keys.task("t"),
+               keys.lane("c", "n", 1, 0), keys.runner("r"), keys.runners("c"), keys.shards}  # fmt: skip
     assert not any(_matches(p, k) for p in patterns.task_plane for k in control)
     assert all(any(_matches(p, k) for p in patterns.task_plane) for k in written)
     shard = keys.shard(3, 12)

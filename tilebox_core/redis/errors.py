@@ -53,6 +53,18 @@ OPERATIONS = {
     "read_begin": "reading task lanes",
     "receive": "reading task lanes",
     "take_over": "taking over expired tasks",
+    "_xrange": "reading an event log",
+    "last_position_of": "reading an event log",
+    "wait": "waiting for events",
+    "wait_streams": "waiting for events",
+    "deployments": "reading the deployments",
+    "has_artifact": "reading an artifact",
+    "get_artifact": "downloading an artifact",
+    "jobs": "reading jobs",
+    "job_ids": "listing jobs",
+    "tasks": "reading tasks",
+    "task_ids_of": "reading a job's tasks",
+    "live": "reading the runners",
 }
 
 

@@ -161,17 +161,20 @@ class Keys(TaskKeys):
         The team's keys are under its control tag ``{<team>}`` and its shard tags
         ``{<team>/...}``: team ``a``'s patterns match no key of team ``ab``, as the character after
         the team name must be ``}`` or ``/``, neither of which a slug contains. ``[^@]`` after
-        ``}:`` leaves the actor keys out. A runner writes the task plane (on one shard, its keys
-        in the control tag: the task log, jobs, tasks, lanes), the runner registry and the number
-        of shards (``fix_shards``); nothing else of the control tag.
+        ``}:`` leaves the actor keys out. A runner writes the task plane of every shard (on one
+        shard, in the control tag): the task log, job hashes and lists, tasks and lanes, but not
+        the jobs index (it submits no jobs); and the runner registry and the number of shards
+        (``fix_shards``); nothing else.
         """
         glob = self.prefix.translate(_GLOB)
         control, shards = f"{glob}:{{{self.team}}}:", f"{glob}:{{{self.team}/*}}:"
         own = "@" + user.translate(_GLOB)
-        task_plane = ["log:tasks", "job*", "task:*", "lane:*", "runner*", "shards"]
+        # what claiming and finishing write (not the jobs index: a runner submits no jobs)
+        tasks = ["log:tasks", "job:*", "task:*", "lane:*"]
         return TeamPatterns(
             team=[f"{control}[^@]*", f"{shards}[^@]*"],
-            task_plane=[control + name for name in task_plane] + [f"{shards}[^@]*"],
+            task_plane=[base + name for base in (control, shards) for name in tasks]
+            + [f"{control}runner*", f"{control}shards"],
             actor=[control + own, shards + own],
         )
 
