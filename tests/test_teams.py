@@ -341,20 +341,17 @@ def test_a_script_call_cannot_record_another_actor(
     developer, runner = credentials[Role.DEVELOPER], credentials[Role.RUNNER]
     keys, codec = Keys("tilebox", team), Codec()
     event = forged(team, runner.user, "forged")
-    args = ["", 1, event.id, codec.encode(event)]
+    args = ["", 1, 60_000, event.id, codec.encode(event)]
+    head = [keys.log(CONTROL), keys.dedup(CONTROL), keys.deployments, keys.log_head(CONTROL),
+            keys.dedup_previous(CONTROL)]  # fmt: skip
     with raw(server, developer) as direct:
         # naming the runner's actor key, to be recorded as the runner: refused, nothing written
-        as_runner = [
-            keys.log(CONTROL),
-            keys.dedup(CONTROL),
-            keys.deployments,
-            keys.actor(runner.user),
-        ]
-        denied(lambda: direct.eval(append_script(), 4, *as_runner, *args))
+        as_runner = [*head, keys.actor(runner.user)]
+        denied(lambda: direct.eval(append_script(), len(as_runner), *as_runner, *args))
         assert direct.xlen(keys.log(CONTROL)) == 0
         # its own actor key, and the event saying it is the runner's: recorded as the developer's
-        as_itself = [*as_runner[:3], keys.actor(developer.user)]
-        direct.eval(append_script(), 4, *as_itself, *args)
+        as_itself = [*head, keys.actor(developer.user)]
+        direct.eval(append_script(), len(as_itself), *as_itself, *args)
     with Client(credentials[Role.AUDITOR].url, team=team) as auditor:
         [stored] = [s for s in auditor.events().list() if s.event.type == "ClusterCreated"]
         assert stored.event.actor == developer.user
@@ -366,17 +363,18 @@ def test_an_actor_key_of_another_tag_or_without_an_actor_is_refused(
 ) -> None:
     keys, other = Keys("tilebox", team), Keys("tilebox", other_team())
     event = forged(team, "user:a", "x")
-    args = ["", 1, event.id, Codec().encode(event)]
-    head = [keys.log(CONTROL), keys.dedup(CONTROL), keys.deployments]
+    args = ["", 1, 60_000, event.id, Codec().encode(event)]
+    head = [keys.log(CONTROL), keys.dedup(CONTROL), keys.deployments, keys.log_head(CONTROL),
+            keys.dedup_previous(CONTROL)]  # fmt: skip
     with server.redis_client() as admin:  # may write any key: the script itself must refuse
         cases = [
             (keys.actor(""), "no actor in the actor key"),
             (keys.actor("user:a}x"), "no actor in the actor key"),
-            (keys.deployments, "is not an actor key of"),
+            (keys.deployments, "no actor key of"),  # not an actor key: none was given
         ]
         if not isinstance(server, ClusterProcess):  # a cluster refuses keys of two slots itself
-            cases.append((other.actor("user:a"), "is not an actor key of"))
+            cases.append((other.actor("user:a"), "no actor key of"))
         for actor_key, says in cases:
             with pytest.raises(redis.exceptions.ResponseError, match=says):
-                admin.eval(append_script(), 4, *head, actor_key, *args)  # type: ignore[no-untyped-call]
+                admin.eval(append_script(), 6, *head, actor_key, *args)  # type: ignore[no-untyped-call]
         assert admin.xlen(keys.log(CONTROL)) == 0

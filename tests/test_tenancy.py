@@ -75,8 +75,9 @@ def test_a_runner_writes_no_key_of_the_control_plane_nor_the_jobs_index() -> Non
     patterns = keys.acl_patterns("tilebox.acme.runner")
     shard = keys.shard(3, 12)
     control = {keys.log("control"), keys.dedup("control"), keys.deployments,
-               keys.artifact("sha256:00"), keys.checkpoint("x"), keys.jobs, shard.jobs}  # fmt: skip
-    written = {keys.log("tasks"), keys.job("j"), keys.job_tasks("j"), keys.task("t"),
+               keys.artifact("sha256:00"), keys.checkpoint("x"), keys.jobs, shard.jobs,
+               keys.log_head("control"), keys.dedup_previous("control")}  # fmt: skip
+    written = {keys.log("tasks"), keys.log_head("tasks"), keys.job("j"), keys.job_tasks("j"), keys.task("t"),
                keys.lane("c", "n", 1, 0), keys.runner("r"), keys.runners("c"), keys.shards}  # fmt: skip
     assert not any(_matches(p, k) for p in patterns.task_plane for k in control)
     assert all(any(_matches(p, k) for p in patterns.task_plane) for k in written)

@@ -77,13 +77,15 @@ CONNECTION_COMMANDS = (
 READ_COMMANDS = (
     "get", "mget", "exists", "hget", "hgetall", "hmget", "lrange", "llen", "zrangebyscore",
     "zrevrangebyscore", "zcard", "xrange", "xrevrange", "xread", "xlen", "xinfo|groups",
-    "xinfo|stream", "xpending",
+    "xinfo|stream", "xpending", "time",
+    # a transaction of reads (audit verify reads a log's head with its last entry in one)
+    "multi", "exec", "discard",
 )  # fmt: skip
 WRITE_COMMANDS = (
     "set", "del", "expire", "persist", "rename", "rpush", "hset", "hsetnx", "hdel", "hincrby",
     "zadd", "zrem", "zremrangebyscore", "xadd", "xack", "xclaim", "xdel", "xgroup|create",
-    "xreadgroup", "multi", "exec", "discard", "eval", "evalsha", "script|load", "script|exists",
-    "client|unblock", "setrange",
+    "xreadgroup", "eval", "evalsha", "script|load", "script|exists", "client|unblock",
+    "setrange", "unlink",
 )  # fmt: skip
 # Newer than Redis 7.0: granted where the server has them (ACL SETUSER refuses an unknown one).
 OPTIONAL_COMMANDS = frozenset({"client|setinfo"})

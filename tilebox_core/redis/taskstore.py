@@ -47,7 +47,7 @@ from tilebox_core.domain.tenancy import Identity
 
 from .connection import Routes, masters, pack
 from .eventstore import EventStore, Stored, load_script, translate_errors
-from .keys import MAX_SHARDS, Keys, TaskKeys, shard_of
+from .keys import MAX_SHARDS, Keys, TaskKeys, actor_key, chain_head, shard_of
 
 TASKS = "tasks"  # name of the task-plane event log
 GROUP = "runners"
@@ -324,6 +324,9 @@ class TaskStore:
         """EVALSHA the task script ``name`` on the node serving ``keys`` (one shard); a server
         that lost its scripts (restarted, or a replica promoted) gets them again, on that node."""
         script = self._scripts[name]
+        if name != "renew":  # the others append to the task log, KEYS[1]: its chain head and
+            # the actor key of who the events are recorded as (actor.lua) last
+            keys = [*keys, chain_head(keys[0]), actor_key(keys[0], self.events.actor)]
         command = [pack("EVALSHA", script.sha, len(keys), *keys, *args)]
 
         def send(connection: Connection) -> Any:
@@ -421,7 +424,15 @@ class TaskStore:
                 pool = self.routes.pool(keys[0])
                 held[node] = (pool, pool.get_connection())
             connection = held[node][1]
-            connection.send_command("EVAL", script, len(keys), *keys, *args)
+            connection.send_command(
+                "EVAL",
+                script,
+                len(keys) + 2,
+                *keys,
+                chain_head(keys[0]),
+                actor_key(keys[0], self.events.actor),
+                *args,
+            )
             return connection
 
         def run() -> None:
@@ -817,7 +828,7 @@ class TaskStore:
             count += len(job.events)
         keys += payload.keys
         body = _json.encode({"shapes": payload.shapes(), "jobs": described})
-        return self._with_actor(shard, _unique(keys)), [
+        return _unique(keys), [
             body,
             b"".join(events),
             count,
@@ -843,7 +854,7 @@ class TaskStore:
                 encode(claim.expired) if claim.expired is not None else b"",
                 encode(claim.poison) if claim.poison is not None else b"",
             )
-        return self._with_actor(shard, keys), args
+        return keys, args
 
     def _finish_call(
         self, shard: TaskKeys, runner_id: str, release_id: str | None, finishes: Sequence[Finish]
@@ -882,7 +893,7 @@ class TaskStore:
                 _json.encode(finish.progress) if finish.progress else b"{}", specs,
                 "1" if finish.claim is None else "0", f"{n}:{len(encoded)}",
             )  # fmt: skip
-        return self._with_actor(shard, list(keys)), [
+        return list(keys), [
             runner_id, release_id or "", b"".join(events), count, *args
         ]  # fmt: skip
 
@@ -898,19 +909,13 @@ class TaskStore:
         keys = _unique([shard.log(TASKS), job, task.lane, task_key, job_tasks, *spec_keys])
         encoded = [self.events.codec.encode(e) for e in staged.events]
         lengths = ",".join(str(len(e)) for e in encoded)
-        return self._with_actor(shard, keys), [
+        return keys, [
             runner_id,
             task.entry,
             specs,
             b"".join(encoded),
             lengths,
         ]
-
-    def _with_actor(self, shard: TaskKeys, keys: list[str]) -> list[str]:
-        """``keys`` of a script that records events, and last the actor key of the session's
-        actor in ``shard`` (see actor.lua), which names who the events are recorded as."""
-        keys.append(shard.actor(self.events.actor))
-        return keys
 
     def _task_keys(self, task: ClaimedTask) -> tuple[str, str, str]:
         """The job hash, task hash and job task list of ``task``."""
@@ -1007,9 +1012,7 @@ class TaskStore:
         keys = [shard.log(TASKS), shard.job(job_id)]
         for task_id, lane in failed:
             keys += (shard.task(task_id), lane)
-        return int(
-            self._run("retry", self._with_actor(shard, keys), [self.events.codec.encode(event)])
-        )
+        return int(self._run("retry", keys, [self.events.codec.encode(event)]))
 
     @translate_errors
     def cancel(self, job_id: str, unfinished: Sequence[tuple[str, str]], event: Event) -> bool:
@@ -1019,9 +1022,7 @@ class TaskStore:
         keys = [shard.log(TASKS), shard.job(job_id)]
         for task_id, lane in unfinished:
             keys += (shard.task(task_id), lane)
-        return bool(
-            self._run("cancel", self._with_actor(shard, keys), [self.events.codec.encode(event)])
-        )
+        return bool(self._run("cancel", keys, [self.events.codec.encode(event)]))
 
 
 def chain_keys(chain: str | list[dict[str, Any]]) -> list[str]:

@@ -3,13 +3,13 @@
 -- ARGV[1] JobCancelled event, appended when this call cancels the job. A job cancelled already
 -- only has the tasks named dropped (jobs.py names those created while the first call ran).
 -- Returns 1 if this call cancelled the job, 0 if it was cancelled already.
--- The last of KEYS is the actor key of who the events are recorded as (actor.lua).
+-- Who the events are recorded as: the actor key, last of KEYS (actor.lua takes it off).
 authenticate(KEYS[1])
 local first = redis.call('HGET', KEYS[2], 'cancelled') ~= '1'
 if first then
   redis.call('HSET', KEYS[2], 'cancelled', 1)
 end
-for i = 3, #KEYS - 1, 2 do  -- pairs up to the actor key
+for i = 3, #KEYS, 2 do
   local f = redis.call('HMGET', KEYS[i], 'state', 'spec', 'entry')
   if f[1] == 'queued' then
     redis.call('XDEL', key(cjson.decode(f[2]).lane), f[3])

@@ -7,10 +7,10 @@
 -- Returns per entry its status (domain.tasks.ClaimStatus): ok | stale | cancelled | poisoned |
 -- taken (another runner's claim is recorded: it took the task over while this runner stalled; a
 -- claim only takes a task from its recorded owner with the TaskLeaseExpired of a takeover).
--- The last of KEYS is the actor key of who the events are recorded as (actor.lua).
+-- Who the events are recorded as: the actor key, last of KEYS (actor.lua takes it off).
 authenticate(KEYS[1])
 local out = {}
-local n = (#KEYS - 2) / 3  -- the log, 3 per entry, the actor key
+local n = (#KEYS - 1) / 3
 local cancelled_jobs, started_jobs = {}, {}  -- per job, read / written once per call
 for i = 0, n - 1 do
   local task_key, job_key, lane = KEYS[2 + 3 * i], KEYS[3 + 3 * i], KEYS[4 + 3 * i]

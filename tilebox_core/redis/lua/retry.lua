@@ -1,10 +1,10 @@
 -- Re-queue the failed tasks of a job (finished work is kept).
 -- KEYS[1] task log, KEYS[2] job hash, then pairs: a failed task hash, its lane.
 -- ARGV[1] JobRetried event. Returns how many tasks were re-queued.
--- The last of KEYS is the actor key of who the events are recorded as (actor.lua).
+-- Who the events are recorded as: the actor key, last of KEYS (actor.lua takes it off).
 authenticate(KEYS[1])
 local requeued = 0
-for i = 3, #KEYS - 1, 2 do  -- pairs up to the actor key
+for i = 3, #KEYS, 2 do
   local state = redis.call('HGET', KEYS[i], 'state')
   if state == 'failed' then
     redis.call('HSET', KEYS[i], 'attempts', 0)
