@@ -4,11 +4,13 @@ marked ``cluster`` a 3-master Valkey Cluster), one team per test."""
 from __future__ import annotations
 
 import os
+import urllib.parse
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+import redis
 import structlog
 from click.testing import CliRunner, Result
 
@@ -17,6 +19,12 @@ from tilebox_core import Client
 
 BACKENDS = available_backends()
 CLUSTER = ClusterProcess.name
+# TILEBOX_TEST_AS_TEAM=1: the ``client`` and ``cli`` fixtures log in as their team's developer
+# (created for the test, removed afterwards) instead of the server's default user, so that the
+# suite checks that the developer role's ACL allows everything the library does.
+AS_TEAM = os.environ.get("TILEBOX_TEST_AS_TEAM") == "1"
+# A test of the actor TILEBOX_ACTOR names, which ACLs replace with the authenticated user.
+ACTOR_FROM_SETTINGS = pytest.mark.skipif(AS_TEAM, reason="ACLs on: the actor is the ACL user")
 
 
 def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
@@ -83,8 +91,24 @@ def team() -> str:
 
 
 @pytest.fixture
-def client(server: ServerProcess | ClusterProcess, team: str) -> Iterator[Client]:
-    with Client(server.url, team=team, actor="user:test") as c:
+def team_url(server: ServerProcess | ClusterProcess, team: str) -> Iterator[str]:
+    """The URL the test's ``client`` and ``cli`` use: the server's, or with TILEBOX_TEST_AS_TEAM=1
+    its team developer's."""
+    if not AS_TEAM:
+        yield server.url
+        return
+    with Client(server.url, team=team, actor="user:admin") as admin:
+        change = admin.teams().create(team)
+    yield next(c.url for c in change.credentials if c.role == "developer")
+    nodes = server.nodes if isinstance(server, ClusterProcess) else [server]
+    for node in nodes:
+        with redis.Redis(port=node.port) as each:
+            each.execute_command("ACL", "DELUSER", *change.users)
+
+
+@pytest.fixture
+def client(team_url: str, team: str) -> Iterator[Client]:
+    with Client(team_url, team=team, actor="user:test") as c:
         yield c
 
 
@@ -94,6 +118,8 @@ class Cli:
     def __init__(self, url: str, team: str) -> None:
         self.env = {"TILEBOX_REDIS_URL": url, "TILEBOX_TEAM": team, "TILEBOX_ACTOR": "user:cli"}
         self.runner = CliRunner()
+        # who its events name: TILEBOX_ACTOR, or the ACL user of the URL when it names one
+        self.actor = urllib.parse.urlsplit(url).username or "user:cli"
 
     def __call__(self, *args: str, ok: bool = True) -> Result:
         from tilebox_cli.main import cli
@@ -109,8 +135,8 @@ class Cli:
 
 
 @pytest.fixture
-def cli(server: ServerProcess | ClusterProcess, team: str) -> Cli:
-    return Cli(server.url, team)
+def cli(team_url: str, team: str) -> Cli:
+    return Cli(team_url, team)
 
 
 def project_env(**extra: str) -> dict[str, str]:

@@ -14,6 +14,7 @@ import msgspec
 import pytest
 
 from tests.conftest import Cli
+from tests.servers import ClusterProcess, ServerProcess
 from tests.tasks_fixture import Leaf, Top
 from tilebox_core import Client
 from tilebox_core.client import position_time
@@ -70,6 +71,11 @@ def body(fields: list[bytes]) -> tuple[bytes, bytes]:
 
 def hashed(fields: list[bytes]) -> bytes:
     return dict(zip(fields[::2], fields[1::2]))[b"h"]
+
+
+def recorded(fields: list[bytes]) -> bytes | None:
+    """The entry's recorded actor (field a: see redis/lua/actor.lua), which its hash covers."""
+    return dict(zip(fields[::2], fields[1::2])).get(b"a")
 
 
 def made(client: Client, slug: str) -> ClusterCreated:
@@ -144,13 +150,15 @@ def test_an_entry_in_any_field_order_verifies_and_batches_are_counted() -> None:
     batch = b"\x93" + b"abc"  # msgpack: an array of three
     prev = link(GENESIS, b"b", batch)
     big = b"\xdc\x01\x00" + b"x" * 256  # array 16 of 256
-    last = link(prev, b"b", big)
+    middle = link(prev, b"b", big)
+    last = link(middle, b"e", b"one", b"tilebox.acme.runner")
     entries = [
-        (b"1-0", [b"h", prev.encode(), b"b", batch]),
-        (b"2-0", [b"b", big, b"h", last.encode()]),
+        (b"1-0", [b"h", prev.encode(), b"b", batch]),  # before actors were recorded
+        (b"2-0", [b"b", big, b"h", middle.encode()]),
+        (b"3-0", [b"h", last.encode(), b"a", b"tilebox.acme.runner", b"e", b"one"]),
     ]
     result = chain.verify(entries, None, last)
-    assert result.ok and result.events == 3 + 256
+    assert result.ok and result.events == 3 + 256 + 1
     assert chain.events_in(b"b", b"\xdd\x00\x01\x00\x00") == 65536
     assert chain.events_in(b"b", b"\xc1broken") == 1
 
@@ -168,8 +176,9 @@ def test_every_entry_links_to_the_one_before_as_chain_defines(
         for _, fields in raw(client, stream):
             kind, value = body(fields)
             kinds.add(kind)
-            assert hashed(fields).decode() == link(prev, kind, value)
-            prev = link(prev, kind, value)
+            assert recorded(fields) == client.actor.encode()
+            assert hashed(fields).decode() == link(prev, kind, value, recorded(fields))
+            prev = link(prev, kind, value, recorded(fields))
         head = client.redis.get(chain_head(stream))
         assert (head.decode() if head else GENESIS) == prev
     assert kinds == {b"e", b"b"}  # single events and batches were both checked
@@ -185,11 +194,15 @@ def test_the_append_script_hashes_any_bytes_as_link_does(client: Client, payload
     store = client.store
     args: list[Any] = ["", 2, store.dedup_window_ms, new_id(), payload, new_id(), payload + b"!"]
     keys = [control(client), store.keys.dedup(CONTROL), store.keys.deployments,
-            store.keys.log_head(CONTROL), store.keys.dedup_previous(CONTROL)]  # fmt: skip
+            store.keys.log_head(CONTROL), store.keys.dedup_previous(CONTROL),
+            store.keys.actor(store.actor)]  # fmt: skip
     store._append(keys=keys, args=args)
     first, second = raw(client, control(client))
-    assert hashed(first[1]).decode() == link(GENESIS, b"e", payload)
-    assert hashed(second[1]).decode() == link(link(GENESIS, b"e", payload), b"e", payload + b"!")
+    actor = store.actor.encode()
+    assert hashed(first[1]).decode() == link(GENESIS, b"e", payload, actor)
+    assert hashed(second[1]).decode() == link(
+        link(GENESIS, b"e", payload, actor), b"e", payload + b"!", actor
+    )
     assert client.events().verify().ok
 
 
@@ -264,7 +277,15 @@ def swap(entries: list[RawEntry], at: int) -> list[RawEntry]:
 @pytest.mark.parametrize("log", ["control", "tasks"])
 @pytest.mark.parametrize(
     "tamper",
-    ["edited event", "edited hash", "removed hash", "deleted entry", "reordered", "inserted"],
+    [
+        "edited event",
+        "edited hash",
+        "removed hash",
+        "deleted entry",
+        "reordered",
+        "inserted",
+        "edited actor",
+    ],
 )
 def test_tampering_with_a_stream_is_found_at_its_entry(
     client: Client, tmp_path: Path, log: str, tamper: str
@@ -288,6 +309,9 @@ def test_tampering_with_a_stream_is_found_at_its_entry(
         client.redis.xdel(stream, entries[at][0])  # the next entry then breaks, at the same place
     elif tamper == "reordered":
         rewrite(client, stream, lambda e: swap(e, at))
+    elif tamper == "edited actor":  # the recorded actor is hashed with the entry
+        fields = with_field(entries[at][1], b"a", b"user:somebody-else")
+        rewrite(client, stream, lambda e: [*e[:at], (e[at][0], fields), *e[at + 1 :]])
     else:  # an entry copied in, with the hash it had where it came from
         copied = entries[0][1]
         rewrite(client, stream, lambda e: renumbered([*e[:at], (b"", copied), *e[at:]]))
@@ -323,8 +347,9 @@ def test_pages_are_verified_as_one_chain(client: Client, small_pages: int) -> No
 
 @pytest.mark.parametrize("server", ["valkey"], indirect=True)
 def test_a_connection_lost_while_verifying_reads_on(
-    client: Client, small_pages: int, monkeypatch: pytest.MonkeyPatch
-) -> None:
+    client: Client, server: ServerProcess | ClusterProcess, small_pages: int,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:  # fmt: skip
     for i in range(4 * small_pages):
         client.store.append(CONTROL, [made(client, f"c{i}")])
     stream = control(client)
@@ -335,7 +360,8 @@ def test_a_connection_lost_while_verifying_reads_on(
     )
     entries = client.store._entries(stream, "0-0", "+")
     first = [next(entries) for _ in range(small_pages)]  # the second page is asked for
-    client.redis.client_kill_filter(_type="normal", skipme=True)
+    with server.redis_client() as admin:  # the server's admin: a team user may not CLIENT KILL
+        admin.client_kill_filter(_type="normal", skipme=True)
     rest = list(entries)
     assert [e[0] for e in first + rest] == [e[0] for e in raw(client, stream)]
     assert retried  # the rest was read again, page by page, from where it was lost

@@ -32,7 +32,7 @@ def test_cluster_lifecycle(cli: Cli) -> None:
     listed = json.loads(cli("cluster", "list", "--json").stdout)
     assert [c["slug"] for c in listed] == ["default", "prod-eu"]
     shown = json.loads(cli("cluster", "get", "prod-eu", "--json").stdout)
-    assert shown["name"] == "Prod EU" and shown["created_by"] == "user:cli"
+    assert shown["name"] == "Prod EU" and shown["created_by"] == cli.actor
     cli("cluster", "delete", "prod-eu")
     assert [c["slug"] for c in json.loads(cli("cluster", "list", "--json").stdout)] == ["default"]
 
@@ -87,11 +87,11 @@ def test_workflow_release_deploy_story(
     types = [e["type"] for e in history]
     assert types.count("DeploymentSet") == 4 and types[-1] == "DeploymentRemoved"
     latest = next(e for e in history if e["type"] == "DeploymentSet" and e["requested"] == "latest")
-    assert latest["release_id"] == r2 and latest["actor"] == "user:cli"
+    assert latest["release_id"] == r2 and latest["actor"] == cli.actor
     only = json.loads(cli("events", "list", "--type", "WorkflowCreated", "--json").stdout)
     assert [e["slug"] for e in only] == ["my-scenes"]
     text = cli("events", "list").output
-    assert "DeploymentRemoved" in text and "user:cli" in text
+    assert "DeploymentRemoved" in text and cli.actor in text
 
 
 def test_deployments_as_of_a_past_time(cli: Cli, server: ServerProcess, team: str) -> None:

@@ -123,20 +123,24 @@ def test_shard_tags_are_fixed_by_team_index_and_count() -> None:
     assert Keys("tilebox", "acme").shard(3, 12).base == f"tilebox:{{{tags[3]}}}:"
 
 
-def test_one_acl_pattern_covers_a_team_and_no_team_whose_name_it_begins(
+def test_the_acl_patterns_cover_a_team_and_no_team_whose_name_it_begins(
     server: ServerProcess | ClusterProcess,
 ) -> None:
     if isinstance(server, ClusterProcess):
         pytest.skip("ACL users are per node: checked on a single server")
     a, ab = Keys("tilebox", "a"), Keys("tilebox", "ab")
-    [pattern] = a.acl_patterns()
+    patterns = a.acl_patterns("team-a")
+    rules = [f"~{p}" for p in patterns.team + patterns.actor]
     with server.redis_client() as admin:
-        admin.execute_command("ACL", "SETUSER", "team-a", "on", ">pw", f"~{pattern}", "+@all")
+        admin.execute_command("ACL", "SETUSER", "team-a", "on", ">pw", *rules, "+@all")
         try:
             with redis.Redis(port=server.port, username="team-a", password="pw") as user:
-                for key in (a.deployments, a.shard(5, 12).task("t"), a.shard(0, 12).jobs):
+                for key in (a.deployments, a.shard(5, 12).task("t"), a.shard(0, 12).jobs,
+                            a.actor("team-a"), a.shard(5, 12).actor("team-a")):  # fmt: skip
                     user.set(key, "1")
-                for key in (ab.deployments, ab.shard(5, 12).task("t"), "tilebox:{a:x"):
+                for key in (ab.deployments, ab.shard(5, 12).task("t"), "tilebox:{a:x",
+                            a.actor("team-b"), a.shard(5, 12).actor("team-b"),
+                            a.actor("team-a") + "x", ab.actor("team-a")):  # fmt: skip
                     with pytest.raises(redis.exceptions.NoPermissionError):
                         user.set(key, "1")
         finally:

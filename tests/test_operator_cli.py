@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 import redis
 
-from tests.conftest import Cli
+from tests.conftest import ACTOR_FROM_SETTINGS, Cli
 from tests.servers import ServerProcess
 from tests.tasks_fixture import Flaky, Leaf
 from tilebox_core import Client
@@ -354,6 +354,7 @@ def test_workflow_commands_take_the_project_as_path(
     assert "--path" not in cli("workflow", "deploy-release", "--help").stdout
 
 
+@ACTOR_FROM_SETTINGS
 def test_events_list_filters_by_job_actor_and_limit(
     cli: Cli, client: Client, tmp_path: Path
 ) -> None:
@@ -384,7 +385,7 @@ def test_cluster_get_of_the_default_cluster_says_built_in(cli: Cli) -> None:
     cli("cluster", "create", "dev")
     shown = cli("cluster", "get", "default").stdout
     assert "created  built in" in shown and "- by -" not in shown
-    assert "by user:cli" in cli("cluster", "get", "dev").stdout
+    assert f"by {cli.actor}" in cli("cluster", "get", "dev").stdout
 
 
 def test_plain_output_off_a_terminal_ignores_colour_settings(

@@ -15,6 +15,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+import redis
 import zstandard
 
 from tests.conftest import Cli
@@ -465,7 +466,8 @@ def test_uv_environment_per_release_dependencies(story: Story) -> None:
     wait_for(lambda: story.state(job.id) in ("completed", "failed"), 60)
     assert story.state(job.id) == "completed", story.client.clusters().runners("default")
     assert "from-tinydep-uv1" in story.traced()
-    envs = list((story.tmp / "home" / "envs").iterdir())
+    team_envs = story.tmp / "home" / "envs" / "tilebox" / story.client.team  # per team
+    envs = list(team_envs.iterdir())
     assert len(envs) == 1  # cached by the digest of pyproject.toml
     # A new release with the same dependencies reuses the environment.
     second = story.publish("uv2", "v1.0", body, {"pyproject.toml": pyproject})
@@ -473,7 +475,7 @@ def test_uv_environment_per_release_dependencies(story: Story) -> None:
     again = story.client.jobs().submit_by_name("deps2", "scenes.Fetch", "v1.0", '{"scene": "2"}')
     wait_for(lambda: story.state(again.id) == "completed", 60)
     assert "from-tinydep-uv2" in story.traced()
-    assert list((story.tmp / "home" / "envs").iterdir()) == envs
+    assert list(team_envs.iterdir()) == envs
 
 
 def test_runtime_processes_do_not_outlive_a_killed_runner(story: Story) -> None:
@@ -540,3 +542,28 @@ def test_stop_when_idling_with_json_output(story: Story) -> None:
     first = json.loads(result.stdout.splitlines()[0])
     assert first["cluster"] == "default" and first["runner_id"]
     assert story.state(job.id) == "completed"  # it ran what was queued, then stopped
+
+
+@pytest.mark.cluster
+def test_a_release_runner_with_a_runner_credential_runs_its_team_s_tasks(
+    cluster_story: Story, server: ServerProcess, team: str
+) -> None:
+    """The credential compose.yaml gives its runner: enough to run a release, not to deploy one."""
+    story = cluster_story
+    change = story.client.teams().create(team)
+    try:
+        runner = next(c for c in change.credentials if c.role == "runner")
+        story.env["TILEBOX_REDIS_URL"] = runner.url
+        story.deploy(story.publish("acl"))
+        story.start_runner()
+        job = story.client.jobs().submit_by_name("s", "scenes.Fetch", "v1.0", '{"scene": "1"}')
+        wait_for(lambda: story.state(job.id) == "completed", 60)
+        assert {c.actor for c in story.claims(job.id)} == {runner.user}
+        refused = subprocess.run([TILEBOX, "workflow", "undeploy-release", "--workflow", "scenes",
+                                  "--yes"], env=story.env, capture_output=True, text=True)  # fmt: skip
+        assert refused.returncode == 1 and "role runner" in refused.stderr
+    finally:
+        nodes = getattr(server, "nodes", [server])
+        for node in nodes:
+            with redis.Redis(port=node.port) as each:
+                each.execute_command("ACL", "DELUSER", *change.users)

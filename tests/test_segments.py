@@ -99,7 +99,7 @@ def test_the_live_log_carries_on_from_the_archive_after_a_trim(
     server: ServerProcess | ClusterProcess, team: str
 ) -> None:
     with server.redis_client() as client:
-        store = EventStore(client, Keys("tilebox", team))
+        store = EventStore(client, Keys("tilebox", team), actor="user:t")
         for i in range(12):
             event = ClusterCreated(
                 id=new_id(), at=utcnow(), actor="user:t", team=team, slug=f"c{i}", name="c"

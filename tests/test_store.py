@@ -27,7 +27,7 @@ def made(team: str, slug: str) -> ClusterCreated:
 @pytest.fixture
 def store(server: ServerProcess | ClusterProcess, team: str) -> Iterator[EventStore]:
     with server.redis_client() as client:
-        yield EventStore(client, Keys("tilebox", team))
+        yield EventStore(client, Keys("tilebox", team), actor="user:t")
 
 
 def test_append_checks_the_expected_last_position(store: EventStore, team: str) -> None:
@@ -86,7 +86,9 @@ def test_the_dedup_hash_stays_small_however_many_appends(
     server: ServerProcess | ClusterProcess, team: str
 ) -> None:
     with server.redis_client() as client:
-        store = EventStore(client, Keys("tilebox", team), dedup_window_ms=0)  # a new one each time
+        store = EventStore(
+            client, Keys("tilebox", team), dedup_window_ms=0, actor="user:t"
+        )  # a new one each time
         legacy = store.keys.dedup(CONTROL)
         store.redis.hset(legacy, mapping={new_id(): "1-0" for _ in range(100)})  # from before
         batches = [[made(team, f"c{i}")] for i in range(50)]
@@ -206,7 +208,7 @@ def test_artifacts_are_content_addressed(store: EventStore) -> None:
 
 def test_driver_errors_become_store_unavailable(private_server: ServerProcess, team: str) -> None:
     with redis.Redis.from_url(private_server.url, socket_connect_timeout=1) as client:
-        store = EventStore(client, Keys("tilebox", team))
+        store = EventStore(client, Keys("tilebox", team), actor="user:t")
         store.append(CONTROL, [made(team, "a")])
         private_server.kill()
         with pytest.raises(StoreUnavailable):

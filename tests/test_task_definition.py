@@ -14,6 +14,7 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import Cli
+from tests.servers import ClusterProcess, ServerProcess
 from tilebox_core import Client, ExecutionContext, InvalidInput, Task
 from tilebox_core.domain.diagram import job_diagram
 from tilebox_core.task import TaskDefinitionError, task_identifier
@@ -144,11 +145,15 @@ class OddlyNamed(Task):
         context.job_cache["seen"] = self.label.encode()
 
 
-def test_a_task_name_of_any_characters_runs(client: Client, cli: Cli, tmp_path: Path) -> None:
+def test_a_task_name_of_any_characters_runs(
+    client: Client, cli: Cli, server: ServerProcess | ClusterProcess, tmp_path: Path
+) -> None:
     job = client.jobs().submit("odd", OddlyNamed("hello"))
-    # this team's lanes only: the server is shared by the session's tests
-    (team,) = client.store.keys.acl_patterns()
-    lanes = [k.decode() for k in client.redis.scan_iter(match=team) if b":lane:" in k]
+    # this team's lanes only: the server is shared by the session's tests (listed by its admin:
+    # a team user may not SCAN)
+    patterns = client.store.keys.acl_patterns(client.actor).team
+    with server.redis_client() as admin:
+        lanes = [k.decode() for p in patterns for k in admin.scan_iter(match=p) if b":lane:" in k]
     # Percent-encoded in its lane's key: no brace after the hash tag, no newline in a key.
     assert lanes and all("%7Btag%7D" in k and "\n" not in k and k.count("{") == 1 for k in lanes)
     client.runner(tasks=[OddlyNamed], cache_root=tmp_path).run_all()

@@ -31,6 +31,7 @@ class AppContext:
         self.log_format = log_format
         self.json = False
         self._client: Client | None = None
+        self._admin: Client | None = None
 
     @property
     def client(self) -> Client:
@@ -38,9 +39,18 @@ class AppContext:
             self._client = Client(settings=self.settings)
         return self._client
 
+    @property
+    def admin_client(self) -> Client:
+        """A client connected as an administrator: as TILEBOX_REDIS_URL says, else as the
+        embedded server's admin."""
+        if self._admin is None:
+            self._admin = Client(settings=self.settings, admin=True)
+        return self._admin
+
     def close(self) -> None:
-        if self._client is not None:
-            self._client.close()
+        for client in (self._client, self._admin):
+            if client is not None:
+                client.close()
 
     def reading(self) -> None:
         """Before a command that only reads: a team chosen by name that nothing was ever written

@@ -125,9 +125,9 @@ def cli(
 
 
 def _register() -> None:
-    from . import audit, cluster, console, history, job, runner, server, workflow
+    from . import audit, cluster, console, history, job, runner, server, team, workflow
 
-    for module in (cluster, workflow, job, runner, history, audit, server, console):
+    for module in (cluster, workflow, job, runner, history, audit, server, team, console):
         module.register(cli)
 
 

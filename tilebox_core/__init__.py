@@ -19,6 +19,7 @@ from .domain.errors import (
     Incompatible,
     InvalidInput,
     NotFound,
+    PermissionDenied,
     StoreUnavailable,
     TileboxError,
 )
@@ -28,6 +29,7 @@ from .domain.intervals import IDInterval, TimeInterval
 from .domain.jobs import ExecutionStats, Job, Progress, TaskInfo
 from .domain.projection import Cluster, ClusterLike, Release, Workflow
 from .domain.tasks import JobState, TaskState
+from .domain.tenancy import Credential, Role, TeamChange, TeamStatus, UserStatus
 from .execution.registry import Runner
 from .execution.worker import TaskRunner
 from .jobs import JobIDLike, Jobs
@@ -41,6 +43,7 @@ from .task import (
     Task,
     TaskDefinitionError,
 )
+from .teams import Teams
 
 __all__ = [
     "AmazonS3Cache",
@@ -52,6 +55,7 @@ __all__ = [
     "Clusters",
     "ConcurrencyError",
     "Conflict",
+    "Credential",
     "DeployChange",
     "DeployPlan",
     "Deployments",
@@ -74,11 +78,13 @@ __all__ = [
     "LocalFileSystemCache",
     "NotFound",
     "ObstoreCache",
+    "PermissionDenied",
     "Progress",
     "ProgressIndicator",
     "PublishResult",
     "Release",
     "ReleaseTask",
+    "Role",
     "Runner",
     "RunnerContext",
     "ServerStatus",
@@ -90,8 +96,12 @@ __all__ = [
     "TaskInfo",
     "TaskRunner",
     "TaskState",
+    "TeamChange",
+    "TeamStatus",
+    "Teams",
     "TileboxError",
     "TimeInterval",
+    "UserStatus",
     "Workflow",
     "Workflows",
     "job_diagram",

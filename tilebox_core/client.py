@@ -33,6 +33,7 @@ from .cache import JobCache
 from .jobs import Jobs
 from .session import Session
 from .task import RunnerContext, Task
+from .teams import Teams
 
 KNOWN_TYPES = frozenset(cls.__name__ for cls in ALL_EVENTS)
 FOLLOW_POLL_MS = 200  # History.follow over several shards: how often it looks at their logs
@@ -66,6 +67,10 @@ class Client(Session):
 
     def jobs(self) -> Jobs:
         return Jobs(self)
+
+    def teams(self) -> Teams:
+        """The server's teams and their users (needs an administrator's credential)."""
+        return Teams(self)
 
     def runner(
         self,

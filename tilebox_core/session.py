@@ -15,20 +15,24 @@ from typing import TypeVar
 
 from tilebox_core import retries
 from tilebox_core.domain import control
-from tilebox_core.domain.errors import ConcurrencyError
+from tilebox_core.domain.errors import ConcurrencyError, InvalidInput
 from tilebox_core.domain.events import Event, Origin
 from tilebox_core.domain.ids import new_id, utcnow
 from tilebox_core.domain.projection import ControlState, fold
+from tilebox_core.domain.tenancy import Identity, Role, parse_user, user_name
+from tilebox_core.redis.acl import whoami
 from tilebox_core.redis.connection import connect, resolve_url
 from tilebox_core.redis.eventstore import CONTROL, EventStore, Stored
 from tilebox_core.redis.keys import Keys
 from tilebox_core.redis.liveness import RunnerRegistry
+from tilebox_core.redis.server import EmbeddedServer
 from tilebox_core.redis.taskstore import TaskStore
 from tilebox_core.settings import Settings
 
 T = TypeVar("T")
 MAX_RETRIES = 200  # of a decision that lost the race to another writer
 CONFLICT_BASE, CONFLICT_CAP = 0.001, 0.05  # seconds: the backoff between those retries
+DEFAULT_USER = "default"  # Redis's user of unauthenticated connections: ACLs are off
 
 
 def default_actor() -> str:
@@ -44,7 +48,9 @@ class Session:
 
     ``settings`` default to ``Settings.from_env()`` (``TILEBOX_REDIS_URL``, else the embedded
     server; team ``TILEBOX_TEAM``, else "default"); the other arguments override single settings.
-    ``self.settings`` are those the session runs with, its URL resolved.
+    ``self.settings`` are those the session runs with, its URL resolved. On the embedded server
+    the session logs in as the team's developer when the server has its credentials, else (or
+    with ``admin``) as the server's admin; a URL carries its own credentials.
     """
 
     def __init__(
@@ -57,13 +63,24 @@ class Session:
         home: Path | None = None,
         retries: int | None = None,
         settings: Settings | None = None,
+        admin: bool = False,
     ) -> None:
         chosen = (settings if settings is not None else Settings.from_env()).override(
             url=url or None, team=team or None, prefix=prefix or None, actor=actor or None,
             home=home, reconnect_retries=retries,
         )  # fmt: skip
         keys = Keys(chosen.prefix, chosen.team)
-        self.url = resolve_url(chosen.url, chosen.home)
+        if chosen.actor is not None and "}" in chosen.actor:  # actor keys end with the name
+            raise InvalidInput(
+                f"actor {chosen.actor!r}: an actor's name cannot contain '}}'; fix TILEBOX_ACTOR"
+            )
+        # The embedded server (no URL given), which keeps the credentials of its teams.
+        self.embedded = EmbeddedServer(chosen.home) if not chosen.url else None
+        self.url = resolve_url(
+            chosen.url,
+            chosen.home,
+            None if admin else user_name(keys.prefix, chosen.team, Role.DEVELOPER),
+        )
         self.settings = chosen.override(url=self.url)
         self.team = chosen.team
         self.prefix = keys.prefix
@@ -71,9 +88,14 @@ class Session:
             self.url, timeout=chosen.connect_timeout, retries=chosen.reconnect_retries,
             backoff_base=chosen.reconnect_base, backoff_cap=chosen.reconnect_cap,
         )  # fmt: skip
-        self.store = EventStore(self.redis, keys)
+        # The actor of every event this session appends: the ACL user the server authenticated
+        # (asked once; the scripts record no other, see Keys.actor), or with ACLs off (the
+        # ``default`` user, or one that may not ask) whoever the settings say.
+        user = whoami(self.redis)
+        self.identity = Identity(user, parse_user(keys.prefix, user), chosen.team) if user else None
+        self.actor = user if user and user != DEFAULT_USER else chosen.actor or default_actor()
+        self.store = EventStore(self.redis, keys, actor=self.actor, identity=self.identity)
         self.tasks = TaskStore(self.store)
-        self.actor = chosen.actor or default_actor()
         self.runners = RunnerRegistry(self.store)
         self._state = ControlState()
 

@@ -7,7 +7,8 @@ them down; no other module reads the environment. The variables:
                              of a Redis Cluster; unset: the embedded server
     TILEBOX_TEAM             team (default "default")
     TILEBOX_PREFIX           prefix of every key (default "tilebox")
-    TILEBOX_ACTOR            who the events are recorded as (default "user:<login>@<host>")
+    TILEBOX_ACTOR            who the events are recorded as with ACLs off (default
+                             "user:<login>@<host>"); with ACLs on, the authenticated ACL user
     TILEBOX_CLUSTER          cluster of jobs and runners that name none (default "default")
     TILEBOX_HOME             embedded server data, release cache, runner logs
                              (default $XDG_DATA_HOME/tilebox, i.e. ~/.local/share/tilebox)

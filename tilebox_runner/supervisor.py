@@ -87,7 +87,9 @@ class ReleaseRunner:
         self.cluster = cluster or client.settings.cluster
         self.processes = processes
         self.home = home or client.settings.home
-        self.cache = ReleaseCache(self.home / "releases")
+        # per team: another team's code never runs from this team's cache (see release_cache)
+        self.cache = ReleaseCache(self.home / "releases", client.prefix, client.team)
+        self.envs = self.home / "envs" / client.prefix / client.team
         self.id = runner_id or new_runner_id()
         self.logs = self.home / "logs" / self.id
         self.stop_when_idle = stop_when_idle
@@ -184,7 +186,7 @@ class ReleaseRunner:
         release = runtime.release
         try:
             directory = self.cache.prepare(self.client.store, release)
-            python = python_for(directory, self.home / "envs", self.environment)
+            python = python_for(directory, self.envs, self.environment)
         except StoreUnavailable:
             raise  # not the release's fault: loaded once Redis answers again
         except TileboxError as exc:
@@ -210,7 +212,9 @@ class ReleaseRunner:
             log_level=self.log_level,
             log_format=self.log_format,
         )
-        env = dict(os.environ, **settings.environment())
+        # No bytecode written into the release's directory: it is compared with the artifact
+        # before it is reused, and a __pycache__ there would count as a change.
+        env = dict(os.environ, **settings.environment(), PYTHONDONTWRITEBYTECODE="1")
         if release.runner is not None:
             argv = [python, "-m", "tilebox_runner.runtime", release.runner]
         else:

@@ -194,6 +194,54 @@ def artifact_files(data: bytes) -> list[tuple[str, int]]:
         return sorted((m.name, m.size) for m in _safe_members(tar) if m.isreg())
 
 
+class Manifest(NamedTuple):
+    """What an artifact extracts to: each regular file's SHA-256 (hex) and mode, by POSIX path."""
+
+    files: dict[str, tuple[str, int]]
+
+
+def artifact_manifest(data: bytes) -> Manifest:
+    """The manifest of an artifact, checked as extraction checks it, without writing anything."""
+    with _open_tar(_decompress(data)) as tar:
+        files = {}
+        for member in _safe_members(tar):
+            if member.isreg():
+                source = tar.extractfile(member)
+                assert source is not None  # regular members always have content
+                digest = hashlib.sha256(source.read()).hexdigest()
+                files[member.name] = (digest, 0o755 if member.mode & 0o111 else 0o644)
+    return Manifest(files)
+
+
+def tree_mismatch(root: Path, manifest: Manifest) -> str | None:
+    """How the tree at ``root`` differs from what ``manifest`` says it was extracted as (a file
+    changed, added, removed, made a link or given another mode), or None: the same files.
+    Directories without files are not compared: nothing in them can run."""
+    seen = 0
+    for directory, dirnames, filenames in os.walk(root):  # links are not followed
+        for name in [*dirnames, *filenames]:
+            path = Path(directory, name)
+            relative = path.relative_to(root).as_posix()
+            info = path.lstat()
+            if stat.S_ISDIR(info.st_mode):
+                continue
+            if not stat.S_ISREG(info.st_mode):
+                return f"{relative} is not a regular file"
+            expected = manifest.files.get(relative)
+            if expected is None:
+                return f"{relative} is not in the release"
+            if stat.S_IMODE(info.st_mode) != expected[1]:
+                return f"{relative} has mode {stat.S_IMODE(info.st_mode):o}, not {expected[1]:o}"
+            with open(path, "rb") as handle:
+                if hashlib.file_digest(handle, "sha256").hexdigest() != expected[0]:
+                    return f"{relative} was changed"
+            seen += 1
+    if seen != len(manifest.files):
+        missing = sorted(p for p in manifest.files if not (root / p).is_file())
+        return f"{missing[0] if missing else 'a file'} is missing"
+    return None
+
+
 def _decompress(data: bytes) -> bytes:
     if len(data) > MAX_ARTIFACT_BYTES:
         raise ArtifactError(

@@ -1,9 +1,11 @@
 """The hash chain of an event log: what makes its history tamper-evident.
 
 Every entry of a log stream (the control log, each shard's task log) carries, in field ``h``,
-``sha1hex(prev .. "\\n" .. kind .. "\\n" .. body)``: ``prev`` is the ``h`` of the entry before it
-in the same stream (``GENESIS`` for the first), ``kind`` the entry's event field (``e``: one event,
-``b``: a batch) and ``body`` its value, the encoded event(s), byte for byte. The append scripts
+``sha1hex(prev .. "\\n" .. kind .. "\\n" .. body .. "\\na\\n" .. actor)``: ``prev`` is the ``h`` of the
+entry before it in the same stream (``GENESIS`` for the first), ``kind`` the entry's event field
+(``e``: one event, ``b``: a batch), ``body`` its value, the encoded event(s), byte for byte, and
+``actor`` its field ``a``, the user the script recorded the events as (redis/lua/actor.lua).
+Entries chained before actors were recorded have no ``a``, and their content ends with the body. The append scripts
 (append.lua, tasklib.lua's flush_events) compute it with ``redis.sha1hex`` and keep the stream's
 last ``h`` in a key beside it (``<log>:head``); this module is the one definition the verifier
 recomputes it by (tests/test_chain.py checks that the two agree).
@@ -31,6 +33,7 @@ from typing import Any, NamedTuple
 
 GENESIS = "0" * 40  # the ``prev`` of a stream's first chained entry
 FIELD = b"h"
+ACTOR = b"a"  # the recorded actor, hashed with the entry
 KINDS = (b"e", b"b")  # an entry's event fields: one event, a msgpack array of events
 
 # An entry as read from a stream, [position, [field, value, field, value, ...]] (raw bytes, as
@@ -38,10 +41,12 @@ KINDS = (b"e", b"b")  # an entry's event fields: one event, a msgpack array of e
 Entry = Sequence[Any]
 
 
-def link(prev: str, kind: bytes, body: bytes) -> str:
-    """The ``h`` of an entry whose event field is ``kind`` holding ``body``, after an entry
-    whose ``h`` is ``prev``: the canonical content, as the append scripts hash it."""
-    return hashlib.sha1(prev.encode() + b"\n" + kind + b"\n" + body).hexdigest()
+def link(prev: str, kind: bytes, body: bytes, actor: bytes | None = None) -> str:
+    """The ``h`` of an entry whose event field is ``kind`` holding ``body`` (and whose field
+    ``a`` is ``actor``, if it has one), after an entry whose ``h`` is ``prev``: the canonical
+    content, as the append scripts hash it."""
+    recorded = b"" if actor is None else b"\na\n" + actor
+    return hashlib.sha1(prev.encode() + b"\n" + kind + b"\n" + body + recorded).hexdigest()
 
 
 def events_in(kind: bytes, body: bytes) -> int:
@@ -114,11 +119,14 @@ def verify(
     sha1, separators = hashlib.sha1, _SEPARATORS
     for position, fields in entries:
         count += 1
-        # the common shape first, [kind, body, b"h", hash], as the scripts write it
-        if len(fields) == 4 and fields[2] == b"h" and fields[0] in separators:
-            kind, body, stored = fields[0], fields[1], fields[3]
+        # the common shape first, [kind, body, b"a", actor, b"h", hash], as the scripts write it
+        if len(fields) == 6 and fields[4] == b"h" and fields[2] == b"a" and fields[0] in separators:
+            kind, body, stored, recorded = fields[0], fields[1], fields[5], b"\na\n" + fields[3]
+        elif len(fields) == 4 and fields[2] == b"h" and fields[0] in separators:
+            kind, body, stored, recorded = fields[0], fields[1], fields[3], b""  # no actor yet
         else:
-            kind, body, stored = _parse(fields)
+            kind, body, stored, actor = _parse(fields)
+            recorded = b"" if actor is None else b"\na\n" + actor
             if kind is None or stored is None:
                 if chained or stored is not None:
                     detail = (
@@ -134,7 +142,7 @@ def verify(
                 events += 1 if kind is None else events_in(kind, body)
                 continue
         # link(), inlined on bytes: this loop is the verifier's whole cost
-        computed = sha1(prev + separators[kind] + body).hexdigest().encode()
+        computed = sha1(prev + separators[kind] + body + recorded).hexdigest().encode()
         if computed != stored:
             return _broken(
                 count, events, unchained, first, prev, BreakKind.MISMATCH, position,
@@ -163,18 +171,21 @@ def verify(
 _SEPARATORS = {b"e": b"\ne\n", b"b": b"\nb\n"}  # what link() puts around the kind
 
 
-def _parse(fields: Sequence[bytes]) -> tuple[bytes | None, bytes, bytes | None]:
-    """An entry's (event field, its value, h) in any layout; None for a field it lacks."""
+def _parse(fields: Sequence[bytes]) -> tuple[bytes | None, bytes, bytes | None, bytes | None]:
+    """An entry's (event field, its value, h, a) in any layout; None for a field it lacks."""
     kind: bytes | None = None
     body = b""
     stored: bytes | None = None
+    actor: bytes | None = None
     for i in range(0, len(fields) - 1, 2):
         name = fields[i]
         if name == FIELD:
             stored = fields[i + 1]
+        elif name == ACTOR:
+            actor = fields[i + 1]
         elif kind is None and name in _SEPARATORS:
             kind, body = name, fields[i + 1]
-    return kind, body, stored
+    return kind, body, stored, actor
 
 
 def _broken(

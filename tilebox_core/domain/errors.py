@@ -61,3 +61,10 @@ class ArtifactError(TileboxError):
     """An artifact is too large, corrupt, does not match its digest, or contains hostile entries."""
 
     code = "artifact"
+
+
+class PermissionDenied(TileboxError):
+    """The server refused a command to the connected user (its ACL): another team's keys, or
+    what the user's role may not do (a runner publishing, an auditor writing)."""
+
+    code = "permission_denied"

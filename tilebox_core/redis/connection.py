@@ -17,7 +17,7 @@ import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any, NamedTuple, TypeAlias, TypeVar
-from urllib.parse import unquote, urlparse, urlsplit
+from urllib.parse import quote, unquote, urlparse, urlsplit
 
 import hiredis
 import redis
@@ -98,12 +98,20 @@ def cluster_seeds(url: str) -> Seeds:
     return Seeds(nodes, username, password, url.startswith("rediss+"))
 
 
-def resolve_url(url: str | None, home: Path) -> str:
+def with_credentials(url: str, user: str, secret: str) -> str:
+    """``url`` connecting as ``user`` with password ``secret`` (any credentials it had replaced)."""
+    scheme, _, rest = url.partition("://")
+    netloc, slash, path = rest.partition("/")
+    hosts = netloc.rpartition("@")[2]
+    return f"{scheme}://{quote(user, safe='')}:{quote(secret, safe='')}@{hosts}{slash}{path}"
+
+
+def resolve_url(url: str | None, home: Path, user: str | None = None) -> str:
     """``url`` (checked), else the embedded server with its data under ``home`` (started when
-    needed)."""
+    needed), logged in as ``user`` if it has that user's credentials, else as its admin."""
     if url:
         return check_url(url)
-    return EmbeddedServer(home).ensure()
+    return EmbeddedServer(home).ensure(user=user)
 
 
 def connect(

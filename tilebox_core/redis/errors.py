@@ -14,7 +14,13 @@ from urllib.parse import urlparse
 import redis
 from redis import exceptions as rex
 
-from tilebox_core.domain.errors import ConcurrencyError, StoreUnavailable, TileboxError
+from tilebox_core.domain.errors import (
+    ConcurrencyError,
+    PermissionDenied,
+    StoreUnavailable,
+    TileboxError,
+)
+from tilebox_core.domain.tenancy import Identity, denied
 
 URL_ENV = "TILEBOX_REDIS_URL"
 
@@ -28,6 +34,38 @@ _CLUSTER_DOWN = (rex.ClusterDownError, rex.TryAgainError)
 # Errors of the cluster client itself (not RedisError subclasses): no node serves a slot, the
 # topology cannot be read.
 DriverError = (redis.RedisError, rex.RedisClusterException, OSError)
+# What the store methods that a role may be refused do, for a refusal's message (by method name).
+OPERATIONS = {
+    "append": "appending to the control log",
+    "put_artifact": "uploading an artifact",
+    "submit_jobs": "submitting jobs",
+    "fix_shards": "writing the task plane",
+    "ensure_lanes": "creating task lanes",
+    "claim": "claiming tasks",
+    "finish_many": "finishing tasks",
+    "_stage": "creating subtasks",
+    "retry": "retrying a job",
+    "cancel": "cancelling a job",
+    "renew": "renewing task leases",
+    "heartbeat": "recording a runner's heartbeat",
+    "remove": "removing a runner's record",
+    "save_checkpoint": "saving a checkpoint",
+    "read_begin": "reading task lanes",
+    "receive": "reading task lanes",
+    "take_over": "taking over expired tasks",
+    "_xrange": "reading an event log",
+    "last_position_of": "reading an event log",
+    "wait": "waiting for events",
+    "wait_streams": "waiting for events",
+    "deployments": "reading the deployments",
+    "has_artifact": "reading an artifact",
+    "get_artifact": "downloading an artifact",
+    "jobs": "reading jobs",
+    "job_ids": "listing jobs",
+    "tasks": "reading tasks",
+    "task_ids_of": "reading a job's tasks",
+    "live": "reading the runners",
+}
 
 
 def redacted(url: str) -> str:
@@ -40,9 +78,13 @@ def translated(
     url: str | None = None,
     *,
     connecting: bool = False,
+    identity: Identity | None = None,
+    operation: str | None = None,
 ) -> TileboxError:
     """The project's error for driver error ``exc``; ``url`` (if known) names the server, and
-    ``connecting`` says the server was never reached (rather than lost)."""
+    ``connecting`` says the server was never reached (rather than lost). A refusal by the ACL
+    names ``identity`` (who the session is connected as) and ``operation`` (what was refused)
+    when they are known."""
     where = f"Redis at {redacted(url)}" if url else "Redis"
     text = str(exc)
     if isinstance(exc, rex.ResponseError):
@@ -54,7 +96,9 @@ def translated(
                 "noeviction): raise maxmemory or free memory on the server, then retry"
             )
         if isinstance(exc, rex.NoPermissionError) or text.startswith(_SCRIPT_ACL):
-            return StoreUnavailable(
+            if identity is not None and identity.member is not None:
+                return PermissionDenied(f"{where}: {denied(identity, operation or 'this')}")
+            return PermissionDenied(
                 f"{where} refuses this to the connected user ({text}): grant that user the team's "
                 f"keys and commands in its ACL, or connect as another user in {URL_ENV}"
             )

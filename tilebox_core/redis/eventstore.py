@@ -13,17 +13,21 @@ from collections.abc import Callable, Generator, Iterator, Sequence
 from importlib import resources
 from typing import Any, NamedTuple, ParamSpec, TypeVar
 
+import msgspec
+
 from tilebox_core.domain.chain import FIELD, Entry, Verification, verify
 from tilebox_core.domain.errors import ArtifactError
 from tilebox_core.domain.events import Codec, Event, UnknownEvent
 from tilebox_core.domain.ids import new_id
+from tilebox_core.domain.tenancy import Identity
 
 from .connection import Client, Routes, pack
-from .errors import DriverError, translated
+from .errors import OPERATIONS, DriverError, translated
 from .keys import Keys, chain_head
 
 P = ParamSpec("P")
 R = TypeVar("R")
+E = TypeVar("E", Event, UnknownEvent, Event | UnknownEvent)
 
 CONTROL = "control"
 PAGE = 5_000
@@ -59,14 +63,19 @@ ProjectionOp = tuple[str, str, str]  # ("HSET", field, value) | ("HDEL", field, 
 
 
 def translate_errors(func: Callable[P, R]) -> Callable[P, R]:
-    """Turn driver exceptions into the project's error family where they enter."""
+    """Turn driver exceptions into the project's error family where they enter. A refusal by the
+    ACL names who was refused (the store's ``identity``) and what (by the method's name)."""
+    operation = OPERATIONS.get(func.__name__, f"{func.__name__.strip('_').replace('_', ' ')}")
 
     @functools.wraps(func)
     def wrapper(*args: P.args, **kwargs: P.kwargs) -> R:
         try:
             return func(*args, **kwargs)
         except DriverError as exc:
-            raise translated(exc) from exc
+            identity = getattr(args[0], "identity", None) if args else None
+            if not isinstance(identity, Identity):
+                identity = None
+            raise translated(exc, identity=identity, operation=operation) from exc
 
     return wrapper
 
@@ -76,7 +85,11 @@ def load_script(name: str) -> str:
 
 
 class EventStore:
-    """Event logs, checkpoints, materialised projections and artifacts of one team."""
+    """Event logs, checkpoints, materialised projections and artifacts of one team.
+
+    ``actor`` is who the events it appends are recorded as (see ``Keys.actor``): the session's
+    authenticated user, or with ACLs off (the ``default`` user) whoever the session says it is.
+    ``identity``, who the session is connected as, names the user in a refusal's message."""
 
     def __init__(
         self,
@@ -84,13 +97,19 @@ class EventStore:
         keys: Keys,
         codec: Codec | None = None,
         dedup_window_ms: int = DEDUP_WINDOW_MS,
+        *,
+        actor: str,
+        identity: Identity | None = None,
     ) -> None:
+        self.actor = actor
+        self.identity = identity
         self.redis = client
         self.dedup_window_ms = dedup_window_ms
         self.routes = Routes(client)
         self.keys = keys
         self.codec = codec or Codec()
-        self._append = client.register_script(load_script("append"))
+        self._actors: dict[bytes, str] = {}  # recorded actors (field 'a'), decoded once each
+        self._append = client.register_script(load_script("actor") + "\n" + load_script("append"))
         self._commit_artifact = client.register_script(load_script("artifact_commit"))
 
     # --- appending ------------------------------------------------------------------------------
@@ -108,7 +127,8 @@ class EventStore:
 
         Raises ``ConcurrencyError`` for a stale writer. Appending a batch whose first event id was
         appended before, within ``dedup_window_ms`` (and at most twice that), is a no-op that
-        reports ``duplicate=True``.
+        reports ``duplicate=True``. The events are recorded as the store's ``actor``'s (see
+        actor.lua), whatever actor they name.
         """
         if not events:
             raise ValueError("append needs at least one event")
@@ -120,7 +140,7 @@ class EventStore:
         reply = self._append(
             keys=[
                 self.keys.log(log), self.keys.dedup(log), self.keys.deployments,
-                self.keys.log_head(log), self.keys.dedup_previous(log),
+                self.keys.log_head(log), self.keys.dedup_previous(log), self.keys.actor(self.actor),
             ],
             args=args,
         )  # fmt: skip
@@ -159,14 +179,23 @@ class EventStore:
 
     def replay_stream(self, stream: str, after: str = "0-0", until: str = "+") -> Iterator[Stored]:
         """``replay`` of the log stream ``stream`` (a key: a task-plane shard's log)."""
-        decode = self.codec.decode
+        decode, actors = self.codec.decode, self._actors
         while True:
             entries = self._xrange(stream, after, until, REPLAY_PAGE)
             # Decoded one at a time as the caller consumes them (the hot loop of a replay): a page
             # of decoded events is never alive at once, which spares the garbage collector.
             for position, fields in entries:
                 if fields[0] == b"e":
-                    yield _tuple_new(Stored, (position.decode(), decode(fields[1])))
+                    event = decode(fields[1])
+                    # its recorded actor (field 'a', after the event: see actor.lua), as the
+                    # event names it unless it was forged; entries from before have none
+                    if (
+                        len(fields) > 3
+                        and fields[2] == b"a"
+                        and event.actor != actors.get(fields[3])
+                    ):
+                        event = self._recorded(event, fields[3])
+                    yield _tuple_new(Stored, (position.decode(), event))
                 else:
                     text = position.decode()
                     for event in self._entry_events(fields):
@@ -236,13 +265,34 @@ class EventStore:
     def _entry_events(self, fields: list[bytes]) -> list[Event | UnknownEvent]:
         """The events of a raw entry's [field, value, ...]: one in field ``e``, or a batch (a
         msgpack array, as the task scripts append them) in field ``b``; an entry with neither
-        reads as one undecodable event."""
+        reads as one undecodable event. Field ``a``, the actor the script recorded them as (see
+        actor.lua), is the actor of each; entries written before it was recorded have none."""
+        events: list[Event | UnknownEvent] | None = None
+        actor: bytes | None = None
         for index in range(0, len(fields) - 1, 2):
-            if fields[index] == b"e":
-                return [self.codec.decode(fields[index + 1])]
-            if fields[index] == b"b":
-                return self.codec.decode_many(fields[index + 1])
-        return [self.codec.decode(b"")]
+            name = fields[index]
+            if name == b"e" and events is None:
+                events = [self.codec.decode(fields[index + 1])]
+            elif name == b"b" and events is None:
+                events = self.codec.decode_many(fields[index + 1])
+            elif name == b"a":
+                actor = fields[index + 1]
+        if events is None:
+            return [self.codec.decode(b"")]
+        if actor is not None:
+            events = [self._recorded(event, actor) for event in events]
+        return events
+
+    def _recorded(self, event: E, actor: bytes) -> E:
+        """``event`` as the actor its entry recorded, ``actor``: the user the server authenticated
+        when the script appended it (a client that put another actor in the event did not
+        change that)."""
+        name = self._actors.get(actor)
+        if name is None:
+            if len(self._actors) > 4096:  # a bound: actors are few, but nothing enforces that
+                self._actors.clear()
+            name = self._actors[actor] = actor.decode(errors="replace")
+        return event if event.actor == name else msgspec.structs.replace(event, actor=name)
 
     @translate_errors
     def _xrange(self, stream: str, after: str, until: str, count: int) -> list[list[Any]]:

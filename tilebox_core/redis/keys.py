@@ -5,8 +5,15 @@ its task-plane shards) lives under ``<prefix>:{<team>}:``. Its task plane (task 
 lanes) is spread over S shards, each under a hash tag of its own, so that on Redis Cluster every
 shard is one slot (every script touches one slot) and the shards of a team spread over the masters.
 With S = 1 the only shard is the control plane's tag itself: the single-node layout, unchanged.
-One ACL key pattern (``acl_patterns``) covers a team. Scripts never build key names; they receive
-them in KEYS from here.
+A few ACL key patterns (``acl_patterns``) cover a team. Scripts never build key names; they
+receive them in KEYS from here.
+
+Actor keys, ``<prefix>:{<tag>}:@<user>``, one per user in each hash tag, are never stored: a
+script that records events writes (an empty SETRANGE) the actor key of the actor it records, and
+only that user's ACL (and an admin's) may write it, so an event's recorded actor is the user the
+server authenticated (see lua/actor.lua).
+No team pattern covers them: the character after ``}:`` is ``@`` in an actor key and never in
+another key.
 """
 
 from __future__ import annotations
@@ -17,6 +24,7 @@ import zlib
 
 from tilebox_core.domain.errors import InvalidInput
 from tilebox_core.domain.identifiers import validate_slug
+from tilebox_core.domain.tenancy import TeamPatterns
 
 DEFAULT_PREFIX = "tilebox"
 SLOTS = 16384  # Redis Cluster hash slots
@@ -82,6 +90,13 @@ def chain_head(log: str) -> str:
     return f"{log}:head"
 
 
+def actor_key(key: str, user: str) -> str:
+    """The actor key of ``user`` in the hash tag of ``key`` (a key, or a tag's base
+    ``<prefix>:{<tag>}:``): the last KEY of every script that records events, which records
+    ``user`` as their actor (see lua/actor.lua; TaskStore adds it)."""
+    return f"{key[: key.index('}:') + 2]}@{user}"
+
+
 class TaskKeys:
     """The keys of one task-plane shard of a team (all under one hash tag): its task log, jobs,
     tasks and lanes. A job and every task of it live in the shard ``shard_of(job id)``."""
@@ -102,6 +117,10 @@ class TaskKeys:
     def log(self, name: str) -> str:
         """An append-only event log stream: ``control`` (of the team) or ``tasks`` (of a shard)."""
         return f"{self.base}log:{name}"
+
+    def actor(self, user: str) -> str:
+        """The actor key of ``user`` in this hash tag (see the module's docstring)."""
+        return actor_key(self.base, user)
 
     def log_head(self, name: str) -> str:
         """String: the hash chain's head of log ``name`` (see ``chain_head``)."""
@@ -169,12 +188,28 @@ class Keys(TaskKeys):
         """Shard ``index`` of the team's ``shards`` task-plane shards."""
         return TaskKeys(self.prefix, self.team, index, shards)
 
-    def acl_patterns(self) -> list[str]:
-        """ACL key patterns (``~pattern``) that cover every key of the team and of no other team:
-        its control tag ``{<team>}`` and its shard tags ``{<team>/...}``, in one glob. Team
-        ``a``'s pattern does not match team ``ab``'s keys: the character after the team name must
-        be ``}`` or ``/``, neither of which a slug contains."""
-        return [f"{self.prefix.translate(_GLOB)}:{{{self.team}[}}/]*"]
+    def acl_patterns(self, user: str) -> TeamPatterns:
+        """ACL key patterns of the team and of its user ``user`` (see ``domain.tenancy``).
+
+        The team's keys are under its control tag ``{<team>}`` and its shard tags
+        ``{<team>/...}``: team ``a``'s patterns match no key of team ``ab``, as the character after
+        the team name must be ``}`` or ``/``, neither of which a slug contains. ``[^@]`` after
+        ``}:`` leaves the actor keys out. A runner writes the task plane of every shard (on one
+        shard, in the control tag): the task log, job hashes and lists, tasks and lanes, but not
+        the jobs index (it submits no jobs); and the runner registry and the number of shards
+        (``fix_shards``); nothing else.
+        """
+        glob = self.prefix.translate(_GLOB)
+        control, shards = f"{glob}:{{{self.team}}}:", f"{glob}:{{{self.team}/*}}:"
+        own = "@" + user.translate(_GLOB)
+        # what claiming and finishing write (not the jobs index: a runner submits no jobs)
+        tasks = ["log:tasks*", "job:*", "task:*", "lane:*"]  # the log, its chain head
+        return TeamPatterns(
+            team=[f"{control}[^@]*", f"{shards}[^@]*"],
+            task_plane=[base + name for base in (control, shards) for name in tasks]
+            + [f"{control}runner*", f"{control}shards"],
+            actor=[control + own, shards + own],
+        )
 
     # --- materialised projections ---------------------------------------------------------------
 

@@ -6,10 +6,12 @@ a runner whose heartbeat is older than the timeout counts as dead and drops out 
 
 from __future__ import annotations
 
+import contextlib
 import time
 from typing import Any
 
 import msgspec
+from redis import exceptions as rex
 
 from tilebox_core.domain.runners import DEAD_AFTER_SECONDS, RunnerInfo
 
@@ -23,6 +25,7 @@ class RunnerRegistry:
     def __init__(self, store: EventStore) -> None:
         self.redis = store.redis
         self.keys = store.keys
+        self.identity = store.identity  # named in a refusal's message (translate_errors)
 
     @translate_errors
     def heartbeat(self, info: RunnerInfo) -> None:
@@ -45,7 +48,8 @@ class RunnerRegistry:
         now_ms = (now if now is not None else time.time()) * 1000
         cutoff = now_ms - DEAD_AFTER_SECONDS * 1000
         key = self.keys.runners(cluster)
-        self.redis.zremrangebyscore(key, "-inf", f"({cutoff}")
+        with contextlib.suppress(rex.NoPermissionError):  # a reader (an auditor) cannot prune
+            self.redis.zremrangebyscore(key, "-inf", f"({cutoff}")
         found: list[bytes] = self.redis.zrangebyscore(key, cutoff, "+inf")  # type: ignore[assignment]
         ids = [i.decode() for i in found]
         if not ids:

@@ -44,10 +44,11 @@ from tilebox_core.domain.tasks import (
     TaskError,
     TaskSpec,
 )
+from tilebox_core.domain.tenancy import Identity
 
 from .connection import Routes, masters, pack
 from .eventstore import EventStore, Stored, load_script, translate_errors
-from .keys import MAX_SHARDS, Keys, TaskKeys, chain_head, shard_of
+from .keys import MAX_SHARDS, Keys, TaskKeys, actor_key, chain_head, shard_of
 
 TASKS = "tasks"  # name of the task-plane event log
 GROUP = "runners"
@@ -174,7 +175,7 @@ class TaskStore:
         self.redis = events.redis
         self.routes: Routes = events.routes
         self.keys: Keys = events.keys
-        prelude = load_script("tasklib")
+        prelude = load_script("actor") + "\n" + load_script("tasklib")
         self._scripts = {
             name: self.redis.register_script(prelude + "\n" + load_script(name))
             for name in ("submit", "claim", "renew", "finish", "stage", "retry", "cancel")
@@ -184,6 +185,11 @@ class TaskStore:
         self._lane_groups: dict[tuple[str, ...], list[list[str]]] = {}
         self._turn = 0  # the shard a multi-shard read starts with, in turn (see _read_shards)
         self._last_lanes: tuple[Sequence[str] | None, list[list[str]]] = (None, [])
+
+    @property
+    def identity(self) -> Identity | None:
+        """Who the session is connected as (named in a refusal's message: ``translate_errors``)."""
+        return self.events.identity
 
     # --- shards -----------------------------------------------------------------------------------
 
@@ -322,8 +328,9 @@ class TaskStore:
         """EVALSHA the task script ``name`` on the node serving ``keys`` (one shard); a server
         that lost its scripts (restarted, or a replica promoted) gets them again, on that node."""
         script = self._scripts[name]
-        if name != "renew":  # the others append to the task log, KEYS[1]: its chain head last
-            keys = [*keys, chain_head(keys[0])]
+        if name != "renew":  # the others append to the task log, KEYS[1]: its chain head and
+            # the actor key of who the events are recorded as (actor.lua) last
+            keys = [*keys, chain_head(keys[0]), actor_key(keys[0], self.events.actor)]
         command = [pack("EVALSHA", script.sha, len(keys), *keys, *args)]
 
         def send(connection: Connection) -> Any:
@@ -424,7 +431,13 @@ class TaskStore:
                 held[node] = (pool, pool.get_connection())
             connection = held[node][1]
             connection.send_command(
-                "EVAL", script, len(keys) + 1, *keys, chain_head(keys[0]), *args
+                "EVAL",
+                script,
+                len(keys) + 2,
+                *keys,
+                chain_head(keys[0]),
+                actor_key(keys[0], self.events.actor),
+                *args,
             )
             return connection
 
@@ -822,7 +835,12 @@ class TaskStore:
             count += len(job.events)
         keys += payload.keys
         body = _json.encode({"shapes": payload.shapes(), "jobs": described})
-        return _unique(keys), [body, b"".join(events), count, b"".join(infos)]
+        return _unique(keys), [
+            body,
+            b"".join(events),
+            count,
+            b"".join(infos),
+        ]
 
     def _claim_call(
         self, shard: TaskKeys, runner_id: str, release_id: str | None, claims: Sequence[Claim]
@@ -887,7 +905,9 @@ class TaskStore:
                 _details(finish), specs,
                 "1" if finish.claim is None else "0", f"{n}:{len(encoded)}",
             )  # fmt: skip
-        return list(keys), [runner_id, release_id or "", b"".join(events), count, *args]
+        return list(keys), [
+            runner_id, release_id or "", b"".join(events), count, *args
+        ]  # fmt: skip
 
     def _stage_call(self, runner_id: str, staged: StagedSubtasks) -> tuple[list[str], list[Any]]:
         """stage.lua. KEYS: the task log, job hash, the parent's lane, its task hash, the job's
@@ -897,11 +917,17 @@ class TaskStore:
         task = staged.task
         specs, spec_keys = self.specs_payload(task.job_id, staged.specs, task.chain)
         job, task_key, job_tasks = self._task_keys(task)
-        keys = _unique([self.shard(task.job_id).log(TASKS), job, task.lane, task_key, job_tasks,
-                        *spec_keys])  # fmt: skip
+        shard = self.shard(task.job_id)
+        keys = _unique([shard.log(TASKS), job, task.lane, task_key, job_tasks, *spec_keys])
         encoded = [self.events.codec.encode(e) for e in staged.events]
         lengths = ",".join(str(len(e)) for e in encoded)
-        return keys, [runner_id, task.entry, specs, b"".join(encoded), lengths]
+        return keys, [
+            runner_id,
+            task.entry,
+            specs,
+            b"".join(encoded),
+            lengths,
+        ]
 
     def _task_keys(self, task: ClaimedTask) -> tuple[str, str, str]:
         """The job hash, task hash and job task list of ``task``."""

@@ -1,6 +1,7 @@
 -- Checked, idempotent append of a batch of events, plus updates to a materialised hash.
 -- KEYS[1] log stream, KEYS[2] dedup hash, KEYS[3] materialised projection hash, KEYS[4] the log's
--- chain head, KEYS[5] the dedup hash's previous generation
+-- chain head, KEYS[5] the dedup hash's previous generation; and last the actor key of who the
+-- events are recorded as, which actor.lua (prepended) takes off KEYS.
 -- ARGV[1] the position (stream id) of the log's last entry the writer decided on ('0-0': the log
 -- was empty), or '' for "any"; the append is refused if the log has an entry after it. A position,
 -- not a count: one entry may hold a batch of events (field b, as the task scripts write), so the
@@ -9,6 +10,7 @@
 -- encoded event), then triples (op, field, value) with op HSET or HDEL, applied to KEYS[3].
 -- Returns {1, stream ids...} or {0, stream id of the first event} when this batch (identified by
 -- its first event id) was appended before, within the window.
+local actor = authenticate(KEYS[1])
 local n = tonumber(ARGV[2])
 local first_id = ARGV[4]
 -- De-duplication is for a writer that retries an append whose reply it lost, seconds later: a
@@ -35,8 +37,9 @@ local head = redis.call('GET', KEYS[4]) or string.rep('0', 40)
 local result = {1}
 for i = 0, n - 1 do
   local event = ARGV[5 + 2 * i]
-  head = redis.sha1hex(head .. '\ne\n' .. event)
-  result[#result + 1] = redis.call('XADD', KEYS[1], '*', 'e', event, 'h', head)
+  -- the chain covers the recorded actor too (domain/chain.py defines the content)
+  head = redis.sha1hex(head .. '\ne\n' .. event .. '\na\n' .. actor)
+  result[#result + 1] = redis.call('XADD', KEYS[1], '*', 'e', event, 'a', actor, 'h', head)
 end
 redis.call('SET', KEYS[4], head)
 local time = redis.call('TIME')

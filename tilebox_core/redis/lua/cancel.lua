@@ -3,6 +3,8 @@
 -- ARGV[1] JobCancelled event, appended when this call cancels the job. A job cancelled already
 -- only has the tasks named dropped (jobs.py names those created while the first call ran).
 -- Returns 1 if this call cancelled the job, 0 if it was cancelled already.
+-- Who the events are recorded as: the actor key, last of KEYS (actor.lua takes it off).
+authenticate(KEYS[1])
 local first = redis.call('HGET', KEYS[2], 'cancelled') ~= '1'
 if first then
   redis.call('HSET', KEYS[2], 'cancelled', 1)

@@ -12,6 +12,8 @@
 -- dropped and its 'entry' emptied, which retry.lua looks for to queue it again) | skip (it is in
 -- an optional subtree whose run failed: nothing is recorded, and the runner finishes it as
 -- skipped, finish.lua).
+-- Who the events are recorded as: the actor key, last of KEYS (actor.lua takes it off).
+authenticate(KEYS[1])
 local out = {}
 local n = (#KEYS - 1) / 3
 local gates, started_jobs = {}, {}  -- per job: its gate (see gate_of), read / written once per call

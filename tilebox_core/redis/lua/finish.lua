@@ -19,6 +19,8 @@
 -- nothing is recorded but the cancellation, or the hold (see hold in tasklib).
 -- Per-call work is done once per lane or job: lane entries are acknowledged and deleted per lane
 -- and job counters incremented per job at the end.
+-- Who the events are recorded as: the actor key, last of KEYS (actor.lua takes it off).
+authenticate(KEYS[1])
 local log, runner, release = KEYS[1], ARGV[1], ARGV[2]
 local lanes, acks = {}, {}                -- lanes in order; lane -> entries to drop
 local hashes, counters = {}, {}           -- job hashes in order; job -> counts (see count)

@@ -5,6 +5,8 @@
 -- Returns {failed tasks re-queued, held tasks queued again}. A task that became queued since its
 -- caller read it was held, or will be queued by its dependencies: jobs.py calls again with the
 -- tasks it reads afterwards, so none held meanwhile is left behind.
+-- Who the events are recorded as: the actor key, last of KEYS (actor.lua takes it off).
+authenticate(KEYS[1])
 local requeued, resumed = 0, 0
 for i = 3, #KEYS, 2 do
   local state = redis.call('HGET', KEYS[i], 'state')

@@ -11,6 +11,8 @@
 -- the length of each in bytes, comma-separated. Laid out by TaskStore._stage_call.
 -- Returns how many subtasks were created, or -1 when fenced off (the lease was lost) or the parent
 -- was superseded: the finish that follows finds out which and drops the entry.
+-- Who the events are recorded as: the actor key, last of KEYS (actor.lua takes it off).
+authenticate(KEYS[1])
 local job, task, job_tasks = KEYS[2], KEYS[4], KEYS[5]
 local entry = ARGV[2]
 -- fenced as finish.lua is: by the owner the last recorded claim names (the parent's claim is

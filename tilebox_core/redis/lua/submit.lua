@@ -8,6 +8,8 @@
 -- names the root tasks, so they are not in the job's task list), concatenated: inside ARGV[1]
 -- they would be escaped JSON in JSON, which costs the server more to decode.
 -- Returns per job 1, or 0 for a retried submission of a job id that exists: already done.
+-- Who the events are recorded as: the actor key, last of KEYS (actor.lua takes it off).
+authenticate(KEYS[1])
 local body = cjson.decode(ARGV[1])
 local shapes, jobs = body.shapes, body.jobs
 local out, created = {}, {}

@@ -67,13 +67,15 @@ end
 -- A call's events go to the task log in as few entries as possible: an XADD, and its AOF record,
 -- costs about the same for one event as for a thousand. An entry holds one event in field 'e', or
 -- several as one msgpack array in field 'b' (store.py reads both): at most EVENTS_PER_ENTRY, or
--- the events of one piece when it brings more. Scripts end with flush_events().
+-- the events of one piece when it brings more; and in field 'a' their actor (see actor.lua: a
+-- script that records events calls authenticate first). Scripts end with flush_events().
 local EVENTS_PER_ENTRY = 1000
 local event_log, buffered, buffered_n = nil, {}, 0
 local chain_prev  -- the h of the log's last entry, once read (see add_chained)
 
--- Append an entry (event field ``field`` holding ``body``) with its field h, chaining it to the
--- entry before it (domain/chain.py defines the content hashed), and move the log's head on.
+-- Append an entry (event field ``field`` holding ``body``, field a its recorded actor) with its
+-- field h, chaining it to the entry before it (domain/chain.py defines the content hashed: the
+-- actor is part of it), and move the log's head on.
 local function add_chained(field, body)
   if chain_prev == nil then
     if log_head == nil or event_log ~= KEYS[1] then
@@ -81,13 +83,17 @@ local function add_chained(field, body)
     end
     chain_prev = redis.call('GET', log_head) or string.rep('0', 40)
   end
-  chain_prev = redis.sha1hex(chain_prev .. '\n' .. field .. '\n' .. body)
-  redis.call('XADD', event_log, '*', field, body, 'h', chain_prev)
+  chain_prev = redis.sha1hex(
+    chain_prev .. '\n' .. field .. '\n' .. body .. '\na\n' .. recorded_actor)
+  redis.call('XADD', event_log, '*', field, body, 'a', recorded_actor, 'h', chain_prev)
   redis.call('SET', log_head, chain_prev)
 end
 
 local function flush_events()
   local n = buffered_n
+  if n > 0 and recorded_actor == nil then
+    return error('ERR events recorded without authenticate()')  -- a script's own mistake
+  end
   if n == 1 then
     add_chained('e', buffered[1])
   elseif n > 1 then
