@@ -63,6 +63,7 @@ from tilebox_core.session import Session
 from tilebox_core.task import CurrentTask, Task
 
 from .context import TaskContext
+from .hooks import RunnerHooks
 from .registry import Runner
 
 log = structlog.get_logger(__name__)
@@ -119,6 +120,7 @@ class TaskRunner:
         runner_id: str | None = None,
         release_id: str | None = None,
         cache_root: Path | None = None,
+        hooks: RunnerHooks | None = None,
     ) -> None:
         if concurrency < 1 or prefetch < 1:
             raise TileboxError("concurrency and prefetch must be at least 1")
@@ -160,6 +162,9 @@ class TaskRunner:
         # wait: a runner never gets far ahead of what it has recorded.
         self._results: queue.Queue[list[Finish] | None] = queue.Queue(maxsize=2)
         self.log = log.bind(runner_id=self.id, cluster=self.cluster)
+        # Observers of the work (metrics, tracing, task logs), called around executions only
+        # where they wrap them: otherwise a task runs as if there were none.
+        self.hooks = hooks if hooks is not None else RunnerHooks()
 
     # --- lifecycle --------------------------------------------------------------------------------
 
@@ -266,6 +271,7 @@ class TaskRunner:
             self._stopping.set()
             self._done.set()
             heartbeat.join(5)  # a renewal under way may wait for a socket timeout: not for ever
+            self.hooks.run_ended()
             restore()
             self._stopping.clear()
             self.log.info("runner stopped")
@@ -324,6 +330,7 @@ class TaskRunner:
                         return
                     failures = 0
                 except StoreUnavailable as exc:
+                    self.hooks.store_error()
                     failures += 1
                     wait = delay(failures, base=BACKOFF_BASE, cap=BACKOFF_CAP)
                     self.log.warning(
@@ -351,6 +358,7 @@ class TaskRunner:
             expired = self.store.expired(self.lanes, self.lease_ms, self._batch_size())
             taken = self.store.take_over(self.id, expired, self.lease_ms) if expired else []
             if taken:
+                self.hooks.took_over(len(taken))
                 return taken
         return self.store.read(self.id, self.lanes, self._batch_size(), self._block_ms)
 
@@ -431,7 +439,12 @@ class TaskRunner:
                                 claims[task.key],
                             )
                     started = time.perf_counter()
-                    finish = self._execute(task)
+                    hooks = self.hooks
+                    finish = (
+                        hooks.execute(task, self._execute)
+                        if hooks.wraps_execution
+                        else self._execute(task)
+                    )
                     self._observe(time.perf_counter() - started)
                 if deferred and not self._claimed_meanwhile(task):
                     if len(finish.subtasks) > STAGE_CHUNK:
@@ -695,6 +708,7 @@ class TaskRunner:
             try:
                 renewed = self.store.renew(self.id, by_lane)
             except StoreUnavailable as exc:
+                self.hooks.store_error()
                 self.log.warning("lease renewal failed", error=str(exc))
                 continue
             lost = {(lane, e) for lane, entries in by_lane.items() for e in entries} - renewed
@@ -716,6 +730,7 @@ class TaskRunner:
         )(call)
 
     def _retrying(self, error: BaseException, wait: float) -> None:
+        self.hooks.store_error()
         self.log.warning("store unavailable, retrying", error=str(error), delay=round(wait, 2))
 
 

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import binascii
 import zlib
+from typing import NamedTuple
 
 from tilebox_core.domain.errors import InvalidInput
 from tilebox_core.domain.identifiers import validate_slug
@@ -120,6 +121,23 @@ class TaskKeys:
         group ``runners``. (Earlier versions also kept a set of each cluster's lanes,
         ``lanes:<cluster>``, that nothing read; it is no longer written.)"""
         return f"{self.base}lane:{cluster}:v{major}.{minor}:{name}"
+
+
+class LaneName(NamedTuple):
+    """What a lane key names (see ``TaskKeys.lane``)."""
+
+    tag: str  # the shard's hash tag
+    cluster: str
+    version: str  # vMAJOR.MINOR
+    task: str
+
+
+def parse_lane(key: str) -> LaneName:
+    """The parts of a lane key made by ``TaskKeys.lane`` (a task name may contain colons)."""
+    tag = key[key.index("{") + 1 : key.index("}")]
+    rest = key[key.index("}") + 1 :].removeprefix(":lane:")
+    cluster, version, task = rest.split(":", 2)
+    return LaneName(tag, cluster, version, task)
 
 
 class Keys(TaskKeys):
