@@ -20,6 +20,7 @@ from tilebox_core.task import (
     Task,
     task_identifier,
 )
+from tilebox_core.tracing import current_tracer
 
 
 class SubtaskRequest:
@@ -56,6 +57,11 @@ class TaskContext(ExecutionContext):
         return structlog.get_logger("tilebox.task").bind(
             job_id=task.job_id, task_id=task.id, task=task.name, runner_id=self._runner_id
         )
+
+    @property
+    def tracer(self) -> Any:
+        """The tracer of the runner executing this task (a no-op one when it does not trace)."""
+        return current_tracer()
 
     def submit_subtask(
         self,

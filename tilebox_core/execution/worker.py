@@ -64,6 +64,7 @@ from tilebox_core.task import CurrentTask, Task
 
 from .context import TaskContext
 from .hooks import RunnerHooks
+from .observers import runner_hooks
 from .registry import Runner
 
 log = structlog.get_logger(__name__)
@@ -164,7 +165,7 @@ class TaskRunner:
         self.log = log.bind(runner_id=self.id, cluster=self.cluster)
         # Observers of the work (metrics, tracing, task logs), called around executions only
         # where they wrap them: otherwise a task runs as if there were none.
-        self.hooks = hooks if hooks is not None else RunnerHooks()
+        self.hooks = runner_hooks(client.settings, self.id, release_id, hooks)
 
     # --- lifecycle --------------------------------------------------------------------------------
 

@@ -1,0 +1,396 @@
+"""``TraceHooks``: a span per task execution, exported by OTLP/HTTP (protobuf).
+
+Imported only when tracing is on (``Settings.otlp``). How the ids are made, so that a job is one
+trace wherever its tasks run, is told in ``tilebox_core.tracing``.
+
+The spans of task executions are recorded and encoded here, not by the OpenTelemetry SDK: the SDK
+costs about 20 us to make a span and 30 more to encode it (measured), twice what a no-op task
+costs a runner in all, where this costs about 3 us. They are plain OTLP: the protobuf messages
+of ``opentelemetry/proto/trace/v1/trace.proto``, written field by field (their layout is fixed;
+``tests/test_tracing.py`` decodes them with opentelemetry-proto). A span holds a task's ids,
+identifier, runner, release, attempt and outcome, and an error status when it failed.
+
+The spans a task makes itself (``context.tracer``) are the SDK's: it is imported the first time a
+task asks for its tracer, and exports them to the same endpoint, children of the task's span.
+"""
+
+from __future__ import annotations
+
+import collections
+import functools
+import http.client
+import os
+import struct
+import threading
+import time
+import urllib.parse
+from collections.abc import Callable, Mapping
+from typing import Any, NamedTuple
+
+import structlog
+
+from tilebox_core.domain.events import TaskFailed
+from tilebox_core.domain.tasks import ClaimedTask, Finish, Outcome
+from tilebox_core.settings import Otlp, Settings
+from tilebox_core.tracing import parent_task_id, set_current_tracer, span_bytes, trace_bytes
+
+from .hooks import Execute, RunnerHooks
+
+log = structlog.get_logger(__name__)
+
+# Enough for the spans of ~5 s of no-op tasks at 10,000/s, which the exporter thread sends in
+# batches meanwhile; past it spans are dropped (and counted in a warning), never a task held up.
+MAX_QUEUED_SPANS = 65_536
+EXPORT_BATCH = 2048
+EXPORT_SECONDS = 1.0
+FAILED = frozenset({Outcome.RETRY, Outcome.FAILED, Outcome.FAILED_OPTIONAL})
+SCOPE = "tilebox"
+
+
+class SpanRecord(NamedTuple):
+    """One task execution, as recorded while the runner runs it (encoded later, in batches)."""
+
+    trace: bytes  # 16 bytes
+    span: bytes  # 8 bytes
+    parent: bytes  # 8 bytes, or b"" for a root task
+    task: ClaimedTask
+    start_ns: int
+    end_ns: int
+    outcome: str
+    error: str | None  # the failure's error (the span's status is ERROR), else None
+
+
+# --- protobuf, by hand ---------------------------------------------------------------------------
+
+
+def _varint(value: int) -> bytes:
+    out = bytearray()
+    while value > 0x7F:
+        out.append((value & 0x7F) | 0x80)
+        value >>= 7
+    out.append(value)
+    return bytes(out)
+
+
+def _field(number: int, payload: bytes) -> bytes:
+    """A length-delimited field (wire type 2)."""
+    return _varint(number << 3 | 2) + _varint(len(payload)) + payload
+
+
+def _string_attribute(key: str, value: str) -> bytes:
+    """KeyValue{key, AnyValue{string_value}}, as a ``Span.attributes`` / ``Resource.attributes``
+    entry (field 9 of a span; the caller's field number is added by ``_attribute``)."""
+    return _field(1, key.encode()) + _field(2, _field(1, value.encode()))
+
+
+def _int_attribute(key: str, value: int) -> bytes:
+    return _field(1, key.encode()) + _field(2, b"\x18" + _varint(value & 0xFFFF_FFFF_FFFF_FFFF))
+
+
+_TIMES = struct.Struct("<BQBQ")  # start and end: fixed64 fields 7 and 8
+
+
+@functools.cache
+def _prefix(key: str, length: int) -> bytes:
+    """A ``Span.attributes`` entry of ``key`` whose string value is ``length`` bytes long, up to
+    the value itself (ids are all of one length: the prefix is made once)."""
+    value = b"\x0a" + _varint(length)  # AnyValue.string_value, its length
+    key_field = _field(1, key.encode())
+    inner = len(key_field) + 1 + len(_varint(len(value) + length)) + len(value) + length
+    return _varint(9 << 3 | 2) + _varint(inner) + key_field + b"\x12" + _varint(
+        len(value) + length
+    ) + value  # fmt: skip
+
+
+class SpanEncoder:
+    """Encodes ``SpanRecord``s of one runner as OTLP ``Span`` messages (each as a
+    ``ScopeSpans.spans`` field). What spans share is encoded once: an identifier's name and
+    attributes with the runner's, each outcome, each attempt, the prefixes of the id attributes,
+    the job of the last span (a fan-out's spans are of one job)."""
+
+    def __init__(self, runner_id: str, release_id: str | None) -> None:
+        common = _field(9, _string_attribute("tilebox.runner.id", runner_id))
+        if release_id is not None:
+            common += _field(9, _string_attribute("tilebox.release.id", release_id))
+        self._common = common
+        # (name, version) -> its name and kind fields, and its identifier and runner attributes
+        self._named: dict[tuple[str, str], tuple[bytes, bytes]] = {}
+        self._outcomes: dict[str, bytes] = {}
+        self._attempts: dict[int, bytes] = {}
+        self._job: tuple[str, bytes] = ("", b"")
+
+    def encode(self, record: SpanRecord) -> bytes:
+        task = record.task
+        named = self._named.get((task.name, task.version))
+        if named is None:
+            identifier = _string_attribute("tilebox.task.identifier", f"{task.name}@{task.version}")
+            named = self._named[(task.name, task.version)] = (
+                _field(5, task.name.encode()) + b"\x30\x01",  # name; kind INTERNAL
+                _field(9, identifier) + self._common,
+            )
+        outcome = self._outcomes.get(record.outcome)
+        if outcome is None:
+            outcome = self._outcomes[record.outcome] = _field(
+                9, _string_attribute("tilebox.task.outcome", record.outcome)
+            )
+        attempt = self._attempts.get(task.attempts)
+        if attempt is None:
+            attempt = self._attempts[task.attempts] = _field(
+                9, _int_attribute("tilebox.task.attempt", task.attempts + 1)
+            )
+        job_id, job = self._job
+        if job_id != task.job_id:
+            encoded = task.job_id.encode()
+            job = _prefix("tilebox.job.id", len(encoded)) + encoded
+            self._job = (task.job_id, job)
+        task_id = task.task_id.encode()
+        body = b"".join((
+            b"\x0a\x10", record.trace, b"\x12\x08", record.span,
+            b"\x22\x08" + record.parent if record.parent else b"",
+            named[0], _TIMES.pack(0x39, record.start_ns, 0x41, record.end_ns), named[1], outcome,
+            job, _prefix("tilebox.task.id", len(task_id)), task_id, attempt,
+            b"" if record.error is None  # Status{message, code ERROR}
+            else _field(15, _field(2, record.error.encode()) + b"\x18\x02"),
+        ))  # fmt: skip
+        return b"\x12" + _varint(len(body)) + body
+
+
+def export_request(resource: Mapping[str, str], spans: list[bytes]) -> bytes:
+    """ExportTraceServiceRequest{resource_spans: [{resource, scope_spans: [{scope, spans}]}]}
+    of ``spans``, each encoded as a ScopeSpans.spans field."""
+    attributes = b"".join(_field(1, _string_attribute(k, v)) for k, v in resource.items())
+    scope_spans = _field(1, _field(1, SCOPE.encode())) + b"".join(spans)
+    return _field(1, _field(1, attributes) + _field(2, scope_spans))
+
+
+# --- the exporter ---------------------------------------------------------------------------------
+
+
+class SpanShipper:
+    """Sends the spans of one process to one OTLP/HTTP endpoint, in batches, from a thread of its
+    own: every EXPORT_SECONDS, sooner once EXPORT_BATCH are queued, and when flushed."""
+
+    def __init__(self, otlp: Otlp, resource: Mapping[str, str]) -> None:
+        self.otlp = otlp
+        self.resource = dict(resource)
+        self._queue: collections.deque[tuple[SpanEncoder, SpanRecord]] = collections.deque()
+        self._wake = threading.Event()
+        self._sending = threading.Lock()
+        self._connection: http.client.HTTPConnection | None = None
+        self.dropped = 0
+        self.failed = 0  # spans whose export failed
+        url = urllib.parse.urlsplit(otlp.endpoint)
+        self._https = url.scheme == "https"
+        self._host = url.netloc
+        self._path = (url.path or "/") + (f"?{url.query}" if url.query else "")
+        self._headers = {**otlp.headers, "Content-Type": "application/x-protobuf"}
+        # The sending thread runs while runs trace: started by the first span, stopped when a run
+        # ends (another run's next span starts it again), so no thread outlives the runners.
+        self._thread: threading.Thread | None = None
+        self._running = False
+        self._starting = threading.Lock()
+
+    def add(self, encoder: SpanEncoder, record: SpanRecord) -> None:
+        if not self._running:
+            self._start()
+        queue = self._queue
+        if len(queue) >= MAX_QUEUED_SPANS:
+            self.dropped += 1
+            return
+        queue.append((encoder, record))
+        if len(queue) == EXPORT_BATCH:
+            self._wake.set()
+
+    def flush(self) -> None:
+        """Send every span queued now (in the caller's thread), and stop the sending thread."""
+        with self._starting:
+            thread, self._thread, self._running = self._thread, None, False
+        if thread is not None:
+            self._wake.set()
+            thread.join()
+        self._send_queued()
+
+    def _start(self) -> None:
+        with self._starting:
+            if self._running:
+                return
+            self._running = True
+            self._thread = threading.Thread(target=self._loop, name="tilebox-spans", daemon=True)
+            self._thread.start()
+
+    def _loop(self) -> None:
+        while self._running:
+            self._wake.wait(EXPORT_SECONDS)
+            self._wake.clear()
+            try:
+                self._send_queued()
+            except Exception as exc:  # never let the thread die: later spans are sent
+                log.warning("span export failed", error=f"{type(exc).__name__}: {exc}")
+
+    def _send_queued(self) -> None:
+        with self._sending:
+            queue = self._queue
+            while queue:
+                batch = [queue.popleft() for _ in range(min(EXPORT_BATCH, len(queue)))]
+                body = export_request(self.resource, [e.encode(r) for e, r in batch])
+                if not self._post(body):
+                    self.failed += len(batch)
+            if self.dropped:
+                log.warning("spans dropped: the exporter could not keep up",
+                            spans=self.dropped)  # fmt: skip
+                self.dropped = 0
+
+    def _post(self, body: bytes) -> bool:
+        """POST one export request; once more on a new connection if the kept one was closed."""
+        for attempt in (1, 2):
+            try:
+                connection = self._connection or self._connect()
+                connection.request("POST", self._path, body, self._headers)
+                response = connection.getresponse()
+                response.read()
+                if response.status < 300:
+                    return True
+                log.warning("span export refused", status=response.status,
+                            endpoint=self.otlp.endpoint)  # fmt: skip
+                return False
+            except (OSError, http.client.HTTPException) as exc:
+                self._close()
+                if attempt == 2:
+                    log.warning("span export failed", error=str(exc), endpoint=self.otlp.endpoint)
+        return False
+
+    def _connect(self) -> http.client.HTTPConnection:
+        kind = http.client.HTTPSConnection if self._https else http.client.HTTPConnection
+        self._connection = kind(self._host, timeout=self.otlp.timeout)
+        return self._connection
+
+    def _close(self) -> None:
+        if self._connection is not None:
+            self._connection.close()
+            self._connection = None
+
+
+_shippers: dict[tuple[str, tuple[tuple[str, str], ...]], SpanShipper] = {}
+_lock = threading.Lock()
+
+
+def shipper(otlp: Otlp, resource: Mapping[str, str]) -> SpanShipper:
+    """The process's exporter to ``otlp``: the runners of a process share its thread."""
+    key = (repr(otlp), tuple(sorted(resource.items())))
+    with _lock:
+        found = _shippers.get(key)
+        if found is None:
+            found = _shippers[key] = SpanShipper(otlp, resource)
+            log.info("exporting traces", endpoint=otlp.endpoint)
+        return found
+
+
+# --- the hooks ------------------------------------------------------------------------------------
+
+
+class _Execution(threading.local):
+    """The task executing on this thread: its trace and span, and the OpenTelemetry context
+    token once its own spans were asked for (``context.tracer``)."""
+
+    trace: bytes = b""
+    span: bytes = b""
+    token: object = None
+
+
+class TraceHooks(RunnerHooks):
+    """A span per task execution; the task's own spans (``context.tracer``) are its children."""
+
+    wraps_execution = True
+
+    def __init__(self, settings: Settings, runner_id: str, release_id: str | None) -> None:
+        assert settings.otlp is not None
+        self.otlp = settings.otlp
+        self.resource = {"service.name": settings.otlp.service_name, "tilebox.team": settings.team}
+        self.shipper = shipper(self.otlp, self.resource)
+        self.encoder = SpanEncoder(runner_id, release_id)
+        self._execution = _Execution()
+        self._make_tracer: Callable[[], Any] = self._tracer
+
+    def execute(self, task: ClaimedTask, run: Execute) -> Finish:
+        trace = trace_bytes(task.job_id)
+        if task.attempts == 0:  # its first execution: the span its subtasks hang under
+            own = span_bytes(task.task_id)
+            parent_id = parent_task_id(task.chain)
+            parent = span_bytes(parent_id) if parent_id is not None else b""
+        else:  # a retry: an id of its own, under the first execution
+            own, parent = os.urandom(8), span_bytes(task.task_id)
+        execution = self._execution
+        execution.trace, execution.span = trace, own
+        set_current_tracer(self._make_tracer)
+        start = time.time_ns()
+        try:
+            finish = run(task)
+        finally:
+            end = time.time_ns()
+            set_current_tracer(None)
+            if execution.token is not None:
+                _detach(execution.token)
+                execution.token = None
+        error = None
+        if finish.outcome in FAILED:
+            error = next((e.error for e in finish.events if isinstance(e, TaskFailed)), "")[:1000]
+        self.shipper.add(
+            self.encoder, SpanRecord(trace, own, parent, task, start, end, finish.outcome, error)
+        )
+        return finish
+
+    def _tracer(self) -> Any:
+        """The SDK's tracer, the executing task's span made current for it (once per task)."""
+        execution = self._execution
+        if execution.token is None:
+            execution.token = _attach(execution.trace, execution.span)
+        return user_tracer(self.otlp, self.resource)
+
+    def run_ended(self) -> None:
+        self.shipper.flush()
+        flush_user_spans()
+
+
+# --- the spans tasks make themselves: the OpenTelemetry SDK, imported on first use --------------
+
+_user_tracers: dict[str, tuple[Any, Any]] = {}  # configuration -> (tracer, its provider)
+
+
+def user_tracer(otlp: Otlp, resource: Mapping[str, str]) -> Any:
+    key = repr((otlp, sorted(resource.items())))
+    with _lock:
+        found = _user_tracers.get(key)
+        if found is None:
+            from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
+            from opentelemetry.sdk.resources import Resource
+            from opentelemetry.sdk.trace import TracerProvider
+            from opentelemetry.sdk.trace.export import BatchSpanProcessor
+
+            provider = TracerProvider(resource=Resource.create(dict(resource)))
+            exporter = OTLPSpanExporter(endpoint=otlp.endpoint, headers=dict(otlp.headers),
+                                        timeout=otlp.timeout)  # fmt: skip
+            provider.add_span_processor(BatchSpanProcessor(exporter))
+            found = _user_tracers[key] = (provider.get_tracer("tilebox.task"), provider)
+        return found[0]
+
+
+def flush_user_spans() -> None:
+    for _, provider in list(_user_tracers.values()):
+        provider.force_flush()
+
+
+def _attach(trace: bytes, span: bytes) -> object:
+    from opentelemetry import context
+    from opentelemetry import trace as api
+
+    parent = api.NonRecordingSpan(api.SpanContext(
+        int.from_bytes(trace), int.from_bytes(span), is_remote=False,
+        trace_flags=api.TraceFlags(api.TraceFlags.SAMPLED),
+    ))  # fmt: skip
+    return context.attach(api.set_span_in_context(parent))
+
+
+def _detach(token: object) -> None:
+    from opentelemetry import context
+
+    context.detach(token)  # type: ignore[arg-type]
