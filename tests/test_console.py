@@ -231,6 +231,12 @@ def test_task_page_shows_runner_attempts_and_the_error(site: Site) -> None:
     assert task.runner_id is not None and task.runner_id in seen
     assert "RuntimeError: bug while processing x" in seen
     assert "TaskClaimed" in seen and "TaskFailed" in seen
+    # its log: the line its runner logged for it when it failed (context.logger)
+    logs = text(page.body.split('id="logs"', 1)[1].split("</section>", 1)[0])
+    assert (
+        "Logs 1" in logs
+        and "warning task failed error=RuntimeError: bug while processing x" in logs
+    )
     root = site.client.jobs().find(site.root_job, with_dependencies=True)
     waiting = next(t for t in root.tasks if len(t.depends_on) == 2)
     seen = text(site.console.get(f"/jobs/{root.id}/tasks/{waiting.id}").body)

@@ -18,6 +18,7 @@ from .domain.events import Event, ReleaseTask
 from .domain.identifiers import TaskIdentifier
 from .domain.jobs import Job, Progress, TaskInfo
 from .domain.projection import Cluster, Release, Workflow
+from .domain.tasklogs import TaskLogLine
 from .domain.tasks import JobState, TaskState
 from .jobs import Jobs
 from .redis.server import EmbeddedServer, ServerStatus
@@ -57,6 +58,7 @@ __all__ = [
     "Task",
     "TaskIdentifier",
     "TaskInfo",
+    "TaskLogLine",
     "TaskState",
     "TileboxError",
     "Workflow",

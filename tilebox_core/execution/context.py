@@ -22,6 +22,8 @@ from tilebox_core.task import (
 )
 from tilebox_core.tracing import current_tracer
 
+from .tasklogs import TaskLogs
+
 
 class SubtaskRequest:
     def __init__(
@@ -38,8 +40,12 @@ class SubtaskRequest:
 class TaskContext(ExecutionContext):
     """The context of one execution of one task; collects its subtasks and progress."""
 
-    def __init__(self, current_task: CurrentTask, cache_root: Path, runner_id: str = "") -> None:
+    def __init__(
+        self, current_task: CurrentTask, cache_root: Path, runner_id: str = "",
+        logs: TaskLogs | None = None,
+    ) -> None:  # fmt: skip
         self.current_task = current_task
+        self._logs = logs  # where what it logs is kept (its job's task log), if anywhere
         self._cache_root = cache_root
         self._runner_id = runner_id
         self._subtasks: list[SubtaskRequest] = []
@@ -54,6 +60,8 @@ class TaskContext(ExecutionContext):
     def logger(self) -> Any:
         """Built on first use: most tasks never log, and binding costs more than a no-op task."""
         task = self.current_task
+        if self._logs is not None:
+            return self._logs.logger(task, self._runner_id)
         return structlog.get_logger("tilebox.task").bind(
             job_id=task.job_id, task_id=task.id, task=task.name, runner_id=self._runner_id
         )

@@ -2,7 +2,8 @@
 the claim loop.
 
 The worker calls them at a few points only: around each task's execution, when it takes expired
-leases over, when the store is unavailable, and when a run ends. Each observer is one subclass;
+leases over, when the store is unavailable, before it records a batch of results, and when a run
+ends. Each observer is one subclass;
 ``combined`` chains several. A runner with nothing that wraps executions runs each task directly:
 the hooks then cost an attribute test per task.
 """
@@ -32,6 +33,10 @@ class RunnerHooks:
     def store_error(self) -> None:
         """A call to the store failed for want of a server (it is retried)."""
 
+    def recording(self) -> None:
+        """Results are about to be recorded (the recorder thread): what must be stored before
+        them is written now."""
+
     def run_ended(self) -> None:
         """A run is over (every result recorded): write out what is buffered."""
 
@@ -58,6 +63,10 @@ class CombinedHooks(RunnerHooks):
     def store_error(self) -> None:
         for hook in self.hooks:
             hook.store_error()
+
+    def recording(self) -> None:
+        for hook in self.hooks:
+            hook.recording()
 
     def run_ended(self) -> None:
         for hook in self.hooks:

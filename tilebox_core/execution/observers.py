@@ -7,15 +7,17 @@ import structlog
 from tilebox_core.settings import Settings
 
 from .hooks import RunnerHooks, combined
+from .tasklogs import LogHooks, TaskLogs
 
 log = structlog.get_logger(__name__)
 
 
 def runner_hooks(
-    settings: Settings, runner_id: str, release_id: str | None, given: RunnerHooks | None
-) -> RunnerHooks:
-    """The observers of a runner: ``given`` ones, and tracing when ``settings`` export spans (only
-    then is OpenTelemetry imported)."""
+    settings: Settings, runner_id: str, release_id: str | None, given: RunnerHooks | None,
+    logs: TaskLogs | None = None,
+) -> RunnerHooks:  # fmt: skip
+    """The observers of a runner: ``given`` ones, the writer of its task ``logs``, and tracing
+    when ``settings`` export spans (only then is OpenTelemetry imported)."""
     tracing: RunnerHooks | None = None
     if settings.otlp is not None:
         try:
@@ -25,6 +27,7 @@ def runner_hooks(
                         "(pip install 'tilebox-releases[tracing]')", error=str(exc))  # fmt: skip
         else:
             tracing = TraceHooks(settings, runner_id, release_id)
-    if tracing is None and given is None:
+    writer = LogHooks(logs) if logs is not None else None
+    if tracing is None and given is None and writer is None:
         return RunnerHooks()
-    return combined(tracing, given)
+    return combined(tracing, given, writer)

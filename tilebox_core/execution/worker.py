@@ -57,6 +57,7 @@ from tilebox_core.domain.tasks import (
     submitted_event,
 )
 from tilebox_core.jobs import task_spec
+from tilebox_core.redis.tasklogs import TaskLogStore
 from tilebox_core.redis.taskstore import STAGE_CHUNK, TaskStore
 from tilebox_core.retries import delay, retrying
 from tilebox_core.session import Session
@@ -66,6 +67,7 @@ from .context import TaskContext
 from .hooks import RunnerHooks
 from .observers import runner_hooks
 from .registry import Runner
+from .tasklogs import TaskLogs
 
 log = structlog.get_logger(__name__)
 
@@ -165,7 +167,8 @@ class TaskRunner:
         self.log = log.bind(runner_id=self.id, cluster=self.cluster)
         # Observers of the work (metrics, tracing, task logs), called around executions only
         # where they wrap them: otherwise a task runs as if there were none.
-        self.hooks = runner_hooks(client.settings, self.id, release_id, hooks)
+        self.task_logs = TaskLogs(TaskLogStore(self.store))  # what tasks log, kept per job
+        self.hooks = runner_hooks(client.settings, self.id, release_id, hooks, self.task_logs)
 
     # --- lifecycle --------------------------------------------------------------------------------
 
@@ -554,6 +557,7 @@ class TaskRunner:
         entries = {finish.task.key for finish in finishes}
         with self._lock:
             self._recording |= entries
+        self.hooks.recording()
         try:
             statuses = self._with_backoff(
                 lambda: self.store.finish_many(self.id, self.release_id, finishes, between)
@@ -640,7 +644,7 @@ class TaskRunner:
         context = TaskContext(
             CurrentTask(claimed.task_id, claimed.job_id, claimed.name, claimed.version,
                         claimed.attempts + 1),
-            self.cache_root, self.id,
+            self.cache_root, self.id, self.task_logs,
         )  # fmt: skip
         started = time.perf_counter()
         try:

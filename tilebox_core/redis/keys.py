@@ -122,6 +122,11 @@ class TaskKeys:
         ``lanes:<cluster>``, that nothing read; it is no longer written.)"""
         return f"{self.base}lane:{cluster}:v{major}.{minor}:{name}"
 
+    def job_logs(self, job_id: str) -> str:
+        """Stream of what a job's tasks logged, an entry per line (``redis.tasklogs``): a key per
+        job, in the job's shard, so that it goes with the job."""
+        return f"{self.base}job:{job_id}:logs"
+
 
 class LaneName(NamedTuple):
     """What a lane key names (see ``TaskKeys.lane``)."""
