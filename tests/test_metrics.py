@@ -156,3 +156,41 @@ def test_a_metrics_port_in_use_is_one_line(story: Story) -> None:
     lines = [line for line in result.stderr.splitlines() if line.strip()]
     assert f"cannot serve metrics on 127.0.0.1:{port}" in lines[-1]
     assert "Traceback" not in result.stderr
+
+
+@pytest.mark.cluster
+def test_lane_depths_are_what_the_server_holds(client: Client) -> None:
+    from tests.tasks_fixture import Leaf
+
+    identifiers = [("test.Leaf", 1, 0), ("test.Never", 1, 0)]
+    lanes = client.tasks.serving_lanes("default", identifiers)
+    leaf_lanes = [lane for lane in lanes if lane.endswith(":test.Leaf")]
+    client.tasks.ensure_lanes(leaf_lanes)
+    jobs = client.jobs().submit_many((f"j{i}", Leaf(str(i))) for i in range(6))
+    delivered = [d for lane in leaf_lanes for d in client.tasks.read("ghost", [lane], 2, -1)]
+    undelivered = {j.id for j in jobs} - {d.task.job_id for d in delivered}
+    # a cancelled job's entry is deleted before it was delivered: the lag is unknown to the
+    # server then, and the length less the pending entries is what waits
+    client.jobs().cancel(sorted(undelivered)[0])
+    depths = client.tasks.lane_depths(lanes)
+    assert [d.lane for d in depths] == lanes
+    assert sum(d.length for d in depths) == 5
+    assert sum(d.pending for d in depths) == len(delivered)
+    assert sum(d.waiting for d in depths) == 5 - len(delivered)
+    never = [d for d in depths if d.lane.endswith(":test.Never")]
+    assert never and all((d.length, d.pending, d.waiting) == (0, 0, 0) for d in never)
+
+
+def test_store_errors_of_a_runner_are_counted(private_server: ServerProcess, team: str) -> None:
+    from tests.tasks_fixture import Leaf
+
+    registry = CollectorRegistry()
+    with Client(private_server.url, team=team, retries=20) as client:
+        runner = client.runner(tasks=[Leaf], hooks=TaskMetrics(registry), block_ms=100)
+        with runner:
+            private_server.kill()
+            wait_for(lambda: (registry.get_sample_value("tilebox_store_errors_total") or 0) > 0)
+            private_server.start()
+            job = client.jobs().submit("after", Leaf("x"))
+            client.jobs().wait(job.id, timeout=60)
+        assert client.jobs().find(job.id).state == "completed"

@@ -43,6 +43,7 @@ def kept(lines: list[TaskLogLine]) -> list[TaskLogLine]:
     return [line for line in lines if not line.dropped]
 
 
+@pytest.mark.cluster
 def test_a_jobs_lines_are_kept_with_their_task_attempt_level_and_fields(client: Client) -> None:
     job = client.jobs().submit("chatty", Chatty(3))
     shaky = client.jobs().submit("shaky", Shaky(), max_retries=1)

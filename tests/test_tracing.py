@@ -43,6 +43,7 @@ def by_task(spans: list[ReceivedSpan]) -> dict[str, list[ReceivedSpan]]:
     return found
 
 
+@pytest.mark.cluster
 def test_a_job_is_one_trace_with_task_spans_under_their_parents(
     server: ServerProcess, team: str, receiver: OtlpReceiver
 ) -> None:

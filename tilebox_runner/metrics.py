@@ -11,7 +11,8 @@ not asked anything, and no protocol of our own is needed.
 
 What is not counted by a runtime is sampled by the release runner itself on each scrape: the
 releases it has loaded, and the depth of every lane they read, asked of the server (XLEN, XINFO
-GROUPS: pending entries and the group's lag), so a dashboard sees the queue the server holds.
+GROUPS: pending entries; those waiting are the rest), so a dashboard sees the queue the server
+holds.
 """
 
 from __future__ import annotations
@@ -99,7 +100,8 @@ class ReleaseMetrics:
         )
         waiting = GaugeMetricFamily(
             "tilebox_lane_waiting",
-            "Lane entries not delivered to any runner yet (the consumer group's lag).",
+            "Lane entries not delivered to any runner yet (XLEN less XPENDING: the task "
+            "scripts delete each entry they acknowledge).",
             labels=LANE_LABELS,
         )
         lanes = self._lanes(releases)

@@ -327,11 +327,11 @@ class TaskStore:
     def lane_depths(self, lanes: Sequence[str]) -> list[LaneDepth]:
         """What the server says of each of ``lanes``, in one pipeline: its length (XLEN), the
         entries delivered and not acknowledged (the group's pending count, as XPENDING gives it)
-        and those not delivered yet (the group's lag). A lane that does not exist yet is all
-        zeros. Where the server cannot tell the lag (entries were deleted after the last one
-        delivered: cancelled tasks', see ``lane_backlog``), it is the length less the pending
-        entries: the task scripts delete each entry they acknowledge, so the entries a lane holds
-        are those pending and those waiting."""
+        and those not delivered yet: the length less the pending entries, as the task scripts
+        delete each entry they acknowledge (a lane holds what is pending and what waits). Not
+        the group's lag, which entries deleted before they were delivered (cancelled tasks')
+        leave unknown or wrong for ever (see ``lane_backlog``). A lane that does not exist yet is
+        all zeros."""
         pipe = self.redis.pipeline(transaction=False)
         for lane in lanes:
             pipe.xlen(lane)
@@ -339,15 +339,13 @@ class TaskStore:
         replies = pipe.execute(raise_on_error=False)
         depths = []
         for lane, length, groups in zip(lanes, replies[::2], replies[1::2]):
-            pending, lag = 0, 0
+            pending = 0
             if isinstance(groups, Exception):  # no such lane: nothing was ever submitted to it
                 length, groups = 0, []
             for group in groups:
                 if _s(group["name"]) == GROUP:
                     pending = int(group["pending"])
-                    known = group.get("lag")
-                    lag = max(int(length) - pending, 0) if known is None else int(known)
-            depths.append(LaneDepth(lane, int(length), pending, lag))
+            depths.append(LaneDepth(lane, int(length), pending, max(int(length) - pending, 0)))
         return depths
 
     def _run(self, name: str, keys: Sequence[str], args: Sequence[Any]) -> Any:
