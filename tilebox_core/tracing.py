@@ -5,7 +5,8 @@ the job's id (a UUID: 128 bits, the last 62 random for a UUIDv7), the span id of
 execution is made from the task's id, and the parent of a task's span is the span of its parent
 task, whose id is made the same way from the parent's id (the second node of the task's chain).
 So a subtask run by any runner, anywhere, joins its job's trace under its parent. Later
-executions of a task (retries) get random span ids, children of the first's. (A first execution
+executions of a task (retries) get span ids of their own, made from their lane entries, children
+of the first's. (A first execution
 run again, after a takeover or a job retry reset its attempts, reuses its span id; the one taken
 over rarely exported its span: its runner died.)
 
@@ -128,17 +129,28 @@ class NoopTracer:
 
 NOOP_TRACER = NoopTracer()
 
-_current = threading.local()  # .tracer: makes the tracer of the task executing on this thread
+
+class Current(threading.local):
+    """While a traced task executes on a thread: ``tracer`` makes its tracer (None: no tracing),
+    ``task`` is the task (a ``ClaimedTask``); set by the runner's tracing hook."""
+
+    tracer: Callable[[], Any] | None = None
+    task: Any = None
+    token: object = None  # OpenTelemetry's context token, once the task's span was made current
+
+
+CURRENT = Current()
 
 
 def current_tracer() -> Any:
     """The tracer of the task executing on this thread (``context.tracer``): a real one while a
     traced runner runs it (made on first use: the SDK is imported only if a task asks for it),
     else ``NOOP_TRACER``."""
-    make = getattr(_current, "tracer", None)
+    make = CURRENT.tracer
     return make() if make is not None else NOOP_TRACER
 
 
-def set_current_tracer(make: Callable[[], Any] | None) -> None:
-    """While a task executes on this thread: what makes ``context.tracer`` (None: no tracing)."""
-    _current.tracer = make
+def retry_span_bytes(task_id: str, entry: str, attempts: int) -> bytes:
+    """The span of a later execution of a task (``attempts`` failed before), from its lane
+    entry (a requeued task gets a new one): an id of its own, made the same way anywhere."""
+    return hashlib.blake2b(f"{task_id}/{entry}/{attempts}".encode(), digest_size=8).digest()

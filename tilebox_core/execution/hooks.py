@@ -38,7 +38,7 @@ class RunnerHooks:
         them is written now."""
 
     def run_ended(self) -> None:
-        """A run is over (every result recorded): write out what is buffered."""
+        """A run is over (every result recorded): write out what is buffered. Never raises."""
 
 
 class CombinedHooks(RunnerHooks):

@@ -212,4 +212,7 @@ class LogHooks(RunnerHooks):
             self.logs.send()
 
     def run_ended(self) -> None:
-        self.logs.flush()
+        try:
+            self.logs.flush()
+        except Exception as exc:  # called while a run ends: it must end however this goes
+            log.warning("cannot write task logs", error=f"{type(exc).__name__}: {exc}")

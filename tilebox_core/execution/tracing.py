@@ -19,20 +19,25 @@ from __future__ import annotations
 import collections
 import functools
 import http.client
-import os
 import struct
 import threading
 import time
 import urllib.parse
 from collections.abc import Callable, Mapping
-from typing import Any, NamedTuple
+from typing import Any
 
 import structlog
 
 from tilebox_core.domain.events import TaskFailed
 from tilebox_core.domain.tasks import ClaimedTask, Finish, Outcome
 from tilebox_core.settings import Otlp, Settings
-from tilebox_core.tracing import parent_task_id, set_current_tracer, span_bytes, trace_bytes
+from tilebox_core.tracing import (
+    CURRENT,
+    parent_task_id,
+    retry_span_bytes,
+    span_bytes,
+    trace_bytes,
+)
 
 from .hooks import Execute, RunnerHooks
 
@@ -47,17 +52,9 @@ FAILED = frozenset({Outcome.RETRY, Outcome.FAILED, Outcome.FAILED_OPTIONAL})
 SCOPE = "tilebox"
 
 
-class SpanRecord(NamedTuple):
-    """One task execution, as recorded while the runner runs it (encoded later, in batches)."""
-
-    trace: bytes  # 16 bytes
-    span: bytes  # 8 bytes
-    parent: bytes  # 8 bytes, or b"" for a root task
-    task: ClaimedTask
-    start_ns: int
-    end_ns: int
-    outcome: str
-    error: str | None  # the failure's error (the span's status is ERROR), else None
+# One task execution as recorded while the runner runs it: the task, its start and end (ns since
+# the epoch), outcome, and error (None unless it failed); a tuple, as one is made per task.
+SpanRecord = tuple[ClaimedTask, int, int, Outcome, str | None]
 
 
 # --- protobuf, by hand ---------------------------------------------------------------------------
@@ -118,9 +115,29 @@ class SpanEncoder:
         self._outcomes: dict[str, bytes] = {}
         self._attempts: dict[int, bytes] = {}
         self._job: tuple[str, bytes] = ("", b"")
+        self._trace: tuple[str, bytes] = ("", b"")  # the last job's trace, and parent's span
+        self._parent: tuple[str, bytes] = ("", b"")
+
+    def _ids(self, task: ClaimedTask) -> tuple[bytes, bytes, bytes]:
+        """``span_ids(task)``, the last job's trace and parent's span kept (a fan-out's)."""
+        if task.attempts:
+            return span_ids(task)
+        job_id, trace = self._trace
+        if job_id != task.job_id:
+            trace = trace_bytes(task.job_id)
+            self._trace = (task.job_id, trace)
+        parent_id = parent_task_id(task.chain)
+        if parent_id is None:
+            return trace, span_bytes(task.task_id), b""
+        known, parent = self._parent
+        if known != parent_id:
+            parent = span_bytes(parent_id)
+            self._parent = (parent_id, parent)
+        return trace, span_bytes(task.task_id), parent
 
     def encode(self, record: SpanRecord) -> bytes:
-        task = record.task
+        task, start_ns, end_ns, outcome_of, error = record
+        trace, span, parent = self._ids(task)
         named = self._named.get((task.name, task.version))
         if named is None:
             identifier = _string_attribute("tilebox.task.identifier", f"{task.name}@{task.version}")
@@ -128,10 +145,10 @@ class SpanEncoder:
                 _field(5, task.name.encode()) + b"\x30\x01",  # name; kind INTERNAL
                 _field(9, identifier) + self._common,
             )
-        outcome = self._outcomes.get(record.outcome)
+        outcome = self._outcomes.get(outcome_of)
         if outcome is None:
-            outcome = self._outcomes[record.outcome] = _field(
-                9, _string_attribute("tilebox.task.outcome", record.outcome)
+            outcome = self._outcomes[outcome_of] = _field(
+                9, _string_attribute("tilebox.task.outcome", outcome_of.value)
             )
         attempt = self._attempts.get(task.attempts)
         if attempt is None:
@@ -145,12 +162,11 @@ class SpanEncoder:
             self._job = (task.job_id, job)
         task_id = task.task_id.encode()
         body = b"".join((
-            b"\x0a\x10", record.trace, b"\x12\x08", record.span,
-            b"\x22\x08" + record.parent if record.parent else b"",
-            named[0], _TIMES.pack(0x39, record.start_ns, 0x41, record.end_ns), named[1], outcome,
+            b"\x0a\x10", trace, b"\x12\x08", span, b"\x22\x08" + parent if parent else b"",
+            named[0], _TIMES.pack(0x39, start_ns, 0x41, end_ns), named[1], outcome,
             job, _prefix("tilebox.task.id", len(task_id)), task_id, attempt,
-            b"" if record.error is None  # Status{message, code ERROR}
-            else _field(15, _field(2, record.error.encode()) + b"\x18\x02"),
+            b"" if error is None  # Status{message, code ERROR}
+            else _field(15, _field(2, error.encode()) + b"\x18\x02"),
         ))  # fmt: skip
         return b"\x12" + _varint(len(body)) + body
 
@@ -288,17 +304,25 @@ def shipper(otlp: Otlp, resource: Mapping[str, str]) -> SpanShipper:
 # --- the hooks ------------------------------------------------------------------------------------
 
 
-class _Execution(threading.local):
-    """The task executing on this thread: its trace and span, and the OpenTelemetry context
-    token once its own spans were asked for (``context.tracer``)."""
-
-    trace: bytes = b""
-    span: bytes = b""
-    token: object = None
+def span_ids(task: ClaimedTask) -> tuple[bytes, bytes, bytes]:
+    """(trace, span, parent span) of an execution of ``task``: the job's trace; the task's first
+    execution, its own span under its parent task's (none for a root task); a later one, a span
+    of its own under the first's."""
+    trace = trace_bytes(task.job_id)
+    if task.attempts:
+        return (
+            trace,
+            retry_span_bytes(task.task_id, task.entry, task.attempts),
+            span_bytes(task.task_id),
+        )
+    parent = parent_task_id(task.chain)
+    return trace, span_bytes(task.task_id), span_bytes(parent) if parent is not None else b""
 
 
 class TraceHooks(RunnerHooks):
-    """A span per task execution; the task's own spans (``context.tracer``) are its children."""
+    """A span per task execution; the task's own spans (``context.tracer``) are its children.
+    While a task runs this records its times only: its ids are made and its span encoded when
+    the exporter sends it."""
 
     wraps_execution = True
 
@@ -308,47 +332,46 @@ class TraceHooks(RunnerHooks):
         self.resource = {"service.name": settings.otlp.service_name, "tilebox.team": settings.team}
         self.shipper = shipper(self.otlp, self.resource)
         self.encoder = SpanEncoder(runner_id, release_id)
-        self._execution = _Execution()
         self._make_tracer: Callable[[], Any] = self._tracer
 
     def execute(self, task: ClaimedTask, run: Execute) -> Finish:
-        trace = trace_bytes(task.job_id)
-        if task.attempts == 0:  # its first execution: the span its subtasks hang under
-            own = span_bytes(task.task_id)
-            parent_id = parent_task_id(task.chain)
-            parent = span_bytes(parent_id) if parent_id is not None else b""
-        else:  # a retry: an id of its own, under the first execution
-            own, parent = os.urandom(8), span_bytes(task.task_id)
-        execution = self._execution
-        execution.trace, execution.span = trace, own
-        set_current_tracer(self._make_tracer)
+        current = CURRENT
+        current.tracer, current.task = self._make_tracer, task
         start = time.time_ns()
         try:
             finish = run(task)
         finally:
             end = time.time_ns()
-            set_current_tracer(None)
-            if execution.token is not None:
-                _detach(execution.token)
-                execution.token = None
-        error = None
-        if finish.outcome in FAILED:
-            error = next((e.error for e in finish.events if isinstance(e, TaskFailed)), "")[:1000]
-        self.shipper.add(
-            self.encoder, SpanRecord(trace, own, parent, task, start, end, finish.outcome, error)
-        )
+            current.tracer = current.task = None
+            if current.token is not None:
+                _detach(current.token)
+                current.token = None
+        outcome = finish.outcome
+        error = None if outcome is Outcome.COMPLETED else _error(finish)
+        self.shipper.add(self.encoder, (task, start, end, outcome, error))
         return finish
 
     def _tracer(self) -> Any:
         """The SDK's tracer, the executing task's span made current for it (once per task)."""
-        execution = self._execution
-        if execution.token is None:
-            execution.token = _attach(execution.trace, execution.span)
+        current = CURRENT
+        if current.token is None:
+            trace, span, _ = span_ids(current.task)
+            current.token = _attach(trace, span)
         return user_tracer(self.otlp, self.resource)
 
     def run_ended(self) -> None:
-        self.shipper.flush()
-        flush_user_spans()
+        try:
+            self.shipper.flush()
+            flush_user_spans()
+        except Exception as exc:  # called while a run ends: it must end however this goes
+            log.warning("span export failed", error=f"{type(exc).__name__}: {exc}")
+
+
+def _error(finish: Finish) -> str | None:
+    """The error of a failed execution (its span's status is ERROR then), else None."""
+    if finish.outcome not in FAILED:
+        return None
+    return next((e.error for e in finish.events if isinstance(e, TaskFailed)), "")[:1000]
 
 
 # --- the spans tasks make themselves: the OpenTelemetry SDK, imported on first use --------------
