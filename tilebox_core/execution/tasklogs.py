@@ -95,12 +95,14 @@ class TaskLogs:
 
     def _loop(self) -> None:
         me = threading.current_thread()
-        while not self._wake.wait(FLUSH_SECONDS):
-            self._send()
+        while True:
+            woken = self._wake.wait(FLUSH_SECONDS)  # by a flush: it writes what is held
+            if not woken:
+                self._send()
             with self._lock:
-                if self._thread is not me:  # replaced: a flush is under way
+                if self._thread is not me:  # a flush took over
                     return
-                if not self._pending and not self._dropping:  # a later line starts another
+                if woken or not (self._pending or self._dropping):  # a later line starts one
                     self._thread = None
                     return
 
