@@ -65,13 +65,11 @@ def span_id(task_id: str) -> int:
 def parent_task_id(chain: str) -> str | None:
     """The id of a task's parent from its chain (JSON nodes, the task's first and its parent's
     second, each ``{"k": "<prefix>task:<id>", ...}``), without decoding the whole chain."""
-    first = chain.find('"k":"')
-    second = chain.find('"k":"', first + 5) if first >= 0 else -1
+    second = chain.find('"k":"', 7)  # the first node's begins at 1: '[{"k":"'
     if second < 0:
         return None
     end = chain.find('"', second + 5)
-    key = chain[second + 5 : end]
-    return key.rsplit(":", 1)[-1] or None
+    return chain[chain.rfind(":", second + 5, end) + 1 : end] or None
 
 
 # --- the no-op tracer -------------------------------------------------------------------------
