@@ -110,15 +110,23 @@ def test_depends_on_must_name_earlier_siblings() -> None:
 
 
 class NoExecute(Task):
-    x: int
+    label: str
+
+    @staticmethod
+    def identifier() -> tuple[str, str]:
+        return "test.Leaf", "v1.0"  # a stub of Leaf, as a client without its code has it
 
 
-def test_task_classes_need_execute(client: Client, server: ServerProcess, team: str) -> None:
-    with pytest.raises(InvalidInput, match="does not define execute"):
+def test_a_stub_is_submitted_but_never_registered(client: Client, tmp_path: Path) -> None:
+    with pytest.raises(InvalidInput, match=r"NoExecute \(test.Leaf\) in .* is not executable"):
         Runner([NoExecute])
-    with pytest.raises(InvalidInput, match="does not define execute"):
-        client.jobs().submit("bad", NoExecute(1))
-    assert job_count(server, team) == 0
+    with pytest.raises(InvalidInput, match="is not executable"):
+        client.runner(tasks=[NoExecute])
+    stub_job = client.jobs().submit("stub", NoExecute("from a stub"))
+    assert stub_job.state == "queued"
+    # A runner that has the code runs what the stub submitted.
+    client.runner(tasks=[Leaf], cache_root=tmp_path).run_all()
+    assert client.jobs().find(stub_job.id).state == "completed"
 
 
 def test_undecodable_input_fails_the_task_not_the_runner(client: Client, tmp_path: Path) -> None:

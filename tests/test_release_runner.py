@@ -229,6 +229,10 @@ def seed_story(story: Story) -> None:
 
     fixed = story.publish("v11", "v1.1", "pass")  # same major, higher minor, same input schema
     story.deploy(fixed)
+    # Retried once the runner serves only the fix: until then the broken release, still loaded,
+    # may claim the re-queued task (a retry right after a deploy races the runner's reload).
+    wait_for(lambda: [(s.release_id, s.status) for r in story.live("default") for s in r.releases]
+             == [(fixed, "running")])  # fmt: skip
     assert "re-queued 1 failed task" in story.cli("job", "retry", job.id).output
     wait_for(lambda: story.state(job.id) == "completed")
     # Fetch (finished before the failure) was not rerun; the fix ran Process, then Publish.

@@ -60,6 +60,45 @@ def test_reappending_the_same_batch_is_a_no_op(store: EventStore, team: str) -> 
     assert len(store.read(CONTROL)) == 2
 
 
+def test_batches_are_remembered_for_a_window_then_forgotten(store: EventStore, team: str) -> None:
+    current, previous = store.keys.dedup(CONTROL), store.keys.dedup_previous(CONTROL)
+
+    def age() -> None:
+        """The current generation a window old: as if the server's clock had moved on."""
+        store.redis.hset(current, "~since", "0")
+
+    a, b, c = ([made(team, slug)] for slug in "abc")
+    store.append(CONTROL, a)
+    assert store.append(CONTROL, a).duplicate  # a retry within the window
+    age()
+    store.append(CONTROL, b)  # starts a new generation; a's is the previous one
+    assert store.redis.hexists(previous, a[0].id) and not store.redis.hexists(current, a[0].id)
+    assert store.append(CONTROL, a).duplicate  # still remembered: at least a window
+    age()
+    store.append(CONTROL, c)  # a's generation is dropped: more than a window old
+    assert not store.redis.hexists(previous, a[0].id)
+    assert store.append(CONTROL, b).duplicate and store.append(CONTROL, c).duplicate
+    assert not store.append(CONTROL, a).duplicate  # beyond the window it is a new append
+    assert [s.event.slug for s in store.replay(CONTROL)] == ["a", "b", "c", "a"]  # type: ignore[union-attr]
+
+
+def test_the_dedup_hash_stays_small_however_many_appends(
+    server: ServerProcess | ClusterProcess, team: str
+) -> None:
+    with server.redis_client() as client:
+        store = EventStore(client, Keys("tilebox", team), dedup_window_ms=0)  # a new one each time
+        legacy = store.keys.dedup(CONTROL)
+        store.redis.hset(legacy, mapping={new_id(): "1-0" for _ in range(100)})  # from before
+        batches = [[made(team, f"c{i}")] for i in range(50)]
+        for batch in batches:
+            store.append(CONTROL, batch)
+        # each hash holds one batch and when it started, whatever was appended before
+        assert store.redis.hlen(legacy) == 2
+        assert store.redis.hlen(store.keys.dedup_previous(CONTROL)) == 2
+        assert store.append(CONTROL, batches[-1]).duplicate
+        assert store.append(CONTROL, batches[-2]).duplicate  # in the previous generation
+
+
 def test_batch_append_is_atomic_and_ordered(store: EventStore, team: str) -> None:
     batch = [made(team, f"c{i}") for i in range(500)]
     result = store.append(CONTROL, batch)

@@ -13,15 +13,16 @@ from typing import Any, TypeVar
 import click
 import msgspec
 
-from tilebox_core import Job, NotFound, TaskInfo, TaskLogLine, job_diagram
+from tilebox_core import Job, JobState, NotFound, TaskInfo, TaskLogLine, job_diagram
 from tilebox_core.domain.diagnosis import deployment_gap, failing_releases_still_deployed
 from tilebox_core.domain.identifiers import make_identifier
+from tilebox_core.domain.intervals import between
 from tilebox_core.domain.jobs import MAX_INPUT_BYTES
 from tilebox_core.domain.projection import DEFAULT_CLUSTER
 
 from .context import AppContext, json_option, pass_app, yes_option
 from .history import TIME
-from .output import State, coloured, emit_json, page, table, warn, when
+from .output import State, coloured, emit_json, page, printable, table, warn, when
 
 FINAL = ("completed", "failed", "cancelled")
 F = TypeVar("F", bound=Callable[..., Any])
@@ -117,7 +118,9 @@ def list_(
 ) -> None:  # fmt: skip
     """List jobs, newest first."""
     app.reading()
-    jobs = app.client.jobs().query(state=state, name=name, since=since, until=until, limit=limit)
+    jobs = app.client.jobs().query(
+        between(since, until), job_states=JobState(state) if state else None, name=name, limit=limit
+    )
     if app.json:
         emit_json(jobs)
         return
@@ -149,7 +152,7 @@ def get(app: AppContext, job_id: str, diagram: Path | None) -> None:
         emit_json({**msgspec.to_builtins(found), "waiting_because": reasons})
         return
     lines = [
-        f"job       {found.id} ({found.name})",
+        f"job       {found.id} ({printable(found.name)})",
         f"cluster   {found.cluster}",
         f"state     {coloured(found.state)}",
         f"submitted {when(found.submitted_at)} by {found.submitted_by}",
@@ -164,7 +167,7 @@ def get(app: AppContext, job_id: str, diagram: Path | None) -> None:
         release = f" release={task.release_id}" if task.release_id else ""
         retries = f" attempts={task.attempts}" if task.attempts else ""
         lines.append(
-            f"{'  ' * depth}{task.name}@{task.version}  {coloured(task.state)}{runner}{release}{retries}"
+            f"{'  ' * depth}{printable(task.name)}@{task.version}  {coloured(task.state)}{runner}{release}{retries}"
         )
     page(lines)
 

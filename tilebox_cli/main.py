@@ -125,9 +125,9 @@ def cli(
 
 
 def _register() -> None:
-    from . import cluster, console, history, job, runner, server, workflow
+    from . import audit, cluster, console, history, job, runner, server, workflow
 
-    for module in (cluster, workflow, job, runner, history, server, console):
+    for module in (cluster, workflow, job, runner, history, audit, server, console):
         module.register(cli)
 
 

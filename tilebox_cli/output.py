@@ -15,6 +15,8 @@ from typing import Any
 import click
 import msgspec
 
+from tilebox_core.domain.identifiers import is_control as _is_control
+
 STATE_COLOURS = {
     "completed": "green",
     "computed": "green",
@@ -89,8 +91,17 @@ def _cell(value: Any) -> str:
     if isinstance(value, dt.datetime):
         return when(value)
     if isinstance(value, (list, tuple)):
-        return ",".join(map(str, value)) or "-"
-    return str(value)
+        return ",".join(map(printable, map(str, value))) or "-"
+    return printable(str(value))
+
+
+def printable(text: str) -> str:
+    """``text`` for one line of a terminal: control characters (newlines, escape sequences, bidi
+    overrides) as Python escapes, so a task or job name of any characters neither breaks a table
+    nor moves the cursor; other text is unchanged."""
+    if not any(_is_control(c) for c in text):
+        return text
+    return "".join(c.encode("unicode_escape").decode() if _is_control(c) else c for c in text)
 
 
 class TerminalProgress:

@@ -1,6 +1,14 @@
 """tilebox_core: workflow releases, cluster deployments and jobs, event-sourced on Redis Streams."""
 
-from .cache import JobCache
+from .cache import (
+    AmazonS3Cache,
+    AzureBlobStorageCache,
+    GoogleStorageCache,
+    InMemoryCache,
+    JobCache,
+    LocalFileSystemCache,
+    ObstoreCache,
+)
 from .client import Client, Clusters, Deployments, History, PublishResult, Workflows, position_time
 from .domain.control import DeployChange, DeployPlan
 from .domain.diagram import job_diagram
@@ -16,19 +24,32 @@ from .domain.errors import (
 )
 from .domain.events import Event, ReleaseTask
 from .domain.identifiers import TaskIdentifier
-from .domain.jobs import Job, Progress, TaskInfo
-from .domain.projection import Cluster, Release, Workflow
+from .domain.intervals import IDInterval, TimeInterval
+from .domain.jobs import ExecutionStats, Job, Progress, TaskInfo
+from .domain.projection import Cluster, ClusterLike, Release, Workflow
 from .domain.tasklogs import TaskLogLine
 from .domain.tasks import JobState, TaskState
-from .jobs import Jobs
+from .execution.registry import Runner
+from .execution.worker import TaskRunner
+from .jobs import JobIDLike, Jobs
 from .redis.server import EmbeddedServer, ServerStatus
 from .settings import Settings
-from .task import ExecutionContext, FutureTask, ProgressIndicator, Task
+from .task import (
+    ExecutionContext,
+    FutureTask,
+    ProgressIndicator,
+    RunnerContext,
+    Task,
+    TaskDefinitionError,
+)
 
 __all__ = [
+    "AmazonS3Cache",
     "ArtifactError",
+    "AzureBlobStorageCache",
     "Client",
     "Cluster",
+    "ClusterLike",
     "Clusters",
     "ConcurrencyError",
     "Conflict",
@@ -38,29 +59,41 @@ __all__ = [
     "EmbeddedServer",
     "Event",
     "ExecutionContext",
+    "ExecutionStats",
     "FutureTask",
+    "GoogleStorageCache",
     "History",
+    "IDInterval",
+    "InMemoryCache",
     "Incompatible",
     "InvalidInput",
     "Job",
     "JobCache",
+    "JobIDLike",
     "JobState",
     "Jobs",
+    "LocalFileSystemCache",
     "NotFound",
+    "ObstoreCache",
     "Progress",
     "ProgressIndicator",
     "PublishResult",
     "Release",
     "ReleaseTask",
+    "Runner",
+    "RunnerContext",
     "ServerStatus",
     "Settings",
     "StoreUnavailable",
     "Task",
+    "TaskDefinitionError",
     "TaskIdentifier",
     "TaskInfo",
     "TaskLogLine",
+    "TaskRunner",
     "TaskState",
     "TileboxError",
+    "TimeInterval",
     "Workflow",
     "Workflows",
     "job_diagram",

@@ -10,18 +10,29 @@ from typing import Any, NamedTuple
 
 from tilebox_core.build.artifact import MAX_ARTIFACT_BYTES, artifact_files, digest_of, verify_digest
 from tilebox_core.domain import control
+from tilebox_core.domain.chain import Audit, StreamAudit
 from tilebox_core.domain.errors import ArtifactError, InvalidInput
 from tilebox_core.domain.events import ALL_EVENTS, Event, Origin, ReleaseTask
-from tilebox_core.domain.projection import Cluster, ControlState, Release, Workflow, fold
+from tilebox_core.domain.projection import (
+    Cluster,
+    ClusterLike,
+    ControlState,
+    Release,
+    Workflow,
+    cluster_slug,
+    fold,
+)
 from tilebox_core.domain.runners import RunnerInfo
 from tilebox_core.execution.registry import Runner
 from tilebox_core.execution.worker import TaskRunner
 from tilebox_core.redis.eventstore import CONTROL
 from tilebox_core.redis.eventstore import Stored as Stored  # re-exported: what History yields
+from tilebox_core.redis.taskstore import TASKS
 
+from .cache import JobCache
 from .jobs import Jobs
 from .session import Session
-from .task import Task
+from .task import RunnerContext, Task
 
 KNOWN_TYPES = frozenset(cls.__name__ for cls in ALL_EVENTS)
 FOLLOW_POLL_MS = 200  # History.follow over several shards: how often it looks at their logs
@@ -58,12 +69,26 @@ class Client(Session):
 
     def runner(
         self,
-        cluster: str | None = None,
-        tasks: Iterable[type[Task]] | Runner = (),
+        cluster: ClusterLike | None = None,
+        tasks: Iterable[type[Task]] | Runner | None = None,
+        cache: JobCache | None = None,
+        context: type[RunnerContext] | None = None,
+        runner: Runner | None = None,
         **options: Any,
     ) -> TaskRunner:
-        """A direct runner executing ``tasks`` from ``cluster`` (see ``TaskRunner`` options)."""
-        return TaskRunner(self, cluster, tasks, **options)
+        """A direct runner executing ``tasks`` from ``cluster`` (default: the client's), as
+        Tilebox's ``client.runner``: with ``cache``, the job cache its tasks share, and
+        ``context``, the ``RunnerContext`` class of its one runner context; or all three from a
+        ``runner`` (``Runner``). Other options: see ``TaskRunner``."""
+        if runner is not None:
+            if tasks is not None or cache is not None or context is not None:
+                raise InvalidInput(
+                    "client.runner takes either a runner or tasks, cache and context; "
+                    "pass the cache and context to the Runner"
+                )
+            tasks = runner
+        slug = cluster_slug(cluster) if cluster is not None else None
+        return TaskRunner(self, slug, tasks or (), cache=cache, context=context, **options)
 
 
 class ClusterDeletion(NamedTuple):
@@ -315,6 +340,28 @@ class History:
                 after[log] = stored.position
                 if wanted(stored):
                     yield stored
+
+    def verify(self, since: dt.datetime | None = None) -> Audit:
+        """Recompute the hash chain of every log stream of the team (the control log and each
+        shard's task log; domain.chain): what ``tilebox audit verify`` reports. ``since``: only
+        the entries appended at or after it, the chain taken up from the entry before (which is
+        not itself checked). Entries appended while it runs are left for the next run."""
+        store = self._client.store
+        after = _after(since)
+        streams = self._streams()
+        shards = len(streams) - 1
+        audits = []
+        for index, stream in enumerate(streams):
+            log = (
+                CONTROL
+                if index == 0
+                else TASKS
+                if shards == 1
+                else f"{TASKS} shard {index - 1} of {shards}"
+            )
+            anchor, result = store.verify_stream(stream, after)
+            audits.append(StreamAudit(log, stream, anchor, result))
+        return Audit(audits)
 
     def is_empty(self) -> bool:
         """True for a team nothing was ever written to (a mistyped ``--team``, say)."""

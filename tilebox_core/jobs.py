@@ -10,8 +10,9 @@ from __future__ import annotations
 import datetime as dt
 import math
 import time
+import uuid
 from collections.abc import Callable, Iterable, Iterator, Sequence
-from typing import Any
+from typing import Any, TypeAlias
 
 import msgspec
 
@@ -22,15 +23,18 @@ from tilebox_core.domain.errors import Conflict, InvalidInput, NotFound
 from tilebox_core.domain.events import JobCancelled, JobRetried, JobSubmitted, Origin
 from tilebox_core.domain.identifiers import make_identifier
 from tilebox_core.domain.ids import new_id
+from tilebox_core.domain.intervals import IDInterval, TemporalExtent, parse_temporal_extent
 from tilebox_core.domain.jobs import (
     MAX_INPUT_BYTES,
     Job,
     Progress,
     TaskInfo,
     deployed_task,
+    execution_stats,
     job_state,
     validated_input,
 )
+from tilebox_core.domain.projection import ClusterLike, cluster_slug
 from tilebox_core.domain.tasklogs import TaskLogLine
 from tilebox_core.domain.tasks import (
     JOB_DONE,
@@ -45,13 +49,27 @@ from tilebox_core.domain.tasks import (
 
 from .redis.tasklogs import TaskLogStore
 from .session import Session
-from .task import Task, task_identifier
+from .task import Task, encode_input, task_identifier
 
 # Jobs per submit script call: one call's work blocks the server, so a bulk submission is cut
 # into calls of a few milliseconds each, and runners start on the first jobs meanwhile.
 SUBMIT_CHUNK = 200
 
 QUERY_PAGE = 500  # job hashes read per round trip by query
+
+JobIDLike: TypeAlias = Job | str | uuid.UUID
+"""A job or its id, wherever the API takes a job (as Tilebox's ``JobIDLike``)."""
+
+
+def job_id_of(job: JobIDLike) -> str:
+    if isinstance(job, Job):
+        return job.id
+    if isinstance(job, uuid.UUID):
+        return str(job)
+    if isinstance(job, str):
+        return job
+    raise InvalidInput(f"{job!r} is not a job: pass a Job or a job id")
+
 
 TASK_FIELDS = (
     "name", "version", "state", "parent", "runner", "release", "attempts", "compute_ms",
@@ -65,7 +83,7 @@ def task_spec(
 ) -> TaskSpec:  # fmt: skip
     identifier = task_identifier(type(task))
     return TaskSpec(
-        task_id, identifier.name, identifier.version, cluster, msgspec.json.encode(task).decode(),
+        task_id, identifier.name, identifier.version, cluster, encode_input(task),
         parent_id, list(dict.fromkeys(depends_on)), max_retries, optional,  # a dependency once
     )  # fmt: skip
 
@@ -82,22 +100,38 @@ class Jobs:
         self,
         name: str,
         tasks: Task | Sequence[Task],
-        cluster: str | None = None,
+        cluster: ClusterLike | Sequence[ClusterLike] | None = None,
         max_retries: int = 0,
     ) -> Job:
-        """Submit a job whose root tasks are ``tasks``; returns it (state ``queued``)."""
-        return self.submit_many([(name, tasks)], cluster, max_retries)[0]
+        """Submit a job whose root tasks are ``tasks``; returns it (state ``queued``).
+
+        ``cluster``: where the root tasks run (default: the client's cluster), or, as in Tilebox,
+        a list of one cluster per root task. The job's own cluster is its first root task's."""
+        if cluster is None or isinstance(cluster, ClusterLike):
+            return self.submit_many([(name, tasks)], cluster, max_retries)[0]
+        roots = [tasks] if isinstance(tasks, Task) else list(tasks)
+        slugs = [cluster_slug(c) for c in cluster]
+        if len(slugs) != len(roots):
+            raise InvalidInput(
+                f"job {name!r} has {len(roots)} root task(s) and {len(slugs)} cluster(s); pass "
+                "one cluster for all, or exactly one per root task"
+            )
+        _retries(max_retries)
+        specs = [task_spec(t, new_id(), c, max_retries=max_retries) for t, c in zip(roots, slugs)]
+        if not specs:
+            raise InvalidInput(f"job {name!r} needs at least one task")
+        return self._submit([(name, specs)], max_retries)[0]
 
     def submit_many(
         self,
         jobs: Iterable[tuple[str, Task | Sequence[Task]]],
-        cluster: str | None = None,
+        cluster: ClusterLike | None = None,
         max_retries: int = 0,
     ) -> list[Job]:
         """Submit many jobs, each ``(name, root task or tasks)``, in few round trips: every job is
         created atomically, in order, and runners may start on the first ones while later ones
         are still being sent. All are checked before any is submitted."""
-        cluster = cluster or self._client.settings.cluster
+        cluster = cluster_slug(cluster) if cluster is not None else self._client.settings.cluster
         _retries(max_retries)
         requests = []
         for name, tasks in jobs:
@@ -106,7 +140,7 @@ class Jobs:
                 raise InvalidInput(f"job {name!r} needs at least one task")
             requests.append((name, [task_spec(t, new_id(), cluster, max_retries=max_retries)
                                     for t in roots]))  # fmt: skip
-        return self._submit(cluster, requests, max_retries)
+        return self._submit(requests, max_retries)
 
     def submit_by_name(
         self,
@@ -144,18 +178,19 @@ class Jobs:
             new_id(), identifier.name, identifier.version, cluster, input_json,
             max_retries=_retries(max_retries),
         )  # fmt: skip
-        return self._submit(cluster, [(name, [spec])], max_retries)[0]
+        return self._submit([(name, [spec])], max_retries)[0]
 
     def _submit(
-        self, cluster: str, requests: Sequence[tuple[str, list[TaskSpec]]], max_retries: int
+        self, requests: Sequence[tuple[str, list[TaskSpec]]], max_retries: int
     ) -> list[Job]:
-        """Create the jobs ``requests`` (name, root task specs) on ``cluster``."""
+        """Create the jobs ``requests`` (name, root task specs, each on its cluster)."""
         for name, _ in requests:
             if not name.strip():
                 raise InvalidInput("a job needs a non-empty name")
         # A cluster the cached projection knows needs no round trip; an unknown one may be new.
         known = self._client.cached_state()
-        require_cluster(known if cluster in known.clusters else self._client.state(), cluster)
+        for cluster in dict.fromkeys(s.cluster for _, specs in requests for s in specs):
+            require_cluster(known if cluster in known.clusters else self._client.state(), cluster)
         origin = self._client.origin()
         views: list[Job] = []
 
@@ -165,7 +200,7 @@ class Jobs:
             for start in range(0, len(requests), SUBMIT_CHUNK):
                 chunk = []
                 for name, specs in requests[start : start + SUBMIT_CHUNK]:
-                    job = new_job(origin, submitted_ms, name, cluster, specs, max_retries)
+                    job = new_job(origin, submitted_ms, name, specs[0].cluster, specs, max_retries)
                     chunk.append(job)
                     views.append(job_view(job, origin))
                 yield chunk
@@ -175,19 +210,19 @@ class Jobs:
 
     # --- reading ----------------------------------------------------------------------------------
 
-    def find(self, job_id: str, with_tasks: bool = True, with_dependencies: bool = False) -> Job:
-        """The job ``job_id``; ``with_dependencies`` also fills each task's ``depends_on`` (one
-        more field read per task, so only when asked: the diagram needs it, most readers not)."""
+    def find(self, job: JobIDLike, with_tasks: bool = True, with_dependencies: bool = False) -> Job:
+        """The job ``job`` (a Job, read afresh, or its id); ``with_dependencies`` also fills each
+        task's ``depends_on`` (one more field read per task, so only when asked: the diagram
+        needs it, most readers not)."""
+        job_id = job_id_of(job)
         return self._jobs([(job_id, self._fields(job_id))], with_tasks, with_dependencies)[0]
 
-    def visualize(self, job: Job | str) -> str:
+    def visualize(self, job: JobIDLike) -> str:
         """The task tree of ``job`` (a Job or its id) as an SVG diagram, read afresh: states
         coloured, dependencies as arrows, wide fan-outs of identical leaves grouped."""
-        return job_diagram(
-            self.find(job if isinstance(job, str) else job.id, with_dependencies=True)
-        )
+        return job_diagram(self.find(job, with_dependencies=True))
 
-    def display(self, job: Job | str) -> None:
+    def display(self, job: JobIDLike) -> None:
         """Show ``visualize(job)`` in a notebook (IPython)."""
         try:
             from IPython.display import SVG, display
@@ -230,51 +265,81 @@ class Jobs:
             by_state: dict[str, int] = dict.fromkeys(TaskState, 0)
             for info in infos:
                 by_state[info.state] = by_state.get(info.state, 0) + 1
+            counts = {k: v for k, v in by_state.items() if v}
+            runs = [(int(r["finished_ms"] or 0), int(r["compute_ms"] or 0)) for r in job_rows]
+            compute_ms = sum(compute for _, compute in runs)
             views.append(Job(
                 id=job_id, name=fields["name"], cluster=fields["cluster"], state=job_state(fields),
                 submitted_at=dt.datetime.fromisoformat(fields["submitted_at"]),
                 submitted_by=fields["submitted_by"], total_tasks=len(infos),
-                tasks_by_state={k: v for k, v in by_state.items() if v},
-                compute_seconds=round(sum(i.compute_seconds for i in infos), 3),
+                tasks_by_state=counts, compute_seconds=round(compute_ms / 1000, 3),
                 progress=_progress(fields), tasks=infos if with_tasks else [],
+                execution_stats=execution_stats(runs, len(infos), counts),
             ))  # fmt: skip
         return views
 
     def query(
         self,
-        state: str | None = None,
+        temporal_extent: TemporalExtent | None = None,
+        job_states: JobState | Sequence[JobState] | None = None,
         name: str | None = None,
-        since: dt.datetime | None = None,
-        until: dt.datetime | None = None,
-        limit: int = 100,
-        cluster: str | None = None,
+        task_states: TaskState | Sequence[TaskState] | None = None,
+        clusters: ClusterLike | Sequence[ClusterLike] | None = None,
+        *,
+        limit: int | None = None,
         offset: int = 0,
     ) -> list[Job]:
-        """Most recent jobs first, filtered by state, name (substring), cluster and submission
-        time; ``offset`` matching jobs are skipped (paging)."""
-        if state is not None and state not in tuple(JobState):
-            raise InvalidInput(f"unknown job state {state!r}; use one of {', '.join(JobState)}")
-        ids = self._store.job_ids(
-            math.floor(since.timestamp() * 1000) if since else float("-inf"),  # the index is in ms
-            until.timestamp() * 1000 if until else float("inf"),
-            limit=100_000,
-        )
-        matched: list[tuple[str, dict[str, Any]]] = []
+        """Jobs, newest first, as Tilebox's ``jobs().query``: submitted within ``temporal_extent``
+        (a time interval, a pair of times [start, end), one time, or a pair of job ids
+        [start, end]; default: any time), in one of ``job_states``, whose name contains ``name``
+        (case-insensitive), with a task in one of ``task_states``, on one of ``clusters``.
+        ``limit`` (default: all) and ``offset`` page through the matches. At most the newest
+        100,000 jobs of the extent are looked at."""
+        extent = parse_temporal_extent(temporal_extent) if temporal_extent is not None else None
+        wanted_jobs = _states(job_states, JobState, "job")
+        wanted_tasks = _states(task_states, TaskState, "task")
+        on = set() if clusters is None else {
+            cluster_slug(c) for c in ([clusters] if isinstance(clusters, ClusterLike) else clusters)
+        }  # fmt: skip
+        needle = name.casefold() if name else None
+        if limit is not None and limit < 1:
+            raise InvalidInput(f"limit must be at least 1, got {limit}")
+        low, high = extent.bounds_ms() if extent is not None else (float("-inf"), float("inf"))
+        ids = self._store.job_ids(low, high, limit=100_000)  # the index is in ms
+        wanted = math.inf if limit is None else offset + limit
+        found: list[tuple[str, dict[str, Any]]] = []  # matches, read as views at the end
+        views: list[Job] = []  # matches, read as views already (to filter by task state)
         for start in range(0, len(ids), QUERY_PAGE):  # job hashes a page per round trip
             page = ids[start : start + QUERY_PAGE]
+            candidates = []
             for job_id, fields in zip(page, self._store.jobs(page)):
                 if not fields:
                     continue
-                if name and name not in fields.get("name", ""):
+                if isinstance(extent, IDInterval):
+                    if not extent.contains(job_id):
+                        continue
+                elif extent is not None and not extent.contains(
+                    dt.datetime.fromisoformat(fields["submitted_at"])
+                ):
                     continue
-                if state and job_state(fields) != state:
+                if needle and needle not in fields.get("name", "").casefold():
                     continue
-                if cluster and fields.get("cluster") != cluster:
+                if wanted_jobs and job_state(fields) not in wanted_jobs:
                     continue
-                matched.append((job_id, fields))
-            if len(matched) >= offset + limit:
+                if on and fields.get("cluster") not in on:
+                    continue
+                candidates.append((job_id, fields))
+            if wanted_tasks:  # task counts are in the job views: read them for this page only
+                page_views = self._jobs(candidates, with_tasks=False)
+                views += [v for v in page_views if wanted_tasks & v.tasks_by_state.keys()]
+            else:
+                found += candidates
+            if len(views if wanted_tasks else found) >= wanted:
                 break
-        return self._jobs(matched[offset : offset + limit], with_tasks=False)
+        end = None if limit is None else offset + limit
+        if wanted_tasks:
+            return views[offset:end]
+        return self._jobs(found[offset:end], with_tasks=False)
 
     def logs(self, job: Job | str, task: str | None = None) -> list[TaskLogLine]:
         """What the tasks of ``job`` (a Job or its id) logged through ``context.logger``, oldest
@@ -329,7 +394,7 @@ class Jobs:
 
     def wait(
         self,
-        job_id: str,
+        job: JobIDLike,
         timeout: float | None = None,
         on_update: Callable[[Job], None] | None = None,
         interval: float = 0.2,
@@ -340,6 +405,7 @@ class Jobs:
         ``on_update``, at most every ``interval`` seconds per 2,000 tasks (a waiting terminal
         must not load the server like a runner), and once at the end.
         """
+        job_id = job_id_of(job)
         deadline = None if timeout is None else time.monotonic() + timeout
         next_update = 0.0
         while True:
@@ -358,8 +424,10 @@ class Jobs:
 
     # --- changing ---------------------------------------------------------------------------------
 
-    def retry(self, job_id: str) -> int:
-        """Re-queue the failed tasks of a job; completed work is kept. Returns how many."""
+    def retry(self, job_or_id: JobIDLike) -> int:
+        """Re-queue the failed tasks of a job (a Job or its id); completed work is kept. Returns
+        how many."""
+        job_id = job_id_of(job_or_id)
         job = self.find(job_id)
         if job.state is JobState.CANCELLED:
             raise Conflict(f"job {job_id} was cancelled; submit it again instead of retrying")
@@ -375,7 +443,9 @@ class Jobs:
         )
         return self._store.retry(job_id, failed, event)
 
-    def cancel(self, job_id: str) -> Job:
+    def cancel(self, job_or_id: JobIDLike) -> Job:
+        """Cancel a job (a Job or its id): its tasks not started yet never run. Returns it."""
+        job_id = job_id_of(job_or_id)
         job = self.find(job_id)
         if job.state in (JobState.COMPLETED, JobState.CANCELLED):
             raise Conflict(f"job {job_id} is already {job.state}; nothing to cancel")
@@ -425,6 +495,19 @@ def job_view(job: NewJob, origin: Origin) -> Job:
         submitted_at=origin.at, submitted_by=origin.actor, total_tasks=len(job.specs),
         tasks_by_state=by_state, compute_seconds=0.0, progress=[],
     )  # fmt: skip
+
+
+def _states(given: Any, kind: type[JobState] | type[TaskState], what: str) -> set[str]:
+    """The states ``given`` (one, or a sequence; a state's value is accepted too), checked."""
+    if given is None:
+        return set()
+    values = [given] if isinstance(given, str) else list(given)
+    try:
+        return {kind(v).value for v in values}
+    except ValueError:
+        raise InvalidInput(
+            f"unknown {what} state in {given!r}; use {kind.__name__} values: {', '.join(kind)}"
+        ) from None
 
 
 def _retries(value: int) -> int:

@@ -34,6 +34,7 @@ from tilebox_core import (
 )
 from tilebox_core.domain.diagram import STATE_COLOURS
 from tilebox_core.domain.events import ALL_EVENTS, DeploymentRemoved, DeploymentSet, UnknownEvent
+from tilebox_core.domain.intervals import between
 from tilebox_core.domain.runners import RunnerInfo
 from tilebox_core.domain.tasks import JobState, TaskState
 
@@ -352,8 +353,9 @@ def jobs(client: Client, request: Request) -> dict[str, Any]:
     found: list[Job] = []
     if not filters.errors:
         found = client.jobs().query(
-            state=state or None, name=name or None, cluster=cluster_slug or None, since=since,
-            until=until, limit=JOBS_PER_PAGE + 1, offset=(page - 1) * JOBS_PER_PAGE,
+            between(since, until), job_states=JobState(state) if state else None,
+            name=name or None, clusters=cluster_slug or None, limit=JOBS_PER_PAGE + 1,
+            offset=(page - 1) * JOBS_PER_PAGE,
         )  # fmt: skip
     rows = [{"job": j, "segments": segments(j.tasks_by_state, j.total_tasks), "done": finished(j)}
             for j in found[:JOBS_PER_PAGE]]  # fmt: skip

@@ -13,7 +13,7 @@ from __future__ import annotations
 from collections import deque
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
-from html import escape
+from html import escape as _html_escape
 
 from .jobs import Job, TaskInfo
 
@@ -28,6 +28,18 @@ STATE_COLOURS: dict[str, tuple[str, str]] = {
     "skipped": ("#8b5cf6", "#f5f3ff"),
     "cancelled": ("#6b7280", "#f3f4f6"),
 }
+# Characters XML 1.0 forbids even as references (C0 controls but tab, newline, return; lone
+# surrogates; U+FFFE/U+FFFF): a task name may hold any character, and one of these would make the
+# whole SVG unreadable, so each is drawn as U+FFFD.
+_NOT_XML = {c: "\ufffd" for c in [*range(0x20), *range(0xD800, 0xE000), 0xFFFE, 0xFFFF]
+            if c not in (0x09, 0x0A, 0x0D)}  # fmt: skip
+
+
+def escape(text: str) -> str:
+    """``text`` as SVG character data or an attribute value."""
+    return _html_escape(text.translate(_NOT_XML))
+
+
 UNKNOWN_COLOURS = ("#a1a1aa", "#fafafa")  # a state a newer version added
 DEPENDENCY_COLOUR = "#7c3aed"
 LINE_COLOUR = "#94a3b8"

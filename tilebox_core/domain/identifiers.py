@@ -13,7 +13,10 @@ from .errors import InvalidInput
 
 _SLUG = re.compile(r"^[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?$")
 _VERSION = re.compile(r"^v(0|[1-9][0-9]*)\.(0|[1-9][0-9]*)$")
-_TASK_NAME = re.compile(r"^[A-Za-z0-9_.:/@-]{1,200}$")
+MAX_TASK_NAME_LENGTH = 256
+"""As Tilebox: a task name is 1-256 characters of any kind (``tilebox.com/Fetch Scene``, ``東京``).
+Where one reaches a Redis key it is percent-encoded (``keys.TaskKeys.lane``), and where it reaches
+a terminal its control characters are escaped (``tilebox_cli.output.printable``)."""
 
 MAX_NAME_LENGTH = 128
 """Display names of clusters and workflows: long enough for any real name, short enough for a table."""
@@ -37,7 +40,7 @@ def validate_name(name: str, what: str = "name") -> str:
             f"{what} is {len(name):,} characters long, over the limit of {MAX_NAME_LENGTH}; "
             "choose a shorter name"
         )
-    control = next((c for c in name if _is_control(c)), None)
+    control = next((c for c in name if is_control(c)), None)
     if control is not None:
         raise InvalidInput(
             f"{what} {name[:40]!r} contains the control character U+{ord(control):04X}; "
@@ -49,7 +52,7 @@ def validate_name(name: str, what: str = "name") -> str:
 _BIDI_CONTROLS = frozenset("\u202a\u202b\u202c\u202d\u202e\u2066\u2067\u2068\u2069")
 
 
-def _is_control(char: str) -> bool:
+def is_control(char: str) -> bool:
     """C0/C1 controls, line/paragraph separators and bidi overrides: they move or break lines."""
     return unicodedata.category(char) in ("Cc", "Zl", "Zp") or char in _BIDI_CONTROLS
 
@@ -91,10 +94,25 @@ def parse_version(version: str) -> tuple[int, int]:
     return int(match[1]), int(match[2])
 
 
-def check_task_name(name: str) -> str:
+def check_task_name(name: object) -> str:
     """The one rule for task names: every check of a name (submit, discovery, publish) ends here."""
-    if not _TASK_NAME.match(name):
-        raise InvalidInput(f"invalid task name {name!r}: use 1-200 letters, digits and . _ - / : @")
+    if not isinstance(name, str):
+        raise InvalidInput(f"invalid task name {name!r}: a task name is a string")
+    if not name:
+        raise InvalidInput("invalid task name '': a task name needs 1-256 characters")
+    if len(name) > MAX_TASK_NAME_LENGTH:
+        raise InvalidInput(
+            f"invalid task name {name[:40]!r}...: {len(name):,} characters, over the limit of "
+            f"{MAX_TASK_NAME_LENGTH}; choose a shorter name"
+        )
+    try:
+        name.encode("utf-8")
+    except UnicodeEncodeError as exc:
+        # a lone surrogate (from a mis-decoded byte) is not a character: it cannot be stored
+        raise InvalidInput(
+            f"invalid task name {name!r}: U+{ord(name[exc.start]):04X} at {exc.start} is not a "
+            "character (a lone UTF-16 surrogate); fix the text's encoding"
+        ) from None
     return name
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+from collections.abc import Iterable
 from typing import Any
 
 import msgspec
@@ -35,6 +36,53 @@ class Progress(msgspec.Struct, frozen=True):
     total: int
 
 
+class ExecutionStats(msgspec.Struct, frozen=True):
+    """How a job ran, as Tilebox's ``job.execution_stats``: when its first task started and its
+    last one stopped (the server's clock; None before), the compute time of its tasks, the time
+    between those two, their ratio (how many tasks ran at once on average), and its tasks."""
+
+    first_task_started_at: dt.datetime | None = None
+    last_task_stopped_at: dt.datetime | None = None
+    compute_time: dt.timedelta = dt.timedelta(0)
+    elapsed_time: dt.timedelta = dt.timedelta(0)
+    parallelism: float = 0.0
+    total_tasks: int = 0
+    tasks_by_state: dict[str, int] = {}  # TaskState -> count, states with none left out
+
+
+def execution_stats(
+    runs: Iterable[tuple[int, int]], total_tasks: int, tasks_by_state: dict[str, int]
+) -> ExecutionStats:
+    """A job's execution stats from its tasks' runs, (finished_ms, compute_ms) of each finished
+    task (finished_ms in the server's clock, written by the finish script), and its counts: a
+    task started its compute time before it finished."""
+    first_ms: int | None = None
+    last_ms: int | None = None
+    compute_ms = 0
+    for finished, ran_ms in runs:
+        compute_ms += ran_ms
+        if finished:
+            started = finished - ran_ms
+            first_ms = started if first_ms is None else min(first_ms, started)
+            last_ms = finished if last_ms is None else max(last_ms, finished)
+    first = _from_ms(first_ms) if first_ms is not None else None
+    last = _from_ms(last_ms) if last_ms is not None else None
+    elapsed = last - first if first is not None and last is not None else dt.timedelta(0)
+    compute_time = dt.timedelta(milliseconds=compute_ms)
+    return ExecutionStats(
+        first_task_started_at=first, last_task_stopped_at=last, compute_time=compute_time,
+        elapsed_time=elapsed, parallelism=round(compute_time / elapsed, 3) if elapsed else 0.0,
+        total_tasks=total_tasks, tasks_by_state=tasks_by_state,
+    )  # fmt: skip
+
+
+_EPOCH = dt.datetime(1970, 1, 1, tzinfo=dt.UTC)
+
+
+def _from_ms(ms: int) -> dt.datetime:
+    return _EPOCH + dt.timedelta(milliseconds=ms)
+
+
 class Job(msgspec.Struct, frozen=True):
     id: str
     name: str
@@ -47,6 +95,7 @@ class Job(msgspec.Struct, frozen=True):
     compute_seconds: float
     progress: list[Progress]
     tasks: list[TaskInfo] = []
+    execution_stats: ExecutionStats = msgspec.field(default_factory=ExecutionStats)
 
 
 def job_state(fields: dict[str, str]) -> JobState:

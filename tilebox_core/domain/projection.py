@@ -38,6 +38,15 @@ class Cluster(msgspec.Struct, frozen=True):
     id: str | None = None
 
 
+ClusterLike = Cluster | str
+"""A cluster, or its slug: what the API takes wherever it names a cluster (Tilebox's
+``ClusterSlugLike``)."""
+
+
+def cluster_slug(cluster: ClusterLike) -> str:
+    return cluster.slug if isinstance(cluster, Cluster) else cluster
+
+
 class Workflow(msgspec.Struct, frozen=True):
     slug: str
     name: str

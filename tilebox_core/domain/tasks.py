@@ -46,6 +46,12 @@ class JobState(enum.StrEnum):
     COMPLETED = "completed"
     FAILED = "failed"
     CANCELLED = "cancelled"
+    # Tilebox's names of the same states, as aliases (JobState.SUBMITTED is JobState.QUEUED;
+    # iterating JobState gives the five above). Tilebox tells a job with a task running
+    # (RUNNING) from one started with none running now (STARTED); here both are RUNNING.
+    SUBMITTED = "queued"
+    STARTED = "running"
+    CANCELED = "cancelled"
 
 
 JOB_DONE = frozenset({JobState.COMPLETED, JobState.FAILED, JobState.CANCELLED})

@@ -9,7 +9,7 @@ from typing import Any
 
 import structlog
 
-from tilebox_core.cache import JobCache
+from tilebox_core.cache import JobCache, LocalFileSystemCache
 from tilebox_core.domain.errors import InvalidInput
 from tilebox_core.domain.ids import subtask_id
 from tilebox_core.task import (
@@ -17,6 +17,7 @@ from tilebox_core.task import (
     ExecutionContext,
     FutureTask,
     ProgressIndicator,
+    RunnerContext,
     Task,
     task_identifier,
 )
@@ -41,20 +42,28 @@ class TaskContext(ExecutionContext):
     """The context of one execution of one task; collects its subtasks and progress."""
 
     def __init__(
-        self, current_task: CurrentTask, cache_root: Path, runner_id: str = "",
-        logs: TaskLogs | None = None,
+        self, current_task: CurrentTask, cache: JobCache | Path, runner_id: str = "",
+        runner_context: RunnerContext | None = None, logs: TaskLogs | None = None,
     ) -> None:  # fmt: skip
         self.current_task = current_task
         self._logs = logs  # where what it logs is kept (its job's task log), if anywhere
-        self._cache_root = cache_root
+        # the runner's cache (a Path: a local cache there); the job's group is made on first use
+        self._cache = LocalFileSystemCache(cache) if isinstance(cache, Path) else cache
         self._runner_id = runner_id
+        self._runner_context = runner_context
         self._subtasks: list[SubtaskRequest] = []
         self._progress: dict[str, ProgressIndicator] = {}
 
     @functools.cached_property
     def job_cache(self) -> JobCache:
-        """Built on first use, like ``logger``."""
-        return JobCache(self._cache_root / self.current_task.job_id)
+        """This job's group of the runner's cache; built on first use, like ``logger``."""
+        return self._cache.group(self.current_task.job_id)
+
+    @property
+    def runner_context(self) -> RunnerContext:
+        if self._runner_context is None:  # a context made outside a runner (tests)
+            self._runner_context = RunnerContext()
+        return self._runner_context
 
     @functools.cached_property
     def logger(self) -> Any:

@@ -32,6 +32,7 @@ from typing import TypedDict, TypeVar
 import msgspec
 import structlog
 
+from tilebox_core.cache import JobCache, LocalFileSystemCache
 from tilebox_core.domain.errors import StoreUnavailable, TileboxError
 from tilebox_core.domain.events import (
     Event,
@@ -61,7 +62,7 @@ from tilebox_core.redis.tasklogs import TaskLogStore
 from tilebox_core.redis.taskstore import STAGE_CHUNK, TaskStore
 from tilebox_core.retries import delay, retrying
 from tilebox_core.session import Session
-from tilebox_core.task import CurrentTask, Task
+from tilebox_core.task import CurrentTask, RunnerContext, Task, decode_input
 
 from .context import TaskContext
 from .hooks import RunnerHooks
@@ -107,6 +108,10 @@ class TaskRunner:
     ``concurrency`` worker threads each claim up to ``prefetch`` tasks at once: as many as take
     about FLUSH_SECONDS to run, judged by the tasks run so far, so no-op tasks go 64 to a round
     trip and slow ones one at a time.
+
+    ``cache`` is the job cache its tasks share (default: the ``Runner``'s, else a local one under
+    ``cache_root``, by default ``TILEBOX_HOME/cache/jobs``); ``context``, the ``RunnerContext``
+    class of which it makes the one instance its tasks see (default: the ``Runner``'s).
     """
 
     def __init__(
@@ -122,14 +127,27 @@ class TaskRunner:
         block_ms: int = 500,
         runner_id: str | None = None,
         release_id: str | None = None,
+        cache: JobCache | None = None,
         cache_root: Path | None = None,
+        context: type[RunnerContext] | None = None,
         hooks: RunnerHooks | None = None,
     ) -> None:
         if concurrency < 1 or prefetch < 1:
             raise TileboxError("concurrency and prefetch must be at least 1")
+        if cache is not None and cache_root is not None:
+            raise TileboxError("pass a cache or a cache_root, not both")
         self.client = client
         self.cluster = cluster or client.settings.cluster
         self.registry = tasks if isinstance(tasks, Runner) else Runner(tasks)
+        if cache is None and cache_root is not None:
+            cache = LocalFileSystemCache(cache_root)
+        if cache is None:
+            cache = self.registry.cache
+        self.cache: JobCache = (
+            cache if cache is not None
+            else LocalFileSystemCache(client.settings.home / "cache" / "jobs")
+        )  # fmt: skip
+        self.runner_context = (context or self.registry.context or RunnerContext)()
         self.store: TaskStore = client.tasks
         self.concurrency = concurrency
         self.prefetch = prefetch
@@ -139,7 +157,6 @@ class TaskRunner:
         self._block_ms = block_ms  # of each read in this run (see _serve)
         self.id = runner_id or new_runner_id()
         self.release_id = release_id
-        self.cache_root = cache_root or client.settings.home / "cache" / "jobs"
         self._classes = _classes_by_major(self.registry.identifiers(), self.registry.tasks)
         self.lanes = serving_lanes(self.store, self.cluster, self.registry.identifiers())
         self._stopping = threading.Event()
@@ -637,14 +654,14 @@ class TaskRunner:
             return self._failed(claimed, common, "no task class for this identifier",
                                 FailureReason.ERROR)  # fmt: skip
         try:
-            task = msgspec.json.decode(claimed.input, type=task_class)
+            task = decode_input(claimed.input, task_class)
         except msgspec.MsgspecError as exc:
             return self._failed(claimed, common, f"cannot decode task input: {exc}",
                                 FailureReason.INPUT)  # fmt: skip
         context = TaskContext(
             CurrentTask(claimed.task_id, claimed.job_id, claimed.name, claimed.version,
                         claimed.attempts + 1),
-            self.cache_root, self.id, self.task_logs,
+            self.cache, self.id, self.runner_context, self.task_logs,
         )  # fmt: skip
         started = time.perf_counter()
         try:

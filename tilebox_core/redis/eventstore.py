@@ -6,19 +6,21 @@ Driver errors are translated here into the project's own errors (``StoreUnavaila
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import heapq
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Generator, Iterator, Sequence
 from importlib import resources
 from typing import Any, NamedTuple, ParamSpec, TypeVar
 
+from tilebox_core.domain.chain import FIELD, Entry, Verification, verify
 from tilebox_core.domain.errors import ArtifactError
 from tilebox_core.domain.events import Codec, Event, UnknownEvent
 from tilebox_core.domain.ids import new_id
 
 from .connection import Client, Routes, pack
 from .errors import DriverError, translated
-from .keys import Keys
+from .keys import Keys, chain_head
 
 P = ParamSpec("P")
 R = TypeVar("R")
@@ -32,6 +34,13 @@ PAGE = 5_000
 # distant server pays its round-trip time 20x more often than with PAGE.
 REPLAY_PAGE = 250
 CHUNK_BYTES = 512 * 1024
+# How long an appended batch is remembered for de-duplication: a writer retries an append whose
+# reply it lost within seconds (its retry policy); a day leaves room for any client, and keeps the
+# dedup hash to a day or two of control-plane writes instead of every one ever made.
+DEDUP_WINDOW_MS = 24 * 3600 * 1000
+# ``verify_stream`` reads raw entries (no decoding) in large pages: a control-log entry is a few
+# hundred bytes; a task-log entry may batch up to a thousand events.
+VERIFY_PAGE = 2_000
 
 
 class Stored(NamedTuple):
@@ -69,8 +78,15 @@ def load_script(name: str) -> str:
 class EventStore:
     """Event logs, checkpoints, materialised projections and artifacts of one team."""
 
-    def __init__(self, client: Client, keys: Keys, codec: Codec | None = None) -> None:
+    def __init__(
+        self,
+        client: Client,
+        keys: Keys,
+        codec: Codec | None = None,
+        dedup_window_ms: int = DEDUP_WINDOW_MS,
+    ) -> None:
         self.redis = client
+        self.dedup_window_ms = dedup_window_ms
         self.routes = Routes(client)
         self.keys = keys
         self.codec = codec or Codec()
@@ -91,18 +107,23 @@ class EventStore:
         (``"0-0"``: the log is empty; ``None``: append whatever the log holds).
 
         Raises ``ConcurrencyError`` for a stale writer. Appending a batch whose first event id was
-        appended before is a no-op that reports ``duplicate=True``.
+        appended before, within ``dedup_window_ms`` (and at most twice that), is a no-op that
+        reports ``duplicate=True``.
         """
         if not events:
             raise ValueError("append needs at least one event")
-        args: list[Any] = ["" if expected is None else expected, len(events)]
+        args: list[Any] = ["" if expected is None else expected, len(events), self.dedup_window_ms]
         for event in events:
             args += (event.id, self.codec.encode(event))
         for op in projection:
             args += op
         reply = self._append(
-            keys=[self.keys.log(log), self.keys.dedup(log), self.keys.deployments], args=args
-        )
+            keys=[
+                self.keys.log(log), self.keys.dedup(log), self.keys.deployments,
+                self.keys.log_head(log), self.keys.dedup_previous(log),
+            ],
+            args=args,
+        )  # fmt: skip
         return AppendResult(positions=[_text(p) for p in reply[1:]], duplicate=reply[0] == 0)
 
     # --- reading --------------------------------------------------------------------------------
@@ -236,6 +257,106 @@ class EventStore:
 
         return self.routes.call(stream, send)
 
+    # --- the hash chain ---------------------------------------------------------------------------
+
+    def verify_stream(
+        self, stream: str, after: str = "0-0", start: str | None = None
+    ) -> tuple[str | None, Verification]:
+        """Recompute the hash chain (domain.chain) of log stream ``stream`` over its entries after
+        ``after``: (the position of the entry it was anchored at, Verification).
+
+        From the stream's beginning (``after`` before its first entry) the chain is checked from
+        its genesis; from a later ``after``, it carries on from the hash of the last entry at or
+        before it, which is taken as it is (the anchor). The stream's head and last entry are read
+        together first and the entries up to that one verified: appends meanwhile are not a
+        break, and are not verified by this call.
+
+        ``start``: the hash the stream's archived entries end with (domain.segments), when they
+        were trimmed from it: its live entries chain from that, not from the genesis.
+        """
+        head, last = self._chain_snapshot(stream)
+        anchor: str | None = None
+        if after != "0-0":
+            before = self._entry_at_or_before(stream, after)
+            if before is not None:
+                anchor = _text(before[0])
+                hashed = _field(before[1], FIELD)
+                start = None if hashed is None else _text(hashed)
+        if last == "0-0" or _order(last) <= _order(after):
+            return anchor, verify((), start, head)
+        entries = self._entries(stream, after, last)
+        with contextlib.closing(entries):  # stopped at a break: its connection is freed now
+            return anchor, verify(entries, start, head)
+
+    def _entries(self, stream: str, after: str, until: str) -> Generator[Entry]:
+        """Raw entries after ``after`` up to ``until``, read in pages of VERIFY_PAGE on one
+        connection, each page's successor asked for before the page is handed out: the server
+        reads the next page while the caller hashes this one. A failure (a lost connection, a
+        slot moved) reads the rest page by page, with the client's retries."""
+        pool = self.routes.pool(stream)
+        connection = pool.get_connection()
+        done = after  # the last entry handed out
+        asked = False  # a reply is on its way
+
+        def ask(position: str) -> None:
+            nonlocal asked
+            connection.send_packed_command(
+                [pack("XRANGE", stream, f"({position}", until, "COUNT", VERIFY_PAGE)]
+            )
+            asked = True
+
+        try:
+            ask(after)
+            while True:
+                page = connection.read_response()
+                asked = False
+                if len(page) == VERIFY_PAGE:
+                    ask(_text(page[-1][0]))
+                yield from page
+                if len(page) < VERIFY_PAGE:
+                    return
+                done = _text(page[-1][0])
+        except DriverError:
+            pass  # read again below
+        finally:
+            if asked:  # failed, or the caller stopped early: the reply must not reach another
+                connection.disconnect()
+            pool.release(connection)
+        while True:
+            page = self._xrange(stream, done, until, VERIFY_PAGE)
+            yield from page
+            if len(page) < VERIFY_PAGE:
+                return
+            done = _text(page[-1][0])
+
+    @translate_errors
+    def _chain_snapshot(self, stream: str) -> tuple[str | None, str]:
+        """The stream's chain head (None: absent) and its last entry's position ("0-0": none),
+        read in one transaction: as they were together at one moment."""
+        head_key = chain_head(stream)
+        commands = [
+            pack("MULTI"), pack("GET", head_key), pack("XREVRANGE", stream, "+", "-", "COUNT", 1),
+            pack("EXEC"),
+        ]  # fmt: skip
+
+        def send(connection: Any) -> Any:
+            connection.send_packed_command(commands)
+            return [connection.read_response() for _ in commands][-1]
+
+        head, last = self.routes.call(stream, send)
+        return (None if head is None else _text(head)), (_text(last[0][0]) if last else "0-0")
+
+    @translate_errors
+    def _entry_at_or_before(self, stream: str, position: str) -> Entry | None:
+        command = [pack("XREVRANGE", stream, position, "-", "COUNT", 1)]
+
+        def send(connection: Any) -> Any:
+            connection.send_packed_command(command)
+            return connection.read_response()
+
+        found = self.routes.call(stream, send)
+        return (found[0][0], found[0][1]) if found else None
+
     # --- checkpoints ----------------------------------------------------------------------------
 
     @translate_errors
@@ -298,6 +419,18 @@ class EventStore:
         if not chunks:
             raise ArtifactError(f"artifact {digest} is not stored in this team; publish it again")
         return b"".join(chunks)
+
+
+def _field(fields: Sequence[bytes], name: bytes) -> bytes | None:
+    for index in range(0, len(fields) - 1, 2):
+        if fields[index] == name:
+            return fields[index + 1]
+    return None
+
+
+def _order(position: str) -> tuple[int, int]:
+    ms, _, seq = position.partition("-")
+    return int(ms), int(seq or 0)
 
 
 def _text(value: bytes | str) -> str:

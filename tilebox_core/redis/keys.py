@@ -12,6 +12,7 @@ them in KEYS from here.
 from __future__ import annotations
 
 import binascii
+import urllib.parse
 import zlib
 from typing import NamedTuple
 
@@ -32,6 +33,14 @@ def check_prefix(prefix: str) -> str:
             "e.g. 'tilebox'"
         )
     return prefix
+
+
+def key_part(text: str) -> str:
+    """``text`` as a part of a key name: percent-encoded (UTF-8) but for letters, digits and
+    ``_ . - ~ : / @``. Task names may hold any character (braces, which would open a hash tag on
+    Redis Cluster if a key began with one, spaces, newlines); the names of earlier versions, made
+    of those characters only, give the same keys as before. Encoding ``%`` keeps it one-to-one."""
+    return urllib.parse.quote(text, safe=":/@")
 
 
 def key_slot(tag: str) -> int:
@@ -67,6 +76,13 @@ def shard_tag(team: str, index: int, shards: int) -> str:
     return tag
 
 
+def chain_head(log: str) -> str:
+    """The key beside log stream ``log`` that holds the hash of its last entry (domain.chain),
+    written by the script that appends it. The task scripts find it by this name among their
+    KEYS (tasklib.lua): keep the two in step."""
+    return f"{log}:head"
+
+
 class TaskKeys:
     """The keys of one task-plane shard of a team (all under one hash tag): its task log, jobs,
     tasks and lanes. A job and every task of it live in the shard ``shard_of(job id)``."""
@@ -88,9 +104,18 @@ class TaskKeys:
         """An append-only event log stream: ``control`` (of the team) or ``tasks`` (of a shard)."""
         return f"{self.base}log:{name}"
 
+    def log_head(self, name: str) -> str:
+        """String: the hash chain's head of log ``name`` (see ``chain_head``)."""
+        return chain_head(self.log(name))
+
     def dedup(self, name: str) -> str:
-        """Hash: first event id of each appended batch -> stream id (idempotent appends)."""
+        """Hash: first event id of each batch appended lately -> stream id (idempotent appends),
+        and ``~since``, when it was started (ms, server time); ``dedup_previous`` holds the
+        generation before it (see append.lua)."""
         return f"{self.base}log:{name}:dedup"
+
+    def dedup_previous(self, name: str) -> str:
+        return f"{self.base}log:{name}:dedup:previous"
 
     # --- task plane ---------------------------------------------------------------------------------
 
@@ -120,7 +145,7 @@ class TaskKeys:
         """Task queue stream of one (cluster, task name, version) in this shard; one consumer
         group ``runners``. (Earlier versions also kept a set of each cluster's lanes,
         ``lanes:<cluster>``, that nothing read; it is no longer written.)"""
-        return f"{self.base}lane:{cluster}:v{major}.{minor}:{name}"
+        return f"{self.base}lane:{cluster}:v{major}.{minor}:{key_part(name)}"
 
     def job_logs(self, job_id: str) -> str:
         """Stream of what a job's tasks logged, an entry per line (``redis.tasklogs``): a key per

@@ -46,7 +46,7 @@ from tilebox_core.domain.tasks import (
 
 from .connection import Routes, masters, pack
 from .eventstore import EventStore, Stored, load_script, translate_errors
-from .keys import MAX_SHARDS, Keys, TaskKeys, shard_of
+from .keys import MAX_SHARDS, Keys, TaskKeys, chain_head, shard_of
 
 TASKS = "tasks"  # name of the task-plane event log
 GROUP = "runners"
@@ -352,6 +352,8 @@ class TaskStore:
         """EVALSHA the task script ``name`` on the node serving ``keys`` (one shard); a server
         that lost its scripts (restarted, or a replica promoted) gets them again, on that node."""
         script = self._scripts[name]
+        if name != "renew":  # the others append to the task log, KEYS[1]: its chain head last
+            keys = [*keys, chain_head(keys[0])]
         command = [pack("EVALSHA", script.sha, len(keys), *keys, *args)]
 
         def send(connection: Connection) -> Any:
@@ -449,7 +451,9 @@ class TaskStore:
                 pool = self.routes.pool(keys[0])
                 held[node] = (pool, pool.get_connection())
             connection = held[node][1]
-            connection.send_command("EVAL", script, len(keys), *keys, *args)
+            connection.send_command(
+                "EVAL", script, len(keys) + 1, *keys, chain_head(keys[0]), *args
+            )
             return connection
 
         def run() -> None:

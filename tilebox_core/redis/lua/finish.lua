@@ -21,6 +21,12 @@ local log, runner, release = KEYS[1], ARGV[1], ARGV[2]
 local lanes, acks = {}, {}                -- lanes in order; lane -> entries to drop
 local hashes, counters = {}, {}           -- job hashes in order; job -> counts (see count)
 local cancelled_jobs, started_jobs = {}, {}
+-- A finished task's finished_ms: when its result was recorded, in the server's clock (TIME: one
+-- clock for every runner); with compute_ms it tells when the task ran (a job's execution stats,
+-- domain.jobs.execution_stats). A field of the hash written anyway, not a command of its own: a
+-- per-job field would cost a single-task job two more commands (a tenth of its server work).
+local time = redis.call('TIME')
+local now = string.format('%d', tonumber(time[1]) * 1000 + math.floor(tonumber(time[2]) / 1000))
 
 local function drop_later(lane, entry)
   local entries = acks[lane]
@@ -107,21 +113,22 @@ local function settle_parents()
   end
 end
 
--- Write a task's result: its state, compute time unless 0, the owner when this call records the
--- claim, and its open count unless 0 (absent once finished: 0, see tasklib). The usual cases are
--- spelled out: a table of fields, grown and unpacked, costs the server more per task.
+-- Write a task's result: its state, finished_ms, compute time unless 0, the owner when this call
+-- records the claim, and its open count unless 0 (absent once finished: 0, see tasklib). The
+-- usual cases are spelled out: a table of fields, grown and unpacked, costs the server more per
+-- task.
 local function write_result(task, state, compute_ms, record_owner, open)
   if compute_ms == '0' and open == 0 then
     if not record_owner then
-      redis.call('HSET', task, 'state', state)
+      redis.call('HSET', task, 'state', state, 'finished_ms', now)
     elseif release == '' then
-      redis.call('HSET', task, 'state', state, 'runner', runner)
+      redis.call('HSET', task, 'state', state, 'finished_ms', now, 'runner', runner)
     else
-      redis.call('HSET', task, 'state', state, 'runner', runner, 'release', release)
+      redis.call('HSET', task, 'state', state, 'finished_ms', now, 'runner', runner, 'release', release)
     end
     return
   end
-  local fields = {'state', state}
+  local fields = {'state', state, 'finished_ms', now}
   if compute_ms ~= '0' then
     fields[#fields + 1] = 'compute_ms'
     fields[#fields + 1] = compute_ms

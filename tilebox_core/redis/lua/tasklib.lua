@@ -20,6 +20,14 @@ local GROUP = 'runners'
 local declared = {}
 for _, k in ipairs(KEYS) do declared[k] = true end
 
+-- A script that appends events gets the chain head of its task log (KEYS[1]) as its last key
+-- (keys.chain_head; TaskStore adds it): set apart here, so that each script's KEYS stay as its
+-- header describes them.
+local log_head
+if #KEYS > 1 and KEYS[#KEYS] == KEYS[1] .. ':head' then
+  log_head = table.remove(KEYS)
+end
+
 local function key(name)
   if not declared[name] then
     error('ERR key not declared in KEYS: ' .. tostring(name))
@@ -61,11 +69,26 @@ end
 -- the events of one piece when it brings more. Scripts end with flush_events().
 local EVENTS_PER_ENTRY = 1000
 local event_log, buffered, buffered_n = nil, {}, 0
+local chain_prev  -- the h of the log's last entry, once read (see add_chained)
+
+-- Append an entry (event field ``field`` holding ``body``) with its field h, chaining it to the
+-- entry before it (domain/chain.py defines the content hashed), and move the log's head on.
+local function add_chained(field, body)
+  if chain_prev == nil then
+    if log_head == nil or event_log ~= KEYS[1] then
+      error('ERR events for ' .. tostring(event_log) .. ' without its chain head in KEYS')
+    end
+    chain_prev = redis.call('GET', log_head) or string.rep('0', 40)
+  end
+  chain_prev = redis.sha1hex(chain_prev .. '\n' .. field .. '\n' .. body)
+  redis.call('XADD', event_log, '*', field, body, 'h', chain_prev)
+  redis.call('SET', log_head, chain_prev)
+end
 
 local function flush_events()
   local n = buffered_n
   if n == 1 then
-    redis.call('XADD', event_log, '*', 'e', buffered[1])
+    add_chained('e', buffered[1])
   elseif n > 1 then
     -- the encoded events are msgpack already: an array is its header followed by them
     local header
@@ -77,7 +100,7 @@ local function flush_events()
       header = string.char(0xdd, math.floor(n / 16777216), math.floor(n / 65536) % 256,
         math.floor(n / 256) % 256, n % 256)
     end
-    redis.call('XADD', event_log, '*', 'b', header .. table.concat(buffered))
+    add_chained('b', header .. table.concat(buffered))
   end
   buffered, buffered_n = {}, 0
 end
