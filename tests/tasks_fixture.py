@@ -30,7 +30,7 @@ class Root(Task):
         first = context.submit_subtask(Step("a"))
         second = context.submit_subtask(Step("b"), depends_on=[first])
         context.submit_subtask(Step("c"), depends_on=[first, second])
-        context.progress("steps").add_total(3)
+        context.progress("steps").add(3)
 
 
 class Step(Task):
@@ -42,7 +42,7 @@ class Step(Task):
 
     def execute(self, context: ExecutionContext) -> None:
         _record(self.label)
-        context.progress("steps").add(1)
+        context.progress("steps").done(1)
         if self.label == "a":
             context.submit_subtask(Leaf("a.1"))
             context.submit_subtask(Leaf("a.2"))

@@ -231,6 +231,15 @@ def test_task_page_shows_runner_attempts_and_the_error(site: Site) -> None:
     assert task.runner_id is not None and task.runner_id in seen
     assert "RuntimeError: bug while processing x" in seen
     assert "TaskClaimed" in seen and "TaskFailed" in seen
+    # the error it keeps: type, message, attempts and traceback, on its page and the job's
+    error = page.body.split('id="error"', 1)[1].split("</section>", 1)[0]
+    assert "RuntimeError: bug while processing x" in text(error) and "after 1 attempt" in text(
+        error
+    )
+    assert "Traceback (most recent call last)" in html.unescape(error)
+    assert "tasks_fixture.py" in html.unescape(error)
+    job_page = site.console.get(f"/jobs/{job.id}").body
+    assert "RuntimeError: bug while processing x" in text(job_page.split('id="tasks"', 1)[1])
     # its log: the line its runner logged for it when it failed (context.logger)
     logs = text(page.body.split('id="logs"', 1)[1].split("</section>", 1)[0])
     assert (

@@ -55,8 +55,8 @@ def task(state: str, release_id: str | None = None, cluster: str = "default") ->
                     attempts=1, compute_seconds=0.0)  # fmt: skip
 
 
-def job(*tasks: TaskInfo, cluster: str = "default") -> Job:
-    return Job(id="job", name="j", cluster=cluster, state="failed", submitted_at=AT,
+def job(*tasks: TaskInfo, cluster: str = "default", state: str = "failed") -> Job:
+    return Job(id="job", name="j", cluster=cluster, state=state, submitted_at=AT,
                submitted_by="user:test", total_tasks=len(tasks), tasks_by_state={},
                compute_seconds=0.0, progress=[], tasks=list(tasks))  # fmt: skip
 
@@ -82,12 +82,22 @@ def test_a_retry_is_warned_about_while_the_failing_release_is_deployed() -> None
 def test_queued_jobs_of_a_deleted_cluster_say_so() -> None:
     state = ControlState()
     run(state, control.create_cluster(state, origin(), "dev"))
-    waiting = job(task("queued"), cluster="dev")
+    waiting = job(task("queued"), cluster="dev", state="queued")
     assert "no release deployed on cluster 'dev'" in why_queued(waiting, state, [])[0]
     run(state, control.delete_cluster(state, origin(), "dev"))
     (reason,) = why_queued(waiting, state, [])
     assert reason.startswith("cluster 'dev' was deleted (cluster deleted)")
     assert why_queued(job(task("failed"), cluster="dev"), state, []) == []  # nothing queued
+
+
+def test_the_queued_tasks_of_a_failed_job_are_held_until_it_is_retried() -> None:
+    state = ControlState()
+    run(state, control.create_cluster(state, origin(), "dev"))
+    held = job(task("failed"), task("queued"), task("queued"), cluster="dev")
+    assert why_queued(held, state, []) == [
+        "2 queued tasks are held because the job failed: fix what failed, then "
+        "'tilebox job retry job' resumes them"
+    ]
 
 
 def test_a_recreated_cluster_has_another_identity() -> None:

@@ -16,6 +16,7 @@ from tilebox_core.domain.events import (
     TaskCompleted,
     TaskFailed,
     TaskReleased,
+    TaskSkipped,
     TaskSubmitted,
     UnknownEvent,
 )
@@ -31,6 +32,8 @@ from tilebox_core.domain.tasks import (
     failure_outcome,
     is_poison,
     job_state_of,
+    nearest_scope,
+    subtask_scopes,
 )
 
 ERROR, INPUT = FailureReason.ERROR, FailureReason.INPUT
@@ -55,6 +58,42 @@ def test_a_failed_run_is_retried_while_attempts_are_left(
     reason: FailureReason, attempts: int, max_retries: int, optional: bool, outcome: Outcome
 ) -> None:
     assert failure_outcome(reason, attempts, max_retries, optional) is outcome
+
+
+@pytest.mark.parametrize(
+    ("attempts", "max_retries", "optional", "nested", "outcome"),
+    [
+        (0, 0, False, True, Outcome.FAILED_NESTED),  # inside an optional subtree
+        (0, 1, False, True, Outcome.RETRY),  # retried first, like any task
+        (0, 0, True, True, Outcome.FAILED_OPTIONAL),  # optional itself: its dependants run
+        (0, 0, False, False, Outcome.FAILED),
+    ],
+)
+def test_a_failure_inside_an_optional_subtree_does_not_fail_the_job(
+    attempts: int, max_retries: int, optional: bool, nested: bool, outcome: Outcome
+) -> None:
+    assert failure_outcome(ERROR, attempts, max_retries, optional, nested) is outcome
+    assert failure_outcome(INPUT, attempts, max_retries, optional, nested) is (
+        outcome if outcome is not Outcome.RETRY else Outcome.FAILED_NESTED
+    )
+
+
+@pytest.mark.parametrize(
+    ("scopes", "task", "optional", "subtasks", "nearest"),
+    [
+        ("", "t", False, "", None),
+        ("", "t", True, "t", None),
+        ("a", "t", False, "a", "a"),
+        ("a", "t", True, "a,t", "a"),
+        ("a,b", "t", False, "a,b", "b"),  # the nearest optional ancestor bounds a failure
+    ],
+)
+def test_the_scopes_of_subtasks_are_their_optional_ancestors(
+    scopes: str, task: str, optional: bool, subtasks: str, nearest: str | None
+) -> None:
+    assert subtask_scopes(scopes, task, optional) == subtasks
+    if nearest is not None:
+        assert nearest_scope(scopes) == nearest
 
 
 @pytest.mark.parametrize(
@@ -107,12 +146,15 @@ def test_a_jobs_state_from_the_counters_of_its_hash(fields: dict[str, str], stat
 def test_the_wire_values_are_those_the_scripts_and_older_data_use() -> None:
     assert [s.value for s in TaskState] == [
         "waiting", "queued", "running", "computed", "failed", "failed_optional", "cancelled",
+        "skipped",
     ]  # fmt: skip
     assert [s.value for s in JobState] == ["queued", "running", "completed", "failed", "cancelled"]
     assert [o.value for o in Outcome] == [
-        "completed", "retry", "failed", "failed_optional", "released",
+        "completed", "retry", "failed", "failed_optional", "released", "failed_nested", "skipped",
     ]  # fmt: skip
-    assert [s.value for s in ClaimStatus] == ["ok", "stale", "cancelled", "poisoned", "taken"]
+    assert [s.value for s in ClaimStatus] == [
+        "ok", "stale", "cancelled", "poisoned", "taken", "held", "skip",
+    ]  # fmt: skip
     assert {s.name: s.value for s in FinishStatus} == {"FENCED": 0, "FINISHED": 1, "SUPERSEDED": 2}
     assert [r.value for r in FailureReason] == ["error", "input", "poison", "unavailable"]
 
@@ -211,6 +253,54 @@ def test_a_failed_optional_task_completes_and_its_dependants_run() -> None:
     assert plane.tasks["opt"].attempts == 1 and plane.jobs["j"].state is JobState.RUNNING
     log.ran("j", "after")
     assert log.plane().jobs["j"].state is JobState.COMPLETED
+
+
+def test_a_failure_inside_an_optional_subtree_skips_the_rest_of_it() -> None:
+    # root -> opt (optional) -> step -> [a, b, c]; after (depends on step) under opt; other
+    log = Log().job("j", "root").ran("j", "root", "opt", "other")
+    log.task("j", "opt", parent_id="root", optional=True).task("j", "other", parent_id="root")
+    log.ran("j", "opt", "step", "after")
+    log.task("j", "step", parent_id="opt").task("j", "after", parent_id="opt", depends_on=["step"])
+    log.ran("j", "step", "a", "b", "c")
+    for child in "abc":
+        log.task("j", child, parent_id="step")
+    log.ran("j", "a").failed("j", "b")  # nested in opt: failed_optional, opt's rest skipped
+    plane = log.plane()
+    assert states(plane)["b"] == "failed_optional" and plane.jobs["j"].skipped == {"opt"}
+    assert plane.jobs["j"].state is JobState.RUNNING
+    log(TaskSkipped, job_id="j", task_id="c", runner_id="r")  # a runner received it
+    assert states(log.plane())["after"] == "queued"  # step complete: its dependant queued...
+    log(TaskSkipped, job_id="j", task_id="after", runner_id="r")  # ...and skipped in turn
+    log.ran("j", "other")
+    plane = log.plane()
+    assert states(plane) == {
+        "root": "computed", "opt": "computed", "other": "computed", "step": "computed",
+        "after": "skipped", "a": "computed", "b": "failed_optional", "c": "skipped",
+    }  # fmt: skip
+    assert plane.jobs["j"].state is JobState.COMPLETED
+
+
+def test_a_completion_in_a_skipped_subtree_creates_no_subtasks() -> None:
+    log = Log().job("j", "root").ran("j", "root", "opt")
+    log.task("j", "opt", parent_id="root", optional=True)
+    log.ran("j", "opt", "bad", "slow").task("j", "bad", parent_id="opt")
+    log.task("j", "slow", parent_id="opt")
+    log(TaskClaimed, job_id="j", task_id="slow", runner_id="r")
+    log.failed("j", "bad")
+    log(TaskCompleted, job_id="j", task_id="slow", runner_id="r", subtask_ids=["late"])
+    log.task("j", "late", parent_id="slow")  # logged, not created
+    plane = log.plane()
+    assert "late" not in plane.tasks and plane.jobs["j"].state is JobState.COMPLETED
+
+
+def test_a_failure_of_an_optional_task_inside_an_optional_subtree_skips_nothing() -> None:
+    log = Log().job("j", "root").ran("j", "root", "opt").task("j", "opt", parent_id="root",
+                                                                optional=True)  # fmt: skip
+    log.ran("j", "opt", "inner", "next").task("j", "inner", parent_id="opt", optional=True)
+    log.task("j", "next", parent_id="opt", depends_on=["inner"])
+    log.failed("j", "inner")
+    plane = log.plane()
+    assert states(plane)["next"] == "queued" and plane.jobs["j"].skipped == set()
 
 
 def test_a_poison_task_fails_its_job_even_when_optional() -> None:

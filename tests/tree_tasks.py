@@ -21,7 +21,7 @@ class Child(msgspec.Struct, frozen=True):
     node: Node
     after: list[int] = []  # indices of earlier siblings it depends on
     optional: bool = False
-    max_retries: int | None = None  # None: its parent's
+    max_retries: int = 0
 
 
 class Node(Task):

@@ -13,7 +13,7 @@ from typing import Any, TypeVar
 import click
 import msgspec
 
-from tilebox_core import Job, JobState, NotFound, TaskInfo, TaskLogLine, job_diagram
+from tilebox_core import Job, JobState, NotFound, TaskInfo, TaskLogLine, TaskState, job_diagram
 from tilebox_core.domain.diagnosis import deployment_gap, failing_releases_still_deployed
 from tilebox_core.domain.identifiers import make_identifier
 from tilebox_core.domain.intervals import between
@@ -134,10 +134,13 @@ def list_(
 @click.argument("job_id")
 @click.option("--diagram", type=click.Path(path_type=Path, dir_okay=False),
               help="Also write the task tree as an SVG diagram to this file.")  # fmt: skip
+@click.option("--tasks", "task_state", type=click.Choice([s.value for s in TaskState]),
+              help="List only the tasks in this state (failed ones with their tracebacks).")  # fmt: skip
 @json_option
 @pass_app
-def get(app: AppContext, job_id: str, diagram: Path | None) -> None:
-    """Show a job: state, progress, and its task tree with runner and release."""
+def get(app: AppContext, job_id: str, diagram: Path | None, task_state: str | None) -> None:
+    """Show a job: state, progress, and its task tree with runner and release; failed tasks with
+    their error and attempts."""
     app.reading()
     found = app.client.jobs().find(job_id, with_dependencies=diagram is not None)
     if diagram is not None:
@@ -148,6 +151,10 @@ def get(app: AppContext, job_id: str, diagram: Path | None) -> None:
                 f"cannot write the diagram to {diagram}: {exc.strerror}; pick a writable path"
             ) from None
     reasons = app.client.jobs().why_queued(found)
+    if task_state is not None:
+        found = msgspec.structs.replace(
+            found, tasks=[t for t in found.tasks if t.state == task_state]
+        )
     if app.json:
         emit_json({**msgspec.to_builtins(found), "waiting_because": reasons})
         return
@@ -162,14 +169,49 @@ def get(app: AppContext, job_id: str, diagram: Path | None) -> None:
         *(f"waiting   {reason}" for reason in reasons),
         "",
     ]
+    if task_state is not None:  # a flat list: the tasks' parents may be in other states
+        if not found.tasks:
+            lines.append(f"no {task_state} tasks")
+        for task in found.tasks:
+            lines += [_task_line(task, 0), *_error_lines(task, "  ", TRACEBACK_LINES_ALL)]
+        page(lines)
+        return
     for depth, task in _tree(found.tasks):
-        runner = f" runner={task.runner_id}" if task.runner_id else ""
-        release = f" release={task.release_id}" if task.release_id else ""
-        retries = f" attempts={task.attempts}" if task.attempts else ""
-        lines.append(
-            f"{'  ' * depth}{printable(task.name)}@{task.version}  {coloured(task.state)}{runner}{release}{retries}"
-        )
+        indent = "  " * depth
+        lines += [_task_line(task, depth), *_error_lines(task, indent + "  ", TRACEBACK_LINES)]
     page(lines)
+
+
+# Lines of a failed task's traceback shown by `job get`: its end (where the error was raised);
+# all it kept with --tasks.
+TRACEBACK_LINES, TRACEBACK_LINES_ALL = 3, None
+
+
+def _task_line(task: TaskInfo, depth: int) -> str:
+    display = f' "{printable(" | ".join(task.display.splitlines()))}"' if task.display else ""
+    runner = f" runner={task.runner_id}" if task.runner_id else ""
+    release = f" release={task.release_id}" if task.release_id else ""
+    retries = f" attempts={task.attempts}" if task.attempts else ""
+    return (f"{'  ' * depth}{printable(task.name)}@{task.version}{display}  "
+            f"{coloured(task.state)}{runner}{release}{retries}")  # fmt: skip
+
+
+def _error_lines(task: TaskInfo, indent: str, traceback_lines: int | None) -> list[str]:
+    """A failed task's error (type: message), the attempts it had, and its traceback's last
+    ``traceback_lines`` lines (None: all of them)."""
+    error = task.error
+    if error is None:
+        return []
+    attempts = f" (after {task.attempts} attempt{'s' if task.attempts != 1 else ''})"
+    message = error.message.splitlines() or [""]
+    lines = [f"{indent}error: {printable(error.type)}: {printable(message[0])}{attempts}",
+             *(f"{indent}       {printable(line)}" for line in message[1:])]  # fmt: skip
+    trace = error.traceback.splitlines()
+    if trace and trace[-1].startswith((error.type, error.type.rsplit(".", 1)[-1])):
+        trace = trace[:-1]  # the error line itself, shown above already
+    if traceback_lines is not None:
+        trace = trace[-traceback_lines:]
+    return lines + [f"{indent}  {printable(line)}" for line in trace]
 
 
 @job.command("wait")
@@ -309,10 +351,10 @@ def _wait(app: AppContext, job_id: str, timeout: float | None, diagnose_after: f
 
 
 def _bar(current: Job, width: int = 30) -> str:
-    done = sum(current.tasks_by_state.get(s, 0) for s in ("computed", "failed_optional"))
+    done = sum(current.tasks_by_state.get(s, 0) for s in ("computed", "failed_optional", "skipped"))
     total = max(current.total_tasks, 1)
     filled = int(width * done / total)
-    labels = " ".join(f"{p.label}:{p.done}/{p.total}" for p in current.progress)
+    labels = " ".join(f"{p.label or '-'}:{p.done}/{p.total}" for p in current.progress)
     return f"[{'#' * filled}{'.' * (width - filled)}] {done}/{current.total_tasks} tasks {current.state} {labels}".rstrip()
 
 

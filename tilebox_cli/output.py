@@ -28,6 +28,7 @@ STATE_COLOURS = {
     "failed": "red",
     "failed_optional": "magenta",
     "cancelled": "bright_black",
+    "skipped": "bright_black",
     "idle": "bright_black",
 }
 

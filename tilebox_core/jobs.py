@@ -42,6 +42,7 @@ from tilebox_core.domain.tasks import (
     JobInfo,
     JobState,
     NewJob,
+    TaskError,
     TaskSpec,
     TaskState,
     submitted_event,
@@ -56,6 +57,9 @@ from .task import Task, encode_input, task_identifier
 SUBMIT_CHUNK = 200
 
 QUERY_PAGE = 500  # job hashes read per round trip by query
+
+# What a job retry names: its failed tasks, and those not started, which its failure may hold.
+_RETRIED = TASK_UNSTARTED | {TaskState.FAILED}
 
 JobIDLike: TypeAlias = Job | str | uuid.UUID
 """A job or its id, wherever the API takes a job (as Tilebox's ``JobIDLike``)."""
@@ -73,18 +77,21 @@ def job_id_of(job: JobIDLike) -> str:
 
 TASK_FIELDS = (
     "name", "version", "state", "parent", "runner", "release", "attempts", "compute_ms",
-    "cluster", "lane", "claimed_ms", "finished_ms", "max_retries",
+    "cluster", "lane", "claimed_ms", "finished_ms", "max_retries", "display", "error",
 )  # fmt: skip
+_task_error = msgspec.json.Decoder(TaskError)
 
 
 def task_spec(
     task: Task, task_id: str, cluster: str, *, parent_id: str | None = None,
     depends_on: Sequence[str] = (), max_retries: int = 0, optional: bool = False,
+    scopes: str = "",
 ) -> TaskSpec:  # fmt: skip
     identifier = task_identifier(type(task))
     return TaskSpec(
         task_id, identifier.name, identifier.version, cluster, encode_input(task),
         parent_id, list(dict.fromkeys(depends_on)), max_retries, optional,  # a dependency once
+        scopes,
     )  # fmt: skip
 
 
@@ -425,23 +432,37 @@ class Jobs:
     # --- changing ---------------------------------------------------------------------------------
 
     def retry(self, job_or_id: JobIDLike) -> int:
-        """Re-queue the failed tasks of a job (a Job or its id); completed work is kept. Returns
-        how many."""
+        """Re-queue the failed tasks of a job (a Job or its id; completed work is kept), and
+        queue again the tasks its failure held: they run after the retry. Returns how many failed
+        tasks were re-queued."""
         job_id = job_id_of(job_or_id)
         job = self.find(job_id)
         if job.state is JobState.CANCELLED:
             raise Conflict(f"job {job_id} was cancelled; submit it again instead of retrying")
-        failed = [
-            (t.id, self._store.lane(t.cluster, t.name, t.version, job_id))
-            for t in job.tasks
-            if t.state is TaskState.FAILED
-        ]
-        if not failed:
+        if not any(t.state is TaskState.FAILED for t in job.tasks):
             raise Conflict(f"job {job_id} has no failed tasks to retry (state: {job.state})")
         event = JobRetried(
-            **self._client.origin().stamp(), job_id=job_id, task_ids=[f[0] for f in failed]
-        )
-        return self._store.retry(job_id, failed, event)
+            **self._client.origin().stamp(), job_id=job_id,
+            task_ids=[t.id for t in job.tasks if t.state is TaskState.FAILED],
+        )  # fmt: skip
+        requeued, _ = self._store.retry(job_id, self._lanes(job, _RETRIED), event)
+        # A task queued (and held) after the read above was not named: a second look queues it
+        # again. Queued tasks only: a task that failed since is the job's new failure, not this
+        # retry's, and while there is one the script resumes nothing.
+        queued = self._lanes(self.find(job_id), {TaskState.QUEUED})
+        if queued:
+            self._store.retry(job_id, queued, event)
+        return requeued
+
+    def _lanes(
+        self, job: Job, states: set[TaskState] | frozenset[TaskState]
+    ) -> list[tuple[str, str]]:
+        """The tasks of ``job`` in ``states``, with their lanes."""
+        return [
+            (t.id, self._store.lane(t.cluster, t.name, t.version, job.id))
+            for t in job.tasks
+            if t.state in states
+        ]
 
     def cancel(self, job_or_id: JobIDLike) -> Job:
         """Cancel a job (a Job or its id): its tasks not started yet never run. Returns it."""
@@ -462,11 +483,7 @@ class Jobs:
 
     def _unstarted(self, job: Job) -> list[tuple[str, str]]:
         """The tasks of ``job`` not handed to a runner yet, with their lanes."""
-        return [
-            (t.id, self._store.lane(t.cluster, t.name, t.version, job.id))
-            for t in job.tasks
-            if t.state in TASK_UNSTARTED
-        ]
+        return self._lanes(job, TASK_UNSTARTED)
 
 
 def new_job(
@@ -521,7 +538,8 @@ def _task_info(task_id: str, row: dict[str, str]) -> TaskInfo:
         id=task_id, name=row["name"], version=row["version"], state=TaskState(row["state"]),
         parent_id=row["parent"] or None, cluster=row["cluster"], runner_id=row["runner"] or None,
         release_id=row["release"] or None, attempts=int(row["attempts"] or 0),
-        compute_seconds=int(row["compute_ms"] or 0) / 1000,
+        compute_seconds=int(row["compute_ms"] or 0) / 1000, display=row["display"] or None,
+        error=_task_error.decode(row["error"]) if row["error"] else None,
     )  # fmt: skip
 
 
@@ -550,7 +568,7 @@ def _progress(fields: dict[str, str]) -> list[Progress]:
         {k.split(":", 1)[1].rsplit(":", 1)[0] for k in fields if k.startswith("progress:")}
     )
     return [
-        Progress(label, int(fields.get(f"progress:{label}:done", 0)),
-                 int(fields.get(f"progress:{label}:total", 0)))
+        Progress(label or None, total=int(fields.get(f"progress:{label}:total", 0)),
+                 done=int(fields.get(f"progress:{label}:done", 0)))
         for label in labels
     ]  # fmt: skip

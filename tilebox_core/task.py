@@ -210,14 +210,20 @@ def input_schema(task_class: type[Task]) -> dict[str, Any]:
 
 
 class CurrentTask:
-    """The task being executed: its id, job, identifier and attempt (1 for the first run)."""
+    """The task being executed: its id, job, identifier and attempt (1 for the first run), and
+    ``display``, its name in job views and diagrams: its class's name unless the task sets
+    another (``context.current_task.display = "..."``, as in Tilebox; at most 1024 characters
+    are kept, line breaks allowed)."""
 
-    def __init__(self, task_id: str, job_id: str, name: str, version: str, attempt: int) -> None:
+    def __init__(
+        self, task_id: str, job_id: str, name: str, version: str, attempt: int, display: str = ""
+    ) -> None:
         self.id = task_id
         self.job_id = job_id
         self.name = name
         self.version = version
         self.attempt = attempt
+        self.display = display
 
 
 class FutureTask:
@@ -234,18 +240,32 @@ class FutureTask:
 
 
 class ProgressIndicator:
-    """A named counter of work done out of a total, summed over all tasks of the job."""
+    """A job's progress indicator as one task reports to it, as in Tilebox: ``add(n)`` adds n to
+    the work to be done, ``done(n)`` marks n of it done. A job's indicator is the sum of what its
+    tasks reported (a task's report counts once it completed)."""
 
-    def __init__(self, label: str) -> None:
+    def __init__(self, label: str | None) -> None:
         self.label = label
-        self.done = 0
-        self.total = 0
+        self._total = 0
+        self._done = 0
 
-    def add(self, done: int = 1) -> None:
-        self.done += done
+    def add(self, count: int) -> None:
+        """Add ``count`` units to the total work to be done."""
+        self._total += _count(count, "add")
 
-    def add_total(self, total: int) -> None:
-        self.total += total
+    def done(self, count: int) -> None:
+        """Mark ``count`` units of work done."""
+        self._done += _count(count, "done")
+
+
+def _count(count: object, method: str) -> int:
+    # Counts are summed by the server as integers: a float or a negative number would corrupt
+    # (or, not being an integer, fail to record) the job's totals, so it fails the task here.
+    if isinstance(count, bool) or not isinstance(count, int):
+        raise TypeError(f"progress {method}(count) takes an int, got {count!r}")
+    if count < 0:
+        raise ValueError(f"progress {method}(count) takes a count >= 0, got {count}")
+    return count
 
 
 class RunnerContext:
@@ -291,10 +311,11 @@ class ExecutionContext(abc.ABC):
         task: Task,
         depends_on: Sequence[FutureTask] | FutureTask | None = None,
         cluster: str | None = None,
-        max_retries: int | None = None,
+        max_retries: int = 0,
         optional: bool = False,
     ) -> FutureTask:
-        """Submit a subtask, run once this task has completed (and ``depends_on`` have)."""
+        """Submit a subtask, run once this task has completed (and ``depends_on`` have); it is
+        retried ``max_retries`` times (0 unless given: not its parent's, as in Tilebox)."""
 
     @abc.abstractmethod
     def submit_subtasks(
@@ -302,13 +323,13 @@ class ExecutionContext(abc.ABC):
         tasks: Sequence[Task],
         depends_on: Sequence[FutureTask] | FutureTask | None = None,
         cluster: str | None = None,
-        max_retries: int | None = None,
+        max_retries: int = 0,
         optional: bool = False,
     ) -> list[FutureTask]:
         """Submit several subtasks sharing the same options."""
 
     def submit_batch(
-        self, tasks: Sequence[Task], cluster: str | None = None, max_retries: int | None = None
+        self, tasks: Sequence[Task], cluster: str | None = None, max_retries: int = 0
     ) -> list[FutureTask]:
         """Deprecated (as in Tilebox): use ``submit_subtasks``."""
         warnings.warn(
@@ -319,5 +340,5 @@ class ExecutionContext(abc.ABC):
         return self.submit_subtasks(tasks, cluster=cluster, max_retries=max_retries)
 
     @abc.abstractmethod
-    def progress(self, label: str = "") -> ProgressIndicator:
-        """The job's progress indicator ``label``."""
+    def progress(self, label: str | None = None) -> ProgressIndicator:
+        """The job's progress indicator ``label`` (None or "": the job's default indicator)."""

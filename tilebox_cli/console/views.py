@@ -51,7 +51,7 @@ EVENT_TYPES = sorted(cls.__name__ for cls in ALL_EVENTS)
 DEPLOYMENT_TYPES = ["DeploymentSet", "DeploymentRemoved"]
 TASK_EVENT_TYPES = [
     "TaskSubmitted", "TaskClaimed", "TaskCompleted", "TaskFailed", "TaskLeaseExpired",
-    "TaskReleased",
+    "TaskReleased", "TaskSkipped",
 ]  # fmt: skip
 JOBS_PER_PAGE = 50
 TASKS_PER_PAGE = 100
@@ -448,6 +448,8 @@ def task_events(client: Client, found: Job, task_id: str) -> list[TaskEvent]:
             subtasks = len(getattr(event, "subtask_ids", ()))
             if subtasks:
                 entry.detail += f", {subtasks:,} subtask{'s' if subtasks != 1 else ''}"
+        elif event.type == "TaskSkipped":
+            entry.detail = "not run: a task of the optional subtree it is in failed"
         elif event.type == "TaskLeaseExpired":
             entry.detail = (f"taken over from {getattr(event, 'previous_runner_id', '')} "
                             f"(delivery {getattr(event, 'deliveries', '')})")  # fmt: skip

@@ -14,6 +14,12 @@ from .runners import RunnerInfo
 def why_queued(job: Job, state: ControlState, runners: Sequence[RunnerInfo]) -> list[str]:
     """One reason per distinct identifier of the job's queued tasks that nothing will run."""
     queued = sorted({TaskIdentifier(t.name, t.version) for t in job.tasks if t.state == "queued"})
+    if queued and job.state == "failed":  # held, whoever could run them (task_projection.is_held)
+        held = sum(1 for t in job.tasks if t.state == "queued")
+        return [
+            f"{held} queued task{'s are' if held != 1 else ' is'} held because the job failed: "
+            f"fix what failed, then 'tilebox job retry {job.id}' resumes them"
+        ]
     if queued and job.cluster not in state.clusters:
         return [
             f"cluster {job.cluster!r} was deleted (cluster deleted): no runner will take its "

@@ -156,6 +156,7 @@ class TaskCompleted(Event, frozen=True, kw_only=True):
     compute_seconds: float = 0.0
     subtask_ids: list[str] = []
     progress: dict[str, list[int]] = {}  # label -> [done delta, total delta]
+    display: str = ""  # the display name the task set (current_task.display), if it set one
 
 
 class TaskFailed(Event, frozen=True, kw_only=True):
@@ -167,6 +168,8 @@ class TaskFailed(Event, frozen=True, kw_only=True):
     will_retry: bool = False
     reason: str = "error"  # error | input | poison | unavailable
     compute_seconds: float = 0.0
+    traceback: str = ""  # the end of the error's traceback (bounded), where it has one
+    display: str = ""  # the display name the task set before it failed, if it set one
 
 
 class TaskLeaseExpired(Event, frozen=True, kw_only=True):
@@ -185,6 +188,16 @@ class TaskReleased(Event, frozen=True, kw_only=True):
     job_id: str
     task_id: str
     runner_id: str
+
+
+class TaskSkipped(Event, frozen=True, kw_only=True):
+    """A runner received a task inside an optional task's subtree after a task of that subtree
+    failed: the task is skipped, unrun, and counts as complete."""
+
+    job_id: str
+    task_id: str
+    runner_id: str
+    release_id: str | None = None
 
 
 class JobRetried(Event, frozen=True, kw_only=True):
@@ -206,6 +219,7 @@ TASK_EVENTS: tuple[type[Event], ...] = (
     TaskReleased,
     JobRetried,
     JobCancelled,
+    TaskSkipped,
 )
 
 ALL_EVENTS: tuple[type[Event], ...] = CONTROL_EVENTS + TASK_EVENTS

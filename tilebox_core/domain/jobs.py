@@ -12,7 +12,7 @@ from .errors import InvalidInput
 from .events import ReleaseTask
 from .identifiers import TaskIdentifier, can_run, make_identifier, parse_version
 from .projection import ControlState
-from .tasks import JobState, TaskState, job_state_of
+from .tasks import JobState, TaskError, TaskState, job_state_of
 
 
 class TaskInfo(msgspec.Struct, frozen=True):
@@ -28,12 +28,17 @@ class TaskInfo(msgspec.Struct, frozen=True):
     compute_seconds: float
     # ids of the sibling tasks this one waits for; read only when asked (find with_dependencies)
     depends_on: list[str] = []
+    display: str | None = None  # the display name the task set (current_task.display)
+    error: TaskError | None = None  # why it failed for good (failed, failed_optional)
 
 
 class Progress(msgspec.Struct, frozen=True):
-    label: str
-    done: int
+    """A job's progress indicator, as in Tilebox: the work its tasks added (``total``) and marked
+    ``done``; ``label`` None for the default indicator (``context.progress()``)."""
+
+    label: str | None
     total: int
+    done: int
 
 
 class ExecutionStats(msgspec.Struct, frozen=True):

@@ -18,6 +18,15 @@ events' own meaning:
   is any task of it that would be queued later (a retry, a release, a dependency completed); a
   running task finishes, without subtasks.
 - A poison task (``TaskFailed.reason`` poison, failed by a claim) fails for good, optional or not.
+- A task failed for good inside an optional task's subtree (not optional itself) ends
+  failed_optional and completes, as an optional one does; the rest of the subtree of the nearest
+  optional ancestor is skipped: each of its tasks that a runner receives from then on is skipped
+  (``TaskSkipped``: complete, unrun), and a completion in it creates none of the subtasks it
+  names (their TaskSubmitted events are logged all the same).
+- A job with a task failed for good hands out no further tasks until it is retried: a queued task
+  of it is held (``is_held``; no event: its state stays queued, and no claim of it is logged), a
+  running one finishes, and its completion still creates its subtasks (held in turn). A job retry
+  queues the held tasks again once the job has no failed task left.
 """
 
 from __future__ import annotations
@@ -35,6 +44,7 @@ from .events import (
     TaskCompleted,
     TaskFailed,
     TaskReleased,
+    TaskSkipped,
     TaskSubmitted,
     UnknownEvent,
 )
@@ -62,6 +72,7 @@ class JobRecord(msgspec.Struct):
     failed: int = 0  # tasks failed for good (a job retry queues them again)
     started: bool = False  # some claim was recorded
     cancelled: bool = False
+    skipped: set[str] = set()  # optional tasks whose subtree's rest is skipped
 
     @property
     def state(self) -> JobState:
@@ -101,6 +112,13 @@ def apply(plane: TaskPlane, event: Event | UnknownEvent) -> TaskPlane:
             task = plane.tasks.get(event.task_id)
             if task is not None:
                 _queue(plane, task)
+        case TaskSkipped():
+            task = plane.tasks.get(event.task_id)
+            if task is not None:
+                task.state = TaskState.SKIPPED
+                task.open -= 1
+                if task.open == 0:
+                    _settle(plane, task)
         case JobRetried():
             for task_id in event.task_ids:
                 task = plane.tasks.get(task_id)
@@ -117,6 +135,25 @@ def apply(plane: TaskPlane, event: Event | UnknownEvent) -> TaskPlane:
                     if task.state in TASK_UNSTARTED:
                         task.state = TaskState.CANCELLED
     return plane
+
+
+def is_held(plane: TaskPlane, task_id: str) -> bool:
+    """Whether task ``task_id`` is held: queued in a job that failed (and is not cancelled), so
+    no runner is given it (no claim of it, no poison failure, is logged) until a retry."""
+    task = plane.tasks.get(task_id)
+    if task is None or task.state is not TaskState.QUEUED:
+        return False
+    job = plane.jobs[task.job_id]
+    return job.failed > 0 and not job.cancelled
+
+
+def in_skipped_subtree(plane: TaskPlane, task_id: str) -> bool:
+    """Whether task ``task_id`` is inside an optional subtree whose run failed: no runner is to
+    run it (a claim of it is refused while it is queued: it is skipped)."""
+    task = plane.tasks.get(task_id)
+    if task is None:
+        return False
+    return not plane.jobs[task.job_id].skipped.isdisjoint(_scopes(plane, task))
 
 
 def fold(
@@ -160,7 +197,9 @@ def _completed(plane: TaskPlane, event: TaskCompleted) -> None:
     if task is None:
         return
     task.state = TaskState.COMPUTED
-    if not plane.jobs[task.job_id].cancelled:  # a cancelled job gets no new tasks
+    job = plane.jobs[task.job_id]
+    # a cancelled job gets no new tasks, nor does a skipped subtree
+    if not job.cancelled and not job.skipped.intersection(_scopes(plane, task, itself=True)):
         for subtask_id in event.subtask_ids:
             if subtask_id not in plane.tasks:  # not staged before
                 plane._created[subtask_id] = task.id
@@ -180,15 +219,32 @@ def _failed(plane: TaskPlane, event: TaskFailed) -> None:
         job.failed += 1
         return
     task.attempts += 1
+    scopes = _scopes(plane, task)
     if event.will_retry:
         _queue(plane, task)
-    elif task.optional:
+    elif task.optional or scopes:
         task.state = TaskState.FAILED_OPTIONAL
+        if not task.optional:  # nested in an optional subtree: the rest of it is skipped
+            job.skipped.add(scopes[-1])
         task.open -= 1
-        _settle(plane, task)
+        if task.open == 0:  # (subtasks it staged before it failed are not complete yet)
+            _settle(plane, task)
     else:
         task.state = TaskState.FAILED
         job.failed += 1
+
+
+def _scopes(plane: TaskPlane, task: TaskRecord, itself: bool = False) -> list[str]:
+    """The optional tasks among ``task``'s ancestors (and itself, if ``itself``), outermost
+    first: what ``domain.tasks.subtask_scopes`` gives its subtasks (or it)."""
+    scopes = [task.id] if itself and task.optional else []
+    parent_id = task.parent_id
+    while parent_id is not None:
+        parent = plane.tasks[parent_id]
+        if parent.optional:
+            scopes.append(parent.id)
+        parent_id = parent.parent_id
+    return scopes[::-1]
 
 
 def _queue(plane: TaskPlane, task: TaskRecord) -> None:

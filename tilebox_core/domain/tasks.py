@@ -22,20 +22,24 @@ from .events import Event, Stamp, TaskClaimed, TaskFailed, TaskLeaseExpired, Tas
 
 
 class TaskState(enum.StrEnum):
-    """A task's ``state`` field (tasklib.lua): waiting -> queued -> running -> one of the last four."""
+    """A task's ``state`` field (tasklib.lua): waiting -> queued -> running -> one of the last
+    five (or queued -> skipped)."""
 
     WAITING = "waiting"  # some dependency is not complete yet
-    QUEUED = "queued"  # in its lane
+    QUEUED = "queued"  # in its lane (or held: its job failed, see task_projection.is_held)
     RUNNING = "running"  # a runner's claim is recorded
     COMPUTED = "computed"  # ran; complete once its subtasks are
     FAILED = "failed"
-    FAILED_OPTIONAL = "failed_optional"  # an optional task that failed: complete, as if computed
+    # failed, and optional or inside an optional task's subtree: complete, as if computed
+    FAILED_OPTIONAL = "failed_optional"
     CANCELLED = "cancelled"
+    # not run: a task inside the subtree of an optional task failed (see ``failure_outcome``)
+    SKIPPED = "skipped"
 
 
 # A task in these states runs no more unless its job is retried; the others may still run.
 TASK_DONE = frozenset({TaskState.COMPUTED, TaskState.FAILED, TaskState.FAILED_OPTIONAL,
-                       TaskState.CANCELLED})  # fmt: skip
+                       TaskState.CANCELLED, TaskState.SKIPPED})  # fmt: skip
 # What a cancel drops: not handed to a runner yet (a running task finishes without subtasks).
 TASK_UNSTARTED = frozenset({TaskState.WAITING, TaskState.QUEUED})
 
@@ -65,6 +69,10 @@ class Outcome(enum.StrEnum):
     FAILED = "failed"  # failed for good: the job fails
     FAILED_OPTIONAL = "failed_optional"  # an optional task failed for good: its dependants run
     RELEASED = "released"  # a draining runner hands it back unrun: queued again
+    # a task inside an optional task's subtree (not optional itself) failed for good: it ends
+    # failed_optional, and the rest of the nearest optional ancestor's subtree is skipped
+    FAILED_NESTED = "failed_nested"
+    SKIPPED = "skipped"  # not run: it is inside an optional subtree whose run failed
 
 
 class FailureReason(enum.StrEnum):
@@ -84,6 +92,8 @@ class ClaimStatus(enum.StrEnum):
     CANCELLED = "cancelled"  # its job was cancelled: the task is cancelled
     POISONED = "poisoned"  # failed as poison
     TAKEN = "taken"  # another runner's claim is recorded: it took the task over
+    HELD = "held"  # its job failed: not handed out until the job is retried
+    SKIP = "skip"  # inside an optional subtree whose run failed: to be finished as skipped
 
 
 class FinishStatus(enum.IntEnum):
@@ -91,21 +101,39 @@ class FinishStatus(enum.IntEnum):
 
     FENCED = 0  # another runner owns the task now (this one's lease was lost): nothing recorded
     FINISHED = 1
-    SUPERSEDED = 2  # cancelled or requeued while it ran: dropped, nothing recorded
+    SUPERSEDED = 2  # cancelled, requeued or held while it ran: dropped, nothing recorded
 
 
 # --- the rules a runner applies ----------------------------------------------------------------
 
 
 def failure_outcome(
-    reason: FailureReason, attempts: int, max_retries: int, optional: bool
+    reason: FailureReason, attempts: int, max_retries: int, optional: bool, nested: bool = False
 ) -> Outcome:
     """The outcome of a failed run of a task that ran ``attempts`` times before: retried while
-    attempts are left, unless its input is bad (that fails the same way every time); else failed,
-    which an optional task's job does not."""
+    attempts are left, unless its input is bad (that fails the same way every time); else failed.
+    As in Tilebox, an optional task's failure does not fail its job (its dependants run), nor
+    does the failure of a task ``nested`` inside an optional task's subtree: the rest of that
+    subtree (the nearest optional ancestor's) is skipped instead, and the optional task is
+    complete once what runs of it has finished."""
     if reason is FailureReason.ERROR and attempts < max_retries:
         return Outcome.RETRY
-    return Outcome.FAILED_OPTIONAL if optional else Outcome.FAILED
+    if optional:
+        return Outcome.FAILED_OPTIONAL
+    return Outcome.FAILED_NESTED if nested else Outcome.FAILED
+
+
+def subtask_scopes(scopes: str, task_id: str, optional: bool) -> str:
+    """The scopes of the subtasks of task ``task_id`` whose scopes are ``scopes``: the ids of the
+    optional tasks among their ancestors, outermost first, comma-separated ("" for none)."""
+    if not optional:
+        return scopes
+    return f"{scopes},{task_id}" if scopes else task_id
+
+
+def nearest_scope(scopes: str) -> str:
+    """The optional task whose subtree a failure of a task with ``scopes`` skips: the nearest."""
+    return scopes.rsplit(",", 1)[-1]
 
 
 def is_poison(deliveries: int, max_deliveries: int) -> bool:
@@ -141,6 +169,7 @@ class TaskSpec(msgspec.Struct, frozen=True):
     depends_on: list[str] = []
     max_retries: int = 0
     optional: bool = False
+    scopes: str = ""  # the optional tasks among its ancestors (see ``subtask_scopes``)
 
 
 def submitted_event(stamp: Stamp, job_id: str, spec: TaskSpec) -> TaskSubmitted:
@@ -190,6 +219,7 @@ class ClaimedTask(msgspec.Struct, frozen=True, gc=False):
     optional: bool
     chain: str  # JSON: the task and its ancestors, with their dependants (see tasklib.lua)
     cluster: str
+    scopes: str = ""  # the optional tasks among its ancestors (see ``subtask_scopes``)
 
     @property
     def key(self) -> tuple[str, str]:
@@ -224,11 +254,40 @@ class Claim(msgspec.Struct, frozen=True, gc=False):
     poison: TaskFailed | None = None  # fails the task instead of claiming it (``is_poison``)
 
 
+class TaskError(msgspec.Struct, frozen=True, gc=False):
+    """Why a task failed for good, kept on the task (its hash's ``error``, as JSON): the error's
+    type and message, and the end of its traceback (bounded: MAX_TRACEBACK characters)."""
+
+    type: str  # the exception's class ("ValueError", "mylib.errors.Timeout"), or the reason's
+    message: str
+    traceback: str = ""
+
+
+MAX_ERROR_MESSAGE = 4000
+MAX_TRACEBACK = 8000  # characters of a traceback kept (its last lines: where it was raised)
+MAX_DISPLAY = 1024  # characters of a display name kept, as in Tilebox
+
+
+def bounded_traceback(text: str, limit: int = MAX_TRACEBACK) -> str:
+    """``text`` if it fits ``limit``, else its last lines that do, after a line saying so."""
+    if len(text) <= limit:
+        return text
+    tail = text[-limit:]
+    cut = tail.find("\n")
+    return "... (earlier lines left out)\n" + (tail[cut + 1 :] if cut >= 0 else tail)
+
+
+def bounded_display(display: str) -> str:
+    """A display name as kept: at most MAX_DISPLAY characters (the rest cut off, as in Tilebox)."""
+    return display[:MAX_DISPLAY]
+
+
 class Finish(msgspec.Struct, frozen=True):
     """A task's result, to be recorded (the finish script): its outcome, its events (in log
     order: its TaskCompleted and its subtasks' TaskSubmitted, or its TaskFailed or TaskReleased),
     the subtasks to create, and ``claim``, its TaskClaimed when the claim is recorded with the
-    result (fast tasks; None: it was recorded before the task ran)."""
+    result (fast tasks; None: it was recorded before the task ran). ``display`` (set by the task,
+    "" if not) and ``error`` (of a failure for good) are kept on the task."""
 
     task: ClaimedTask
     outcome: Outcome
@@ -237,6 +296,9 @@ class Finish(msgspec.Struct, frozen=True):
     progress: dict[str, list[int]] = {}  # label -> [done delta, total delta]
     subtasks: list[TaskSpec] = []
     claim: TaskClaimed | None = None
+    display: str = ""
+    error: TaskError | None = None
+    skips: str = ""  # FAILED_NESTED: the optional task whose subtree's rest is skipped
 
 
 class StagedSubtasks(msgspec.Struct, frozen=True, gc=False):

@@ -25,11 +25,14 @@ from tilebox_core.tracing import current_tracer
 
 from .tasklogs import TaskLogs
 
+# Indicators one task may report to, as Tilebox limits them: each is a field of the job's hash.
+MAX_PROGRESS_INDICATORS = 1000
+
 
 class SubtaskRequest:
     def __init__(
         self, handle: FutureTask, depends_on: list[str], cluster: str | None,
-        max_retries: int | None, optional: bool,
+        max_retries: int, optional: bool,
     ) -> None:  # fmt: skip
         self.handle = handle
         self.depends_on = depends_on
@@ -85,7 +88,7 @@ class TaskContext(ExecutionContext):
         task: Task,
         depends_on: Sequence[FutureTask] | FutureTask | None = None,
         cluster: str | None = None,
-        max_retries: int | None = None,
+        max_retries: int = 0,
         optional: bool = False,
     ) -> FutureTask:
         return self.submit_subtasks([task], depends_on, cluster, max_retries, optional)[0]
@@ -95,7 +98,7 @@ class TaskContext(ExecutionContext):
         tasks: Sequence[Task],
         depends_on: Sequence[FutureTask] | FutureTask | None = None,
         cluster: str | None = None,
-        max_retries: int | None = None,
+        max_retries: int = 0,
         optional: bool = False,
     ) -> list[FutureTask]:
         """Several subtasks sharing the same options (checked once, not per task)."""
@@ -103,8 +106,8 @@ class TaskContext(ExecutionContext):
             task_identifier(
                 task_class
             )  # validates the class and its identifier now, not at the end
-        if max_retries is not None and max_retries < 0:
-            raise InvalidInput(f"max_retries must be >= 0, got {max_retries}")
+        if isinstance(max_retries, bool) or not isinstance(max_retries, int) or max_retries < 0:
+            raise InvalidInput(f"max_retries must be an int >= 0, got {max_retries!r}")
         deps = [depends_on] if isinstance(depends_on, FutureTask) else list(depends_on or [])
         for dep in deps:
             if not isinstance(dep, FutureTask) or dep._owner is not self:
@@ -122,14 +125,25 @@ class TaskContext(ExecutionContext):
             handles.append(handle)
         return handles
 
-    def progress(self, label: str = "") -> ProgressIndicator:
-        if label not in self._progress:
-            self._progress[label] = ProgressIndicator(label)
-        return self._progress[label]
+    def progress(self, label: str | None = None) -> ProgressIndicator:
+        key = label or ""  # None and "" are the default indicator, as in Tilebox
+        indicator = self._progress.get(key)
+        if indicator is None:
+            if not isinstance(key, str):
+                raise TypeError(f"a progress label is a str, got {label!r}")
+            if len(self._progress) >= MAX_PROGRESS_INDICATORS:
+                raise InvalidInput(
+                    f"a task reports to at most {MAX_PROGRESS_INDICATORS} progress indicators"
+                )
+            indicator = self._progress[key] = ProgressIndicator(label or None)
+        return indicator
 
     @property
     def subtasks(self) -> list[SubtaskRequest]:
         return list(self._subtasks)
 
     def progress_deltas(self) -> dict[str, list[int]]:
-        return {p.label: [p.done, p.total] for p in self._progress.values() if p.done or p.total}
+        """label ("" for the default) -> [done, total] added by this run, where not both 0."""
+        return {
+            label: [p._done, p._total] for label, p in self._progress.items() if p._done or p._total
+        }

@@ -17,6 +17,7 @@ from __future__ import annotations
 import collections
 import contextlib
 import gc
+import inspect
 import os
 import queue
 import signal
@@ -42,9 +43,11 @@ from tilebox_core.domain.events import (
     TaskFailed,
     TaskLeaseExpired,
     TaskReleased,
+    TaskSkipped,
 )
 from tilebox_core.domain.identifiers import TaskIdentifier, parse_version
 from tilebox_core.domain.tasks import (
+    MAX_ERROR_MESSAGE,
     Claim,
     ClaimedTask,
     ClaimStatus,
@@ -53,9 +56,13 @@ from tilebox_core.domain.tasks import (
     Finish,
     FinishStatus,
     Outcome,
+    TaskError,
+    bounded_display,
     failure_outcome,
     is_poison,
+    nearest_scope,
     submitted_event,
+    subtask_scopes,
 )
 from tilebox_core.jobs import task_spec
 from tilebox_core.redis.tasklogs import TaskLogStore
@@ -64,7 +71,9 @@ from tilebox_core.retries import delay, retrying
 from tilebox_core.session import Session
 from tilebox_core.task import CurrentTask, RunnerContext, Task, decode_input
 
+from .aio import EventLoop, not_runnable
 from .context import TaskContext
+from .failure import task_error
 from .hooks import RunnerHooks
 from .observers import runner_hooks
 from .registry import Runner
@@ -181,6 +190,7 @@ class TaskRunner:
         # Results on their way to the store (see _record); two batches at most, then the workers
         # wait: a runner never gets far ahead of what it has recorded.
         self._results: queue.Queue[list[Finish] | None] = queue.Queue(maxsize=2)
+        self._loops = threading.local()  # each worker thread's EventLoop (coroutine tasks)
         self.log = log.bind(runner_id=self.id, cluster=self.cluster)
         # Observers of the work (metrics, tracing, task logs), called around executions only
         # where they wrap them: otherwise a task runs as if there were none.
@@ -359,11 +369,14 @@ class TaskRunner:
                     )
                     self._stopping.wait(wait)
         finally:
-            if ahead is not None:  # what was read ahead and not run is handed back
-                with contextlib.suppress(StoreUnavailable):
-                    finishes = [self._release(d.task) for d in ahead()]
-                    if finishes:
-                        self._hand_over(finishes, set())
+            try:
+                if ahead is not None:  # what was read ahead and not run is handed back
+                    with contextlib.suppress(StoreUnavailable):
+                        finishes = [self._release(d.task) for d in ahead()]
+                        if finishes:
+                            self._hand_over(finishes, set())
+            finally:
+                self._close_loop()
 
     def _read_ahead(self) -> Callable[[], list[Delivery]]:
         """The next deliveries, asked for now and received when the function returned is called."""
@@ -421,7 +434,11 @@ class TaskRunner:
     def _handle(self, deliveries: list[Delivery]) -> None:
         # Fast tasks have their claims recorded with their results, one script call per batch
         # instead of two: the lease is the lane entry's, held since XREADGROUP delivered it.
-        deferred = self._defer_claims() and all(d.previous_owner is None for d in deliveries)
+        # Not tasks inside an optional subtree: whether they are to be skipped is known only
+        # when their claims are recorded (claim.lua), so they have them recorded before they run.
+        deferred = self._defer_claims() and all(
+            d.previous_owner is None and not d.task.scopes for d in deliveries
+        )
         tasks = [d.task for d in deliveries] if deferred else self._claim(deliveries)
         # stamped now, when they were received, however much later they are recorded
         claims = self._claimed_events(tasks) if deferred else {}
@@ -432,6 +449,12 @@ class TaskRunner:
         pending = collections.deque(tasks)
         finishes: list[Finish] = []
         handed: set[tuple[str, str]] = set()  # deliveries whose results the recorder has
+        # What a failure in this batch stops of the rest of it, before the store knows (it will
+        # by their results, recorded after the failure's): the tasks of a job a task failed for
+        # good in are handed back (and held), those of an optional subtree a failure skipped
+        # are skipped (job id -> those optional tasks).
+        failed_jobs: set[str] = set()
+        skipped: dict[str, set[str]] = {}
         since = began = time.monotonic()
         try:
             while pending:
@@ -448,9 +471,14 @@ class TaskRunner:
                     pending = collections.deque(t for t in pending if t.key in kept)
                     if task.key not in kept:
                         continue
+                handed_back = False
                 # Draining: hand back what has not started rather than run it now.
                 if self._stopping.is_set():
                     finish = self._release(task)
+                elif failed_jobs and task.job_id in failed_jobs:
+                    finish, handed_back = self._release(task), True
+                elif skipped and _in_skipped(skipped, task):
+                    finish = self._skipped(task, self.client.origin())
                 else:
                     if deferred:
                         with self._lock:
@@ -467,7 +495,14 @@ class TaskRunner:
                         else self._execute(task)
                     )
                     self._observe(time.perf_counter() - started)
-                if deferred and not self._claimed_meanwhile(task):
+                    if finish.outcome is Outcome.FAILED:
+                        failed_jobs.add(task.job_id)
+                    elif finish.outcome is Outcome.FAILED_NESTED:
+                        skipped.setdefault(task.job_id, set()).add(finish.skips)
+                if handed_back:  # no claim of it is recorded: its job holds it (claim.lua)
+                    if deferred:
+                        self._claimed_meanwhile(task)
+                elif deferred and not self._claimed_meanwhile(task):
                     if len(finish.subtasks) > STAGE_CHUNK:
                         self._claim([Delivery(task)], claims)  # before its subtasks are staged
                     else:  # recorded with the result
@@ -592,8 +627,8 @@ class TaskRunner:
                 self.log.warning("lease lost; another runner owns the task now",
                                  task_id=finish.task.task_id)  # fmt: skip
             elif status is FinishStatus.SUPERSEDED:
-                self.log.info("result dropped: the task was cancelled or requeued while it ran",
-                              task_id=finish.task.task_id)  # fmt: skip
+                self.log.info("result dropped: the task was cancelled, requeued or held (its "
+                              "job failed) while it ran", task_id=finish.task.task_id)  # fmt: skip
 
     def _claimed_events(self, tasks: Sequence[ClaimedTask]) -> dict[tuple[str, str], TaskClaimed]:
         """Entry id -> TaskClaimed of each of ``tasks``, claimed now."""
@@ -615,14 +650,18 @@ class TaskRunner:
             claims = {**self._claimed_events([d.task for d in deliveries]), **claims}
         requests = [self._claim_of(d, claims[d.task.key], origin) for d in deliveries]
         statuses = self.store.claim(self.id, self.release_id, requests)
-        claimed = []
+        claimed, skipped = [], []
         for d, status in zip(deliveries, statuses):
             if status is ClaimStatus.OK:
                 claimed.append(d.task)
+            elif status is ClaimStatus.SKIP:
+                skipped.append(self._skipped(d.task, origin))
             elif status is ClaimStatus.POISONED:
                 self.log.error(
                     "poison task failed", task_id=d.task.task_id, deliveries=d.deliveries
                 )
+        if skipped:  # recorded as any result (their entries are this runner's until then)
+            self._hand_over(skipped, set())
         return claimed
 
     def _claim_of(self, delivery: Delivery, claimed: TaskClaimed, origin: Origin) -> Claim:
@@ -651,21 +690,30 @@ class TaskRunner:
                            "runner_id": self.id, "release_id": self.release_id}  # fmt: skip
         task_class = self._classes.get((claimed.name, parse_version(claimed.version)[0]))
         if task_class is None:  # cannot happen with lane routing; fail loudly rather than loop
-            return self._failed(claimed, common, "no task class for this identifier",
-                                FailureReason.ERROR)  # fmt: skip
+            error = TaskError("UnknownTask", "no task class for this identifier")
+            return self._failed(claimed, common, error.message, FailureReason.ERROR, error)
         try:
             task = decode_input(claimed.input, task_class)
         except msgspec.MsgspecError as exc:
-            return self._failed(claimed, common, f"cannot decode task input: {exc}",
-                                FailureReason.INPUT)  # fmt: skip
-        context = TaskContext(
-            CurrentTask(claimed.task_id, claimed.job_id, claimed.name, claimed.version,
-                        claimed.attempts + 1),
-            self.cache, self.id, self.runner_context, self.task_logs,
-        )  # fmt: skip
+            error = TaskError("InvalidInput", f"cannot decode task input: {exc}")
+            return self._failed(claimed, common, error.message, FailureReason.INPUT, error)
+        current = CurrentTask(claimed.task_id, claimed.job_id, claimed.name, claimed.version,
+                              claimed.attempts + 1, task_class.__name__)  # fmt: skip
+        context = TaskContext(current, self.cache, self.id, self.runner_context, self.task_logs)
         started = time.perf_counter()
         try:
-            task.execute(context)
+            # annotated -> None, but an async def execute returns its coroutine (and a mistaken
+            # one anything): what it returns is looked at
+            execute: Callable[[TaskContext], object] = task.execute
+            returned = execute(context)
+            if returned is not None:  # a coroutine (async def execute), or a mistake
+                self._awaited(task, returned)
+            requests = context.subtasks
+            scopes = (
+                subtask_scopes(claimed.scopes, claimed.task_id, claimed.optional)
+                if requests
+                else ""
+            )
             subtasks = [
                 task_spec(
                     r.handle.task,
@@ -673,36 +721,72 @@ class TaskRunner:
                     r.cluster or claimed.cluster,
                     parent_id=claimed.task_id,
                     depends_on=r.depends_on,
-                    max_retries=claimed.max_retries if r.max_retries is None else r.max_retries,
+                    max_retries=r.max_retries,  # 0 unless given, as in Tilebox: not the parent's
                     optional=r.optional,
+                    scopes=scopes,
                 )
-                for r in context.subtasks
+                for r in requests
             ]
+            # a display name the task set is kept (checked here: it fails the task, not the runner)
+            display = "" if current.display == task_class.__name__ else _display(current.display)
         except Exception as exc:
             seconds = time.perf_counter() - started
             context.logger.warning("task failed", error=f"{type(exc).__name__}: {exc}")
             detail = "".join(traceback.format_exception_only(exc)).strip()
-            return self._failed(claimed, common, detail, FailureReason.ERROR, seconds)
+            display = (
+                "" if current.display == task_class.__name__ else _safe_display(current.display)
+            )
+            return self._failed(claimed, common, detail, FailureReason.ERROR, task_error(exc),
+                                seconds, display)  # fmt: skip
         seconds = time.perf_counter() - started
         origin = self.client.origin()  # stamped when it finished
         progress = context.progress_deltas()
         events: list[Event] = [
             TaskCompleted(**origin.stamp(), **common, compute_seconds=round(seconds, 6),
-                          subtask_ids=[s.id for s in subtasks], progress=progress),
+                          subtask_ids=[s.id for s in subtasks], progress=progress,
+                          display=display),
             *(submitted_event(origin.stamp(), claimed.job_id, s) for s in subtasks),
         ]  # fmt: skip
-        return Finish(claimed, Outcome.COMPLETED, events, int(seconds * 1000), progress, subtasks)
+        return Finish(claimed, Outcome.COMPLETED, events, int(seconds * 1000), progress, subtasks,
+                      display=display)  # fmt: skip
+
+    def _awaited(self, task: Task, returned: object) -> None:
+        """Await the coroutine an ``async def execute`` returned, on this worker's event loop;
+        anything else that is not None fails the task (it would not run)."""
+        if inspect.iscoroutine(returned):
+            loop = getattr(self._loops, "loop", None)
+            if loop is None:
+                loop = self._loops.loop = EventLoop(threading.current_thread().name)
+            returned = loop.run(returned)
+            if returned is None:
+                return
+        raise not_runnable(task, returned)
+
+    def _close_loop(self) -> None:
+        loop = getattr(self._loops, "loop", None)
+        if loop is not None:
+            self._loops.loop = None
+            loop.close()
 
     def _failed(
-        self, claimed: ClaimedTask, common: _TaskOf, error: str, reason: FailureReason,
-        seconds: float = 0.0,
+        self, claimed: ClaimedTask, common: _TaskOf, detail: str, reason: FailureReason,
+        error: TaskError, seconds: float = 0.0, display: str = "",
     ) -> Finish:  # fmt: skip
         origin = self.client.origin()  # stamped when it failed
-        outcome = failure_outcome(reason, claimed.attempts, claimed.max_retries, claimed.optional)
-        event = TaskFailed(**origin.stamp(), **common, error=error[:4000],
+        outcome = failure_outcome(reason, claimed.attempts, claimed.max_retries, claimed.optional,
+                                  nested=bool(claimed.scopes))  # fmt: skip
+        skips = nearest_scope(claimed.scopes) if outcome is Outcome.FAILED_NESTED else ""
+        event = TaskFailed(**origin.stamp(), **common, error=detail[:MAX_ERROR_MESSAGE],
                            will_retry=outcome is Outcome.RETRY, reason=reason,
-                           compute_seconds=round(seconds, 6))  # fmt: skip
-        return Finish(claimed, outcome, [event], int(seconds * 1000))
+                           compute_seconds=round(seconds, 6), traceback=error.traceback,
+                           display=display)  # fmt: skip
+        return Finish(claimed, outcome, [event], int(seconds * 1000), display=display,
+                      error=error, skips=skips)  # fmt: skip
+
+    def _skipped(self, claimed: ClaimedTask, origin: Origin) -> Finish:
+        event = TaskSkipped(**origin.stamp(), job_id=claimed.job_id, task_id=claimed.task_id,
+                            runner_id=self.id, release_id=self.release_id)  # fmt: skip
+        return Finish(claimed, Outcome.SKIPPED, [event])
 
     def _release(self, claimed: ClaimedTask) -> Finish:
         event = TaskReleased(**self.client.origin().stamp(), job_id=claimed.job_id,
@@ -754,6 +838,28 @@ class TaskRunner:
     def _retrying(self, error: BaseException, wait: float) -> None:
         self.hooks.store_error()
         self.log.warning("store unavailable, retrying", error=str(error), delay=round(wait, 2))
+
+
+def _in_skipped(skipped: dict[str, set[str]], task: ClaimedTask) -> bool:
+    """Whether ``task`` is inside an optional subtree that ``skipped`` names for its job."""
+    scopes = skipped.get(task.job_id)
+    return bool(scopes and task.scopes and scopes.intersection(task.scopes.split(",")))
+
+
+def _display(display: object) -> str:
+    """A display name a task set, as kept; not a str, or not text (a lone surrogate), fails it."""
+    if not isinstance(display, str):
+        raise TypeError(f"current_task.display must be a str, got {display!r}")
+    display.encode("utf-8")  # raises UnicodeEncodeError: it could not be recorded
+    return bounded_display(display)
+
+
+def _safe_display(display: object) -> str:
+    """``_display`` of a task that failed anyway: a bad display name is left out."""
+    try:
+        return _display(display)
+    except (TypeError, UnicodeError):
+        return ""
 
 
 def freeze_heap() -> None:

@@ -124,7 +124,9 @@ class TaskKeys:
         (name, cluster, submitter, root task ids, ...); ``open``, its root tasks not yet complete
         (0: completed); ``failed``; ``computed`` and ``skipped``, results counted while it runs,
         which tell a running job from a queued one (a call that completes the job does not
-        count its own); ``started``, ``cancelled``; and ``progress:<label>:done|total``."""
+        count its own); ``started``; ``cancelled``, the job's gate: "1" cancelled, "failed"
+        held by a failure until a retry (see gate_of in tasklib.lua); and
+        ``progress:<label>:done|total``."""
         return f"{self.base}job:{job_id}"
 
     def job_tasks(self, job_id: str) -> str:

@@ -41,6 +41,7 @@ from tilebox_core.domain.tasks import (
     NewJob,
     Pending,
     StagedSubtasks,
+    TaskError,
     TaskSpec,
 )
 
@@ -94,6 +95,7 @@ class TaskSpecFields(msgspec.Struct):
     parent: str = ""
     max_retries: str = "0"
     optional: str = "0"
+    scopes: str = ""  # the optional tasks among its ancestors (domain.tasks.subtask_scopes)
 
 
 SPEC_FIELDS = frozenset(TaskSpecFields.__struct_fields__)
@@ -119,7 +121,7 @@ class Payload:
     def _shape(self, s: TaskSpec) -> int:
         """The 1-based (Lua) index of ``s``'s shape as sent: [lane, the task hash's "spec" field
         without its braces, id and job (see create_tasks)]."""
-        shape = (s.name, s.version, s.cluster, s.parent_id, s.max_retries, s.optional)
+        shape = (s.name, s.version, s.cluster, s.parent_id, s.max_retries, s.optional, s.scopes)
         index = self._shapes.get(shape)
         if index is None:
             index = self._shapes[shape] = len(self._shapes) + 1
@@ -132,6 +134,8 @@ class Payload:
                 spec["max_retries"] = str(s.max_retries)
             if s.optional:
                 spec["optional"] = "1"
+            if s.scopes:
+                spec["scopes"] = s.scopes
             self._rows.append((lane, _json.encode(spec).decode()[1:-1]))
         return index
 
@@ -423,6 +427,8 @@ class TaskStore:
         payload = Payload(self.shard(job_id))
         siblings = payload.siblings(specs, parent_chain)
         siblings.update(job=job_id, shapes=payload.shapes())
+        if specs and specs[0].scopes:  # siblings share them: not created in a skipped subtree
+            siblings["scopes"] = specs[0].scopes
         return _json.encode(siblings), payload.keys
 
     @translate_errors
@@ -684,6 +690,7 @@ class TaskStore:
             tasks.append(ClaimedTask(
                 lane, entry, spec.id, spec.job, spec.name, spec.version, data, int(attempts),
                 int(spec.max_retries), spec.optional == "1", chain_json, spec.cluster,
+                spec.scopes,
             ))  # fmt: skip
         return tasks
 
@@ -855,20 +862,24 @@ class TaskStore:
         self, shard: TaskKeys, runner_id: str, release_id: str | None, claims: Sequence[Claim]
     ) -> tuple[list[str], list[Any]]:
         """claim.lua. KEYS: the task log, then per claim its task hash, job hash and lane. ARGV:
-        runner id, release id ('' for none), then 4 per claim: its entry id, TaskClaimed,
+        runner id, release id ('' for none), then 6 per claim: its entry id, TaskClaimed,
         TaskLeaseExpired ('' for a fresh delivery), the TaskFailed of a poison task ('' if it is
-        none: the runner decided, see ``is_poison``)."""
+        none: the runner decided, see ``is_poison``) and its TaskError (type "Poison"), kept on
+        the task, and the task's scopes (skipped in a skipped optional subtree)."""
         encode = self.events.codec.encode
         keys = [shard.log(TASKS)]
         args: list[Any] = [runner_id, release_id or ""]
         for claim in claims:
             task = claim.delivery.task
             keys += (shard.task(task.task_id), shard.job(task.job_id), task.lane)
+            poison = claim.poison
             args += (
                 task.entry,
                 encode(claim.claimed),
                 encode(claim.expired) if claim.expired is not None else b"",
-                encode(claim.poison) if claim.poison is not None else b"",
+                encode(poison) if poison is not None else b"",
+                _json.encode(TaskError("Poison", poison.error)) if poison is not None else b"",
+                task.scopes,
             )
         return keys, args
 
@@ -879,7 +890,8 @@ class TaskStore:
         lane, task hash, job task list, the keys of its chain and of its subtasks. ARGV: runner
         id, release id ('' for none), every task's events encoded and concatenated in order, how
         many; then 11 per task: job hash, lane, task hash, job task list, entry id,
-        outcome, compute ms, progress (JSON), subtasks (JSON, see create_tasks; '' for none),
+        outcome, compute ms, details ('' or JSON, see ``_details``), subtasks (JSON, see
+        create_tasks; '' for none),
         claimed ('1': recorded before, by claim.lua; '0': by this call, and the task's events
         begin with its TaskClaimed), and the extent of its events in the third, "<count>:<bytes>"."""
         keys: dict[str, None] = {shard.log(TASKS): None}
@@ -906,7 +918,7 @@ class TaskStore:
             count += n
             args += (
                 job, task.lane, task_key, job_tasks, task.entry, finish.outcome, finish.compute_ms,
-                _json.encode(finish.progress) if finish.progress else b"{}", specs,
+                _details(finish), specs,
                 "1" if finish.claim is None else "0", f"{n}:{len(encoded)}",
             )  # fmt: skip
         return list(keys), [runner_id, release_id or "", b"".join(events), count, *args]
@@ -1014,13 +1026,15 @@ class TaskStore:
         return [_s(job_id) for job_id, _ in list(newest)[:limit]]
 
     @translate_errors
-    def retry(self, job_id: str, failed: Sequence[tuple[str, str]], event: Event) -> int:
-        """Re-queue failed tasks (task id, lane); returns how many were re-queued."""
+    def retry(self, job_id: str, tasks: Sequence[tuple[str, str]], event: Event) -> tuple[int, int]:
+        """Re-queue the failed ones of ``tasks`` (task id, lane), then, once the job has no failed
+        task, queue again the held ones (see retry.lua); (re-queued, queued again)."""
         shard = self.shard(job_id)
         keys = [shard.log(TASKS), shard.job(job_id)]
-        for task_id, lane in failed:
+        for task_id, lane in tasks:
             keys += (shard.task(task_id), lane)
-        return int(self._run("retry", keys, [self.events.codec.encode(event)]))
+        requeued, resumed = self._run("retry", keys, [self.events.codec.encode(event)])
+        return int(requeued), int(resumed)
 
     @translate_errors
     def cancel(self, job_id: str, unfinished: Sequence[tuple[str, str]], event: Event) -> bool:
@@ -1031,6 +1045,25 @@ class TaskStore:
         for task_id, lane in unfinished:
             keys += (shard.task(task_id), lane)
         return bool(self._run("cancel", keys, [self.events.codec.encode(event)]))
+
+
+def _details(finish: Finish) -> bytes:
+    """What a finish records besides its outcome, as finish.lua reads it: '' for nothing (most
+    tasks: no JSON to decode), else JSON with "p" the progress deltas, "d" the display name and
+    "e" the error (TaskError), "s" the optional task whose subtree a FAILED_NESTED result skips,
+    each left out when there is none."""
+    if not (finish.progress or finish.display or finish.error or finish.skips):
+        return b""
+    details: dict[str, Any] = {}
+    if finish.progress:
+        details["p"] = finish.progress
+    if finish.display:
+        details["d"] = finish.display
+    if finish.error is not None:
+        details["e"] = finish.error
+    if finish.skips:
+        details["s"] = finish.skips
+    return _json.encode(details)
 
 
 def chain_keys(chain: str | list[dict[str, Any]]) -> list[str]:

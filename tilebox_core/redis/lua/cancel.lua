@@ -10,7 +10,9 @@ end
 for i = 3, #KEYS, 2 do
   local f = redis.call('HMGET', KEYS[i], 'state', 'spec', 'entry')
   if f[1] == 'queued' then
-    redis.call('XDEL', key(cjson.decode(f[2]).lane), f[3])
+    if f[3] and f[3] ~= '' then  -- a held task has no lane entry (see hold in tasklib)
+      redis.call('XDEL', key(cjson.decode(f[2]).lane), f[3])
+    end
     redis.call('HSET', KEYS[i], 'state', 'cancelled')
   elseif f[1] == 'waiting' then
     redis.call('HSET', KEYS[i], 'state', 'cancelled')

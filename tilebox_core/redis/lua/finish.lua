@@ -7,20 +7,22 @@
 -- ARGV[1] runner id, ARGV[2] release id ('' for none), ARGV[3] the tasks' encoded events,
 -- concatenated in order, ARGV[4] how many; then 11 per task: job hash, lane, task hash, job task
 -- list, entry id, outcome (domain.tasks.Outcome: completed | retry | failed | failed_optional |
--- released), compute ms, progress (JSON {label: [done, total]}), subtasks (JSON, see
+-- released | failed_nested | skipped), compute ms, details ('' for none, else JSON: "p" progress
+-- {label: [done, total]}, "d" the display name the task set, "e" its error {type, message,
+-- traceback}, "s" the optional task whose subtree a failed_nested result skips), subtasks (JSON, see
 -- create_tasks; '' for none), claimed ('1': claim.lua recorded the claim; '0': this call records
 -- it, and the task's events begin with its TaskClaimed), and its events' extent in ARGV[3],
 -- "<number>:<bytes>". Laid out by TaskStore._finish_call.
 -- Returns per task (domain.tasks.FinishStatus) 1; 0 when fenced off (the lease was lost: another
--- runner owns the task now); 2 when the entry was superseded meanwhile (the job was cancelled
--- while the task ran unclaimed, or the task was requeued): the entry is dropped and nothing is
--- recorded but the cancellation.
+-- runner owns the task now); 2 when the entry was superseded meanwhile (the job was cancelled or
+-- failed while the task ran unclaimed, or the task was requeued): the entry is dropped and
+-- nothing is recorded but the cancellation, or the hold (see hold in tasklib).
 -- Per-call work is done once per lane or job: lane entries are acknowledged and deleted per lane
 -- and job counters incremented per job at the end.
 local log, runner, release = KEYS[1], ARGV[1], ARGV[2]
 local lanes, acks = {}, {}                -- lanes in order; lane -> entries to drop
 local hashes, counters = {}, {}           -- job hashes in order; job -> counts (see count)
-local cancelled_jobs, started_jobs = {}, {}
+local gates, started_jobs = {}, {}  -- per job: its gate (see gate_of), read once per call
 -- A finished task's finished_ms: when its result was recorded, in the server's clock (TIME: one
 -- clock for every runner); with compute_ms it tells when the task ran (a job's execution stats,
 -- domain.jobs.execution_stats). A field of the hash written anyway, not a command of its own: a
@@ -53,13 +55,17 @@ local function count(job, field, by)
   c[field] = now + by
 end
 
-local function is_cancelled(job)
-  local cancelled = cancelled_jobs[job]
-  if cancelled == nil then
-    cancelled = redis.call('HGET', job, 'cancelled') == '1'
-    cancelled_jobs[job] = cancelled
+local function gate(job)
+  local g = gates[job]
+  if g == nil then
+    g = gate_of(job)
+    gates[job] = g
   end
-  return cancelled
+  return g
+end
+
+local function is_cancelled(job)
+  return gate(job) == '1'
 end
 
 -- A complete task's parent learns of it at the end of the call, once per parent however many of
@@ -114,11 +120,11 @@ local function settle_parents()
 end
 
 -- Write a task's result: its state, finished_ms, compute time unless 0, the owner when this call
--- records the claim, and its open count unless 0 (absent once finished: 0, see tasklib). The
--- usual cases are spelled out: a table of fields, grown and unpacked, costs the server more per
--- task.
-local function write_result(task, state, compute_ms, record_owner, open)
-  if compute_ms == '0' and open == 0 then
+-- records the claim, its open count unless 0 (absent once finished: 0, see tasklib), and
+-- ``extra`` fields (display, error) when there are any. The usual cases are spelled out: a table
+-- of fields, grown and unpacked, costs the server more per task.
+local function write_result(task, state, compute_ms, record_owner, open, extra)
+  if compute_ms == '0' and open == 0 and extra == nil then
     if not record_owner then
       redis.call('HSET', task, 'state', state, 'finished_ms', now)
     elseif release == '' then
@@ -145,10 +151,28 @@ local function write_result(task, state, compute_ms, record_owner, open)
     fields[#fields + 1] = 'open'
     fields[#fields + 1] = tostring(open)
   end
+  for _, value in ipairs(extra or {}) do
+    fields[#fields + 1] = value
+  end
   redis.call('HSET', task, unpack(fields))
 end
 
-local function finish(job, lane, task, job_tasks, entry, outcome, compute_ms, progress, specs_json,
+-- The fields a result keeps besides its state (see write_result), from its details: the display
+-- name the task set, and the error of a failure; nil for none.
+local function extra_fields(details, failed)
+  local extra = {}
+  if details.d then
+    extra[#extra + 1] = 'display'
+    extra[#extra + 1] = details.d
+  end
+  if failed and details.e then
+    extra[#extra + 1] = 'error'
+    extra[#extra + 1] = cjson.encode(details.e)
+  end
+  return #extra > 0 and extra or nil
+end
+
+local function finish(job, lane, task, job_tasks, entry, outcome, compute_ms, details, specs_json,
                       claimed)
   local f = redis.call('HMGET', task, 'state', 'entry', 'chain', 'open', 'runner')
   if owned_by_another(f[5], runner) then
@@ -158,11 +182,20 @@ local function finish(job, lane, task, job_tasks, entry, outcome, compute_ms, pr
     drop_later(lane, entry)  -- ours, but superseded: as claim.lua does
     return 2
   end
-  if claimed == '0' and outcome ~= 'released' and is_cancelled(job) then
-    -- queued when its job was cancelled (created while the cancel ran): as claim.lua does
-    drop_later(lane, entry)
-    redis.call('HSET', task, 'state', 'cancelled')
-    return 2
+  if claimed == '0' then
+    -- it ran unclaimed (or is handed back unrun): had its claim been recorded first, claim.lua
+    -- would have refused it if its job was cancelled (created while the cancel ran) or failed
+    -- (then it is held, and no claim of it is logged)
+    local g = gate(job)
+    if g == '1' and outcome ~= 'released' then
+      drop_later(lane, entry)
+      redis.call('HSET', task, 'state', 'cancelled')
+      return 2
+    elseif g == 'failed' and f[1] == 'queued' then
+      drop_later(lane, entry)
+      redis.call('HSET', task, 'entry', '')
+      return 2
+    end
   end
   drop_later(lane, entry)
   if (outcome == 'retry' or outcome == 'released') and claimed == '0' and not started_jobs[job] then
@@ -172,7 +205,13 @@ local function finish(job, lane, task, job_tasks, entry, outcome, compute_ms, pr
     started_jobs[job] = true
   end
   if outcome == 'released' then
-    enqueue(task)
+    if gate(job) == 'failed' then
+      -- handed back because its job failed (or while draining): held, as enqueue then a claim
+      -- would leave it, without the lane entry
+      redis.call('HSET', task, 'state', 'queued', 'entry', '', 'runner', '', 'release', '')
+    else
+      enqueue(task)
+    end
     return 1
   end
   if outcome == 'retry' then
@@ -184,34 +223,51 @@ local function finish(job, lane, task, job_tasks, entry, outcome, compute_ms, pr
     return 1
   end
   local record_owner = claimed == '0'
+  details = details ~= '' and cjson.decode(details) or nil
+  local extra = details and extra_fields(details, outcome ~= 'completed') or nil
   if outcome == 'failed' then
-    write_result(task, 'failed', compute_ms, record_owner, 0)
+    write_result(task, 'failed', compute_ms, record_owner, 0, extra)
     redis.call('HINCRBY', task, 'attempts', 1)
     count(job, 'failed', 1)
+    if gate(job) == '' then
+      close_gate(job)
+      gates[job] = 'failed'  -- the job's tasks later in this call are held, as after it
+    end
     return 1
   end
   local open = f[4] and tonumber(f[4]) or 1  -- absent: 1, the task itself (see tasklib)
   local state = 'computed'
-  if outcome == 'failed_optional' then
+  if outcome == 'skipped' then
+    -- complete unrun (subtasks it staged before, if any, are in the skipped subtree too)
+    open = open - 1
+    state = 'skipped'
+  elseif outcome == 'failed_optional' or outcome == 'failed_nested' then
     open = open - 1
     state = 'failed_optional'
     redis.call('HINCRBY', task, 'attempts', 1)
-    count(job, 'skipped', 1)
+    count(job, 'skipped', 1)  -- (a count of results, see Keys.job)
+    if outcome == 'failed_nested' then
+      -- the rest of the optional subtree it is in will not run (claim.lua, and below)
+      redis.call('HSET', job, 'skip:' .. details.s, '1')
+    end
   else
     count(job, 'computed', 1)
-    if progress ~= '{}' then
-      for label, counts in pairs(cjson.decode(progress)) do
+    if details and details.p then
+      for label, counts in pairs(details.p) do
         count(job, 'progress:' .. label .. ':done', counts[1])
         count(job, 'progress:' .. label .. ':total', counts[2])
       end
     end
     local created = 0
     if specs_json ~= '' and not is_cancelled(job) then  -- a cancelled job gets no new tasks
-      created = create_tasks(job_tasks, cjson.decode(specs_json), true)
+      local specs = cjson.decode(specs_json)
+      if not in_skipped_scope(job, specs.scopes) then  -- nor does a skipped subtree
+        created = create_tasks(job_tasks, specs, true)
+      end
     end
     open = open + created - 1
   end
-  write_result(task, state, compute_ms, record_owner, open)
+  write_result(task, state, compute_ms, record_owner, open, extra)
   -- Also in a cancelled job: its waiting tasks are cancelled, and settling only ever queues
   -- waiting ones.
   if open == 0 then

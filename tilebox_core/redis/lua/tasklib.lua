@@ -1,7 +1,7 @@
 -- Shared prelude of the task-plane scripts (prepended to each when it is loaded).
 --
 -- Task hash fields: spec (JSON: id, job, name, version, cluster, lane, and parent, max_retries,
--- optional unless at their default), input, state, deps (unfinished dependencies), open (the task
+-- optional, scopes unless at their default), input, state, deps (unfinished dependencies), open (the task
 -- itself + its unfinished subtasks, written once it has subtasks; absent: 1 while it runs, 0 once
 -- it finished), attempts, runner, release, entry (its lane entry id), chain (JSON: this task and
 -- its ancestors, each with the keys and lanes of its dependants; absent for a root without
@@ -9,7 +9,8 @@
 -- default (attempts, runner, release, compute_ms 0) are absent: every hash field costs the server
 -- about a command's work. When a task ran is in the log (TaskClaimed, TaskCompleted).
 -- States (domain.tasks.TaskState): waiting -> queued -> running -> computed | failed |
--- failed_optional | cancelled.
+-- failed_optional | cancelled, or queued -> skipped (see in_skipped_scope). A queued task of a failed job is held (see hold): queued, with
+-- 'entry' empty and no lane entry, until the job is retried.
 --
 -- A lane entry carries what a runner needs to run its task (see add_entry): the runner reads it
 -- with the entry and need not read the task hash before it runs the task.
@@ -160,6 +161,48 @@ end
 local function drop(lane, entry)
   redis.call('XACK', lane, GROUP, entry)
   redis.call('XDEL', lane, entry)
+end
+
+-- A job's gate, its hash's 'cancelled' field: whether it hands out its tasks. '1': it was
+-- cancelled (none is, ever again; what every version writes and reads); 'failed': a task of it
+-- failed for good (none is until a retry opens the gate again, see retry.lua); absent (''): open.
+-- One field, read with one HGET as the cancel flag alone was: a runner reads it for every job it
+-- records a result of, and a second field would cost every single-task job 2% more.
+local function gate_of(job_key)
+  return redis.call('HGET', job_key, 'cancelled') or ''
+end
+
+-- Close the gate of a job a task of which failed for good (unless it is cancelled).
+local function close_gate(job_key)
+  redis.call('HSETNX', job_key, 'cancelled', 'failed')
+end
+
+-- Whether a task with ``scopes`` (the ids of the optional tasks among its ancestors, comma-
+-- separated, "" for none: domain.tasks.subtask_scopes) is inside an optional subtree whose run
+-- failed: the failure set 'skip:<that optional task>' on the job hash (finish.lua). No command
+-- for a task outside every optional subtree (most).
+local function in_skipped_scope(job_key, scopes)
+  if scopes == nil or scopes == '' then
+    return false
+  end
+  local fields = {}
+  for scope in string.gmatch(scopes, '[^,]+') do
+    fields[#fields + 1] = 'skip:' .. scope
+  end
+  for _, flag in ipairs(redis.call('HMGET', job_key, unpack(fields))) do
+    if flag then
+      return true
+    end
+  end
+  return false
+end
+
+-- Hold a queued task of a failed job: its lane entry is dropped and its 'entry' emptied (state
+-- stays 'queued'); retry.lua queues it again once the job is retried. Nothing is logged: a held
+-- task's state does not change, and the log shows why (the job's failure, then its retry).
+local function hold(task_key, lane, entry)
+  drop(lane, entry)
+  redis.call('HSET', task_key, 'entry', '')
 end
 
 -- Create sibling tasks from their JSON (see TaskStore.specs_payload), in order, queueing those
