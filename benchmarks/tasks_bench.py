@@ -2,7 +2,7 @@
 
     python benchmarks/tasks_bench.py [--backend valkey|redis | --url URL] [--tasks N]
         [--latency-jobs N] [--prefetch N] [--submit bulk|one] [--concurrency N] [--runners 1,2] [--only fanout,single,latency]
-        [--profile DIR]
+        [--profile DIR] [--trace]
 
 Starts a throwaway server of its own (the embedded Valkey binary by default, the system
 ``redis-server`` with ``--backend redis``; both with ``--appendonly yes --appendfsync everysec
@@ -174,6 +174,97 @@ def blocked_readers(client: redis.Redis) -> int:
     )
 
 
+# --- an OTLP receiver (--trace) -------------------------------------------------------------------
+
+
+RECEIVE = "--serve-receiver"
+
+
+def serve_receiver() -> None:
+    """Entry point of the receiver process (``--trace``): takes OTLP/HTTP exports on a free
+    loopback port (printed) and keeps their bodies; ``GET /spans`` decodes them and answers how
+    many spans arrived since the last ``GET``. A process of its own, as a collector would be, so
+    that receiving does not slow the submitting client's thread."""
+    import http.server
+
+    from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (
+        ExportTraceServiceRequest,
+    )
+
+    bodies: list[bytes] = []
+
+    class Handler(http.server.BaseHTTPRequestHandler):
+        def do_POST(self) -> None:
+            bodies.append(self.rfile.read(int(self.headers["Content-Length"])))
+            self.send_response(200)
+            self.send_header("Content-Type", "application/x-protobuf")
+            self.send_header("Content-Length", "0")
+            self.end_headers()
+
+        def do_GET(self) -> None:
+            count = 0
+            for body in bodies:
+                for resource in ExportTraceServiceRequest.FromString(body).resource_spans:
+                    count += sum(len(scope.spans) for scope in resource.scope_spans)
+            bodies.clear()
+            reply = str(count).encode()
+            self.send_response(200)
+            self.send_header("Content-Length", str(len(reply)))
+            self.end_headers()
+            self.wfile.write(reply)
+
+        def log_message(self, format: str, *args: object) -> None:
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    print(server.server_port, flush=True)
+    server.serve_forever()
+
+
+class Receiver:
+    """The receiver process of ``--trace``, stopped by ``close()``."""
+
+    def __init__(self) -> None:
+        self.process = subprocess.Popen([sys.executable, str(Path(__file__).resolve()), RECEIVE],
+                                        stdout=subprocess.PIPE, text=True)  # fmt: skip
+        assert self.process.stdout is not None
+        self.url = f"http://127.0.0.1:{int(self.process.stdout.readline())}"
+
+    def spans(self) -> int:
+        """Spans received since the last call."""
+        import urllib.request
+
+        with urllib.request.urlopen(self.url + "/spans", timeout=60) as response:
+            return int(response.read())
+
+    def close(self) -> None:
+        self.process.terminate()
+        self.process.wait(10)
+        if self.process.stdout is not None:
+            self.process.stdout.close()
+
+
+@contextmanager
+def receiving(trace: bool) -> Iterator[Receiver | None]:
+    """With ``trace``: a receiver, and the runner processes started meanwhile export to it."""
+    if not trace:
+        yield None
+        return
+    receiver = Receiver()
+    os.environ["OTEL_EXPORTER_OTLP_ENDPOINT"] = receiver.url  # inherited by the runner processes
+    try:
+        yield receiver
+    finally:
+        del os.environ["OTEL_EXPORTER_OTLP_ENDPOINT"]
+        receiver.close()
+
+
+def spans_note(args: argparse.Namespace) -> str:
+    """ "; N spans exported" after a measurement with --trace (once the runners have exited)."""
+    receiver = args.receiver
+    return f"; {receiver.spans():,} spans exported" if receiver is not None else ""
+
+
 # --- measurements ---------------------------------------------------------------------------------
 
 
@@ -250,7 +341,7 @@ def bench_fanout(url: str, run_id: str, args: argparse.Namespace, runners: int) 
         print(
             f"fan-out, {plural(runners, 'runner process')}: {rate(n + 1, elapsed)} tasks/s "
             f"(1 root + {n} no-op subtasks in {elapsed:.2f} s; the first task was computed after "
-            f"{first_done - start:.2f} s; {cpu_note(cpu, group.cpu, n + 1)}{note})",
+            f"{first_done - start:.2f} s; {cpu_note(cpu, group.cpu, n + 1)}{note}{spans_note(args)})",
             flush=True,
         )
 
@@ -285,7 +376,7 @@ def bench_single_jobs(url: str, run_id: str, args: argparse.Namespace, runners: 
         print(
             f"single-task jobs, {plural(runners, 'runner process')}: {rate(n, elapsed)} tasks/s end to end "
             f"({n} jobs in {elapsed:.2f} s; submitted {how} at {rate(n, submitted)} jobs/s by one client "
-            f"in {submitted:.2f} s; {cpu_note(cpu, group.cpu, n)}{note})",
+            f"in {submitted:.2f} s; {cpu_note(cpu, group.cpu, n)}{note}{spans_note(args)})",
             flush=True,
         )
 
@@ -377,6 +468,9 @@ def main() -> None:
     if len(sys.argv) > 1 and sys.argv[1] == SERVE:
         serve_runner(sys.argv[2:])
         return
+    if len(sys.argv) > 1 and sys.argv[1] == RECEIVE:
+        serve_receiver()
+        return
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     add_server_arguments(parser)
     parser.add_argument(
@@ -412,6 +506,11 @@ def main() -> None:
     parser.add_argument(
         "--profile", metavar="DIR", help="cProfile the runner processes into DIR/*.prof"
     )
+    parser.add_argument(
+        "--trace", action="store_true",
+        help="runners export a span per task by OTLP/HTTP (OTEL_EXPORTER_OTLP_ENDPOINT) to a "
+        "receiver process of this script's, which counts the spans after each measurement",
+    )  # fmt: skip
     args = parser.parse_args()
     if args.tasks < 1 or args.latency_jobs < 0 or args.prefetch < 0 or args.concurrency < 1:
         parser.error("counts must be positive")
@@ -423,7 +522,8 @@ def main() -> None:
     if args.profile:
         Path(args.profile).mkdir(parents=True, exist_ok=True)
     configure_logging("warning")
-    with server_url(args.backend, args.url) as url:
+    with server_url(args.backend, args.url) as url, receiving(args.trace) as receiver:
+        args.receiver = receiver
         run(url, args)
 
 

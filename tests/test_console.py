@@ -240,6 +240,12 @@ def test_task_page_shows_runner_attempts_and_the_error(site: Site) -> None:
     assert "tasks_fixture.py" in html.unescape(error)
     job_page = site.console.get(f"/jobs/{job.id}").body
     assert "RuntimeError: bug while processing x" in text(job_page.split('id="tasks"', 1)[1])
+    # its log: the line its runner logged for it when it failed (context.logger)
+    logs = text(page.body.split('id="logs"', 1)[1].split("</section>", 1)[0])
+    assert (
+        "Logs 1" in logs
+        and "warning task failed error=RuntimeError: bug while processing x" in logs
+    )
     root = site.client.jobs().find(site.root_job, with_dependencies=True)
     waiting = next(t for t in root.tasks if len(t.depends_on) == 2)
     seen = text(site.console.get(f"/jobs/{root.id}/tasks/{waiting.id}").body)

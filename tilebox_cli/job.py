@@ -1,8 +1,9 @@
-"""``tilebox job``: submit, list, get, wait, retry, cancel."""
+"""``tilebox job``: submit, list, get, wait, logs, retry, cancel."""
 
 from __future__ import annotations
 
 import datetime as dt
+import signal
 import sys
 import time
 from collections.abc import Callable
@@ -12,7 +13,7 @@ from typing import Any, TypeVar
 import click
 import msgspec
 
-from tilebox_core import Job, JobState, NotFound, TaskInfo, TaskState, job_diagram
+from tilebox_core import Job, JobState, NotFound, TaskInfo, TaskLogLine, TaskState, job_diagram
 from tilebox_core.domain.diagnosis import deployment_gap, failing_releases_still_deployed
 from tilebox_core.domain.identifiers import make_identifier
 from tilebox_core.domain.intervals import between
@@ -258,6 +259,58 @@ def cancel(app: AppContext, job_id: str, yes: bool) -> None:
         emit_json(cancelled)
     else:
         click.echo(f"cancelled job {job_id}")
+
+
+@job.command("logs")
+@click.argument("job_id")
+@click.option("--task", "task_id", metavar="TASK_ID", help="Only this task's lines.")
+@click.option("--follow", "-f", is_flag=True,
+              help="Keep printing lines as they are written, until the job is done.")  # fmt: skip
+@json_option
+@pass_app
+def logs(app: AppContext, job_id: str, task_id: str | None, follow: bool) -> None:
+    """What the job's tasks logged (context.logger), oldest first (--json: one object a line)."""
+    app.reading()
+    jobs = app.client.jobs()
+    names = {t.id: f"{t.name}@{t.version}" for t in jobs.find(job_id).tasks}
+    if task_id is not None and task_id not in names:
+        raise NotFound(
+            f"job {job_id} has no task {task_id!r}; see its tasks with 'tilebox job get {job_id}'"
+        )
+    lines = jobs.follow_logs(job_id, task_id) if follow else iter(jobs.logs(job_id, task_id))
+
+    def interrupt(signum: int, frame: object) -> None:
+        raise KeyboardInterrupt
+
+    previous = signal.signal(signal.SIGTERM, interrupt) if follow else None
+    try:
+        for line in lines:
+            if line.task_id not in names:  # a task submitted since
+                names.update((t.id, f"{t.name}@{t.version}") for t in jobs.find(job_id).tasks)
+            if app.json:
+                emit_json({**msgspec.to_builtins(line), "task": names.get(line.task_id, "")})
+            else:
+                click.echo(_log_line(line, names.get(line.task_id, "?")))
+    except KeyboardInterrupt:  # Ctrl-C or SIGTERM ends --follow, with exit code 0
+        return
+    finally:
+        if previous is not None:
+            signal.signal(signal.SIGTERM, previous)
+
+
+def _log_line(line: TaskLogLine, task: str) -> str:
+    at = line.at.strftime("%Y-%m-%dT%H:%M:%S.%f")[:-3] + "Z"
+    who = f"{task} {line.task_id[:8]}" + (f" attempt {line.attempt}" if line.attempt > 1 else "")
+    if line.dropped:
+        return (
+            f"{at}  {'':7}  {who}  ({line.dropped} more lines dropped: over the task's log bound)"
+        )
+    fields = " ".join(f"{k}={v}" for k, v in line.fields.items() if k != "exception")
+    text = f"{at}  {line.level.upper():7}  {who}  {line.message}" + (
+        f"  {fields}" if fields else ""
+    )
+    exception = line.fields.get("exception")
+    return text + (f"\n{exception}" if exception else "")
 
 
 def _wait(app: AppContext, job_id: str, timeout: float | None, diagnose_after: float) -> None:

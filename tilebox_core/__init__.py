@@ -28,6 +28,7 @@ from .domain.identifiers import TaskIdentifier
 from .domain.intervals import IDInterval, TimeInterval
 from .domain.jobs import ExecutionStats, Job, Progress, TaskInfo
 from .domain.projection import Cluster, ClusterLike, Release, Workflow
+from .domain.tasklogs import TaskLogLine
 from .domain.tasks import JobState, TaskState
 from .domain.tenancy import Credential, Role, TeamChange, TeamStatus, UserStatus
 from .execution.registry import Runner
@@ -94,6 +95,7 @@ __all__ = [
     "TaskDefinitionError",
     "TaskIdentifier",
     "TaskInfo",
+    "TaskLogLine",
     "TaskRunner",
     "TaskState",
     "TeamChange",

@@ -35,6 +35,7 @@ from tilebox_core.domain.jobs import (
     validated_input,
 )
 from tilebox_core.domain.projection import ClusterLike, cluster_slug
+from tilebox_core.domain.tasklogs import TaskLogLine
 from tilebox_core.domain.tasks import (
     JOB_DONE,
     TASK_UNSTARTED,
@@ -47,6 +48,7 @@ from tilebox_core.domain.tasks import (
     submitted_event,
 )
 
+from .redis.tasklogs import TaskLogStore
 from .session import Session
 from .task import Task, encode_input, task_identifier
 
@@ -97,6 +99,7 @@ class Jobs:
     def __init__(self, client: Session) -> None:
         self._client = client
         self._store = client.tasks
+        self._logs = TaskLogStore(client.tasks)
 
     # --- submitting -------------------------------------------------------------------------------
 
@@ -344,6 +347,39 @@ class Jobs:
         if wanted_tasks:
             return views[offset:end]
         return self._jobs(found[offset:end], with_tasks=False)
+
+    def logs(self, job: Job | str, task: str | None = None) -> list[TaskLogLine]:
+        """What the tasks of ``job`` (a Job or its id) logged through ``context.logger``, oldest
+        first; only task ``task``'s when given. Notes of lines dropped (an execution logged more
+        than it may keep) are among them, with ``dropped`` set."""
+        job_id = job if isinstance(job, str) else job.id
+        self._fields(job_id)  # an unknown job is one clear error, not an empty list
+        found: list[TaskLogLine] = []
+        after = "0-0"
+        while page := self._logs.read(job_id, after):
+            after = page[-1][0]
+            found += (line for _, line in page if task is None or line.task_id == task)
+        return found
+
+    def follow_logs(
+        self, job: Job | str, task: str | None = None, interval: float = 0.5
+    ) -> Iterator[TaskLogLine]:
+        """``logs(job, task)``, then each line as it is written, until the job is completed,
+        failed or cancelled (and its last lines are read)."""
+        job_id = job if isinstance(job, str) else job.id
+        self._fields(job_id)
+        after = "0-0"
+        while True:
+            done = job_state(self._fields(job_id)) in JOB_DONE
+            while page := self._logs.read(job_id, after):
+                after = page[-1][0]
+                yield from (line for _, line in page if task is None or line.task_id == task)
+            if done:  # read after it was done: every line its runners wrote before is in
+                return
+            for entry, line in self._logs.wait(job_id, after, int(interval * 1000)):
+                after = entry
+                if task is None or line.task_id == task:
+                    yield line
 
     def why_queued(self, job: Job) -> list[str]:
         """Why the queued tasks of ``job`` are not running (empty when a runner should take them)."""

@@ -14,6 +14,18 @@ them down; no other module reads the environment. The variables:
                              (default $XDG_DATA_HOME/tilebox, i.e. ~/.local/share/tilebox)
     TILEBOX_CONNECT_TIMEOUT  seconds to wait for a connection to Redis (default 5)
 
+Tracing (OpenTelemetry's standard variables; runners export a trace per job when one of the
+endpoints is set, and import nothing of OpenTelemetry when none is):
+
+    OTEL_EXPORTER_OTLP_ENDPOINT          OTLP/HTTP base URL (traces go to <it>/v1/traces)
+    OTEL_EXPORTER_OTLP_TRACES_ENDPOINT   the traces URL itself (wins over the base URL)
+    OTEL_EXPORTER_OTLP_HEADERS           key=value,... sent with each export (and
+    OTEL_EXPORTER_OTLP_TRACES_HEADERS    these, which win for a key given in both)
+    OTEL_EXPORTER_OTLP_TIMEOUT           milliseconds an export may take (default 10000; also _TRACES_)
+    OTEL_EXPORTER_OTLP_PROTOCOL          http/protobuf, the only one supported (also _TRACES_)
+    OTEL_SERVICE_NAME                    the resource's service.name (default "tilebox-runner")
+    OTEL_SDK_DISABLED                    true: no tracing, whatever else is set
+
 Modelled on arq's ``RedisSettings``: one frozen value, so what a process runs with is visible in
 one place and can be handed to a child process (``environment()``) unchanged.
 """
@@ -21,6 +33,7 @@ one place and can be handed to a child process (``environment()``) unchanged.
 from __future__ import annotations
 
 import os
+import urllib.parse
 from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any, TypeVar
@@ -44,6 +57,49 @@ def _default_home() -> Path:
     return (DATA_HOME / "tilebox").expanduser()
 
 
+class Otlp(msgspec.Struct, frozen=True, kw_only=True):
+    """Where and how spans are exported (OTLP over HTTP with protobuf)."""
+
+    endpoint: str  # the traces URL, e.g. http://collector:4318/v1/traces
+    headers: dict[str, str] = {}
+    timeout: float = 10.0  # seconds
+    service_name: str = "tilebox-runner"
+
+    @classmethod
+    def from_env(cls, env: Environment) -> Otlp | None:
+        if env.parse("OTEL_SDK_DISABLED", _true, False):
+            return None
+        endpoint = env.parse("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT", _url, None)
+        if endpoint is None:
+            base = env.parse("OTEL_EXPORTER_OTLP_ENDPOINT", _url, None)
+            if base is None:
+                return None
+            endpoint = base.rstrip("/") + "/v1/traces"
+        for name in ("OTEL_EXPORTER_OTLP_TRACES_PROTOCOL", "OTEL_EXPORTER_OTLP_PROTOCOL"):
+            env.parse(name, choice(("http/protobuf",)), "http/protobuf")
+        timeout = env.parse(
+            "OTEL_EXPORTER_OTLP_TRACES_TIMEOUT", milliseconds,
+            env.parse("OTEL_EXPORTER_OTLP_TIMEOUT", milliseconds, 10.0),
+        )  # fmt: skip
+        none: dict[str, str] = {}
+        headers = {
+            **env.parse("OTEL_EXPORTER_OTLP_HEADERS", _headers, none),
+            **env.parse("OTEL_EXPORTER_OTLP_TRACES_HEADERS", _headers, none),
+        }
+        service = env.get("OTEL_SERVICE_NAME") or "tilebox-runner"
+        return cls(endpoint=endpoint, headers=headers, timeout=timeout, service_name=service)
+
+    def environment(self) -> dict[str, str]:
+        return {
+            "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT": self.endpoint,
+            "OTEL_EXPORTER_OTLP_TRACES_HEADERS": ",".join(
+                f"{urllib.parse.quote(k)}={urllib.parse.quote(v)}" for k, v in self.headers.items()
+            ),
+            "OTEL_EXPORTER_OTLP_TRACES_TIMEOUT": str(round(self.timeout * 1000)),
+            "OTEL_SERVICE_NAME": self.service_name,
+        }
+
+
 class Settings(msgspec.Struct, frozen=True, kw_only=True):
     url: str | None = None  # None: the embedded server under ``home``
     team: str = DEFAULT_TEAM
@@ -58,6 +114,7 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     reconnect_retries: int = 3
     reconnect_base: float = 0.05
     reconnect_cap: float = 2.0
+    otlp: Otlp | None = None  # None: no tracing (and nothing of OpenTelemetry imported)
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
@@ -78,6 +135,7 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
             if home
             else (Path(xdg or DATA_HOME) / "tilebox").expanduser(),
             connect_timeout=env.parse("TILEBOX_CONNECT_TIMEOUT", seconds, 5.0),
+            otlp=Otlp.from_env(env),
         )
 
     def override(self, **values: Any) -> Settings:
@@ -99,6 +157,8 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
             env["TILEBOX_REDIS_URL"] = self.url
         if self.actor is not None:
             env["TILEBOX_ACTOR"] = self.actor
+        if self.otlp is not None:
+            env.update(self.otlp.environment())
         return env
 
 
@@ -133,6 +193,41 @@ def seconds(text: str) -> float:
     if not value > 0 or value == float("inf"):
         raise ValueError("must be a number of seconds above 0")
     return value
+
+
+def milliseconds(text: str) -> float:
+    """Milliseconds (OpenTelemetry's unit for timeouts) as seconds."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise ValueError("not a number of milliseconds, e.g. 10000") from None
+    if not value > 0 or value == float("inf"):
+        raise ValueError("must be a number of milliseconds above 0")
+    return value / 1000
+
+
+def _url(text: str) -> str:
+    parts = urllib.parse.urlsplit(text)
+    if parts.scheme not in ("http", "https") or not parts.netloc:
+        raise ValueError("not an http:// or https:// URL, e.g. http://localhost:4318")
+    return text
+
+
+def _headers(text: str) -> dict[str, str]:
+    """W3C baggage-like ``key=value,...`` with URL-encoded values, as OpenTelemetry reads them."""
+    headers = {}
+    for pair in filter(None, (p.strip() for p in text.split(","))):
+        key, equals, value = pair.partition("=")
+        if not equals or not key.strip():
+            raise ValueError(f"{pair!r} is not key=value; give key=value,key2=value2")
+        headers[urllib.parse.unquote(key.strip()).lower()] = urllib.parse.unquote(value.strip())
+    return headers
+
+
+def _true(text: str) -> bool:
+    if text.lower() not in ("true", "false"):
+        raise ValueError("must be true or false")
+    return text.lower() == "true"
 
 
 def whole(minimum: int) -> Callable[[str], int]:

@@ -22,6 +22,7 @@ import msgspec
 from tilebox_core.cache import JobCache
 from tilebox_core.domain.errors import InvalidInput
 from tilebox_core.domain.identifiers import TaskIdentifier, make_identifier
+from tilebox_core.tracing import NOOP_TRACER
 
 T = TypeVar("T")
 
@@ -296,6 +297,13 @@ class ExecutionContext(abc.ABC):
     @abc.abstractmethod
     def logger(self) -> Any:
         """A structlog logger bound to the job, task and runner."""
+
+    @property
+    def tracer(self) -> Any:
+        """An OpenTelemetry tracer for the task's own spans, children of the span of its execution
+        (``with context.tracer.start_as_current_span("download"): ...``); a tracer that does
+        nothing when tracing is off."""
+        return NOOP_TRACER
 
     @abc.abstractmethod
     def submit_subtask(

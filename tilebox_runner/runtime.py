@@ -16,6 +16,7 @@ from the environment so that ``command = [...]`` releases can start the same way
     TILEBOX_DRAIN_SECONDS                             ... within this long (default 300), then exit
     TILEBOX_LOG_LEVEL, TILEBOX_LOG_FORMAT             debug|info|warning|error, console|json
     TILEBOX_DISCOVER=1                                a build's runtime check: print the tasks, exit
+    PROMETHEUS_MULTIPROC_DIR                          count Prometheus metrics into this directory
 
 Exit codes: 0 after a drain or when idle, 3 when the runner object cannot be loaded, 4 when the
 release runner is gone and the drain did not finish in time.
@@ -33,6 +34,7 @@ import structlog
 
 from tilebox_core.client import Client
 from tilebox_core.domain.errors import TileboxError
+from tilebox_core.execution.hooks import RunnerHooks
 from tilebox_core.execution.registry import Runner
 from tilebox_core.execution.worker import TaskRunner, freeze_heap, new_runner_id
 from tilebox_core.logs import configure_logging
@@ -63,6 +65,7 @@ def serve(runner: Runner, settings: RuntimeSettings | None = None) -> None:
         lease_seconds=settings.lease_seconds,
         runner_id=runner_id,
         release_id=settings.release_id,
+        hooks=runtime_hooks(settings),
     )
     if settings.supervisor_pid is not None:
         _stop_when_orphaned(settings.supervisor_pid, task_runner.stop, settings.drain_seconds)
@@ -72,6 +75,19 @@ def serve(runner: Runner, settings: RuntimeSettings | None = None) -> None:
             task_runner.run_all()
         else:
             task_runner.run_forever()
+
+
+def runtime_hooks(settings: RuntimeSettings) -> RunnerHooks | None:
+    """What observes this runtime's tasks: metrics when the release runner serves them."""
+    if settings.metrics_dir is None:
+        return None
+    try:
+        from tilebox_core.execution.metrics import TaskMetrics
+    except ImportError as exc:  # a release environment without prometheus-client
+        log.warning("metrics are not counted: prometheus-client cannot be imported here "
+                    "(add it to the release's dependencies)", error=str(exc))  # fmt: skip
+        return None
+    return TaskMetrics()
 
 
 def _stop_when_orphaned(

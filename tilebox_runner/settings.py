@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Mapping
+from pathlib import Path
 
 import msgspec
 
@@ -20,6 +21,8 @@ DRAIN_SECONDS = 300.0
 """How long a draining runtime may finish its in-flight tasks before it exits regardless (their
 leases then expire and other runners run them again)."""
 LOG_FORMATS = ("console", "json")
+# prometheus-client's own variable: it must be set in a process before the library is imported.
+METRICS_DIR = "PROMETHEUS_MULTIPROC_DIR"
 
 
 class RuntimeSettings(msgspec.Struct, frozen=True, kw_only=True):
@@ -34,6 +37,9 @@ class RuntimeSettings(msgspec.Struct, frozen=True, kw_only=True):
     log_level: str = "info"
     log_format: str = "console"
     discover: bool = False  # a build's runtime check: print the tasks and exit
+    # Where this runtime writes its Prometheus metrics (prometheus-client's multiprocess mode,
+    # which reads the same variable when it is imported); None: it counts nothing.
+    metrics_dir: Path | None = None
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> RuntimeSettings:
@@ -51,6 +57,7 @@ class RuntimeSettings(msgspec.Struct, frozen=True, kw_only=True):
             log_level=env.parse("TILEBOX_LOG_LEVEL", choice(LOG_LEVELS), "info"),
             log_format=env.parse("TILEBOX_LOG_FORMAT", choice(LOG_FORMATS), "console"),
             discover=env.parse("TILEBOX_DISCOVER", flag, False),
+            metrics_dir=env.parse(METRICS_DIR, Path, None),
         )
 
     def environment(self) -> dict[str, str]:
@@ -67,7 +74,8 @@ class RuntimeSettings(msgspec.Struct, frozen=True, kw_only=True):
         }
         for name, value in (("TILEBOX_RUNNER_ID", self.runner_id),
                             ("TILEBOX_RELEASE_ID", self.release_id),
-                            ("TILEBOX_SUPERVISOR_PID", self.supervisor_pid)):  # fmt: skip
+                            ("TILEBOX_SUPERVISOR_PID", self.supervisor_pid),
+                            (METRICS_DIR, self.metrics_dir)):  # fmt: skip
             if value is not None:
                 env[name] = str(value)
         return env

@@ -32,9 +32,10 @@ from tilebox_core.domain.runners import HEARTBEAT_SECONDS, ReleaseStatus, Runner
 from tilebox_core.execution.worker import DEFAULT_LEASE, install_signal_handlers, new_runner_id
 
 from .environment import MODES, python_for
+from .metrics import MetricsServer, ReleaseMetrics, metrics_directory, served_identifiers
 from .release_cache import ReleaseCache
 from .runtime import LOAD_FAILED
-from .settings import DRAIN_SECONDS, RuntimeSettings
+from .settings import DRAIN_SECONDS, METRICS_DIR, RuntimeSettings
 
 log = structlog.get_logger(__name__)
 
@@ -78,6 +79,8 @@ class ReleaseRunner:
         drain_seconds: float = DRAIN_SECONDS,
         log_level: str = "info",
         log_format: str = "console",
+        metrics_port: int | None = None,
+        metrics_host: str = "127.0.0.1",
     ) -> None:
         if environment not in MODES:
             raise TileboxError(f"unknown runner environment {environment!r}; use one of {MODES}")
@@ -98,6 +101,8 @@ class ReleaseRunner:
         self.lease_seconds = DEFAULT_LEASE if lease_seconds is None else lease_seconds
         self.drain_seconds = drain_seconds
         self.log_level, self.log_format = log_level, log_format
+        self.metrics_port, self.metrics_host = metrics_port, metrics_host
+        self.metrics: ReleaseMetrics | None = None  # while the metrics are served
         self.registry = client.runners
         self.runtimes: dict[str, Runtime] = {}
         self.draining: list[subprocess.Popen[bytes]] = []
@@ -115,6 +120,7 @@ class ReleaseRunner:
 
     def run(self) -> None:
         require_cluster(self.client.state(), self.cluster)
+        server = self._serve_metrics() if self.metrics_port is not None else None
         restore = install_signal_handlers(self.stop)
         self.logs.mkdir(parents=True, exist_ok=True)
         self.log.info("release runner started", processes=self.processes)
@@ -135,6 +141,8 @@ class ReleaseRunner:
                     # A restarting server: the runtimes keep running (and retry on their own);
                     # the deployments are read again once it answers.
                     failures += 1
+                    if self.metrics is not None:
+                        self.metrics.store_error()
                     wait = retries.delay(failures, base=UNAVAILABLE_BASE, cap=UNAVAILABLE_CAP)
                     self.log.warning("store unavailable, retrying", error=str(exc),
                                      retry_in=round(wait, 2))  # fmt: skip
@@ -144,6 +152,23 @@ class ReleaseRunner:
         finally:
             self._shutdown()
             restore()
+            if server is not None:
+                server.close()
+                self.metrics = None
+
+    def _serve_metrics(self) -> MetricsServer:
+        """Serve Prometheus metrics on the metrics port; the runtimes count into the directory."""
+        assert self.metrics_port is not None
+        store = self.client.tasks
+        self.metrics = ReleaseMetrics(
+            metrics_directory(self.home / "metrics" / self.id),
+            releases=lambda: [(r.release, r.status) for r in list(self.runtimes.values())],
+            lanes=lambda releases: store.serving_lanes(self.cluster, served_identifiers(releases)),
+            depths=store.lane_depths,
+        )
+        server = MetricsServer(self.metrics, self.metrics_host, self.metrics_port)
+        self.log.info("serving metrics", url=f"http://{self.metrics_host}:{server.port}/metrics")
+        return server
 
     def _reconcile(self) -> None:
         state = self.client.state()
@@ -211,10 +236,13 @@ class ReleaseRunner:
             drain_seconds=self.drain_seconds,
             log_level=self.log_level,
             log_format=self.log_format,
+            metrics_dir=self.metrics.directory if self.metrics is not None else None,
         )
         # No bytecode written into the release's directory: it is compared with the artifact
         # before it is reused, and a __pycache__ there would count as a change.
-        env = dict(os.environ, **settings.environment(), PYTHONDONTWRITEBYTECODE="1")
+        env = dict(os.environ)
+        env.pop(METRICS_DIR, None)  # counted only when this runner serves metrics
+        env.update(settings.environment(), PYTHONDONTWRITEBYTECODE="1")
         if release.runner is not None:
             argv = [python, "-m", "tilebox_runner.runtime", release.runner]
         else:

@@ -423,6 +423,7 @@ def task(client: Client, request: Request) -> dict[str, Any]:
         "subtask_count": len(subtasks),
         "subtask_segments": segments(_count(t.state for t in subtasks), len(subtasks)),
         "events": task_events(client, found, task_id),
+        "logs": client.jobs().logs(found.id, task=task_id),
     }  # fmt: skip
 
 

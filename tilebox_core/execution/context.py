@@ -21,6 +21,9 @@ from tilebox_core.task import (
     Task,
     task_identifier,
 )
+from tilebox_core.tracing import current_tracer
+
+from .tasklogs import TaskLogs
 
 # Indicators one task may report to, as Tilebox limits them: each is a field of the job's hash.
 MAX_PROGRESS_INDICATORS = 1000
@@ -43,9 +46,10 @@ class TaskContext(ExecutionContext):
 
     def __init__(
         self, current_task: CurrentTask, cache: JobCache | Path, runner_id: str = "",
-        runner_context: RunnerContext | None = None,
+        runner_context: RunnerContext | None = None, logs: TaskLogs | None = None,
     ) -> None:  # fmt: skip
         self.current_task = current_task
+        self._logs = logs  # where what it logs is kept (its job's task log), if anywhere
         # the runner's cache (a Path: a local cache there); the job's group is made on first use
         self._cache = LocalFileSystemCache(cache) if isinstance(cache, Path) else cache
         self._runner_id = runner_id
@@ -68,9 +72,16 @@ class TaskContext(ExecutionContext):
     def logger(self) -> Any:
         """Built on first use: most tasks never log, and binding costs more than a no-op task."""
         task = self.current_task
+        if self._logs is not None:
+            return self._logs.logger(task, self._runner_id)
         return structlog.get_logger("tilebox.task").bind(
             job_id=task.job_id, task_id=task.id, task=task.name, runner_id=self._runner_id
         )
+
+    @property
+    def tracer(self) -> Any:
+        """The tracer of the runner executing this task (a no-op one when it does not trace)."""
+        return current_tracer()
 
     def submit_subtask(
         self,

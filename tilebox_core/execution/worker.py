@@ -65,6 +65,7 @@ from tilebox_core.domain.tasks import (
     subtask_scopes,
 )
 from tilebox_core.jobs import task_spec
+from tilebox_core.redis.tasklogs import TaskLogStore
 from tilebox_core.redis.taskstore import STAGE_CHUNK, TaskStore
 from tilebox_core.retries import delay, retrying
 from tilebox_core.session import Session
@@ -73,7 +74,10 @@ from tilebox_core.task import CurrentTask, RunnerContext, Task, decode_input
 from .aio import EventLoop, not_runnable
 from .context import TaskContext
 from .failure import task_error
+from .hooks import RunnerHooks
+from .observers import runner_hooks
 from .registry import Runner
+from .tasklogs import TaskLogs
 
 log = structlog.get_logger(__name__)
 
@@ -135,6 +139,7 @@ class TaskRunner:
         cache: JobCache | None = None,
         cache_root: Path | None = None,
         context: type[RunnerContext] | None = None,
+        hooks: RunnerHooks | None = None,
     ) -> None:
         if concurrency < 1 or prefetch < 1:
             raise TileboxError("concurrency and prefetch must be at least 1")
@@ -187,6 +192,10 @@ class TaskRunner:
         self._results: queue.Queue[list[Finish] | None] = queue.Queue(maxsize=2)
         self._loops = threading.local()  # each worker thread's EventLoop (coroutine tasks)
         self.log = log.bind(runner_id=self.id, cluster=self.cluster)
+        # Observers of the work (metrics, tracing, task logs), called around executions only
+        # where they wrap them: otherwise a task runs as if there were none.
+        self.task_logs = TaskLogs(TaskLogStore(self.store))  # what tasks log, kept per job
+        self.hooks = runner_hooks(client.settings, self.id, release_id, hooks, self.task_logs)
 
     # --- lifecycle --------------------------------------------------------------------------------
 
@@ -293,6 +302,7 @@ class TaskRunner:
             self._stopping.set()
             self._done.set()
             heartbeat.join(5)  # a renewal under way may wait for a socket timeout: not for ever
+            self.hooks.run_ended()
             restore()
             self._stopping.clear()
             self.log.info("runner stopped")
@@ -351,6 +361,7 @@ class TaskRunner:
                         return
                     failures = 0
                 except StoreUnavailable as exc:
+                    self.hooks.store_error()
                     failures += 1
                     wait = delay(failures, base=BACKOFF_BASE, cap=BACKOFF_CAP)
                     self.log.warning(
@@ -381,6 +392,7 @@ class TaskRunner:
             expired = self.store.expired(self.lanes, self.lease_ms, self._batch_size())
             taken = self.store.take_over(self.id, expired, self.lease_ms) if expired else []
             if taken:
+                self.hooks.took_over(len(taken))
                 return taken
         return self.store.read(self.id, self.lanes, self._batch_size(), self._block_ms)
 
@@ -476,7 +488,12 @@ class TaskRunner:
                                 claims[task.key],
                             )
                     started = time.perf_counter()
-                    finish = self._execute(task)
+                    hooks = self.hooks
+                    finish = (
+                        hooks.execute(task, self._execute)
+                        if hooks.wraps_execution
+                        else self._execute(task)
+                    )
                     self._observe(time.perf_counter() - started)
                     if finish.outcome is Outcome.FAILED:
                         failed_jobs.add(task.job_id)
@@ -592,6 +609,7 @@ class TaskRunner:
         entries = {finish.task.key for finish in finishes}
         with self._lock:
             self._recording |= entries
+        self.hooks.recording()
         try:
             statuses = self._with_backoff(
                 lambda: self.store.finish_many(self.id, self.release_id, finishes, between)
@@ -681,7 +699,7 @@ class TaskRunner:
             return self._failed(claimed, common, error.message, FailureReason.INPUT, error)
         current = CurrentTask(claimed.task_id, claimed.job_id, claimed.name, claimed.version,
                               claimed.attempts + 1, task_class.__name__)  # fmt: skip
-        context = TaskContext(current, self.cache, self.id, self.runner_context)
+        context = TaskContext(current, self.cache, self.id, self.runner_context, self.task_logs)
         started = time.perf_counter()
         try:
             # annotated -> None, but an async def execute returns its coroutine (and a mistaken
@@ -796,6 +814,7 @@ class TaskRunner:
             try:
                 renewed = self.store.renew(self.id, by_lane)
             except StoreUnavailable as exc:
+                self.hooks.store_error()
                 self.log.warning("lease renewal failed", error=str(exc))
                 continue
             lost = {(lane, e) for lane, entries in by_lane.items() for e in entries} - renewed
@@ -817,6 +836,7 @@ class TaskRunner:
         )(call)
 
     def _retrying(self, error: BaseException, wait: float) -> None:
+        self.hooks.store_error()
         self.log.warning("store unavailable, retrying", error=str(error), delay=round(wait, 2))
 
 

@@ -21,6 +21,7 @@ from __future__ import annotations
 import binascii
 import urllib.parse
 import zlib
+from typing import NamedTuple
 
 from tilebox_core.domain.errors import InvalidInput
 from tilebox_core.domain.identifiers import validate_slug
@@ -166,6 +167,28 @@ class TaskKeys:
         group ``runners``. (Earlier versions also kept a set of each cluster's lanes,
         ``lanes:<cluster>``, that nothing read; it is no longer written.)"""
         return f"{self.base}lane:{cluster}:v{major}.{minor}:{key_part(name)}"
+
+    def job_logs(self, job_id: str) -> str:
+        """Stream of what a job's tasks logged, an entry per line (``redis.tasklogs``): a key per
+        job, in the job's shard, so that it goes with the job."""
+        return f"{self.base}job:{job_id}:logs"
+
+
+class LaneName(NamedTuple):
+    """What a lane key names (see ``TaskKeys.lane``)."""
+
+    tag: str  # the shard's hash tag
+    cluster: str
+    version: str  # vMAJOR.MINOR
+    task: str
+
+
+def parse_lane(key: str) -> LaneName:
+    """The parts of a lane key made by ``TaskKeys.lane`` (a task name may contain colons)."""
+    tag = key[key.index("{") + 1 : key.index("}")]
+    rest = key[key.index("}") + 1 :].removeprefix(":lane:")
+    cluster, version, task = rest.split(":", 2)
+    return LaneName(tag, cluster, version, task)
 
 
 class Keys(TaskKeys):

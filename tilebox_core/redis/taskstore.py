@@ -22,7 +22,7 @@ import heapq
 import re
 import select
 from collections.abc import Callable, Iterable, Iterator, Sequence
-from typing import Any
+from typing import Any, NamedTuple
 
 import msgspec
 from redis import exceptions as rex
@@ -66,6 +66,15 @@ _json = msgspec.json.Encoder()
 _CLAIM_STATUS = {s.value.encode(): s for s in ClaimStatus} | {s.value: s for s in ClaimStatus}
 _FINISH_STATUS = {s.value: s for s in FinishStatus}
 _NEEDS_ESCAPE = re.compile(r'[\x00-\x1f"\\\x7f-\U0010ffff]')  # anything JSON might escape
+
+
+class LaneDepth(NamedTuple):
+    """A lane as the server counts it (``TaskStore.lane_depths``)."""
+
+    lane: str
+    length: int  # entries in the stream (acknowledged ones are deleted by the task scripts)
+    pending: int  # delivered to a runner, not acknowledged yet
+    waiting: int  # not delivered yet
 
 
 def lane_key(keys: TaskKeys, cluster: str, name: str, version: str) -> str:
@@ -323,6 +332,31 @@ class TaskStore:
         if unknown:
             waiting = sum(len(entries) for entries in pipe.execute())
         return waiting, pending
+
+    @translate_errors
+    def lane_depths(self, lanes: Sequence[str]) -> list[LaneDepth]:
+        """What the server says of each of ``lanes``, in one pipeline: its length (XLEN), the
+        entries delivered and not acknowledged (the group's pending count, as XPENDING gives it)
+        and those not delivered yet: the length less the pending entries, as the task scripts
+        delete each entry they acknowledge (a lane holds what is pending and what waits). Not
+        the group's lag, which entries deleted before they were delivered (cancelled tasks')
+        leave unknown or wrong for ever (see ``lane_backlog``). A lane that does not exist yet is
+        all zeros."""
+        pipe = self.redis.pipeline(transaction=False)
+        for lane in lanes:
+            pipe.xlen(lane)
+            pipe.xinfo_groups(lane)
+        replies = pipe.execute(raise_on_error=False)
+        depths = []
+        for lane, length, groups in zip(lanes, replies[::2], replies[1::2]):
+            pending = 0
+            if isinstance(groups, Exception):  # no such lane: nothing was ever submitted to it
+                length, groups = 0, []
+            for group in groups:
+                if _s(group["name"]) == GROUP:
+                    pending = int(group["pending"])
+            depths.append(LaneDepth(lane, int(length), pending, max(int(length) - pending, 0)))
+        return depths
 
     def _run(self, name: str, keys: Sequence[str], args: Sequence[Any]) -> Any:
         """EVALSHA the task script ``name`` on the node serving ``keys`` (one shard); a server
