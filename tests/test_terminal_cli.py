@@ -131,6 +131,29 @@ def test_undeploy_and_cancel_ask_on_a_terminal(
     assert undeployed.returncode == 0 and client.deployments().current() == {}
 
 
+def test_team_delete_asks_on_a_terminal_and_never_off_it(
+    server: ServerProcess, env: dict[str, str]
+) -> None:
+    import redis
+
+    name = "t-" + os.urandom(6).hex()
+    users = [f"tilebox.{name}.{role}" for role in ("developer", "runner", "auditor")]
+    assert off_terminal(["team", "create", name], env).returncode == 0
+    try:
+        code, out = on_terminal(["team", "delete", name], env, answer="n")
+        assert code == 1 and f"Disable every user of team {name} (its data is kept)? [y/N]" in out
+        assert "aborted; nothing was changed" in out
+        with redis.Redis(port=server.port) as admin:
+            assert all(admin.acl_getuser(u)["enabled"] for u in users)
+        code, out = on_terminal(["team", "delete", name, "--yes"], env)
+        assert code == 0 and "[y/N]" not in out and f"deleted team {name}" in out
+        with redis.Redis(port=server.port) as admin:
+            assert not any(admin.acl_getuser(u)["enabled"] for u in users)
+    finally:
+        with redis.Redis(port=server.port) as admin:
+            admin.execute_command("ACL", "DELUSER", *users)
+
+
 # --- colour and pager -------------------------------------------------------------------------
 
 
