@@ -58,6 +58,7 @@ class TeamPatterns(msgspec.Struct, frozen=True, kw_only=True):
     team: list[str]  # every key of the team but the actor keys
     task_plane: list[str]  # what a runner writes: task plane (every shard), runner registry
     actor: list[str]  # the user's own actor keys, in the control tag and every shard's
+    index: list[str] = []  # the jobs indexes: a runner may only remove entries (the sweep)
 
 
 # --- commands ---------------------------------------------------------------------------------------
@@ -116,6 +117,13 @@ def acl_rules(role: Role, patterns: TeamPatterns, missing: Collection[str] = ())
         rules += [f"~{p}" for p in patterns.team]
     elif role is Role.RUNNER:
         rules += [f"%R~{p}" for p in patterns.team] + [f"~{p}" for p in patterns.task_plane]
+        if patterns.index:
+            # A selector: the sweep's script (which names the jobs index among its keys) may
+            # ZREM expired jobs from the index; nothing else writes it (a runner submits none).
+            keys = [*patterns.task_plane, *patterns.index, *patterns.actor]
+            rules.append(
+                "(" + " ".join(["+evalsha", "+eval", "+zrem", *(f"~{p}" for p in keys)]) + ")"
+            )
     else:
         rules += [f"%R~{p}" for p in patterns.team]
     if role is not Role.AUDITOR:  # an auditor records no events
