@@ -5,6 +5,7 @@ removed job found from its history."""
 from __future__ import annotations
 
 import datetime as dt
+import json
 import os
 import signal
 import subprocess
@@ -13,6 +14,7 @@ from pathlib import Path
 
 import pytest
 
+from tests.conftest import Cli
 from tests.tasks_fixture import FanOut, Flaky, Leaf, Sleep
 from tests.waiting import wait_for
 from tilebox_core import Client, Conflict, InvalidInput, JobState, NotFound, TaskState
@@ -183,7 +185,7 @@ def test_delete_removes_an_ended_job_and_refuses_a_running_one(
     assert jobs.find(done.id).removed_reason == "deleted"
     with pytest.raises(NotFound, match="removed already"):
         jobs.delete(done.id)
-    with pytest.raises(Conflict, match="is queued: cancel it first .* or pass --force"):
+    with pytest.raises(Conflict, match=r"is queued: cancel it first .* or pass --force"):
         jobs.delete(queued)
     assert keys_of(client, queued.id)
     lane = client.tasks.lane("default", "test.Leaf", "v1.0", queued.id)
@@ -200,6 +202,8 @@ SWEEPER = """
 import sys, datetime as dt
 from tilebox_core import Client
 from tilebox_core.domain.ids import utcnow
+import tilebox_core.jobs
+tilebox_core.jobs.EXPIRE_BATCH = 20  # many batches: the kill lands between two
 with Client(sys.argv[1], team=sys.argv[2], actor="user:sweeper") as client:
     print("sweeping", flush=True)
     client.jobs().expire(utcnow() + dt.timedelta(days=30))
@@ -223,7 +227,7 @@ def test_a_sweep_killed_mid_way_leaves_no_half_removed_job(
     assert process.stdout is not None and process.stdout.readline() == b"sweeping\n"
     first = submitted[0].id
     shard = client.tasks.shard(first)
-    # killed once the sweep has removed some jobs, not all (a batch is 200 of the 600)
+    # killed once the sweep has removed some jobs, not all (a batch is 20 of the 600)
     wait_for(lambda: 0 < client.redis.zcard(shard.jobs) < 600, interval=0.001)
     os.kill(process.pid, signal.SIGKILL)
     process.wait()
@@ -251,3 +255,43 @@ def test_the_task_log_names_each_removal(client: Client) -> None:
     jobs.delete(job)
     events = [e for _, e in client.store.replay_stream(client.tasks.shard(job.id).log(TASKS))]
     assert [type(e).__name__ for e in events][-1] == "JobsDeleted"
+
+
+# --- the command line -----------------------------------------------------------------------------
+
+
+def test_team_retention_shows_and_sets_it(cli: Cli, client: Client) -> None:
+    assert cli("team", "retention").output.endswith("is 7d\n")
+    assert cli("team", "retention", "1d12h").output.endswith("set to 1d12h\n")
+    assert json.loads(cli("team", "retention", "--json").stdout)["seconds"] == 129600
+    bad = cli("team", "retention", "7 days please", ok=False)
+    assert bad.exit_code == 1 and "Traceback" not in bad.output
+    assert bad.output.strip().splitlines() == [
+        "Error: invalid retention '7 days please': use a number and a unit (ms, s, m, h, d, w), "
+        "like 30s, 12h, 7d or 1d12h; 0 removes a job as soon as it ends"
+    ]
+    assert client.jobs().retention() == dt.timedelta(hours=36)  # unchanged by the bad one
+
+
+def test_job_submit_retention_delete_and_get_of_a_removed_job(cli: Cli, client: Client) -> None:
+    bad = cli("job", "submit", "--name", "n", "--task", "test.Leaf", "--version", "v1.0",
+              "--input", '{"label": "x"}', "--retention", "soon", ok=False)  # fmt: skip
+    assert bad.exit_code == 1 and "invalid retention 'soon'" in bad.output
+    assert client.tasks.job_ids() == []  # nothing submitted
+    out = cli("job", "submit", "--name", "n", "--task", "test.Leaf", "--version", "v1.0",
+              "--input", '{"label": "x"}', "--retention", "0", "--json").stdout  # fmt: skip
+    job_id = json.loads(out)["id"]
+    assert client.tasks.job(job_id)["retention_ms"] == 0
+    running = cli("job", "delete", job_id, ok=False)
+    assert running.exit_code == 1 and "is queued: cancel it first" in running.output
+    assert (
+        "deleted job" in cli("job", "delete", job_id, "--force").output
+    )  # off a terminal: no question
+    text = cli("job", "get", job_id).output
+    assert "removed   " in text and "(deleted), from history" in text and "cancelled" in text
+    got = json.loads(cli("job", "get", job_id, "--json").stdout)
+    assert got["removed_reason"] == "deleted" and got["state"] == "cancelled"
+    again = cli("job", "delete", job_id, ok=False)
+    assert again.exit_code == 1 and "was removed already" in again.output
+    unknown = cli("job", "delete", "no-such-job", ok=False)
+    assert unknown.exit_code == 1 and "unknown job 'no-such-job'" in unknown.output
