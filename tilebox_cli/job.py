@@ -169,8 +169,11 @@ def get(app: AppContext, job_id: str, diagram: Path | None, task_state: str | No
         f"state     {coloured(found.state)}",
         f"submitted {when(found.submitted_at)} by {found.submitted_by}",
         f"tasks     {_counts(found)}; compute {found.compute_seconds:.3f} s",
-        *([f"removed   {when(found.removed_at)} ({found.removed_reason}), from history"]
-          if found.removed_at is not None else []),
+        *(
+            [f"removed   {when(found.removed_at)} ({found.removed_reason}), from history"]
+            if found.removed_at is not None
+            else []
+        ),
         *([f"diagram   {diagram}"] if diagram is not None else []),
         *(f"progress  {p.label or '-'}: {p.done}/{p.total}" for p in found.progress),
         *(f"waiting   {reason}" for reason in reasons),

@@ -581,17 +581,18 @@ class Jobs:
                     f"{job_id}'), or pass --force to cancel and delete it"
                 )
             self.cancel(job_id)
-        event = self._remove([job_id], "deleted", None)
+        _, event = self._remove([job_id], "deleted", None)
         if event is None:
             raise NotFound(f"unknown job {job_id!r}; list jobs with 'tilebox job list'")
         return msgspec.structs.replace(found, removed_at=event.at, removed_reason="deleted")
 
-    def expire(self, now: dt.datetime | None = None) -> int:
+    def expire(self, now: dt.datetime | None = None, limit: int | None = None) -> int:
         """The sweep: remove every job whose retention has passed since it ended (by ``now``,
         default the current time), each atomically with its tasks, lists and task logs, in
         batches, recording ``JobsDeleted`` (reason "expired") per batch on its shard's log. How
-        many jobs were removed. Safe to run anywhere, any number of times at once, and to kill
-        at any point: a job is removed wholly or not at all, and the next run goes on."""
+        many jobs were removed (it stops once it removed ``limit``, when given). Safe to run
+        anywhere, any number of times at once, and to kill at any point: a job is removed
+        wholly or not at all, and the next run goes on."""
         now_ms = int((now or utcnow()).timestamp() * 1000)
         default_ms = DEFAULT_RETENTION_SECONDS * 1000
         removed = 0
@@ -599,18 +600,20 @@ class Jobs:
             while self._store.schedule(shard, default_ms, SCHEDULE_BATCH) == SCHEDULE_BATCH:
                 pass
             while ids := self._store.due(shard, now_ms, EXPIRE_BATCH):
-                done = self._remove(ids, "expired", now_ms)
-                removed += len(done.job_ids) if done is not None else 0
-                if len(ids) < EXPIRE_BATCH:
-                    break
+                count, _ = self._remove(ids, "expired", now_ms)
+                removed += count
+                if len(ids) < EXPIRE_BATCH or not count or (limit and removed >= limit):
+                    break  # (nothing removed: jobs changing all the time wait for the next run)
         return removed
 
     def _remove(
         self, job_ids: Sequence[str], reason: str, now_ms: int | None
-    ) -> JobsDeleted | None:
+    ) -> tuple[int, JobsDeleted | None]:
         """Remove ``job_ids`` (one shard's), in calls of up to REMOVE_TASKS tasks, each recording
-        a JobsDeleted of the jobs it removed; the last event recorded (None: none removed). A
-        job found not due, not ended or gone is left out; one whose tasks changed is read again."""
+        a JobsDeleted of the jobs it removed; how many were, and the last event recorded (None:
+        none). A job found not due, not ended or gone is left out; one whose tasks changed is
+        read again."""
+        count = 0
         last: JobsDeleted | None = None
         pending = list(job_ids)
         for _ in range(10):  # a job changing under every read is read again next sweep
@@ -627,14 +630,14 @@ class Jobs:
                         now_ms if now_ms is not None else 0, event,
                     )  # fmt: skip
                     if all(s == "ok" for s in statuses):
-                        last = event
+                        last, count = event, count + len(ids)
                         break
                     again += [i for i, s in zip(ids, statuses) if s == "changed"]
                     ids = [i for i, s in zip(ids, statuses) if s == "ok"]
                     if not ids:
                         break
             pending = again
-        return last
+        return count, last
 
     def _removal_batches(
         self, job_ids: Sequence[str]

@@ -8,8 +8,10 @@
 -- ARGV[3] the JobsDeleted event naming every job of the call; then 3 per job: its id, how many
 -- ids its task list held when read, how many task hashes follow its task log key.
 -- Every job is checked before anything is written: if one fails its check, nothing is removed
--- and the reply says why, per job: ok | gone (no hash) | active (not ended) | early (not due)
--- | changed (tasks were added or queued since the caller read them: read again). The caller
+-- and the reply says why, per job: ok | gone (no hash) | active (not ended, or ended again and
+-- not scheduled yet) | early (not due) | changed (tasks were added or queued since the caller
+-- read them: read again); gone and active ones are unscheduled (out of the expiring index). The
+-- caller
 -- calls again without the others, with a JobsDeleted naming only those. Returns the statuses;
 -- all 'ok': removed.
 -- Who the event is recorded as: the actor key, last of KEYS (actor.lua takes it off).
@@ -27,10 +29,10 @@ for i = 4, #ARGV, 3 do
   local status = 'ok'
   if not f[1] then
     status = 'gone'
-  elseif expired and not (f[2] == '1' or f[2] == 'failed' or f[3] == '0') then
-    status = 'active'
-  elseif expired and (redis.call('ZSCORE', ended, id)
-      or tonumber(redis.call('ZSCORE', expiring, id) or '1e300') > now) then
+  elseif expired and (not (f[2] == '1' or f[2] == 'failed' or f[3] == '0')
+      or redis.call('ZSCORE', ended, id)) then
+    status = 'active'  -- retried (and maybe ended again: then it is scheduled afresh)
+  elseif expired and tonumber(redis.call('ZSCORE', expiring, id) or '1e300') > now then
     status = 'early'
   elseif redis.call('LLEN', job.list) ~= listed then
     status = 'changed'
@@ -52,6 +54,11 @@ for i = 4, #ARGV, 3 do
   jobs[#jobs + 1] = job
 end
 if not all_ok then
+  for i, status in ipairs(statuses) do
+    if status == 'gone' or status == 'active' then
+      redis.call('ZREM', expiring, jobs[i].id)  -- not to be removed as scheduled
+    end
+  end
   return statuses
 end
 for _, job in ipairs(jobs) do
