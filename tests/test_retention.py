@@ -24,6 +24,8 @@ from tilebox_core.domain.projection import DEFAULT_RETENTION_SECONDS
 from tilebox_core.domain.retention import format_duration, parse_duration
 from tilebox_core.redis.eventstore import CONTROL
 from tilebox_core.redis.taskstore import TASKS
+from tilebox_core.sweep import Sweeper
+from tilebox_runner.supervisor import ReleaseRunner
 
 LATER = dt.timedelta(days=30)  # a sweep "now" past any retention a test gives
 
@@ -114,6 +116,7 @@ def test_ending_a_job_indexes_it_and_a_retry_takes_it_out(client: Client, tmp_pa
 # --- the sweep ------------------------------------------------------------------------------------
 
 
+@pytest.mark.cluster
 def test_the_sweep_removes_expired_jobs_wholly_by_real_time(client: Client, tmp_path: Path) -> None:
     jobs = client.jobs()
     gone = jobs.submit("gone", FanOut(4), retention=dt.timedelta(0))
@@ -133,6 +136,7 @@ def test_the_sweep_removes_expired_jobs_wholly_by_real_time(client: Client, tmp_
     assert keys_of(client, kept.id) == []
 
 
+@pytest.mark.cluster
 def test_a_removed_job_is_found_from_its_history(client: Client, tmp_path: Path) -> None:
     jobs = client.jobs()
     job = jobs.submit("history", FanOut(2), retention=dt.timedelta(0))
@@ -173,6 +177,7 @@ def test_a_retried_job_is_not_removed_while_it_runs(client: Client, tmp_path: Pa
 # --- delete ---------------------------------------------------------------------------------------
 
 
+@pytest.mark.cluster
 def test_delete_removes_an_ended_job_and_refuses_a_running_one(
     client: Client, tmp_path: Path
 ) -> None:
@@ -295,3 +300,38 @@ def test_job_submit_retention_delete_and_get_of_a_removed_job(cli: Cli, client: 
     assert again.exit_code == 1 and "was removed already" in again.output
     unknown = cli("job", "delete", "no-such-job", ok=False)
     assert unknown.exit_code == 1 and "unknown job 'no-such-job'" in unknown.output
+
+
+# --- the runners' duty ----------------------------------------------------------------------------
+
+
+def test_one_sweeper_of_a_team_holds_the_lease(client: Client) -> None:
+    jobs = client.jobs()
+    job = jobs.submit("s", Leaf("s"), retention=dt.timedelta(0))
+    jobs.cancel(job)
+    first, second = Sweeper(client, "runner-a", 0.01), Sweeper(client, "runner-b", 0.01)
+    wait_for(lambda: first.tick() == 1)  # a takes the lease and sweeps
+    assert keys_of(client, job.id) == []
+    other = jobs.submit("t", Leaf("t"), retention=dt.timedelta(0))
+    jobs.cancel(other)
+    assert second.tick() == 0 and client.tasks.job(other.id)  # b does not: a holds the lease
+    assert client.redis.ttl(client.tasks.keys.sweep_lease) > 0
+    assert Sweeper(client, "off", 0).tick() == 0  # interval 0: never
+
+
+def test_a_release_runner_sweeps_its_team(client: Client, tmp_path: Path) -> None:
+    job = client.jobs().submit("r", Leaf("r"), retention=dt.timedelta(0))
+    client.jobs().cancel(job)
+    runner = ReleaseRunner(client, stop_when_idle=True, sweep_seconds=0.01, home=tmp_path,
+                           block_ms=10)  # fmt: skip
+    wait_for(lambda: runner.run() is None and not client.tasks.job(job.id))
+    assert client.jobs().find(job.id).removed_reason == "expired"
+
+
+def test_runner_start_refuses_a_bad_cache_bound(cli: Cli) -> None:
+    result = cli("runner", "start", "--cache-max-bytes", "huge", ok=False)
+    assert result.exit_code == 1 and "Traceback" not in result.output
+    assert result.output.strip().splitlines() == [
+        "Error: invalid size 'huge': use a number of bytes with an optional unit, like 500MB, "
+        "2GiB or 10G"
+    ]
