@@ -3,6 +3,7 @@ of a cluster). Each test would fail without the rule it is named for."""
 
 from __future__ import annotations
 
+import datetime as dt
 import re
 import uuid
 from collections.abc import Callable, Iterator
@@ -189,6 +190,12 @@ def test_a_runner_credential_runs_tasks_but_cannot_publish_or_deploy(
         with pytest.raises(PermissionDenied, match="submitting jobs"):
             runner.jobs().submit("mine", Greet("me"), cluster="default")
         assert runner.store.last_position(CONTROL) == before  # nothing was appended
+        # the sweep: it removes the expired job from the jobs index too (its selector's ZREM)
+        assert runner.jobs().expire(utcnow() + dt.timedelta(days=8)) == 1
+        assert runner.jobs().find(job.id).removed_reason == "expired"
+        assert runner.tasks.job_ids() == []
+        with pytest.raises(PermissionDenied):
+            runner.jobs().set_retention(dt.timedelta(days=1))  # a control event
     with raw(server, credentials[Role.RUNNER]) as direct:
         keys = Keys("tilebox", team)
         denied(lambda: direct.xadd(keys.log(CONTROL), {"e": b"forged"}))

@@ -131,27 +131,35 @@ def test_undeploy_and_cancel_ask_on_a_terminal(
     assert undeployed.returncode == 0 and client.deployments().current() == {}
 
 
-def test_team_delete_asks_on_a_terminal_and_never_off_it(
-    server: ServerProcess, env: dict[str, str]
+def test_job_delete_and_team_delete_ask_on_a_terminal_and_never_off_it(
+    client: Client, env: dict[str, str], server: ServerProcess, team: str
 ) -> None:
-    import redis
+    job = client.jobs().submit("d", Leaf("x"))
+    client.jobs().cancel(job)
+    code, out = on_terminal(["job", "delete", job.id], env, answer="n")
+    assert code == 1 and f"Delete job {job.id} (d, cancelled: 1 cancelled)? [y/N]" in out
+    assert client.jobs().find(job.id).removed_at is None
+    code, out = on_terminal(["job", "delete", job.id], env, answer="y")
+    assert code == 0 and f"deleted job {job.id}" in out
+    assert client.jobs().find(job.id).removed_reason == "deleted"
+    queued = client.jobs().submit("q", Leaf("y"))
+    code, out = on_terminal(["job", "delete", queued.id], env)  # refused before any question
+    assert code == 1 and "[y/N]" not in out and "is queued: cancel it first" in out
+    piped = off_terminal(["job", "delete", queued.id, "--force"], env)
+    assert piped.returncode == 0 and "[y/N]" not in piped.stderr
+    assert client.jobs().find(queued.id).removed_reason == "deleted"
 
-    name = "t-" + os.urandom(6).hex()
-    users = [f"tilebox.{name}.{role}" for role in ("developer", "runner", "auditor")]
-    assert off_terminal(["team", "create", name], env).returncode == 0
-    try:
-        code, out = on_terminal(["team", "delete", name], env, answer="n")
-        assert code == 1 and f"Disable every user of team {name} (its data is kept)? [y/N]" in out
-        assert "aborted; nothing was changed" in out
-        with redis.Redis(port=server.port) as admin:
-            assert all(admin.acl_getuser(u)["enabled"] for u in users)
-        code, out = on_terminal(["team", "delete", name, "--yes"], env)
-        assert code == 0 and "[y/N]" not in out and f"deleted team {name}" in out
-        with redis.Redis(port=server.port) as admin:
-            assert not any(admin.acl_getuser(u)["enabled"] for u in users)
-    finally:
-        with redis.Redis(port=server.port) as admin:
-            admin.execute_command("ACL", "DELUSER", *users)
+    other = team + "-x"
+    with Client(server.url, team=other, actor="user:admin") as admin:
+        users = admin.teams().create(other).users
+    code, out = on_terminal(["team", "delete", other], env, answer="n")
+    assert code == 1 and f"Disable every user of team {other} (its data is kept)? [y/N]" in out
+    assert all(u.enabled for u in client.teams().find(other).users)
+    piped = off_terminal(["team", "delete", other], env)
+    assert piped.returncode == 0 and "[y/N]" not in piped.stderr
+    assert not any(u.enabled for u in client.teams().find(other).users)
+    with server.redis_client() as direct:
+        direct.execute_command("ACL", "DELUSER", *users)
 
 
 # --- colour and pager -------------------------------------------------------------------------

@@ -19,6 +19,7 @@ from tilebox_core.domain.identifiers import make_identifier
 from tilebox_core.domain.intervals import between
 from tilebox_core.domain.jobs import MAX_INPUT_BYTES
 from tilebox_core.domain.projection import DEFAULT_CLUSTER
+from tilebox_core.domain.retention import parse_duration
 
 from .context import AppContext, json_option, pass_app, yes_option
 from .history import TIME
@@ -59,6 +60,9 @@ def diagnose_option(func: F) -> F:
               help="Refuse a task input JSON larger than this.")  # fmt: skip
 @click.option("--require-deployed", is_flag=True,
               help="Refuse (submit nothing) unless a release deployed on the cluster runs the task.")  # fmt: skip
+@click.option("--retention", metavar="DURATION",
+              help="How long the job stays once it ended, e.g. 1d, 12h, 0 (default: the team's, "
+                   "see 'tilebox team retention').")  # fmt: skip
 @click.option("--wait", "wait_", is_flag=True, help="Wait for the job to finish, showing progress.")
 @diagnose_option
 @json_option
@@ -66,11 +70,12 @@ def diagnose_option(func: F) -> F:
 def submit(
     app: AppContext, name: str, task_name: str, version: str | None, input_json: str | None,
     input_file: Path | None, cluster: str | None, max_retries: int, max_input_bytes: int,
-    require_deployed: bool, wait_: bool, diagnose_after: float,
+    require_deployed: bool, retention: str | None, wait_: bool, diagnose_after: float,
 ) -> None:  # fmt: skip
     """Submit a job with one root task."""
     if input_json is not None and input_file is not None:
         raise click.UsageError("give either --input or --input-file, not both")
+    keep = parse_duration(retention) if retention is not None else None
     # undecodable bytes are kept (as surrogates) for the input check to name, not a traceback here
     payload = (
         input_file.read_bytes().decode("utf-8", "surrogateescape")
@@ -87,7 +92,7 @@ def submit(
             raise NotFound(f"{gap}; nothing submitted (--require-deployed)")
     submitted = app.client.jobs().submit_by_name(
         name, task_name, version, payload, cluster=slug, max_retries=max_retries,
-        max_input_bytes=max_input_bytes,
+        max_input_bytes=max_input_bytes, retention=keep,
     )  # fmt: skip
     if gap:
         warn(f"submitted, but it will wait: {gap}")
@@ -150,7 +155,7 @@ def get(app: AppContext, job_id: str, diagram: Path | None, task_state: str | No
             raise click.ClickException(
                 f"cannot write the diagram to {diagram}: {exc.strerror}; pick a writable path"
             ) from None
-    reasons = app.client.jobs().why_queued(found)
+    reasons = app.client.jobs().why_queued(found) if found.removed_at is None else []
     if task_state is not None:
         found = msgspec.structs.replace(
             found, tasks=[t for t in found.tasks if t.state == task_state]
@@ -164,6 +169,11 @@ def get(app: AppContext, job_id: str, diagram: Path | None, task_state: str | No
         f"state     {coloured(found.state)}",
         f"submitted {when(found.submitted_at)} by {found.submitted_by}",
         f"tasks     {_counts(found)}; compute {found.compute_seconds:.3f} s",
+        *(
+            [f"removed   {when(found.removed_at)} ({found.removed_reason}), from history"]
+            if found.removed_at is not None
+            else []
+        ),
         *([f"diagram   {diagram}"] if diagram is not None else []),
         *(f"progress  {p.label or '-'}: {p.done}/{p.total}" for p in found.progress),
         *(f"waiting   {reason}" for reason in reasons),
@@ -259,6 +269,31 @@ def cancel(app: AppContext, job_id: str, yes: bool) -> None:
         emit_json(cancelled)
     else:
         click.echo(f"cancelled job {job_id}")
+
+
+@job.command("delete")
+@click.argument("job_id")
+@click.option("--force", is_flag=True,
+              help="Also a queued or running job: cancel it first (running tasks finish, their "
+                   "results are dropped).")  # fmt: skip
+@yes_option
+@json_option
+@pass_app
+def delete(app: AppContext, job_id: str, force: bool, yes: bool) -> None:
+    """Remove a job from Redis now: its tasks, task logs and index entries (recorded as an event;
+    'job get' still shows it from history). An ended job (completed, failed, cancelled) only,
+    unless --force."""
+    jobs = app.client.jobs()
+    if app.asks(yes):
+        found = jobs.find(job_id, with_tasks=False)
+        refused = not force and found.state in ("queued", "running")
+        if found.removed_at is None and not refused:  # else delete says why not, unasked
+            app.confirm(f"Delete job {found.id} ({found.name}, {found.state}: {_counts(found)})?")
+    deleted = jobs.delete(job_id, force=force)
+    if app.json:
+        emit_json(deleted)
+    else:
+        click.echo(f"deleted job {job_id} ({deleted.name}, {deleted.state})")
 
 
 @job.command("logs")

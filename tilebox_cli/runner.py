@@ -6,7 +6,9 @@ import click
 
 from tilebox_core import Conflict
 from tilebox_core.logs import configure_logging
+from tilebox_core.sweep import SWEEP_SECONDS
 from tilebox_runner.environment import MODES
+from tilebox_runner.pruning import DEFAULT_CACHE_MAX_BYTES, parse_size
 from tilebox_runner.supervisor import ReleaseRunner
 
 from .context import AppContext, json_option, pass_app
@@ -34,11 +36,20 @@ def runner() -> None:
               help="Serve Prometheus metrics on this port at /metrics (0: a free one, logged).")  # fmt: skip
 @click.option("--metrics-host", default="127.0.0.1", show_default=True,
               help="Address the metrics are served on (0.0.0.0: every interface).")  # fmt: skip
+@click.option("--cache-max-bytes", default=str(DEFAULT_CACHE_MAX_BYTES), metavar="SIZE",
+              show_default="10GiB",
+              help="Bound of the team's release caches and --env uv environments on this host "
+                   "(e.g. 2GiB, 500MB): the least recently used are removed, never one in use.")  # fmt: skip
+@click.option("--sweep-interval", type=click.FloatRange(min=0), default=SWEEP_SECONDS,
+              show_default=True, metavar="SECONDS",
+              help="How often the team's expired jobs are removed (by one runner of the team "
+                   "at a time); 0: never by this runner.")  # fmt: skip
 @json_option
 @pass_app
 def start(
     app: AppContext, cluster: str | None, processes: int, stop_when_idling: bool, environment: str,
     lease: float, drain_timeout: float, metrics_port: int | None, metrics_host: str,
+    cache_max_bytes: str, sweep_interval: float,
 ) -> None:  # fmt: skip
     """Watch the cluster's deployments and run their tasks until SIGTERM (which drains)."""
     level = app.log_level or "info"
@@ -48,6 +59,7 @@ def start(
         app.client, cluster, processes, stop_when_idle=stop_when_idling, environment=environment,
         lease_seconds=lease, drain_seconds=drain_timeout, log_level=level, log_format=log_format,
         metrics_port=metrics_port, metrics_host=metrics_host,
+        cache_max_bytes=parse_size(cache_max_bytes), sweep_seconds=sweep_interval,
     )  # fmt: skip
     app.client.clusters().find(release_runner.cluster)  # an unknown cluster fails before anything
     if app.json:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import click
 
+from tilebox_core.domain.retention import format_duration, parse_duration
 from tilebox_core.domain.tenancy import ROLES, TeamChange
 
 from .context import AppContext, json_option, pass_app, yes_option
@@ -112,6 +113,29 @@ def delete(app: AppContext, name: str, yes: bool) -> None:
         emit_json(change)
         return
     click.echo(f"deleted team {name}: disabled {', '.join(change.users)}; its data is kept")
+
+
+@team.command("retention")
+@click.argument("duration", required=False)
+@json_option
+@pass_app
+def retention(app: AppContext, duration: str | None) -> None:
+    """Show or set how long the team's jobs stay in Redis once they ended (e.g. 7d, 12h, 30m;
+    0 removes them as soon as they end). It applies to jobs submitted from now on; a job's own
+    retention is given at submit (job submit --retention). The team is --team / TILEBOX_TEAM;
+    its developer credential is enough."""
+    jobs = app.client.jobs()
+    if duration is None:
+        app.reading()
+        current = jobs.retention()
+    else:
+        current = jobs.set_retention(parse_duration(duration))
+    if app.json:
+        emit_json({"team": app.client.team, "retention": format_duration(current),
+                   "seconds": int(current.total_seconds())})  # fmt: skip
+        return
+    verb = "is" if duration is None else "set to"
+    click.echo(f"retention of team {app.client.team} {verb} {format_duration(current)}")
 
 
 def register(cli: click.Group) -> None:

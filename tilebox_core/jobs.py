@@ -20,9 +20,16 @@ from tilebox_core.domain.control import require_cluster
 from tilebox_core.domain.diagnosis import why_queued
 from tilebox_core.domain.diagram import job_diagram
 from tilebox_core.domain.errors import Conflict, InvalidInput, NotFound
-from tilebox_core.domain.events import JobCancelled, JobRetried, JobSubmitted, Origin
+from tilebox_core.domain.events import (
+    Event,
+    JobCancelled,
+    JobRetried,
+    JobsDeleted,
+    JobSubmitted,
+    Origin,
+)
 from tilebox_core.domain.identifiers import make_identifier
-from tilebox_core.domain.ids import new_id
+from tilebox_core.domain.ids import id_time_ms, new_id, utcnow
 from tilebox_core.domain.intervals import IDInterval, TemporalExtent, parse_temporal_extent
 from tilebox_core.domain.jobs import (
     MAX_INPUT_BYTES,
@@ -34,7 +41,13 @@ from tilebox_core.domain.jobs import (
     job_state,
     validated_input,
 )
-from tilebox_core.domain.projection import ClusterLike, cluster_slug
+from tilebox_core.domain.projection import (
+    DEFAULT_RETENTION_SECONDS,
+    ClusterLike,
+    ControlState,
+    cluster_slug,
+)
+from tilebox_core.domain.retention import RemovedJobFold, retention_ms, set_retention
 from tilebox_core.domain.tasklogs import TaskLogLine
 from tilebox_core.domain.tasks import (
     JOB_DONE,
@@ -49,6 +62,7 @@ from tilebox_core.domain.tasks import (
 )
 
 from .redis.tasklogs import TaskLogStore
+from .redis.taskstore import TASKS
 from .session import Session
 from .task import Task, encode_input, task_identifier
 
@@ -57,6 +71,13 @@ from .task import Task, encode_input, task_identifier
 SUBMIT_CHUNK = 200
 
 QUERY_PAGE = 500  # job hashes read per round trip by query
+# The sweep (expire): jobs scheduled per call, due jobs read per round, and task hashes removed
+# per script call (a job with more is removed alone, in one call: atomically).
+SCHEDULE_BATCH, EXPIRE_BATCH, REMOVE_TASKS = 1000, 200, 10_000
+# A removed job's history is read from its submission time (its UUIDv7 id) less this, for clocks
+# that disagree (the log's positions are the server's time, the id the submitter's); a job whose
+# JobSubmitted is not found by this much after it is unknown.
+CLOCK_SKEW_MS = 10 * 60 * 1000
 
 # What a job retry names: its failed tasks, and those not started, which its failure may hold.
 _RETRIED = TASK_UNSTARTED | {TaskState.FAILED}
@@ -109,13 +130,16 @@ class Jobs:
         tasks: Task | Sequence[Task],
         cluster: ClusterLike | Sequence[ClusterLike] | None = None,
         max_retries: int = 0,
+        retention: dt.timedelta | None = None,
     ) -> Job:
         """Submit a job whose root tasks are ``tasks``; returns it (state ``queued``).
 
         ``cluster``: where the root tasks run (default: the client's cluster), or, as in Tilebox,
-        a list of one cluster per root task. The job's own cluster is its first root task's."""
+        a list of one cluster per root task. The job's own cluster is its first root task's.
+        ``retention``: how long it stays in Redis once it ended (default: the team's, see
+        ``retention()``; 0: removed as soon as it ends)."""
         if cluster is None or isinstance(cluster, ClusterLike):
-            return self.submit_many([(name, tasks)], cluster, max_retries)[0]
+            return self.submit_many([(name, tasks)], cluster, max_retries, retention)[0]
         roots = [tasks] if isinstance(tasks, Task) else list(tasks)
         slugs = [cluster_slug(c) for c in cluster]
         if len(slugs) != len(roots):
@@ -127,13 +151,14 @@ class Jobs:
         specs = [task_spec(t, new_id(), c, max_retries=max_retries) for t, c in zip(roots, slugs)]
         if not specs:
             raise InvalidInput(f"job {name!r} needs at least one task")
-        return self._submit([(name, specs)], max_retries)[0]
+        return self._submit([(name, specs)], max_retries, retention)[0]
 
     def submit_many(
         self,
         jobs: Iterable[tuple[str, Task | Sequence[Task]]],
         cluster: ClusterLike | None = None,
         max_retries: int = 0,
+        retention: dt.timedelta | None = None,
     ) -> list[Job]:
         """Submit many jobs, each ``(name, root task or tasks)``, in few round trips: every job is
         created atomically, in order, and runners may start on the first ones while later ones
@@ -147,7 +172,7 @@ class Jobs:
                 raise InvalidInput(f"job {name!r} needs at least one task")
             requests.append((name, [task_spec(t, new_id(), cluster, max_retries=max_retries)
                                     for t in roots]))  # fmt: skip
-        return self._submit(requests, max_retries)
+        return self._submit(requests, max_retries, retention)
 
     def submit_by_name(
         self,
@@ -158,6 +183,7 @@ class Jobs:
         cluster: str | None = None,
         max_retries: int = 0,
         max_input_bytes: int = MAX_INPUT_BYTES,
+        retention: dt.timedelta | None = None,
     ) -> Job:
         """Submit a job from a task identifier and its JSON input (what ``tilebox job submit`` does).
 
@@ -185,11 +211,12 @@ class Jobs:
             new_id(), identifier.name, identifier.version, cluster, input_json,
             max_retries=_retries(max_retries),
         )  # fmt: skip
-        return self._submit([(name, [spec])], max_retries)[0]
+        return self._submit([(name, [spec])], max_retries, retention)[0]
 
     def _submit(
-        self, requests: Sequence[tuple[str, list[TaskSpec]]], max_retries: int
-    ) -> list[Job]:
+        self, requests: Sequence[tuple[str, list[TaskSpec]]], max_retries: int,
+        retention: dt.timedelta | None = None,
+    ) -> list[Job]:  # fmt: skip
         """Create the jobs ``requests`` (name, root task specs, each on its cluster)."""
         for name, _ in requests:
             if not name.strip():
@@ -198,6 +225,8 @@ class Jobs:
         known = self._client.cached_state()
         for cluster in dict.fromkeys(s.cluster for _, specs in requests for s in specs):
             require_cluster(known if cluster in known.clusters else self._client.state(), cluster)
+        # the team's retention as it is now (read afresh: it is the job's from now on)
+        keep_ms = retention_ms(self._client.state() if retention is None else known, retention)
         origin = self._client.origin()
         views: list[Job] = []
 
@@ -207,7 +236,8 @@ class Jobs:
             for start in range(0, len(requests), SUBMIT_CHUNK):
                 chunk = []
                 for name, specs in requests[start : start + SUBMIT_CHUNK]:
-                    job = new_job(origin, submitted_ms, name, specs[0].cluster, specs, max_retries)
+                    job = new_job(origin, submitted_ms, name, specs[0].cluster, specs,
+                                  max_retries, keep_ms)  # fmt: skip
                     chunk.append(job)
                     views.append(job_view(job, origin))
                 yield chunk
@@ -222,7 +252,33 @@ class Jobs:
         task's ``depends_on`` (one more field read per task, so only when asked: the diagram
         needs it, most readers not)."""
         job_id = job_id_of(job)
-        return self._jobs([(job_id, self._fields(job_id))], with_tasks, with_dependencies)[0]
+        fields = self._store.job(job_id)
+        if not fields:
+            return self._removed(job_id, with_tasks)
+        return self._jobs([(job_id, fields)], with_tasks, with_dependencies)[0]
+
+    def _removed(self, job_id: str, with_tasks: bool = True) -> Job:
+        """A job no longer in Redis, as its events in the task log left it (``removed_at`` and
+        ``removed_reason`` set): read from its submission time, its UUIDv7 id's, to its
+        JobsDeleted. NotFound if the log shows no such job."""
+        submitted_ms = id_time_ms(job_id)
+        if submitted_ms is None:
+            raise NotFound(f"unknown job {job_id!r}; list jobs with 'tilebox job list'")
+        fold = RemovedJobFold(job_id)
+        stream = self._store.shard(job_id).log(TASKS)
+        after = f"{max(submitted_ms - CLOCK_SKEW_MS, 0)}-0"
+        for position, event in self._client.store.replay_stream(stream, after):
+            fold.apply(event)
+            if fold.done:
+                break
+            if fold.submitted is None and int(position.partition("-")[0]) > (
+                submitted_ms + CLOCK_SKEW_MS
+            ):
+                break  # not submitted about when its id says: no such job
+        view = fold.view() if fold.done else None
+        if view is None:
+            raise NotFound(f"unknown job {job_id!r}; list jobs with 'tilebox job list'")
+        return view if with_tasks else msgspec.structs.replace(view, tasks=[])
 
     def visualize(self, job: JobIDLike) -> str:
         """The task tree of ``job`` (a Job or its id) as an SVG diagram, read afresh: states
@@ -416,7 +472,12 @@ class Jobs:
         deadline = None if timeout is None else time.monotonic() + timeout
         next_update = 0.0
         while True:
-            fields = self._fields(job_id)
+            fields = self._store.job(job_id)
+            if not fields:  # removed: it ended (or was deleted)
+                removed = self._removed(job_id, with_tasks=False)
+                if on_update is not None:
+                    on_update(removed)
+                return removed
             done = job_state(fields) in JOB_DONE
             if done or (deadline is not None and time.monotonic() > deadline):
                 job = self._job(job_id, fields, with_tasks=False)
@@ -485,10 +546,127 @@ class Jobs:
         """The tasks of ``job`` not handed to a runner yet, with their lanes."""
         return self._lanes(job, TASK_UNSTARTED)
 
+    # --- retention --------------------------------------------------------------------------------
+
+    def retention(self) -> dt.timedelta:
+        """The team's retention: how long a job submitted now stays in Redis once it ended."""
+        return dt.timedelta(seconds=self._client.state().retention_seconds)
+
+    def set_retention(self, retention: dt.timedelta) -> dt.timedelta:
+        """Set the team's retention (``RetentionSet``) for the jobs submitted from now on; jobs
+        submitted before keep theirs. 0: jobs are removed as soon as they end."""
+
+        def rule(state: ControlState, origin: Origin) -> tuple[None, list[Event]]:
+            return None, set_retention(state, origin, retention)
+
+        self._client.decide(rule)
+        return self.retention()
+
+    def delete(self, job: JobIDLike, *, force: bool = False) -> Job:
+        """Remove a job from Redis now, recorded as ``JobsDeleted`` (reason "deleted"): its
+        hashes, tasks, lists and task logs; its history stays (``find`` answers from it). A
+        queued or running job is refused unless ``force``, which cancels it first (running tasks
+        finish, and their results are dropped). Returns the job as it was, with ``removed_at``."""
+        job_id = job_id_of(job)
+        found = self.find(job_id)
+        if found.removed_at is not None:
+            raise NotFound(
+                f"job {job_id} was removed already ({found.removed_reason}, "
+                f"{found.removed_at.isoformat(timespec='seconds')}); 'tilebox job get' shows it"
+            )
+        if found.state in (JobState.QUEUED, JobState.RUNNING):
+            if not force:
+                raise Conflict(
+                    f"job {job_id} is {found.state}: cancel it first ('tilebox job cancel "
+                    f"{job_id}'), or pass --force to cancel and delete it"
+                )
+            self.cancel(job_id)
+        _, event = self._remove([job_id], "deleted", None)
+        if event is None:
+            raise NotFound(f"unknown job {job_id!r}; list jobs with 'tilebox job list'")
+        return msgspec.structs.replace(found, removed_at=event.at, removed_reason="deleted")
+
+    def expire(self, now: dt.datetime | None = None, limit: int | None = None) -> int:
+        """The sweep: remove every job whose retention has passed since it ended (by ``now``,
+        default the current time), each atomically with its tasks, lists and task logs, in
+        batches, recording ``JobsDeleted`` (reason "expired") per batch on its shard's log. How
+        many jobs were removed (it stops once it removed ``limit``, when given). Safe to run
+        anywhere, any number of times at once, and to kill at any point: a job is removed
+        wholly or not at all, and the next run goes on."""
+        now_ms = int((now or utcnow()).timestamp() * 1000)
+        default_ms = DEFAULT_RETENTION_SECONDS * 1000
+        removed = 0
+        for shard in self._store.fix_shards():
+            while self._store.schedule(shard, default_ms, SCHEDULE_BATCH) == SCHEDULE_BATCH:
+                pass
+            while ids := self._store.due(shard, now_ms, EXPIRE_BATCH):
+                count, _ = self._remove(ids, "expired", now_ms)
+                removed += count
+                if len(ids) < EXPIRE_BATCH or not count or (limit and removed >= limit):
+                    break  # (nothing removed: jobs changing all the time wait for the next run)
+        return removed
+
+    def _remove(
+        self, job_ids: Sequence[str], reason: str, now_ms: int | None
+    ) -> tuple[int, JobsDeleted | None]:
+        """Remove ``job_ids`` (one shard's), in calls of up to REMOVE_TASKS tasks, each recording
+        a JobsDeleted of the jobs it removed; how many were, and the last event recorded (None:
+        none). A job found not due, not ended or gone is left out; one whose tasks changed is
+        read again."""
+        count = 0
+        last: JobsDeleted | None = None
+        pending = list(job_ids)
+        for _ in range(10):  # a job changing under every read is read again next sweep
+            if not pending:
+                break
+            again: list[str] = []
+            for batch in self._removal_batches(pending):
+                ids = [job_id for job_id, *_ in batch]
+                for _ in range(len(ids) + 1):
+                    event = JobsDeleted(**self._client.origin().stamp(), job_ids=ids,
+                                        reason=reason)  # fmt: skip
+                    statuses = self._store.remove(
+                        ids[0], [b for b in batch if b[0] in ids], reason,
+                        now_ms if now_ms is not None else 0, event,
+                    )  # fmt: skip
+                    if all(s == "ok" for s in statuses):
+                        last, count = event, count + len(ids)
+                        break
+                    again += [i for i, s in zip(ids, statuses) if s == "changed"]
+                    ids = [i for i, s in zip(ids, statuses) if s == "ok"]
+                    if not ids:
+                        break
+            pending = again
+        return count, last
+
+    def _removal_batches(
+        self, job_ids: Sequence[str]
+    ) -> Iterator[list[tuple[str, int, list[str], list[str]]]]:
+        """(id, ids its task list held, its task ids, lanes of its queued tasks) of each of
+        ``job_ids`` still in Redis, in batches of at most REMOVE_TASKS tasks (or one job)."""
+        found = [(i, f) for i, f in zip(job_ids, self._store.jobs(job_ids)) if f]
+        task_ids = self._store.task_ids_of(found)
+        batch: list[tuple[str, int, list[str], list[str]]] = []
+        size = 0
+        for (job_id, fields), listed_ids in zip(found, task_ids):
+            listed = len(listed_ids) - len(fields.get("roots", ()))
+            ids = list(dict.fromkeys(listed_ids))
+            rows = self._store.tasks(ids, ("state", "lane"), job_id)
+            lanes = sorted(
+                {r["lane"] for r in rows if r["state"] == TaskState.QUEUED and r["lane"]}
+            )
+            if batch and size + len(ids) > REMOVE_TASKS:
+                yield batch
+                batch, size = [], 0
+            batch.append((job_id, listed, ids, lanes))
+            size += len(ids)
+        if batch:
+            yield batch
+
 
 def new_job(
     origin: Origin, submitted_ms: int, name: str, cluster: str, specs: list[TaskSpec],
-    max_retries: int,
+    max_retries: int, retention_ms: int | None = None,
 ) -> NewJob:  # fmt: skip
     job_id = new_id()
     events = [
@@ -497,7 +675,7 @@ def new_job(
         *(submitted_event(origin.stamp(), job_id, s) for s in specs),
     ]  # fmt: skip
     info = JobInfo(name, cluster, origin.actor, origin.at.isoformat(), max_retries,
-                   [s.id for s in specs])  # fmt: skip
+                   [s.id for s in specs], retention_ms)  # fmt: skip
     return NewJob(job_id, info, specs, events, submitted_ms)
 
 

@@ -30,9 +30,11 @@ from tilebox_core.domain.ids import utcnow
 from tilebox_core.domain.projection import Cluster, ControlState, Release
 from tilebox_core.domain.runners import HEARTBEAT_SECONDS, ReleaseStatus, RunnerInfo
 from tilebox_core.execution.worker import DEFAULT_LEASE, install_signal_handlers, new_runner_id
+from tilebox_core.sweep import SWEEP_SECONDS, Sweeper
 
 from .environment import MODES, python_for
 from .metrics import MetricsServer, ReleaseMetrics, metrics_directory, served_identifiers
+from .pruning import DEFAULT_CACHE_MAX_BYTES, prune, touch
 from .release_cache import ReleaseCache
 from .runtime import LOAD_FAILED
 from .settings import DRAIN_SECONDS, METRICS_DIR, RuntimeSettings
@@ -57,6 +59,7 @@ class Runtime:
     restarts: int = 0
     retry_at: float = 0.0
     idle: bool = False  # exited after finding nothing to do (--stop-when-idling)
+    paths: tuple[Path, ...] = ()  # its release directory and environment (kept from pruning)
 
     def report(self) -> ReleaseStatus:
         return ReleaseStatus(self.release.id, self.release.workflow, self.status, self.error,
@@ -81,6 +84,8 @@ class ReleaseRunner:
         log_format: str = "console",
         metrics_port: int | None = None,
         metrics_host: str = "127.0.0.1",
+        cache_max_bytes: int = DEFAULT_CACHE_MAX_BYTES,
+        sweep_seconds: float = SWEEP_SECONDS,
     ) -> None:
         if environment not in MODES:
             raise TileboxError(f"unknown runner environment {environment!r}; use one of {MODES}")
@@ -106,6 +111,10 @@ class ReleaseRunner:
         self.registry = client.runners
         self.runtimes: dict[str, Runtime] = {}
         self.draining: list[subprocess.Popen[bytes]] = []
+        self._draining_paths: dict[int, tuple[Path, ...]] = {}  # pid -> what it runs from
+        self.cache_max_bytes = cache_max_bytes
+        # the sweep of the team's expired jobs, by one runner of the team at a time
+        self.sweeper = Sweeper(client, self.id, sweep_seconds)
         self.started_at = utcnow()
         self._stopping = threading.Event()
         self._next_heartbeat = 0.0
@@ -133,6 +142,7 @@ class ReleaseRunner:
                     self._reconcile()
                     # Publish a change at once, so `cluster get` and `job get` see it without delay.
                     self._heartbeat(force=before != [r.report() for r in self.runtimes.values()])
+                    self.sweeper.tick()
                     if self.stop_when_idle and self._all_idle():
                         self.log.info("nothing left to run; stopping")
                         break
@@ -217,6 +227,10 @@ class ReleaseRunner:
         except TileboxError as exc:
             self._failed(runtime, f"cannot load release: {exc}")
             return
+        env = Path(python).parent.parent
+        runtime.paths = (directory, env) if env.parent == self.envs else (directory,)
+        touch(runtime.paths)
+        self.prune()
         runtime.processes = [
             self._spawn(release, directory, python, i) for i in range(self.processes)
         ]
@@ -272,6 +286,8 @@ class ReleaseRunner:
             reason = "failed to import its runner" if LOAD_FAILED in codes else f"exited {codes}"
             self._failed(runtime, f"runtime {reason}: {self._last_error(runtime.release)}")
         self.draining = [p for p in self.draining if p.poll() is None]
+        alive = {p.pid for p in self.draining}
+        self._draining_paths = {k: v for k, v in self._draining_paths.items() if k in alive}
 
     def _failed(self, runtime: Runtime, error: str) -> None:
         runtime.status, runtime.error = "failed", error
@@ -291,6 +307,17 @@ class ReleaseRunner:
             if process.poll() is None:
                 process.send_signal(signal.SIGTERM)
                 self.draining.append(process)
+                self._draining_paths[process.pid] = runtime.paths
+
+    def in_use(self) -> set[Path]:
+        """The release directories and environments of this runner's releases and drains."""
+        used = {p for r in self.runtimes.values() for p in r.paths}
+        return used | {p for paths in self._draining_paths.values() for p in paths}
+
+    def prune(self) -> list[Path]:
+        """Prune the team's release caches and environments to ``cache_max_bytes``, least
+        recently used first, keeping what runs."""
+        return prune([self.cache.root, self.envs], self.cache_max_bytes, self.in_use())
 
     def _all_idle(self) -> bool:
         return all(r.idle for r in self.runtimes.values()) and not self.draining
@@ -300,6 +327,7 @@ class ReleaseRunner:
         if not force and now < self._next_heartbeat:
             return
         self._next_heartbeat = now + HEARTBEAT_SECONDS
+        touch(self.in_use())  # used now: kept from any runner's pruning (see pruning.py)
         info = RunnerInfo(
             id=self.id, host=socket.gethostname(), pid=os.getpid(), cluster=self.cluster,
             started_at=self.started_at, last_heartbeat=utcnow(),

@@ -108,6 +108,13 @@ class DeploymentRemoved(Event, frozen=True, kw_only=True):
     target: str | None = None
 
 
+class RetentionSet(Event, frozen=True, kw_only=True):
+    """How long the team's ended jobs stay in Redis (jobs submitted from now on; see
+    domain.retention)."""
+
+    seconds: int
+
+
 CONTROL_EVENTS: tuple[type[Event], ...] = (
     ClusterCreated,
     ClusterDeleted,
@@ -115,6 +122,7 @@ CONTROL_EVENTS: tuple[type[Event], ...] = (
     ReleasePublished,
     DeploymentSet,
     DeploymentRemoved,
+    RetentionSet,
 )
 
 # --- task plane: jobs and tasks, one log per team ----------------------------------------------------
@@ -209,6 +217,15 @@ class JobCancelled(Event, frozen=True, kw_only=True):
     job_id: str
 
 
+class JobsDeleted(Event, frozen=True, kw_only=True):
+    """Jobs removed from Redis with their tasks, lists and task logs: ``reason`` "expired" (their
+    retention passed since they ended) or "deleted" (``tilebox job delete``). Their history stays
+    in the task log (and the archive)."""
+
+    job_ids: list[str]
+    reason: str = "expired"
+
+
 TASK_EVENTS: tuple[type[Event], ...] = (
     JobSubmitted,
     TaskSubmitted,
@@ -220,6 +237,7 @@ TASK_EVENTS: tuple[type[Event], ...] = (
     JobRetried,
     JobCancelled,
     TaskSkipped,
+    JobsDeleted,
 )
 
 ALL_EVENTS: tuple[type[Event], ...] = CONTROL_EVENTS + TASK_EVENTS

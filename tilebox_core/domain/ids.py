@@ -30,3 +30,14 @@ def _namespace(parent_id: str) -> UUID:
 
 def utcnow() -> _dt.datetime:
     return _dt.datetime.now(_dt.UTC)
+
+
+def id_time_ms(value: str) -> int | None:
+    """The time (ms since the epoch) a UUIDv7 id was made, None if ``value`` is not one."""
+    import uuid
+
+    try:
+        parsed = uuid.UUID(value)
+    except ValueError:
+        return None
+    return parsed.int >> 80 if parsed.version == 7 else None

@@ -101,6 +101,10 @@ class Job(msgspec.Struct, frozen=True):
     progress: list[Progress]
     tasks: list[TaskInfo] = []
     execution_stats: ExecutionStats = msgspec.field(default_factory=ExecutionStats)
+    # Set when the job was removed from Redis (its retention passed, or ``job delete``): the
+    # view is then folded from its history (domain.retention), and ``reason`` expired | deleted.
+    removed_at: dt.datetime | None = None
+    removed_reason: str | None = None
 
 
 def job_state(fields: dict[str, str]) -> JobState:

@@ -21,11 +21,13 @@ from .events import (
     Event,
     ReleasePublished,
     ReleaseTask,
+    RetentionSet,
     UnknownEvent,
     WorkflowCreated,
 )
 
 DEFAULT_CLUSTER = "default"
+DEFAULT_RETENTION_SECONDS = 7 * 24 * 3600  # of a team that never set one (RetentionSet)
 
 
 class Cluster(msgspec.Struct, frozen=True):
@@ -90,6 +92,7 @@ class ControlState:
         self.releases: dict[str, Release] = {}  # in publish order
         self.by_fingerprint: dict[tuple[str, str], str] = {}
         self.deployments: dict[str, dict[str, Deployment]] = {}  # cluster -> workflow -> deployment
+        self.retention_seconds = DEFAULT_RETENTION_SECONDS  # of the jobs submitted from now on
 
     def releases_of(self, workflow: str) -> list[Release]:
         return [r for r in self.releases.values() if r.workflow == workflow]
@@ -126,6 +129,7 @@ class ControlState:
                 "workflows": self.workflows,
                 "releases": self.releases,
                 "deployments": self.deployments,
+                "retention_seconds": self.retention_seconds,
             }
         )
 
@@ -162,6 +166,8 @@ def apply(state: ControlState, event: Event | UnknownEvent, position: str = "") 
             state.deployments.pop(event.slug, None)
         case WorkflowCreated():
             state.workflows[event.slug] = Workflow(event.slug, event.name, event.at, event.actor)
+        case RetentionSet():
+            state.retention_seconds = event.seconds
     return state
 
 

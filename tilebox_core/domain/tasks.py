@@ -189,6 +189,9 @@ class JobInfo(msgspec.Struct, frozen=True):
     submitted_at: str  # ISO 8601
     max_retries: int
     roots: list[str]  # its root tasks' ids: they are not in its task list (a command less)
+    # How long it stays once ended (domain.retention); None: submitted before retention existed,
+    # the default applies (DEFAULT_RETENTION_MS in tasklib.lua's sweep, schedule.lua)
+    retention_ms: int | None = None
 
 
 class NewJob(msgspec.Struct, frozen=True):

@@ -58,6 +58,7 @@ class TeamPatterns(msgspec.Struct, frozen=True, kw_only=True):
     team: list[str]  # every key of the team but the actor keys
     task_plane: list[str]  # what a runner writes: task plane (every shard), runner registry
     actor: list[str]  # the user's own actor keys, in the control tag and every shard's
+    index: list[str] = []  # the jobs indexes: a runner may only remove entries (the sweep)
 
 
 # --- commands ---------------------------------------------------------------------------------------
@@ -76,7 +77,7 @@ CONNECTION_COMMANDS = (
 )  # fmt: skip
 READ_COMMANDS = (
     "get", "mget", "exists", "hget", "hgetall", "hmget", "lrange", "llen", "zrangebyscore",
-    "zrevrangebyscore", "zcard", "xrange", "xrevrange", "xread", "xlen", "xinfo|groups",
+    "zrevrangebyscore", "zcard", "zscore", "xrange", "xrevrange", "xread", "xlen", "xinfo|groups",
     "xinfo|stream", "xpending", "time",
     # a transaction of reads (audit verify reads a log's head with its last entry in one)
     "multi", "exec", "discard",
@@ -116,6 +117,13 @@ def acl_rules(role: Role, patterns: TeamPatterns, missing: Collection[str] = ())
         rules += [f"~{p}" for p in patterns.team]
     elif role is Role.RUNNER:
         rules += [f"%R~{p}" for p in patterns.team] + [f"~{p}" for p in patterns.task_plane]
+        if patterns.index:
+            # A selector: the sweep's script (which names the jobs index among its keys) may
+            # ZREM expired jobs from the index; nothing else writes it (a runner submits none).
+            keys = [*patterns.task_plane, *patterns.index, *patterns.actor]
+            rules.append(
+                "(" + " ".join(["+evalsha", "+eval", "+zrem", *(f"~{p}" for p in keys)]) + ")"
+            )
     else:
         rules += [f"%R~{p}" for p in patterns.team]
     if role is not Role.AUDITOR:  # an auditor records no events

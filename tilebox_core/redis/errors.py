@@ -26,7 +26,11 @@ URL_ENV = "TILEBOX_REDIS_URL"
 
 # A script's own command refused by the ACL comes back as a plain ERR reply without the NOPERM
 # code; Valkey and Redis 7 word it differently.
-_SCRIPT_ACL = ("ACL failure in script", "The user executing the script can't run this command")
+_SCRIPT_ACL = (
+    "ACL failure in script",
+    "The user executing the script can't run this command",
+    "The user executing the script can't access at least one of the keys",  # Redis 7.0
+)
 # Replies of a Redis Cluster node to a command for a slot it does not serve (or cannot serve now).
 _REDIRECTED = (rex.AskError, rex.ClusterCrossSlotError)
 # ... and of a cluster that cannot serve a slot now: failing over, or slots unassigned.

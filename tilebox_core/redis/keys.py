@@ -91,6 +91,12 @@ def chain_head(log: str) -> str:
     return f"{log}:head"
 
 
+def ended_of(log: str) -> str:
+    """The ended-jobs index (``TaskKeys.ended``) of the shard whose task log is ``log``: the key
+    TaskStore passes the task scripts before the chain head (tasklib.lua finds it by this name)."""
+    return log.removesuffix("log:tasks") + "jobs:ended"
+
+
 def actor_key(key: str, user: str) -> str:
     """The actor key of ``user`` in the hash tag of ``key`` (a key, or a tag's base
     ``<prefix>:{<tag>}:``): the last KEY of every script that records events, which records
@@ -158,6 +164,20 @@ class TaskKeys:
         """Sorted set of the shard's job ids scored by submission time (ms)."""
         return f"{self.base}jobs"
 
+    @property
+    def ended(self) -> str:
+        """Sorted set of the shard's ended jobs (completed, failed until retried, cancelled) not
+        yet scheduled for removal, scored by when they ended (ms, server time): the one write a
+        task script adds when it ends a job (``job_ended`` in tasklib.lua; a retry removes it).
+        The sweep moves them to ``expiring`` (schedule.lua)."""
+        return f"{self.base}jobs:ended"
+
+    @property
+    def expiring(self) -> str:
+        """Sorted set of ended jobs scored by when they are removed: when they ended plus their
+        retention (schedule.lua); the sweep removes those due (remove.lua)."""
+        return f"{self.base}jobs:expiring"
+
     def task(self, task_id: str) -> str:
         """Hash: one task's state, input, lane entry, owner and dependency bookkeeping."""
         return f"{self.base}task:{task_id}"
@@ -218,20 +238,23 @@ class Keys(TaskKeys):
         ``{<team>/...}``: team ``a``'s patterns match no key of team ``ab``, as the character after
         the team name must be ``}`` or ``/``, neither of which a slug contains. ``[^@]`` after
         ``}:`` leaves the actor keys out. A runner writes the task plane of every shard (on one
-        shard, in the control tag): the task log, job hashes and lists, tasks and lanes, but not
-        the jobs index (it submits no jobs); and the runner registry and the number of shards
-        (``fix_shards``); nothing else.
+        shard, in the control tag): the task log, job hashes and lists, tasks and lanes, the
+        ended-jobs indexes (``jobs:*``), but not the jobs index (it submits no jobs: ZADD there
+        is refused), which it may only ZREM from (``index``: the sweep removes expired jobs);
+        and the runner registry, the sweep's lease and the number of shards (``fix_shards``);
+        nothing else.
         """
         glob = self.prefix.translate(_GLOB)
         control, shards = f"{glob}:{{{self.team}}}:", f"{glob}:{{{self.team}/*}}:"
         own = "@" + user.translate(_GLOB)
         # what claiming and finishing write (not the jobs index: a runner submits no jobs)
-        tasks = ["log:tasks*", "job:*", "task:*", "lane:*"]  # the log, its chain head
+        tasks = ["log:tasks*", "job:*", "task:*", "lane:*", "jobs:*"]  # the log, its chain head
         return TeamPatterns(
             team=[f"{control}[^@]*", f"{shards}[^@]*"],
             task_plane=[base + name for base in (control, shards) for name in tasks]
-            + [f"{control}runner*", f"{control}shards"],
+            + [f"{control}runner*", f"{control}sweep*", f"{control}shards"],
             actor=[control + own, shards + own],
+            index=[control + "jobs", shards + "jobs"],
         )
 
     # --- materialised projections ---------------------------------------------------------------
@@ -251,6 +274,12 @@ class Keys(TaskKeys):
         return f"{self.base}artifact:{digest}:upload:{upload_id}"
 
     # --- runners ----------------------------------------------------------------------------------
+
+    @property
+    def sweep_lease(self) -> str:
+        """String: the runner that sweeps the team's expired jobs (``retention.Sweeper``), with
+        a time to live: one runner of the team does it at a time."""
+        return f"{self.base}sweep:lease"
 
     def runners(self, cluster: str) -> str:
         """Sorted set: runner id -> last heartbeat (ms) of the runners serving a cluster."""

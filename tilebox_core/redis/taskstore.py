@@ -48,13 +48,16 @@ from tilebox_core.domain.tenancy import Identity
 
 from .connection import Routes, masters, pack
 from .eventstore import EventStore, Stored, load_script, translate_errors
-from .keys import MAX_SHARDS, Keys, TaskKeys, actor_key, chain_head, shard_of
+from .keys import MAX_SHARDS, Keys, TaskKeys, actor_key, chain_head, ended_of, shard_of
 
 TASKS = "tasks"  # name of the task-plane event log
 GROUP = "runners"
 # Subtasks created per call when a finishing task submitted more than this many (see stage.lua):
 # about 50-100 ms of server work per call, where one call for 200,000 would block it for seconds.
 STAGE_CHUNK = 1000
+# The task scripts that append events (they get the ended index, chain head and actor key last);
+# renew and schedule append none.
+RECORDING = frozenset({"submit", "claim", "finish", "stage", "retry", "cancel", "remove"})
 # Shards of a team first used on a cluster: 4 per master, so that it spreads evenly over the
 # masters it has (keys.shard_tag lays shards out evenly over the slots) and over up to 4 times as
 # many after resharding, while a runner's idle wait blocks on few connections (one per shard).
@@ -187,8 +190,9 @@ class TaskStore:
         prelude = load_script("actor") + "\n" + load_script("tasklib")
         self._scripts = {
             name: self.redis.register_script(prelude + "\n" + load_script(name))
-            for name in ("submit", "claim", "renew", "finish", "stage", "retry", "cancel")
+            for name in (*RECORDING, "renew")
         }
+        self._scripts["schedule"] = self.redis.register_script(load_script("schedule"))
         self._shards: list[TaskKeys] | None = None
         self._recorded = False  # the number of shards was read from the server
         self._lane_groups: dict[tuple[str, ...], list[list[str]]] = {}
@@ -362,9 +366,11 @@ class TaskStore:
         """EVALSHA the task script ``name`` on the node serving ``keys`` (one shard); a server
         that lost its scripts (restarted, or a replica promoted) gets them again, on that node."""
         script = self._scripts[name]
-        if name != "renew":  # the others append to the task log, KEYS[1]: its chain head and
-            # the actor key of who the events are recorded as (actor.lua) last
-            keys = [*keys, chain_head(keys[0]), actor_key(keys[0], self.events.actor)]
+        if name in RECORDING:  # they append to the task log, KEYS[1]: its shard's ended index
+            # (tasklib.lua), chain head and the actor key of who the events are recorded as
+            # (actor.lua) last
+            keys = [*keys, ended_of(keys[0]), chain_head(keys[0]),
+                    actor_key(keys[0], self.events.actor)]  # fmt: skip
         command = [pack("EVALSHA", script.sha, len(keys), *keys, *args)]
 
         def send(connection: Connection) -> Any:
@@ -1071,6 +1077,61 @@ class TaskStore:
         for task_id, lane in unfinished:
             keys += (shard.task(task_id), lane)
         return bool(self._run("cancel", keys, [self.events.codec.encode(event)]))
+
+    # --- retention --------------------------------------------------------------------------------
+
+    @translate_errors
+    def schedule(self, shard: TaskKeys, default_ms: int, limit: int = 1000) -> int:
+        """Schedule the removal of up to ``limit`` of the shard's ended jobs, oldest first (see
+        schedule.lua); how many it took off the ended index (fewer than ``limit``: none is
+        left)."""
+        found: list[bytes] = self.redis.zrangebyscore(  # type: ignore[assignment]
+            shard.ended, "-inf", "+inf", 0, limit
+        )
+        ids = [_s(i) for i in found]
+        if not ids:
+            return 0
+        keys = [shard.ended, shard.expiring, *(shard.job(i) for i in ids)]
+        self._run("schedule", keys, [default_ms, *ids])
+        return len(ids)
+
+    @translate_errors
+    def due(self, shard: TaskKeys, now_ms: int, limit: int) -> list[str]:
+        """Up to ``limit`` ids of the shard's jobs due for removal at ``now_ms``, soonest first."""
+        found: list[bytes] = self.redis.zrangebyscore(  # type: ignore[assignment]
+            shard.expiring, "-inf", now_ms, 0, limit
+        )
+        return [_s(i) for i in found]
+
+    @translate_errors
+    def remove(
+        self, job_id: str, jobs: Sequence[tuple[str, int, Sequence[str], Sequence[str]]],
+        reason: str, now_ms: int, event: Event,
+    ) -> list[str]:  # fmt: skip
+        """Remove jobs of the shard of ``job_id``, each wholly, recording ``event`` (see
+        remove.lua): ``jobs`` of (id, ids its task list held, its task ids, lanes of its queued
+        tasks). The status of each; nothing was removed unless all are "ok"."""
+        shard = self.shard(job_id)
+        keys = [shard.log(TASKS), shard.jobs, shard.ended, shard.expiring]
+        args: list[Any] = [reason, now_ms, self.events.codec.encode(event)]
+        lanes: list[str] = []
+        for removed_id, listed, task_ids, queued_lanes in jobs:
+            keys += (shard.job(removed_id), shard.job_tasks(removed_id), shard.job_logs(removed_id))
+            keys += (shard.task(t) for t in task_ids)
+            lanes += queued_lanes
+            args += (removed_id, listed, len(task_ids))
+        return [_s(s) for s in self._run("remove", _unique([*keys, *lanes]), args)]
+
+    @translate_errors
+    def hold_lease(self, owner: str, seconds: int) -> bool:
+        """Take or renew the team's sweep lease for ``seconds``: whether ``owner`` holds it."""
+        key = self.keys.sweep_lease
+        if self.redis.set(key, owner, nx=True, ex=seconds):
+            return True
+        if _s(self.redis.get(key) or b"") != owner:
+            return False
+        self.redis.expire(key, seconds)  # (had it lapsed meanwhile, the new holder keeps it)
+        return True
 
 
 def _details(finish: Finish) -> bytes:

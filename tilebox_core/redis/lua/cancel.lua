@@ -8,6 +8,7 @@ authenticate(KEYS[1])
 local first = redis.call('HGET', KEYS[2], 'cancelled') ~= '1'
 if first then
   redis.call('HSET', KEYS[2], 'cancelled', 1)
+  job_ended(KEYS[2])
 end
 for i = 3, #KEYS, 2 do
   local f = redis.call('HMGET', KEYS[i], 'state', 'spec', 'entry')

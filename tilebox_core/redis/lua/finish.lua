@@ -304,6 +304,9 @@ end
 for _, job in ipairs(hashes) do
   local c = counters[job]
   local complete = c.open ~= nil and redis.call('HINCRBY', job, 'open', tostring(c.open)) == 0
+  if complete then
+    job_ended(job)
+  end
   for _, field in ipairs(c) do
     if field ~= 'open' and not (complete and (field == 'computed' or field == 'skipped')) then
       redis.call('HINCRBY', job, field, tostring(c[field]))

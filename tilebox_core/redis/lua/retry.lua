@@ -26,6 +26,7 @@ local gate = gate_of(KEYS[2])
 if failed <= 0 and gate ~= '1' then
   if gate == 'failed' then
     redis.call('HDEL', KEYS[2], 'cancelled')  -- open again (see gate_of)
+    job_resumed(KEYS[2])
   end
   for i = 3, #KEYS, 2 do
     local f = redis.call('HMGET', KEYS[i], 'state', 'entry')

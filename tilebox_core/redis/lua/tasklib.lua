@@ -29,6 +29,39 @@ if #KEYS > 1 and KEYS[#KEYS] == KEYS[1] .. ':head' then
   log_head = table.remove(KEYS)
 end
 
+-- The shard's ended-jobs index (keys.TaskKeys.ended), passed just before the chain head by
+-- TaskStore._run: set apart too. A job that ends is added to it, scored by the server's time,
+-- with one ZADD (job_ended); the sweep schedules and removes it (schedule.lua, remove.lua).
+-- Absent (a caller of an earlier version): the job is not indexed, and stays.
+local ended_index
+do
+  local base = string.match(KEYS[1], '^(.*)log:tasks$')
+  if base ~= nil and #KEYS > 1 and KEYS[#KEYS] == base .. 'jobs:ended' then
+    ended_index = table.remove(KEYS)
+  end
+end
+local ended_ms
+
+-- Job ``job_key`` ended (completed, failed for good, cancelled): index it for the sweep.
+local function job_ended(job_key)
+  if ended_index == nil then
+    return
+  end
+  if ended_ms == nil then
+    local t = redis.call('TIME')
+    ended_ms = string.format('%d', tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000))
+  end
+  -- the job's id: its key past '<shard base>job:'
+  redis.call('ZADD', ended_index, ended_ms, string.sub(job_key, #ended_index - 10 + 5))
+end
+
+-- Job ``job_key`` runs again (a retry opened its gate): not ended any more.
+local function job_resumed(job_key)
+  if ended_index ~= nil then
+    redis.call('ZREM', ended_index, string.sub(job_key, #ended_index - 10 + 5))
+  end
+end
+
 local function key(name)
   if not declared[name] then
     error('ERR key not declared in KEYS: ' .. tostring(name))
@@ -178,9 +211,11 @@ local function gate_of(job_key)
   return redis.call('HGET', job_key, 'cancelled') or ''
 end
 
--- Close the gate of a job a task of which failed for good (unless it is cancelled).
+-- Close the gate of a job a task of which failed for good (unless it is cancelled): it ended.
 local function close_gate(job_key)
-  redis.call('HSETNX', job_key, 'cancelled', 'failed')
+  if redis.call('HSETNX', job_key, 'cancelled', 'failed') == 1 then
+    job_ended(job_key)
+  end
 end
 
 -- Whether a task with ``scopes`` (the ids of the optional tasks among its ancestors, comma-
@@ -291,7 +326,9 @@ local function settle(job_key, chain, from)
     release_dependants(chain[i])
     local parent = chain[i + 1]
     if parent == nil then
-      redis.call('HINCRBY', job_key, 'open', '-1')
+      if redis.call('HINCRBY', job_key, 'open', '-1') == 0 then
+        job_ended(job_key)
+      end
       return
     end
     if redis.call('HINCRBY', key(parent.k), 'open', '-1') > 0 then
