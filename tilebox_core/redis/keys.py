@@ -91,6 +91,28 @@ def chain_head(log: str) -> str:
     return f"{log}:head"
 
 
+def archive_record(log: str) -> str:
+    """Hash beside log stream ``log`` (in its hash tag): its archive record (domain.archive's
+    ``ArchiveRecord`` fields: the last archived position, the last segment's digest, the chain
+    hash it ends with, totals, a segment being put), changed only by archive_record.lua (a
+    compare-and-set on the last digest); the trim script trims the stream only up to the
+    position it names. Under ``log:tasks*`` for a task log, which a runner may write."""
+    return f"{log}:archive"
+
+
+def archive_snapshot(log: str) -> str:
+    """String beside the control log ``log``: the control-plane projection at its archived
+    position (domain.projection's ``encode_state``), written with the record, so that a reader
+    folds only the live log after it."""
+    return f"{log}:archive:snapshot"
+
+
+def parse_log(stream: str) -> tuple[str, str]:
+    """(hash tag, log name) of a log stream key made by ``TaskKeys.log``."""
+    tag = stream[stream.index("{") + 1 : stream.index("}")]
+    return tag, stream[stream.index("}") + 1 :].removeprefix(":log:")
+
+
 def actor_key(key: str, user: str) -> str:
     """The actor key of ``user`` in the hash tag of ``key`` (a key, or a tag's base
     ``<prefix>:{<tag>}:``): the last KEY of every script that records events, which records
@@ -230,9 +252,18 @@ class Keys(TaskKeys):
         return TeamPatterns(
             team=[f"{control}[^@]*", f"{shards}[^@]*"],
             task_plane=[base + name for base in (control, shards) for name in tasks]
-            + [f"{control}runner*", f"{control}shards"],
+            + [f"{control}runner*", f"{control}shards", f"{control}archiver:tasks"],
             actor=[control + own, shards + own],
         )
+
+    # --- the archive ------------------------------------------------------------------------------
+
+    def archiver_lease(self, kind: str) -> str:
+        """String: who archives the team's logs of ``kind`` (``control``, or ``tasks``: every
+        shard's task log), with a TTL (SET NX PX, renewed by its holder; archive_lease.lua). Two
+        leases, so that a runner (which may archive only the task logs) and a developer's
+        ``tilebox archive run`` each hold what their role may do."""
+        return f"{self.base}archiver:{kind}"
 
     # --- materialised projections ---------------------------------------------------------------
 
