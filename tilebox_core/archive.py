@@ -138,5 +138,3 @@ class ObjectArchive:
 
     def _unavailable(self, verb: str, path: str, exc: Exception) -> StoreUnavailable:
         return StoreUnavailable(f"cannot {verb} {path} in the archive at {self.location}: {exc}")
-
-

@@ -292,10 +292,16 @@ def archive_status(session: Session) -> list[StreamStatus]:
         record = archive_log.record(stream)
         found.append(
             StreamStatus(
-                log=name, stream=stream, archived_to=record.position, segments=record.segments,
-                entries=record.entries, events=record.events, bytes=record.bytes,
-                live_entries=archive_log.live_entries(stream), pending=record.pending,
-            )  # fmt: skip
+                log=name,
+                stream=stream,
+                archived_to=record.position,
+                segments=record.segments,
+                entries=record.entries,
+                events=record.events,
+                bytes=record.bytes,
+                live_entries=archive_log.live_entries(stream),
+                pending=record.pending,
+            )
         )
     return found
 

@@ -246,9 +246,7 @@ def _obstore_class(name: str) -> Any:
     try:
         import obstore.store
     except ImportError:
-        raise ImportError(
-            "object store caches need obstore: pip install obstore"
-        ) from None
+        raise ImportError("object store caches need obstore: pip install obstore") from None
     return getattr(obstore.store, name)
 
 

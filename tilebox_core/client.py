@@ -361,7 +361,9 @@ class History:
         entries appended at or after it, the chain taken up from the entry (or segment) before
         (which is not itself checked). Entries appended while it runs are left for the next run."""
         after = _after(since)
-        return Audit([self._verify(log, stream, after) for _, log, stream in team_logs(self._client)])
+        return Audit(
+            [self._verify(log, stream, after) for _, log, stream in team_logs(self._client)]
+        )
 
     def _verify(self, log: str, stream: str, after: str) -> StreamAudit:
         store, archive = self._client.store, self._client.archive
@@ -394,9 +396,12 @@ class History:
                 "were deleted, or added"
             )
         elif problem is None and (check.chain_end or "") != record.chain:
-            at, problem = check.last, (
-                f"the archive's last segment ends its chain with {check.chain_end}, the archive "
-                f"record with {record.chain}: the record was changed"
+            at, problem = (
+                check.last,
+                (
+                    f"the archive's last segment ends its chain with {check.chain_end}, the archive "
+                    f"record with {record.chain}: the record was changed"
+                ),
             )
         if problem is not None:
             path = paths.get(at or "", at or "")
@@ -405,7 +410,9 @@ class History:
             result = Verification(check.entries, check.events, 0, None, "", broken)
             return StreamAudit(log, stream, anchor, result, check.segments)
         _, live = store.verify_stream(stream, record.position, record.chain or None, anchored=False)
-        result = live._replace(entries=check.entries + live.entries, events=check.events + live.events)
+        result = live._replace(
+            entries=check.entries + live.entries, events=check.events + live.events
+        )
         return StreamAudit(log, stream, anchor, result, check.segments)
 
     def is_empty(self) -> bool:
