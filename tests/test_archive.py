@@ -262,7 +262,7 @@ def crash_at_every_step(client: Client, tmp_path: Path, env: dict[str, str]) -> 
         client.jobs().submit_many([(f"{step}{i}", Leaf(str(i))) for i in range(3)])
         client.runner(tasks=[Leaf], cache_root=tmp_path / "cache").run_all()
         forget_jobs(client)
-        before = _live_replay_or_all(client)
+        before = list(client.events().list())
         assert run_archiver(client.url, client.team, step, 2, env) == -9
         assert list(client.events().list()) == before  # nothing lost, nothing twice
         wait_for(lambda: not any(client.redis.exists(k) for k in leases), timeout=30)
@@ -277,10 +277,6 @@ def crash_at_every_step(client: Client, tmp_path: Path, env: dict[str, str]) -> 
         folder = client.store.archive_folder(status.stream)
         assert len(client.archive.fresh_listing(folder)) == status.segments
         assert not status.pending
-
-
-def _live_replay_or_all(client: Client) -> list[object]:
-    return list(client.events().list())
 
 
 def test_a_crash_at_any_step_loses_and_duplicates_nothing(client: Client, tmp_path: Path) -> None:
@@ -456,3 +452,51 @@ def test_with_no_archive_configured_nothing_changes(client: Client) -> None:
     assert not (Path(os.environ["TILEBOX_HOME"]) / "archive").exists()
     assert isinstance(client.archive, ObjectArchive)
     assert ControlState().position == "0-0"
+
+
+@pytest.mark.parametrize("server", ["valkey"], indirect=True)
+def test_a_release_runner_archives_in_the_background_unless_told_not_to(
+    client: Client, tmp_path: Path
+) -> None:
+    import threading
+
+    from tilebox_runner.supervisor import ReleaseRunner
+
+    client.jobs().submit("one", Leaf("1"))
+    client.runner(tasks=[Leaf], cache_root=tmp_path / "cache").run_all()
+    forget_jobs(client)  # its events may go: the task log is archived to its end
+    stream = client.tasks.log_streams()[0]
+    for archive in (False, True):
+        runner = ReleaseRunner(
+            client, home=tmp_path / "runner", archive=archive, archive_interval=0.1, block_ms=50
+        )
+        thread = threading.Thread(target=runner.run)
+        thread.start()
+        try:
+            if archive:
+                wait_for(lambda: client.archive_log.record(stream).segments == 1, timeout=30)
+                wait_for(lambda: int(client.redis.xlen(stream)) == 0, timeout=30)
+            else:
+                wait_for(lambda: client.runners.live("default"), timeout=30)
+                assert client.archive_log.record(stream).segments == 0
+        finally:
+            runner.stop()
+            thread.join(60)
+    # it gave its lease up when it stopped
+    assert not client.redis.exists(client.store.keys.archiver_lease("tasks"))
+
+
+@pytest.mark.parametrize("server", ["valkey"], indirect=True)
+def test_audit_verify_prints_where_the_archive_breaks(
+    cli: Cli, client: Client, tmp_path: Path
+) -> None:
+    archived_team(client, tmp_path, segment_entries=1)
+    ok = cli("audit", "verify").output
+    assert ok.startswith("OK") and "archive segments and live" in ok
+    names = control_segments(client)
+    segment_file(client, names[1]).unlink()
+    broken = cli("audit", "verify", ok=False)
+    assert broken.exit_code == 1
+    assert "in the archive, at segment 2" in broken.output and names[2].path in broken.output
+    report = json.loads(cli("audit", "verify", "--json", ok=False).output)
+    assert report["logs"][0]["broken"]["kind"] == "segment"

@@ -34,11 +34,15 @@ def runner() -> None:
               help="Serve Prometheus metrics on this port at /metrics (0: a free one, logged).")  # fmt: skip
 @click.option("--metrics-host", default="127.0.0.1", show_default=True,
               help="Address the metrics are served on (0.0.0.0: every interface).")  # fmt: skip
+@click.option("--archive/--no-archive", default=True, show_default=True,
+              help="Archive the team's event logs in the background (one runner of the team "
+                   "at a time does; see tilebox archive).")  # fmt: skip
 @json_option
 @pass_app
 def start(
     app: AppContext, cluster: str | None, processes: int, stop_when_idling: bool, environment: str,
     lease: float, drain_timeout: float, metrics_port: int | None, metrics_host: str,
+    archive: bool,
 ) -> None:  # fmt: skip
     """Watch the cluster's deployments and run their tasks until SIGTERM (which drains)."""
     level = app.log_level or "info"
@@ -47,7 +51,7 @@ def start(
     release_runner = ReleaseRunner(
         app.client, cluster, processes, stop_when_idle=stop_when_idling, environment=environment,
         lease_seconds=lease, drain_seconds=drain_timeout, log_level=level, log_format=log_format,
-        metrics_port=metrics_port, metrics_host=metrics_host,
+        metrics_port=metrics_port, metrics_host=metrics_host, archive=archive,
     )  # fmt: skip
     app.client.clusters().find(release_runner.cluster)  # an unknown cluster fails before anything
     if app.json:
