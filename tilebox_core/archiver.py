@@ -42,6 +42,10 @@ from .session import Session
 log = structlog.get_logger(__name__)
 
 KINDS = (CONTROL, TASKS)
+# The control projection's snapshot is recorded with the last segment of a pass, and with every
+# this many of a long backlog: it holds every release ever published, and readers fold only the
+# archived entries after it anyway.
+SNAPSHOT_EVERY = 16
 
 
 def team_logs(session: Session) -> list[tuple[str, str, str]]:
@@ -190,11 +194,14 @@ class Archiver:
                 self._step("intend", stream)
             self.archive.put(path, sealed.data)
             self._step("put", stream)
+            segment = sealed.segment
             snapshot = b""
             if state is not None:
-                fold(self.session.store.decode_entries(sealed.segment.entries), state)
-                snapshot = encode_state(state)
-            segment = sealed.segment
+                fold(self.session.store.decode_entries(segment.entries), state)
+                # with the pass's last segment (a short one), and now and then in a long
+                # backlog: a reader folds the archived entries after it (replay reads them)
+                if len(segment.entries) < self.segment_entries or segments % SNAPSHOT_EVERY == 0:
+                    snapshot = encode_state(state)
             self.log.commit(
                 stream, record.digest, sealed.name, segment.last, chain_end=segment.chain_end,
                 entries=len(segment.entries), events=sealed.events, size=len(sealed.data),
@@ -222,7 +229,7 @@ class Archiver:
         rows = self.log.entries(stream, after, before, self.segment_entries)
         total = 0
         for index, (_, fields) in enumerate(rows):
-            total += sum(len(f) for f in fields)
+            total += sum(map(len, fields))
             if total > self.segment_bytes and index:
                 return rows[:index]
         return rows
@@ -264,14 +271,14 @@ class Archiver:
         return sealed, path
 
     def _snapshot(self, stream: str, record: ArchiveRecord) -> ControlState:
-        """The control projection at the archived position: its stored snapshot, else (none
-        stored with the record) folded from the archive."""
+        """The control projection at the archived position: its stored snapshot and the
+        archived entries after it folded in."""
         if record.position == NONE:
             return ControlState()
         found = self.log.snapshot(stream)
-        if found is not None and found[0] == record.position:
-            return decode_state(found[1])
-        return fold(self.session.store.replay_stream(stream, until=record.position))
+        state = ControlState() if found is None else decode_state(found[1])
+        replay = self.session.store.replay_stream(stream, state.position, record.position)
+        return fold(replay, state)
 
     def _step(self, step: str, stream: str) -> None:
         if self.hook is not None:

@@ -46,6 +46,9 @@ class Segment(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     format: int = FORMAT
 
 
+_decoder = msgspec.msgpack.Decoder(Segment)  # one decoder: twice as fast as msgpack.decode(type=)
+
+
 class SegmentError(ValueError):
     """A segment's bytes are not the segment its name says (or not a segment at all)."""
 
@@ -80,7 +83,10 @@ def seal_segment(
     """``seal``, with the segment and its number of events. The same entries after the same
     segment always give the same bytes (msgpack and zstd are deterministic): sealing again after
     a crash gives the segment that was sealed before."""
-    rows = [(chain._text(position), list(fields)) for position, fields in entries]
+    rows = [
+        (position if position.__class__ is str else position.decode(), list(fields))
+        for position, fields in entries
+    ]
     if not rows:
         raise SegmentError(f"a segment of {log} needs at least one entry")
     checked = chain.verify(rows, chain_start, check_head=False)
@@ -106,8 +112,7 @@ def open_segment(name: str, data: bytes) -> Segment:
     if found != name:
         raise SegmentError(f"segment {name} holds bytes whose digest is {found}: it was altered")
     try:
-        raw = zstandard.ZstdDecompressor().decompress(data)
-        return msgspec.msgpack.decode(raw, type=Segment)
+        return _decoder.decode(zstandard.ZstdDecompressor().decompress(data))
     except (zstandard.ZstdError, msgspec.DecodeError) as exc:
         raise SegmentError(f"segment {name} is not a readable segment: {exc}") from exc
 

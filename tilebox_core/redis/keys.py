@@ -8,6 +8,12 @@ With S = 1 the only shard is the control plane's tag itself: the single-node lay
 A few ACL key patterns (``acl_patterns``) cover a team. Scripts never build key names; they
 receive them in KEYS from here.
 
+Each log stream ``<base>log:<name>`` has beside it, in its hash tag: ``:head`` (its hash chain's
+last hash), ``:archive`` (its archive record: how far it is archived in the object store, the
+last segment's digest, a pending segment) and, for the control log, ``:archive:snapshot`` (the
+control projection at an archived position). The team's archiver leases are
+``<prefix>:{<team>}:archiver:control`` and ``...:archiver:tasks``.
+
 Actor keys, ``<prefix>:{<tag>}:@<user>``, one per user in each hash tag, are never stored: a
 script that records events writes (an empty SETRANGE) the actor key of the actor it records, and
 only that user's ACL (and an admin's) may write it, so an event's recorded actor is the user the
