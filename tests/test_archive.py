@@ -364,14 +364,19 @@ def test_a_deleted_segment_is_found(client: Client, tmp_path: Path, which: str) 
         assert names[index + 1].path in found and "follows" in found
 
 
+def archived_then_live(client: Client, tmp_path: Path) -> str:
+    """An archived team with three live control entries after its archive; its control log."""
+    archived_team(client, tmp_path, segment_entries=1)
+    for name in ("x", "y", "z"):
+        client.clusters().create(name)
+    return client.store.keys.log(CONTROL)
+
+
 @pytest.mark.parametrize("server", ["valkey"], indirect=True)
 def test_tampering_with_the_live_log_after_the_archive_is_found(
     client: Client, tmp_path: Path
 ) -> None:
-    archived_team(client, tmp_path, segment_entries=1)
-    for name in ("x", "y", "z"):
-        client.clusters().create(name)
-    stream = client.store.keys.log(CONTROL)
+    stream = archived_then_live(client, tmp_path)
     assert client.events().verify().ok
     # a live entry deleted: the next one no longer chains from the archive's end
     rewrite(client, stream, lambda entries: entries[1:])
@@ -385,10 +390,7 @@ def test_tampering_with_the_live_log_after_the_archive_is_found(
 def test_reordered_and_edited_live_entries_after_the_archive_are_found(
     client: Client, tmp_path: Path
 ) -> None:
-    archived_team(client, tmp_path, segment_entries=1)
-    for name in ("x", "y", "z"):
-        client.clusters().create(name)
-    stream = client.store.keys.log(CONTROL)
+    stream = archived_then_live(client, tmp_path)
     original = client.redis.xrange(stream)
     # reordered: the second entry's content first, under the first id
     rewrite(client, stream, lambda e: [(e[0][0], e[1][1]), (e[1][0], e[0][1]), *e[2:]])
@@ -500,3 +502,50 @@ def test_audit_verify_prints_where_the_archive_breaks(
     assert "in the archive, at segment 2" in broken.output and names[2].path in broken.output
     report = json.loads(cli("audit", "verify", "--json", ok=False).output)
     assert report["logs"][0]["broken"]["kind"] == "segment"
+
+
+@pytest.mark.parametrize("server", ["valkey"], indirect=True)
+def test_a_broken_live_log_is_not_archived(client: Client) -> None:
+    for name in ("a", "b"):
+        client.clusters().create(name)
+    stream = client.store.keys.log(CONTROL)
+
+    def edit(entries: list[tuple[bytes, list[bytes]]]) -> list[tuple[bytes, list[bytes]]]:
+        position, fields = entries[0]
+        return [(position, [fields[0], fields[1] + b" ", *fields[2:]]), *entries[1:]]
+
+    rewrite(client, stream, edit)
+    (control, *_) = Archiver(client, retention_ms=0).run_once()
+    assert "not archived" in control.skipped and control.segments == 0
+    assert int(client.redis.xlen(stream)) == 2  # nothing trimmed
+
+
+class CountingArchive(ObjectArchive):
+    """The archive, counting the segments it reads (a real store: this only counts)."""
+
+    def __init__(self, location: str) -> None:
+        super().__init__(location)
+        self.read: list[str] = []
+
+    def get(self, path: str) -> bytes | None:
+        self.read.append(path)
+        return super().get(path)
+
+
+@pytest.mark.parametrize("server", ["valkey"], indirect=True)
+def test_since_and_until_read_only_the_segments_they_need(client: Client, tmp_path: Path) -> None:
+    before = archived_team(client, tmp_path, segment_entries=1)
+    names = control_segments(client)
+    with Client(client.url, team=client.team) as fresh:
+        counting = fresh.store.archive = CountingArchive(fresh.settings.archive_location)
+        since = position_time(names[-1].first)
+        found = list(fresh.events().list(since=since, types=["WorkflowCreated"]))
+        assert [s.event.type for s in found] == ["WorkflowCreated"]
+        control = [p for p in counting.read if p.startswith(names[0].path.rpartition("/")[0])]
+        assert control == [names[-1].path]
+        counting.read.clear()
+        until = position_time(names[0].last)
+        ms = int(names[0].last.split("-")[0])
+        expected = [s for s in before if int(s.position.split("-")[0]) <= ms]  # type: ignore[attr-defined]
+        assert list(fresh.events().list(until=until)) == expected
+        assert names[0].path in counting.read and names[-1].path not in counting.read

@@ -31,7 +31,7 @@ from tilebox_core.domain.archive import (
 from tilebox_core.domain.chain import Entry
 from tilebox_core.domain.errors import ConcurrencyError, StoreUnavailable
 from tilebox_core.domain.projection import ControlState, decode_state, encode_state, fold
-from tilebox_core.domain.segments import Sealed, open_segment, seal_segment
+from tilebox_core.domain.segments import Sealed, SegmentError, open_segment, seal_segment
 from tilebox_core.domain.tenancy import Role
 from tilebox_core.redis.archivelog import ArchiveLog, Pending
 from tilebox_core.redis.eventstore import CONTROL
@@ -126,6 +126,9 @@ class Archiver:
             try:
                 results.append(self._archive(kind, name, stream))
             except ConcurrencyError as exc:  # lost a race: the other archiver carries on
+                results.append(ArchivePass(log=name, stream=stream, skipped=str(exc)))
+            except SegmentError as exc:  # a break in the live log is not archived
+                log.error("not archived", log=name, error=str(exc))
                 results.append(ArchivePass(log=name, stream=stream, skipped=str(exc)))
         return results
 
@@ -276,7 +279,7 @@ class Archiver:
         if record.position == NONE:
             return ControlState()
         found = self.log.snapshot(stream)
-        state = ControlState() if found is None else decode_state(found[1])
+        state = ControlState() if found is None else decode_state(found)
         replay = self.session.store.replay_stream(stream, state.position, record.position)
         return fold(replay, state)
 

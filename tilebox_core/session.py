@@ -129,7 +129,7 @@ class Session:
     def control_snapshot(self) -> ControlState | None:
         """The control projection at the control log's archived position (None: not archived)."""
         found = self.archive_log.snapshot(self.store.keys.log(CONTROL))
-        return None if found is None else decode_state(found[1])
+        return None if found is None else decode_state(found)
 
     def cached_state(self) -> ControlState:
         """The projection as last caught up, without reading the log (may be behind)."""

@@ -60,19 +60,10 @@ class ArchiveLog:
         return ArchiveRecord(**values)
 
     @translate_errors
-    def snapshot(self, stream: str) -> tuple[str, bytes] | None:
-        """The control log's projection snapshot, (its position, its bytes), if it has one."""
-        commands = [
-            pack("MULTI"), pack("HGET", archive_record(stream), "snapshot_position"),
-            pack("GET", archive_snapshot(stream)), pack("EXEC"),
-        ]  # fmt: skip
-
-        def send(connection: Any) -> Any:
-            connection.send_packed_command(commands)
-            return [connection.read_response() for _ in commands][-1]
-
-        position, data = self.store.routes.call(stream, send)
-        return None if position is None or data is None else (_text(position), bytes(data))
+    def snapshot(self, stream: str) -> bytes | None:
+        """The control log's projection snapshot (it holds its own position), if it has one."""
+        data: Any = self.redis.get(archive_snapshot(stream))
+        return None if data is None else bytes(data)
 
     @translate_errors
     def intend(

@@ -184,9 +184,9 @@ class EventStore:
     def replay_stream(self, stream: str, after: str = "0-0", until: str = "+") -> Iterator[Stored]:
         """``replay`` of the log stream ``stream`` (a key: a task-plane shard's log): its archived
         entries (``archive``), then its live ones, as one history. Each page of live entries is
-        read with the stream's archived position, in one transaction: entries archived and
-        trimmed meanwhile are read from the archive, and entries archived but not trimmed yet
-        only once, from the archive."""
+        read with the stream's archived position (``_live_page``): entries archived and trimmed
+        meanwhile are read from the archive, and entries archived but not trimmed yet only
+        once, from the archive."""
         decoded, archive = self.decode_entries, self.archive
         if archive is None:
             while True:
@@ -255,18 +255,21 @@ class EventStore:
 
     @translate_errors
     def _live_page(self, stream: str, record: str, after: str, until: str) -> tuple[str, Any]:
-        """(the stream's archived position, its entries after ``after`` up to ``until``), read in
-        one transaction: what was archived and what is live at one moment."""
+        """(the stream's archived position, its entries after ``after`` up to ``until``): the
+        entries first, then the position, in one round trip. An archived position at or before
+        ``after`` read after the entries means the stream was trimmed no further when they were
+        read (it is trimmed only up to its archived position, which only grows): the page has
+        every entry. (No MULTI: a read-only ACL user, +@read, may not run it.)"""
         commands = [
-            pack("MULTI"), pack("HGET", record, "position"),
-            pack("XRANGE", stream, f"({after}", until, "COUNT", REPLAY_PAGE), pack("EXEC"),
-        ]  # fmt: skip
+            pack("XRANGE", stream, f"({after}", until, "COUNT", REPLAY_PAGE),
+            pack("HGET", record, "position"),
+        ]
 
         def send(connection: Any) -> Any:
             connection.send_packed_command(commands)
-            return [connection.read_response() for _ in commands][-1]
+            return [connection.read_response() for _ in commands]
 
-        position, entries = self.routes.call(stream, send)
+        entries, position = self.routes.call(stream, send)
         return (NONE if position is None else _text(position)), entries
 
     def replay_merged(
