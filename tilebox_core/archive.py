@@ -10,7 +10,7 @@ theirs. Segment objects are named as ``domain.archive`` says, so that a listing 
 
 Readers (replay, ``events list``, ``deployments --as-of``, ``audit verify``) get the archive
 through ``EventStore.archive``: an ``ObjectArchive``, which keeps the segments it read last in
-memory (an LRU bounded by bytes) and each folder's listing, listed again only past its end.
+memory (an LRU of their bytes, bounded) and each folder's listing, listed again only past its end.
 """
 
 from __future__ import annotations
@@ -40,9 +40,7 @@ class ObjectArchive:
         self._store = store
         self.location = location
         self.cache_bytes = cache_bytes
-        self._segments: collections.OrderedDict[str, tuple[Segment, int]] = (
-            collections.OrderedDict()
-        )
+        self._segments: collections.OrderedDict[str, bytes] = collections.OrderedDict()
         self._cached = 0
         self._listings: dict[str, list[SegmentName]] = {}
         self._lock = threading.Lock()
@@ -93,25 +91,27 @@ class ObjectArchive:
         return [name for name in map(parse_name, paths) if name is not None]
 
     def load(self, name: SegmentName) -> Segment:
+        """The segment, from the store or (its bytes) from memory. The bytes are kept, not the
+        decoded segment: decoding is quick next to a fetch, and millions of decoded entries
+        kept alive would slow down every garbage collection of the process."""
         with self._lock:
-            cached = self._segments.get(name.path)
-            if cached is not None:
+            data = self._segments.get(name.path)
+            if data is not None:
                 self._segments.move_to_end(name.path)
-                return cached[0]
-        data = self.get(name.path)
         if data is None:
-            raise StoreUnavailable(
-                f"archive segment {name.path} is missing from {self.location}: it was deleted "
-                "(tilebox audit verify tells what else is)"
-            )
-        segment = open_segment(name.digest, data)
-        with self._lock:
-            self._segments[name.path] = (segment, len(data))
-            self._cached += len(data)
-            while self._cached > self.cache_bytes and len(self._segments) > 1:
-                _, (_, size) = self._segments.popitem(last=False)
-                self._cached -= size
-        return segment
+            data = self.get(name.path)
+            if data is None:
+                raise StoreUnavailable(
+                    f"archive segment {name.path} is missing from {self.location}: it was "
+                    "deleted (tilebox audit verify tells what else is)"
+                )
+            with self._lock:
+                self._segments[name.path] = data
+                self._cached += len(data)
+                while self._cached > self.cache_bytes and len(self._segments) > 1:
+                    _, dropped = self._segments.popitem(last=False)
+                    self._cached -= len(dropped)
+        return open_segment(name.digest, data)
 
     def get(self, path: str) -> bytes | None:
         """The object's bytes; None if there is none."""
