@@ -549,3 +549,17 @@ def test_since_and_until_read_only_the_segments_they_need(client: Client, tmp_pa
         expected = [s for s in before if int(s.position.split("-")[0]) <= ms]  # type: ignore[attr-defined]
         assert list(fresh.events().list(until=until)) == expected
         assert names[0].path in counting.read and names[-1].path not in counting.read
+
+
+def test_which_runner_and_release_ran_a_task_is_answered_from_the_archive(
+    client: Client, tmp_path: Path
+) -> None:
+    job = client.jobs().submit("traced", Leaf("t"))
+    client.runner(tasks=[Leaf], cache_root=tmp_path / "cache").run_all()
+    claims = list(client.events().list(types=["TaskClaimed"], job=job.id))
+    assert claims and claims[0].event.runner_id  # type: ignore[union-attr]
+    forget_jobs(client)
+    Archiver(client, retention_ms=0).run_once()
+    assert stream_lengths(client) == 0
+    with Client(client.url, team=client.team) as auditor:
+        assert list(auditor.events().list(types=["TaskClaimed"], job=job.id)) == claims

@@ -171,7 +171,11 @@ class ReleaseRunner:
 
     def _archive_logs(self) -> None:
         """The archiver's loop, on a session of its own (its own connection), until the runner
-        stops; it gives its lease up then, so another runner takes over at once."""
+        stops; it gives its lease up then, so another runner takes over at once. Its first pass
+        waits an interval: a runner starts serving tasks first (and one that stops when idle
+        soon never archives)."""
+        if self._stopping.wait(self.archive_interval):
+            return
         try:
             with Client(settings=self.client.settings) as session:
                 Archiver(session, holder=self.id).run(self._stopping, self.archive_interval)
