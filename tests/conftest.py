@@ -14,7 +14,7 @@ import redis
 import structlog
 from click.testing import CliRunner, Result
 
-from tests.servers import ClusterProcess, ServerProcess, available_backends
+from tests.servers import ClusterProcess, S3Server, ServerProcess, available_backends
 from tilebox_core import Client
 
 BACKENDS = available_backends()
@@ -144,3 +144,10 @@ def project_env(**extra: str) -> dict[str, str]:
     env = dict(os.environ)
     env.update(extra)
     return env
+
+
+@pytest.fixture(scope="session")
+def s3(tmp_path_factory: pytest.TempPathFactory) -> Iterator[S3Server]:
+    server = S3Server(tmp_path_factory.mktemp("moto") / "moto.log")
+    yield server
+    server.stop()

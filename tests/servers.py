@@ -11,12 +11,18 @@ import subprocess
 import sys
 import tempfile
 import time
+import urllib.error
+import urllib.request
+import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 import redis
 from redis.cluster import ClusterNode, RedisCluster
+
+from tests.waiting import wait_for
+from tilebox_core import AmazonS3Cache
 
 
 def free_port() -> int:
@@ -320,3 +326,49 @@ class ClusterProcess:
     def kill(self) -> None:
         for node in self.nodes:
             node.kill()
+
+
+class S3Server:
+    """moto's S3 API server, a real HTTP server on a free port (not a mock of a client)."""
+
+    def __init__(self, log: Path) -> None:
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self._log = log.open("wb")
+        self.process = subprocess.Popen(
+            [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(self.port)],
+            stdout=self._log, stderr=subprocess.STDOUT,
+        )  # fmt: skip
+        wait_for(self._up, timeout=30)
+
+    def _up(self) -> bool:
+        assert self.process.poll() is None, "moto server exited"
+        try:
+            urllib.request.urlopen(self.url, timeout=1).close()
+        except (urllib.error.URLError, ConnectionError):
+            return False
+        return True
+
+    def bucket(self) -> str:
+        """A new empty bucket (moto takes an unsigned CreateBucket)."""
+        name = f"cache-{uuid.uuid4().hex[:12]}"
+        urllib.request.urlopen(urllib.request.Request(f"{self.url}/{name}", method="PUT")).close()
+        return name
+
+    def cache(self, bucket: str, prefix: str = "jobs") -> AmazonS3Cache:
+        return AmazonS3Cache(
+            bucket, prefix, endpoint=self.url, region="us-east-1", access_key_id="test",
+            secret_access_key="test", client_options={"allow_http": True},
+        )  # fmt: skip
+
+    def environment(self) -> dict[str, str]:
+        """The ``AWS_*`` variables that point obstore (an ``s3://`` archive URL) at it."""
+        return {
+            "AWS_ENDPOINT_URL": self.url, "AWS_REGION": "us-east-1", "AWS_ACCESS_KEY_ID": "test",
+            "AWS_SECRET_ACCESS_KEY": "test", "AWS_ALLOW_HTTP": "true",
+        }  # fmt: skip
+
+    def stop(self) -> None:
+        self.process.terminate()
+        self.process.wait(10)
+        self._log.close()

@@ -4,21 +4,15 @@ the same contract, the S3 cache against a real S3 API server (moto's, started on
 
 from __future__ import annotations
 
-import subprocess
-import sys
-import urllib.error
-import urllib.request
-import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 from obstore.store import LocalStore, MemoryStore
 
-from tests.servers import ServerProcess, free_port
+from tests.servers import S3Server, ServerProcess
 from tests.waiting import wait_for
 from tilebox_core import (
-    AmazonS3Cache,
     AzureBlobStorageCache,
     Client,
     ExecutionContext,
@@ -32,53 +26,6 @@ from tilebox_core import (
     RunnerContext,
     Task,
 )
-
-
-class S3Server:
-    """moto's S3 API server, a real HTTP server on a free port (not a mock of a client)."""
-
-    def __init__(self, log: Path) -> None:
-        self.port = free_port()
-        self.url = f"http://127.0.0.1:{self.port}"
-        self._log = log.open("wb")
-        self.process = subprocess.Popen(
-            [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(self.port)],
-            stdout=self._log, stderr=subprocess.STDOUT,
-        )  # fmt: skip
-        wait_for(self._up, timeout=30)
-
-    def _up(self) -> bool:
-        assert self.process.poll() is None, "moto server exited"
-        try:
-            urllib.request.urlopen(self.url, timeout=1).close()
-        except (urllib.error.URLError, ConnectionError):
-            return False
-        return True
-
-    def bucket(self) -> str:
-        """A new empty bucket (moto takes an unsigned CreateBucket)."""
-        name = f"cache-{uuid.uuid4().hex[:12]}"
-        urllib.request.urlopen(urllib.request.Request(f"{self.url}/{name}", method="PUT")).close()
-        return name
-
-    def cache(self, bucket: str, prefix: str = "jobs") -> AmazonS3Cache:
-        return AmazonS3Cache(
-            bucket, prefix, endpoint=self.url, region="us-east-1", access_key_id="test",
-            secret_access_key="test", client_options={"allow_http": True},
-        )  # fmt: skip
-
-    def stop(self) -> None:
-        self.process.terminate()
-        self.process.wait(10)
-        self._log.close()
-
-
-@pytest.fixture(scope="session")
-def s3(tmp_path_factory: pytest.TempPathFactory) -> Iterator[S3Server]:
-    server = S3Server(tmp_path_factory.mktemp("moto") / "moto.log")
-    yield server
-    server.stop()
-
 
 BACKENDS = ["memory", "local", "obstore-memory", "obstore-local", "s3"]
 

@@ -47,6 +47,8 @@ def _print(found: Audit) -> None:
             f"  {log.log}: {_count(result.entries, 'entry', 'entries')}, "
             f"{_count(result.events, 'event', 'events')}"
         )
+        if log.segments:
+            line += f" ({_count(log.segments, 'archive segment', 'archive segments')} and live)"
         if log.anchor is not None:
             line += f", taken up after {log.anchor}"
         elif result.start is not None and result.unchained:
@@ -58,7 +60,9 @@ def _print(found: Audit) -> None:
         click.echo(line)
         if result.broken is not None:
             b = result.broken
-            if b.kind != BreakKind.HEAD:
+            if b.kind == BreakKind.SEGMENT:
+                where = f"in the archive, at segment {b.number:,}: {b.position}"
+            elif b.kind != BreakKind.HEAD:
                 where = f"at entry {b.number:,}, position {b.position}"
             elif b.number:
                 where = f"at its end, after entry {b.number:,}, position {b.position}"
@@ -87,6 +91,7 @@ def _log(log: StreamAudit) -> dict[str, Any]:
         "log": log.log,
         "stream": log.stream,
         "anchor": log.anchor,
+        "segments": log.segments,
         "entries": result.entries,
         "events": result.events,
         "unchained": result.unchained,

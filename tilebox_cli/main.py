@@ -125,9 +125,9 @@ def cli(
 
 
 def _register() -> None:
-    from . import audit, cluster, console, history, job, runner, server, team, workflow
+    from . import archive, audit, cluster, console, history, job, runner, server, team, workflow
 
-    for module in (cluster, workflow, job, runner, history, audit, server, team, console):
+    for module in (cluster, workflow, job, runner, history, audit, archive, server, team, console):
         module.register(cli)
 
 

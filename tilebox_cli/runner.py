@@ -44,12 +44,15 @@ def runner() -> None:
               show_default=True, metavar="SECONDS",
               help="How often the team's expired jobs are removed (by one runner of the team "
                    "at a time); 0: never by this runner.")  # fmt: skip
+@click.option("--archive/--no-archive", default=True, show_default=True,
+              help="Archive the team's event logs in the background (one runner of the team "
+                   "at a time does; see tilebox archive).")  # fmt: skip
 @json_option
 @pass_app
 def start(
     app: AppContext, cluster: str | None, processes: int, stop_when_idling: bool, environment: str,
     lease: float, drain_timeout: float, metrics_port: int | None, metrics_host: str,
-    cache_max_bytes: str, sweep_interval: float,
+    cache_max_bytes: str, sweep_interval: float, archive: bool,
 ) -> None:  # fmt: skip
     """Watch the cluster's deployments and run their tasks until SIGTERM (which drains)."""
     level = app.log_level or "info"
@@ -59,7 +62,7 @@ def start(
         app.client, cluster, processes, stop_when_idle=stop_when_idling, environment=environment,
         lease_seconds=lease, drain_seconds=drain_timeout, log_level=level, log_format=log_format,
         metrics_port=metrics_port, metrics_host=metrics_host,
-        cache_max_bytes=parse_size(cache_max_bytes), sweep_seconds=sweep_interval,
+        cache_max_bytes=parse_size(cache_max_bytes), sweep_seconds=sweep_interval, archive=archive,
     )  # fmt: skip
     app.client.clusters().find(release_runner.cluster)  # an unknown cluster fails before anything
     if app.json:

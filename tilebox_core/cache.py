@@ -6,8 +6,8 @@ is a cache of its own under a key, like a directory: it lists only its direct ke
 group as a key raises KeyError. ``"a/b"`` is key ``b`` of group ``a``.
 
 Backends: ``InMemoryCache`` (one process), ``LocalFileSystemCache`` (one machine or a shared
-mount; the default, under ``TILEBOX_HOME``), and object stores through obstore (the
-``object-store`` extra): ``AmazonS3Cache``, ``GoogleStorageCache``, ``AzureBlobStorageCache``, or
+mount; the default, under ``TILEBOX_HOME``), and object stores through obstore:
+``AmazonS3Cache``, ``GoogleStorageCache``, ``AzureBlobStorageCache``, or
 ``ObstoreCache`` over any obstore store.
 """
 
@@ -180,7 +180,7 @@ class LocalFileSystemCache(JobCache):
 
 
 class ObstoreCache(JobCache):
-    """A cache in an object store, through obstore (``pip install 'tilebox-releases[object-store]'``):
+    """A cache in an object store, through obstore:
     keys are objects under ``prefix``, groups are prefixes ending in ``/``."""
 
     def __init__(self, store: ObjectStore, prefix: str | PurePosixPath = ".") -> None:
@@ -246,9 +246,7 @@ def _obstore_class(name: str) -> Any:
     try:
         import obstore.store
     except ImportError:
-        raise ImportError(
-            "object store caches need obstore: pip install 'tilebox-releases[object-store]'"
-        ) from None
+        raise ImportError("object store caches need obstore: pip install obstore") from None
     return getattr(obstore.store, name)
 
 

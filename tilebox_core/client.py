@@ -10,7 +10,8 @@ from typing import Any, NamedTuple
 
 from tilebox_core.build.artifact import MAX_ARTIFACT_BYTES, artifact_files, digest_of, verify_digest
 from tilebox_core.domain import control
-from tilebox_core.domain.chain import Audit, StreamAudit
+from tilebox_core.domain.archive import NONE, order
+from tilebox_core.domain.chain import Audit, Break, BreakKind, StreamAudit, Verification
 from tilebox_core.domain.errors import ArtifactError, InvalidInput
 from tilebox_core.domain.events import ALL_EVENTS, Event, Origin, ReleaseTask
 from tilebox_core.domain.projection import (
@@ -23,12 +24,13 @@ from tilebox_core.domain.projection import (
     fold,
 )
 from tilebox_core.domain.runners import RunnerInfo
+from tilebox_core.domain.segments import verify_segments
 from tilebox_core.execution.registry import Runner
 from tilebox_core.execution.worker import TaskRunner
 from tilebox_core.redis.eventstore import CONTROL
 from tilebox_core.redis.eventstore import Stored as Stored  # re-exported: what History yields
-from tilebox_core.redis.taskstore import TASKS
 
+from .archiver import team_logs
 from .cache import JobCache
 from .jobs import Jobs
 from .session import Session
@@ -275,7 +277,13 @@ class Deployments:
         return self.state_as_of(when).mapping()
 
     def state_as_of(self, when: dt.datetime) -> ControlState:
-        return fold(self._client.store.replay(CONTROL, until=str(position_ms(when))))
+        """The projection at ``when``: from the snapshot archived with the control log if it is
+        older, else folded from the archive's beginning."""
+        until = str(position_ms(when))
+        snapshot = self._client.control_snapshot()
+        if snapshot is not None and order(snapshot.position) <= order(until):
+            return fold(self._client.store.replay(CONTROL, snapshot.position, until), snapshot)
+        return fold(self._client.store.replay(CONTROL, until=until))
 
     def materialised(self) -> dict[str, dict[str, str]]:
         """The hash the append script maintains; equal to ``current()`` by construction."""
@@ -348,30 +356,72 @@ class History:
 
     def verify(self, since: dt.datetime | None = None) -> Audit:
         """Recompute the hash chain of every log stream of the team (the control log and each
-        shard's task log; domain.chain): what ``tilebox audit verify`` reports. ``since``: only
-        the entries appended at or after it, the chain taken up from the entry before (which is
-        not itself checked). Entries appended while it runs are left for the next run."""
-        store = self._client.store
+        shard's task log; domain.chain), across its archive segments (domain.segments) and on
+        into its live entries: what ``tilebox audit verify`` reports. ``since``: only the
+        entries appended at or after it, the chain taken up from the entry (or segment) before
+        (which is not itself checked). Entries appended while it runs are left for the next run."""
         after = _after(since)
-        streams = self._streams()
-        shards = len(streams) - 1
-        audits = []
-        for index, stream in enumerate(streams):
-            log = (
-                CONTROL
-                if index == 0
-                else TASKS
-                if shards == 1
-                else f"{TASKS} shard {index - 1} of {shards}"
+        return Audit(
+            [self._verify(log, stream, after) for _, log, stream in team_logs(self._client)]
+        )
+
+    def _verify(self, log: str, stream: str, after: str) -> StreamAudit:
+        store, archive = self._client.store, self._client.archive
+        record = self._client.archive_log.record(stream)
+        if order(after) >= order(record.position):  # nothing archived, or all of it before
+            anchor, result = store.verify_stream(stream, after, record.chain or None)
+            if anchor is None and record.position != NONE and after != NONE:
+                anchor = record.position  # taken up from the archive's end
+            return StreamAudit(log, stream, anchor, result)
+        names = [
+            n for n in archive.fresh_listing(store.archive_folder(stream))
+            # a segment put but not recorded yet is not in the chain yet
+            if not (n.digest == record.pending and order(n.first) > order(record.position))
+        ]  # fmt: skip
+        index = next((i for i, n in enumerate(names) if order(n.last) > order(after)), len(names))
+        anchor = names[index - 1].last if index and after != NONE else None
+        chosen = names[index:] if after != NONE else names
+        paths = {n.digest: n.path for n in chosen}
+        check = verify_segments(
+            ((n.digest, archive.get(n.path) or b"") for n in chosen),
+            names[index - 1].digest if anchor is not None else None,
+            anchored=anchor is not None,
+        )  # fmt: skip
+        problem, at = check.problem, check.at
+        if problem is None and check.last != record.digest:
+            at = check.last or record.digest
+            problem = (
+                f"the archive record names segment {record.digest} as the last one archived (up "
+                f"to {record.position}), the archive's last is {check.last or 'none'}: segments "
+                "were deleted, or added"
             )
-            anchor, result = store.verify_stream(stream, after)
-            audits.append(StreamAudit(log, stream, anchor, result))
-        return Audit(audits)
+        elif problem is None and (check.chain_end or "") != record.chain:
+            at, problem = (
+                check.last,
+                (
+                    f"the archive's last segment ends its chain with {check.chain_end}, the archive "
+                    f"record with {record.chain}: the record was changed"
+                ),
+            )
+        if problem is not None:
+            path = paths.get(at or "", at or "")
+            where = path if check.position is None else f"{check.position} in segment {path}"
+            broken = Break(BreakKind.SEGMENT, where, check.segments + 1, problem)
+            result = Verification(check.entries, check.events, 0, None, "", broken)
+            return StreamAudit(log, stream, anchor, result, check.segments)
+        _, live = store.verify_stream(stream, record.position, record.chain or None, anchored=False)
+        result = live._replace(
+            entries=check.entries + live.entries, events=check.events + live.events
+        )
+        return StreamAudit(log, stream, anchor, result, check.segments)
 
     def is_empty(self) -> bool:
         """True for a team nothing was ever written to (a mistyped ``--team``, say)."""
-        store = self._client.store
-        return all(store.last_position_of(log) == "0-0" for log in self._streams())
+        store, records = self._client.store, self._client.archive_log
+        return all(
+            store.last_position_of(log) == NONE and records.record(log).position == NONE
+            for log in self._streams()
+        )
 
     def _merged(
         self, since: dt.datetime | None, until: dt.datetime | None

@@ -18,9 +18,10 @@ from tilebox_core.domain import control
 from tilebox_core.domain.errors import ConcurrencyError, InvalidInput
 from tilebox_core.domain.events import Event, Origin
 from tilebox_core.domain.ids import new_id, utcnow
-from tilebox_core.domain.projection import ControlState, fold
+from tilebox_core.domain.projection import ControlState, decode_state, fold
 from tilebox_core.domain.tenancy import Identity, Role, parse_user, user_name
 from tilebox_core.redis.acl import whoami
+from tilebox_core.redis.archivelog import ArchiveLog
 from tilebox_core.redis.connection import connect, resolve_url
 from tilebox_core.redis.eventstore import CONTROL, EventStore, Stored
 from tilebox_core.redis.keys import Keys
@@ -28,6 +29,8 @@ from tilebox_core.redis.liveness import RunnerRegistry
 from tilebox_core.redis.server import EmbeddedServer
 from tilebox_core.redis.taskstore import TaskStore
 from tilebox_core.settings import Settings
+
+from .archive import ObjectArchive
 
 T = TypeVar("T")
 MAX_RETRIES = 200  # of a decision that lost the race to another writer
@@ -95,9 +98,13 @@ class Session:
         self.identity = Identity(user, parse_user(keys.prefix, user), chosen.team) if user else None
         self.actor = user if user and user != DEFAULT_USER else chosen.actor or default_actor()
         self.store = EventStore(self.redis, keys, actor=self.actor, identity=self.identity)
+        # The logs' archive: replays read it before the live logs (opened when first read).
+        self.archive = self.store.archive = ObjectArchive(self.settings.archive_location)
+        self.archive_log = ArchiveLog(self.store)
         self.tasks = TaskStore(self.store)
         self.runners = RunnerRegistry(self.store)
         self._state = ControlState()
+        self._snapshot_read = False
 
     def close(self) -> None:
         self.redis.close()
@@ -111,8 +118,18 @@ class Session:
     # --- state and decisions --------------------------------------------------------------------
 
     def state(self) -> ControlState:
-        """The control-plane projection, caught up incrementally from the last position seen."""
+        """The control-plane projection, caught up incrementally from the last position seen;
+        first from the snapshot archived with the control log, if it has one, so that only the
+        live log after it is folded."""
+        if not self._snapshot_read and self._state.position == "0-0":
+            self._state = self.control_snapshot() or self._state
+            self._snapshot_read = True
         return fold(self.store.replay(CONTROL, after=self._state.position), self._state)
+
+    def control_snapshot(self) -> ControlState | None:
+        """The control projection at the control log's archived position (None: not archived)."""
+        found = self.archive_log.snapshot(self.store.keys.log(CONTROL))
+        return None if found is None else decode_state(found)
 
     def cached_state(self) -> ControlState:
         """The projection as last caught up, without reading the log (may be behind)."""

@@ -13,6 +13,10 @@ them down; no other module reads the environment. The variables:
     TILEBOX_HOME             embedded server data, release cache, runner logs
                              (default $XDG_DATA_HOME/tilebox, i.e. ~/.local/share/tilebox)
     TILEBOX_CONNECT_TIMEOUT  seconds to wait for a connection to Redis (default 5)
+    TILEBOX_ARCHIVE_URL      where the event logs' archive segments are stored: file:///path,
+                             s3://bucket/path, gs://bucket/path or az://account/container/path
+                             (credentials, region and endpoint from the usual AWS_*, GOOGLE_*,
+                             AZURE_* variables); unset: the directory archive/ under TILEBOX_HOME
 
 Tracing (OpenTelemetry's standard variables; runners export a trace per job when one of the
 endpoints is set, and import nothing of OpenTelemetry when none is):
@@ -115,6 +119,7 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     reconnect_base: float = 0.05
     reconnect_cap: float = 2.0
     otlp: Otlp | None = None  # None: no tracing (and nothing of OpenTelemetry imported)
+    archive_url: str | None = None  # None: ``home / "archive"``
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
@@ -136,6 +141,7 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
             else (Path(xdg or DATA_HOME) / "tilebox").expanduser(),
             connect_timeout=env.parse("TILEBOX_CONNECT_TIMEOUT", seconds, 5.0),
             otlp=Otlp.from_env(env),
+            archive_url=env.parse("TILEBOX_ARCHIVE_URL", archive_url, None),
         )
 
     def override(self, **values: Any) -> Settings:
@@ -159,7 +165,14 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
             env["TILEBOX_ACTOR"] = self.actor
         if self.otlp is not None:
             env.update(self.otlp.environment())
+        if self.archive_url is not None:
+            env["TILEBOX_ARCHIVE_URL"] = self.archive_url
         return env
+
+    @property
+    def archive_location(self) -> str:
+        """The archive's URL: ``archive_url``, else the directory under ``home``."""
+        return self.archive_url or (self.home / "archive").resolve().as_uri()
 
 
 class Environment:
@@ -204,6 +217,21 @@ def milliseconds(text: str) -> float:
     if not value > 0 or value == float("inf"):
         raise ValueError("must be a number of milliseconds above 0")
     return value / 1000
+
+
+ARCHIVE_SCHEMES = ("file", "s3", "s3a", "gs", "az", "azure", "abfs", "abfss")
+
+
+def archive_url(text: str) -> str:
+    parts = urllib.parse.urlsplit(text)
+    if parts.scheme not in ARCHIVE_SCHEMES or (parts.scheme != "file" and not parts.netloc):
+        raise ValueError(
+            "not an object store URL: use file:///path, s3://bucket/path, gs://bucket/path or "
+            "az://account/container/path"
+        )
+    if parts.scheme == "file" and not parts.path.startswith("/"):
+        raise ValueError("a file:// URL needs an absolute path, e.g. file:///srv/tilebox-archive")
+    return text
 
 
 def _url(text: str) -> str:

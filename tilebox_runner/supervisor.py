@@ -23,7 +23,9 @@ from pathlib import Path
 import structlog
 
 from tilebox_core import retries
+from tilebox_core.archiver import Archiver
 from tilebox_core.client import Client
+from tilebox_core.domain.archive import INTERVAL_SECONDS
 from tilebox_core.domain.control import require_cluster
 from tilebox_core.domain.errors import StoreUnavailable, TileboxError
 from tilebox_core.domain.ids import utcnow
@@ -86,6 +88,8 @@ class ReleaseRunner:
         metrics_host: str = "127.0.0.1",
         cache_max_bytes: int = DEFAULT_CACHE_MAX_BYTES,
         sweep_seconds: float = SWEEP_SECONDS,
+        archive: bool = True,
+        archive_interval: float = INTERVAL_SECONDS,
     ) -> None:
         if environment not in MODES:
             raise TileboxError(f"unknown runner environment {environment!r}; use one of {MODES}")
@@ -108,6 +112,10 @@ class ReleaseRunner:
         self.log_level, self.log_format = log_level, log_format
         self.metrics_port, self.metrics_host = metrics_port, metrics_host
         self.metrics: ReleaseMetrics | None = None  # while the metrics are served
+        # The team's archiver, in the background: only the runner holding its lease works
+        # (``tilebox_core.archiver``); off with ``tilebox runner start --no-archive``.
+        self.archive, self.archive_interval = archive, archive_interval
+        self._archiver: threading.Thread | None = None
         self.registry = client.runners
         self.runtimes: dict[str, Runtime] = {}
         self.draining: list[subprocess.Popen[bytes]] = []
@@ -133,6 +141,11 @@ class ReleaseRunner:
         restore = install_signal_handlers(self.stop)
         self.logs.mkdir(parents=True, exist_ok=True)
         self.log.info("release runner started", processes=self.processes)
+        if self.archive:
+            self._archiver = threading.Thread(
+                target=self._archive_logs, name="tilebox-archiver", daemon=True
+            )
+            self._archiver.start()
         failures = 0  # consecutive rounds that found Redis unavailable
         try:
             while not self._stopping.is_set():
@@ -165,6 +178,19 @@ class ReleaseRunner:
             if server is not None:
                 server.close()
                 self.metrics = None
+
+    def _archive_logs(self) -> None:
+        """The archiver's loop, on a session of its own (its own connection), until the runner
+        stops; it gives its lease up then, so another runner takes over at once. Its first pass
+        waits an interval: a runner starts serving tasks first (and one that stops when idle
+        soon never archives)."""
+        if self._stopping.wait(self.archive_interval):
+            return
+        try:
+            with Client(settings=self.client.settings) as session:
+                Archiver(session, holder=self.id).run(self._stopping, self.archive_interval)
+        except TileboxError as exc:  # e.g. the archive's URL is wrong: the runner runs on
+            self.log.error("archiver stopped", error=str(exc))
 
     def _serve_metrics(self) -> MetricsServer:
         """Serve Prometheus metrics on the metrics port; the runtimes count into the directory."""
@@ -351,6 +377,9 @@ class ReleaseRunner:
                 process.wait()
         with contextlib.suppress(TileboxError):
             self.registry.remove(self.cluster, self.id)
+        self._stopping.set()  # the archiver's loop too
+        if self._archiver is not None:
+            self._archiver.join(30)
         self.log.info("release runner stopped")
 
     # --- logs -------------------------------------------------------------------------------------

@@ -68,6 +68,7 @@ class BreakKind(enum.StrEnum):
     MISMATCH = "mismatch"  # its h is not the hash of its content after the entry before it
     UNCHAINED = "unchained"  # no h (or no event field) after the chain started
     HEAD = "head"  # the stream's head names another hash than its last entry's
+    SEGMENT = "segment"  # an archive segment altered, replaced, removed, or not the one recorded
 
 
 class Break(NamedTuple):
@@ -205,12 +206,15 @@ def _text(value: bytes | str) -> str:
 class StreamAudit(NamedTuple):
     """One log stream's verification: ``log`` names it for people (``control``, ``tasks``, or
     ``tasks shard 3 of 12``), ``stream`` is its key; ``anchor`` the position of the entry the chain
-    was taken up from (``--since``), None when checked from the stream's beginning."""
+    was taken up from (``--since``), None when checked from the stream's beginning. Its archived
+    entries (``segments`` of them) count with its live ones in ``result``; a break in the
+    archive is a ``SEGMENT`` break whose position names the segment (and the entry in it)."""
 
     log: str
     stream: str
     anchor: str | None
     result: Verification
+    segments: int = 0  # archive segments verified before the live entries
 
 
 class Audit(NamedTuple):

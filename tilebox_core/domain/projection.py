@@ -186,3 +186,42 @@ def fold(events: Any, state: ControlState | None = None) -> ControlState:
         if collecting:
             gc.enable()
     return state
+
+
+class _Snapshot(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+    """A ``ControlState`` as stored (the control log's archive keeps one at its trim point)."""
+
+    position: str
+    clusters: list[Cluster]
+    workflows: list[Workflow]
+    releases: list[Release]  # in publish order
+    by_fingerprint: list[tuple[str, str, str]]  # (workflow, fingerprint, release id)
+    deployments: list[tuple[str, list[Deployment]]]  # by cluster, as folded
+
+
+_snapshot_decoder = msgspec.msgpack.Decoder(_Snapshot)
+
+
+def encode_state(state: ControlState) -> bytes:
+    """``state`` as bytes, for ``decode_state`` to give it back: the projection up to its
+    position, so that a reader folds only what comes after."""
+    return msgspec.msgpack.encode(
+        _Snapshot(
+            state.position, list(state.clusters.values()), list(state.workflows.values()),
+            list(state.releases.values()),
+            [(w, f, r) for (w, f), r in state.by_fingerprint.items()],
+            [(c, list(by_workflow.values())) for c, by_workflow in state.deployments.items()],
+        )
+    )  # fmt: skip
+
+
+def decode_state(data: bytes) -> ControlState:
+    snapshot = _snapshot_decoder.decode(data)
+    state = ControlState()
+    state.position = snapshot.position
+    state.clusters = {c.slug: c for c in snapshot.clusters}
+    state.workflows = {w.slug: w for w in snapshot.workflows}
+    state.releases = {r.id: r for r in snapshot.releases}
+    state.by_fingerprint = {(w, f): r for w, f, r in snapshot.by_fingerprint}
+    state.deployments = {c: {d.workflow: d for d in ds} for c, ds in snapshot.deployments}
+    return state

@@ -87,6 +87,8 @@ WRITE_COMMANDS = (
     "zadd", "zrem", "zremrangebyscore", "xadd", "xack", "xclaim", "xdel", "xgroup|create",
     "xreadgroup", "eval", "evalsha", "script|load", "script|exists", "client|unblock",
     "setrange", "unlink",
+    # the archiver trims a log up to what its archive record says is archived (archive_trim.lua)
+    "xtrim",
 )  # fmt: skip
 # Newer than Redis 7.0: granted where the server has them (ACL SETUSER refuses an unknown one).
 OPTIONAL_COMMANDS = frozenset({"client|setinfo"})

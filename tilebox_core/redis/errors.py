@@ -69,6 +69,14 @@ OPERATIONS = {
     "tasks": "reading tasks",
     "task_ids_of": "reading a job's tasks",
     "live": "reading the runners",
+    "_live_page": "reading an event log",
+    "record": "reading the archive records",
+    "snapshot": "reading the control log's archived snapshot",
+    "intend": "recording an archive segment",
+    "commit": "recording an archive segment",
+    "trim": "trimming an archived log",
+    "take_lease": "taking the archiver's lease",
+    "release_lease": "giving up the archiver's lease",
 }
 
 

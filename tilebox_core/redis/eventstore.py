@@ -9,12 +9,13 @@ from __future__ import annotations
 import contextlib
 import functools
 import heapq
-from collections.abc import Callable, Generator, Iterator, Sequence
+from collections.abc import Callable, Generator, Iterable, Iterator, Sequence
 from importlib import resources
 from typing import Any, NamedTuple, ParamSpec, TypeVar
 
 import msgspec
 
+from tilebox_core.domain.archive import NONE, SegmentSource, covering, directory, earlier, order
 from tilebox_core.domain.chain import FIELD, Entry, Verification, verify
 from tilebox_core.domain.errors import ArtifactError
 from tilebox_core.domain.events import Codec, Event, UnknownEvent
@@ -23,7 +24,7 @@ from tilebox_core.domain.tenancy import Identity
 
 from .connection import Client, Routes, pack
 from .errors import OPERATIONS, DriverError, translated
-from .keys import Keys, chain_head
+from .keys import Keys, archive_record, chain_head, parse_log
 
 P = ParamSpec("P")
 R = TypeVar("R")
@@ -109,6 +110,9 @@ class EventStore:
         self.keys = keys
         self.codec = codec or Codec()
         self._actors: dict[bytes, str] = {}  # recorded actors (field 'a'), decoded once each
+        # Where the logs' archived entries are (tilebox_core.archive); None: read only the live
+        # logs. Set by the session.
+        self.archive: SegmentSource | None = None
         self._append = client.register_script(load_script("actor") + "\n" + load_script("append"))
         self._commit_artifact = client.register_script(load_script("artifact_commit"))
 
@@ -178,31 +182,95 @@ class EventStore:
         return self.replay_stream(self.keys.log(log), after, until)
 
     def replay_stream(self, stream: str, after: str = "0-0", until: str = "+") -> Iterator[Stored]:
-        """``replay`` of the log stream ``stream`` (a key: a task-plane shard's log)."""
-        decode, actors = self.codec.decode, self._actors
+        """``replay`` of the log stream ``stream`` (a key: a task-plane shard's log): its archived
+        entries (``archive``), then its live ones, as one history. Each page of live entries is
+        read with the stream's archived position (``_live_page``): entries archived and trimmed
+        meanwhile are read from the archive, and entries archived but not trimmed yet only
+        once, from the archive."""
+        decoded, archive = self.decode_entries, self.archive
+        if archive is None:
+            while True:
+                entries = self._xrange(stream, after, until, REPLAY_PAGE)
+                yield from decoded(entries)
+                if len(entries) < REPLAY_PAGE:
+                    return
+                after = _text(entries[-1][0])
+        record = archive_record(stream)
         while True:
-            entries = self._xrange(stream, after, until, REPLAY_PAGE)
-            # Decoded one at a time as the caller consumes them (the hot loop of a replay): a page
-            # of decoded events is never alive at once, which spares the garbage collector.
-            for position, fields in entries:
-                if fields[0] == b"e":
-                    event = decode(fields[1])
-                    # its recorded actor (field 'a', after the event: see actor.lua), as the
-                    # event names it unless it was forged; entries from before have none
-                    if (
-                        len(fields) > 3
-                        and fields[2] == b"a"
-                        and event.actor != actors.get(fields[3])
-                    ):
-                        event = self._recorded(event, fields[3])
-                    yield _tuple_new(Stored, (position.decode(), event))
-                else:
-                    text = position.decode()
-                    for event in self._entry_events(fields):
-                        yield _tuple_new(Stored, (text, event))
+            archived, entries = self._live_page(stream, record, after, until)
+            if order(archived) > order(after):
+                end = earlier(archived, until)
+                yield from decoded(self.archived_entries(stream, after, end))
+                if end != archived:
+                    return  # ``until`` is in the archive
+                after = archived
+                continue  # the live entries after it
+            yield from decoded(entries)
             if len(entries) < REPLAY_PAGE:
                 return
             after = _text(entries[-1][0])
+
+    def decode_entries(self, entries: Iterable[Entry]) -> Iterator[Stored]:
+        """The events of raw entries ``[position, [field, value, ...]]``, as XRANGE returns them
+        or a segment holds them: the one decoding of live and archived entries."""
+        decode, actors = self.codec.decode, self._actors
+        # Decoded one at a time as the caller consumes them (the hot loop of a replay): a page
+        # of decoded events is never alive at once, which spares the garbage collector.
+        for position, fields in entries:
+            text = position if position.__class__ is str else position.decode()
+            if fields[0] == b"e":
+                event = decode(fields[1])
+                # its recorded actor (field 'a', after the event: see actor.lua), as the
+                # event names it unless it was forged; entries from before have none
+                if len(fields) > 3 and fields[2] == b"a" and event.actor != actors.get(fields[3]):
+                    event = self._recorded(event, fields[3])
+                yield _tuple_new(Stored, (text, event))
+            else:
+                for event in self._entry_events(fields):
+                    yield _tuple_new(Stored, (text, event))
+
+    def archive_folder(self, stream: str) -> str:
+        """Where the segments of log stream ``stream`` are stored (domain.archive)."""
+        tag, log = parse_log(stream)
+        return directory(self.keys.prefix, self.keys.team, tag, log)
+
+    def archived_entries(self, stream: str, after: str, until: str) -> Iterator[Entry]:
+        """The raw archived entries of ``stream`` after ``after`` up to ``until``, found by the
+        segments' names (their time index): only the segments holding them are read."""
+        archive = self.archive
+        if archive is None:
+            return
+        low, high = order(after), order(until)
+        for name in covering(archive.listing(self.archive_folder(stream), until), after, until):
+            entries = archive.load(name).entries
+            if order(name.first) > low and order(name.last) <= high:
+                yield from entries
+                continue
+            for entry in entries:
+                at = order(entry[0])
+                if at > high:
+                    return
+                if at > low:
+                    yield entry
+
+    @translate_errors
+    def _live_page(self, stream: str, record: str, after: str, until: str) -> tuple[str, Any]:
+        """(the stream's archived position, its entries after ``after`` up to ``until``): the
+        entries first, then the position, in one round trip. An archived position at or before
+        ``after`` read after the entries means the stream was trimmed no further when they were
+        read (it is trimmed only up to its archived position, which only grows): the page has
+        every entry. (No MULTI: a read-only ACL user, +@read, may not run it.)"""
+        commands = [
+            pack("XRANGE", stream, f"({after}", until, "COUNT", REPLAY_PAGE),
+            pack("HGET", record, "position"),
+        ]
+
+        def send(connection: Any) -> Any:
+            connection.send_packed_command(commands)
+            return [connection.read_response() for _ in commands]
+
+        entries, position = self.routes.call(stream, send)
+        return (NONE if position is None else _text(position)), entries
 
     def replay_merged(
         self, streams: Sequence[str], after: str = "0-0", until: str = "+"
@@ -310,7 +378,7 @@ class EventStore:
     # --- the hash chain ---------------------------------------------------------------------------
 
     def verify_stream(
-        self, stream: str, after: str = "0-0", start: str | None = None
+        self, stream: str, after: str = "0-0", start: str | None = None, *, anchored: bool = True
     ) -> tuple[str | None, Verification]:
         """Recompute the hash chain (domain.chain) of log stream ``stream`` over its entries after
         ``after``: (the position of the entry it was anchored at, Verification).
@@ -322,11 +390,13 @@ class EventStore:
         break, and are not verified by this call.
 
         ``start``: the hash the stream's archived entries end with (domain.segments), when they
-        were trimmed from it: its live entries chain from that, not from the genesis.
+        were trimmed from it: its live entries chain from that, not from the genesis; with
+        ``anchored`` False, the entries after ``after`` chain from ``start`` whatever entry is
+        at ``after`` (the last archived one: the archive verified it).
         """
         head, last = self._chain_snapshot(stream)
         anchor: str | None = None
-        if after != "0-0":
+        if after != "0-0" and anchored:
             before = self._entry_at_or_before(stream, after)
             if before is not None:
                 anchor = _text(before[0])

@@ -8,6 +8,12 @@ With S = 1 the only shard is the control plane's tag itself: the single-node lay
 A few ACL key patterns (``acl_patterns``) cover a team. Scripts never build key names; they
 receive them in KEYS from here.
 
+Each log stream ``<base>log:<name>`` has beside it, in its hash tag: ``:head`` (its hash chain's
+last hash), ``:archive`` (its archive record: how far it is archived in the object store, the
+last segment's digest, a pending segment) and, for the control log, ``:archive:snapshot`` (the
+control projection at an archived position). The team's archiver leases are
+``<prefix>:{<team>}:archiver:control`` and ``...:archiver:tasks``.
+
 Actor keys, ``<prefix>:{<tag>}:@<user>``, one per user in each hash tag, are never stored: a
 script that records events writes (an empty SETRANGE) the actor key of the actor it records, and
 only that user's ACL (and an admin's) may write it, so an event's recorded actor is the user the
@@ -95,6 +101,28 @@ def ended_of(log: str) -> str:
     """The ended-jobs index (``TaskKeys.ended``) of the shard whose task log is ``log``: the key
     TaskStore passes the task scripts before the chain head (tasklib.lua finds it by this name)."""
     return log.removesuffix("log:tasks") + "jobs:ended"
+
+
+def archive_record(log: str) -> str:
+    """Hash beside log stream ``log`` (in its hash tag): its archive record (domain.archive's
+    ``ArchiveRecord`` fields: the last archived position, the last segment's digest, the chain
+    hash it ends with, totals, a segment being put), changed only by archive_record.lua (a
+    compare-and-set on the last digest); the trim script trims the stream only up to the
+    position it names. Under ``log:tasks*`` for a task log, which a runner may write."""
+    return f"{log}:archive"
+
+
+def archive_snapshot(log: str) -> str:
+    """String beside the control log ``log``: the control-plane projection at its archived
+    position (domain.projection's ``encode_state``), written with the record, so that a reader
+    folds only the live log after it."""
+    return f"{log}:archive:snapshot"
+
+
+def parse_log(stream: str) -> tuple[str, str]:
+    """(hash tag, log name) of a log stream key made by ``TaskKeys.log``."""
+    tag = stream[stream.index("{") + 1 : stream.index("}")]
+    return tag, stream[stream.index("}") + 1 :].removeprefix(":log:")
 
 
 def actor_key(key: str, user: str) -> str:
@@ -252,10 +280,24 @@ class Keys(TaskKeys):
         return TeamPatterns(
             team=[f"{control}[^@]*", f"{shards}[^@]*"],
             task_plane=[base + name for base in (control, shards) for name in tasks]
-            + [f"{control}runner*", f"{control}sweep*", f"{control}shards"],
+            + [
+                f"{control}runner*",
+                f"{control}sweep*",
+                f"{control}shards",
+                f"{control}archiver:tasks",
+            ],
             actor=[control + own, shards + own],
             index=[control + "jobs", shards + "jobs"],
         )
+
+    # --- the archive ------------------------------------------------------------------------------
+
+    def archiver_lease(self, kind: str) -> str:
+        """String: who archives the team's logs of ``kind`` (``control``, or ``tasks``: every
+        shard's task log), with a TTL (SET NX PX, renewed by its holder; archive_lease.lua). Two
+        leases, so that a runner (which may archive only the task logs) and a developer's
+        ``tilebox archive run`` each hold what their role may do."""
+        return f"{self.base}archiver:{kind}"
 
     # --- materialised projections ---------------------------------------------------------------
 
