@@ -100,6 +100,9 @@ class TaskSpecFields(msgspec.Struct):
 
 
 SPEC_FIELDS = frozenset(TaskSpecFields.__struct_fields__)
+# Spec fields a finished task's compact hash keeps as fields of their own (see ``tasks``), each
+# only when it is not at its default.
+_KEPT_APART = ("parent", "max_retries", "optional")
 _spec = msgspec.json.Decoder(TaskSpecFields)
 
 
@@ -884,7 +887,7 @@ class TaskStore:
         TaskLeaseExpired ('' for a fresh delivery), the TaskFailed of a poison task ('' if it is
         none: the runner decided, see ``is_poison``) and its TaskError (type "Poison"), kept on
         the task, and the task's scopes (skipped in a skipped optional subtree)."""
-        encode = self.events.codec.encode
+        encode = self.events.codec.compact
         keys = [shard.log(TASKS)]
         args: list[Any] = [runner_id, release_id or ""]
         for claim in claims:
@@ -916,7 +919,7 @@ class TaskStore:
         args: list[Any] = []
         events: list[bytes] = []
         count = 0
-        encode = self.events.codec.encode
+        encode = self.events.codec.compact
         for finish in finishes:
             task = finish.task
             specs, spec_keys = (
@@ -953,7 +956,7 @@ class TaskStore:
         job, task_key, job_tasks = self._task_keys(task)
         shard = self.shard(task.job_id)
         keys = _unique([shard.log(TASKS), job, task.lane, task_key, job_tasks, *spec_keys])
-        encoded = [self.events.codec.encode(e) for e in staged.events]
+        encoded = [self.events.codec.compact(e) for e in staged.events]
         lengths = ",".join(str(len(e)) for e in encoded)
         return keys, [
             runner_id,
@@ -970,7 +973,7 @@ class TaskStore:
 
     def _encode(self, events: Iterable[Event]) -> bytes:
         """Events encoded and concatenated: the scripts take a call's events as one argument."""
-        return b"".join(map(self.events.codec.encode, events))
+        return b"".join(map(self.events.codec.compact, events))
 
     # --- jobs -------------------------------------------------------------------------------------
 
@@ -1016,8 +1019,14 @@ class TaskStore:
         self, task_ids: Sequence[str], fields: Sequence[str], job_ids: Sequence[str] | str
     ) -> list[dict[str, str]]:
         """``fields`` of each task ("" where unset); the fields of its ``spec`` are read from it.
-        ``job_ids``: the job of each task (or of all of them)."""
-        stored = [f for f in fields if f not in SPEC_FIELDS] + ["spec"]
+        ``job_ids``: the job of each task (or of all of them).
+
+        A finished task's hash is compact (finish.lua's write_finished): its spec is version,
+        cluster and name, a line each, its parent, max_retries and optional are fields of their
+        own, and what only a running task needs is gone (its input, lane entry id, scopes: read
+        as "")."""
+        apart = [f for f in _KEPT_APART if f in fields]
+        stored = [f for f in fields if f not in SPEC_FIELDS] + ["spec", *apart]
         jobs = [job_ids] * len(task_ids) if isinstance(job_ids, str) else job_ids
         prefixes = {job: self.task_key_prefix(job) for job in dict.fromkeys(jobs)}
         # Packed by hiredis and sent in one write per node: the driver's pipeline packs and
@@ -1026,9 +1035,16 @@ class TaskStore:
         keys = [prefixes[job] + task for job, task in zip(jobs, task_ids)]
         replies = self._raw_many([(k, pack("HMGET", k, *stored)) for k in keys])
         rows = []
-        for values in replies:
+        for task_id, job_id, values in zip(task_ids, jobs, replies):
             row = {f: _s(v) if v is not None else "" for f, v in zip(stored, values)}
-            row.update(msgspec.json.decode(row.pop("spec") or "{}"))
+            spec = row.pop("spec")
+            if spec.startswith("{"):  # a running task's (or an unfinished one's)
+                row.update(msgspec.json.decode(spec))
+            elif spec:
+                row["version"], row["cluster"], row["name"] = spec.split("\n", 2)
+                row["id"], row["job"] = task_id, job_id
+                if "lane" in fields:
+                    row["lane"] = self.lane(row["cluster"], row["name"], row["version"], job_id)
             rows.append({f: row.get(f, "") for f in fields})
         return rows
 
@@ -1059,7 +1075,7 @@ class TaskStore:
         keys = [shard.log(TASKS), shard.job(job_id)]
         for task_id, lane in tasks:
             keys += (shard.task(task_id), lane)
-        requeued, resumed = self._run("retry", keys, [self.events.codec.encode(event)])
+        requeued, resumed = self._run("retry", keys, [self.events.codec.compact(event)])
         return int(requeued), int(resumed)
 
     @translate_errors
@@ -1070,7 +1086,7 @@ class TaskStore:
         keys = [shard.log(TASKS), shard.job(job_id)]
         for task_id, lane in unfinished:
             keys += (shard.task(task_id), lane)
-        return bool(self._run("cancel", keys, [self.events.codec.encode(event)]))
+        return bool(self._run("cancel", keys, [self.events.codec.compact(event)]))
 
 
 def _details(finish: Finish) -> bytes:

@@ -159,6 +159,51 @@ local function write_result(task, state, compute_ms, record_owner, open, extra)
   redis.call('HSET', task, unpack(fields))
 end
 
+-- Write a finished task's hash anew, compact (see tasklib's header): what a finished task is read
+-- for (jobs.find, the console, fencing a late result) and nothing only a running or retried one
+-- needs (its lane entry id, input, dependency count, chain without dependants). A hash whose
+-- values are all short is one small allocation (listpack); a single long value, as the JSON spec
+-- and the chain are, turns it into a table of allocations for every field, and it stays one once
+-- the long values are gone: so DEL, then HSET. ``f`` is what finish read of the hash; ``tried``
+-- the attempts this result adds (1 for a failure, 0 else).
+local function write_finished(task, f, state, compute_ms, record_owner, open, extra, tried)
+  local spec = cjson.decode(f[6])
+  -- version and cluster first: neither holds a newline, and the name may
+  local fields = {'state', state, 'spec', spec.version .. '\n' .. spec.cluster .. '\n' .. spec.name,
+    'finished_ms', now}
+  local n = 6
+  local function add(name, value)
+    fields[n + 1], fields[n + 2] = name, value
+    n = n + 2
+  end
+  if spec.parent then add('parent', spec.parent) end
+  if spec.max_retries then add('max_retries', spec.max_retries) end
+  if spec.optional then add('optional', spec.optional) end
+  local owner, by = f[5], f[7]
+  if record_owner then
+    owner, by = runner, release
+  end
+  if owner and owner ~= '' then add('runner', owner) end
+  if by and by ~= '' then add('release', by) end
+  local attempts = tonumber(f[8] or '0') + tried
+  if attempts > 0 then add('attempts', tostring(attempts)) end
+  if compute_ms ~= '0' then
+    add('compute_ms', compute_ms)
+  elseif f[9] then
+    add('compute_ms', f[9])  -- an attempt before, retried, took time
+  end
+  if open ~= 0 then add('open', tostring(open)) end
+  -- the first node of its chain lists its dependants: kept while it has any (the diagram reads
+  -- them, jobs.find with_dependencies)
+  if f[3] and plain_parent(f[3], task) == nil then add('chain', f[3]) end
+  for _, value in ipairs(extra or {}) do
+    n = n + 1
+    fields[n] = value
+  end
+  redis.call('DEL', task)
+  redis.call('HSET', task, unpack(fields))
+end
+
 -- The fields a result keeps besides its state (see write_result), from its details: the display
 -- name the task set, and the error of a failure; nil for none.
 local function extra_fields(details, failed)
@@ -176,7 +221,8 @@ end
 
 local function finish(job, lane, task, job_tasks, entry, outcome, compute_ms, details, specs_json,
                       claimed)
-  local f = redis.call('HMGET', task, 'state', 'entry', 'chain', 'open', 'runner')
+  local f = redis.call('HMGET', task, 'state', 'entry', 'chain', 'open', 'runner', 'spec', 'release',
+    'attempts', 'compute_ms')
   if owned_by_another(f[5], runner) then
     return 0  -- another runner's claim is recorded: it took the task over
   end
@@ -238,15 +284,14 @@ local function finish(job, lane, task, job_tasks, entry, outcome, compute_ms, de
     return 1
   end
   local open = f[4] and tonumber(f[4]) or 1  -- absent: 1, the task itself (see tasklib)
-  local state = 'computed'
+  local state, tried = 'computed', 0
   if outcome == 'skipped' then
     -- complete unrun (subtasks it staged before, if any, are in the skipped subtree too)
     open = open - 1
     state = 'skipped'
   elseif outcome == 'failed_optional' or outcome == 'failed_nested' then
     open = open - 1
-    state = 'failed_optional'
-    redis.call('HINCRBY', task, 'attempts', 1)
+    state, tried = 'failed_optional', 1
     count(job, 'skipped', 1)  -- (a count of results, see Keys.job)
     if outcome == 'failed_nested' then
       -- the rest of the optional subtree it is in will not run (claim.lua, and below)
@@ -269,7 +314,7 @@ local function finish(job, lane, task, job_tasks, entry, outcome, compute_ms, de
     end
     open = open + created - 1
   end
-  write_result(task, state, compute_ms, record_owner, open, extra)
+  write_finished(task, f, state, compute_ms, record_owner, open, extra, tried)
   -- Also in a cancelled job: its waiting tasks are cancelled, and settling only ever queues
   -- waiting ones.
   if open == 0 then
