@@ -271,7 +271,13 @@ WIRE_TAGS: dict[type[Event], int] = {
     TaskSkipped: 10,
 }
 """The tag of each task-plane event type in its compact form. Stable forever: a tag is never
-renumbered nor reused; a new event type takes the next number."""
+renumbered nor reused; a new event type takes the next free number (11 is CLAIM_WITH_RESULT)."""
+
+CLAIM_WITH_RESULT = 11
+"""The tag of a TaskClaimed recorded with its result (``Codec.compact_claim``): ``[11, id, at,
+actor]``, its job, task, runner and release those of the event after it in its entry, a
+TaskCompleted, TaskFailed or TaskSkipped. Most claims are recorded so (fast tasks): half the
+bytes of a task's claim and result."""
 
 WIRE_FIELDS: dict[type[Event], tuple[str, ...]] = {
     JobSubmitted: ("job_id", "name", "cluster", "root_task_ids", "max_retries"),
@@ -307,6 +313,14 @@ _BASE = ("id", "at", "actor", "team")
 _COMPACT_FIRST = frozenset([*range(0x90, 0xA0), 0xDC, 0xDD])  # a msgpack array begins so
 
 
+_ENCODE = msgspec.msgpack.Encoder().encode
+_ClaimAhead = msgspec.defstruct(
+    "CompactClaimWithResult", [("id", Any), ("at", dt.datetime), ("actor", str | None)],
+    array_like=True, tag=CLAIM_WITH_RESULT, frozen=True, gc=False,
+)  # fmt: skip
+_CLAIM_RESULT_TYPES = (TaskCompleted, TaskFailed, TaskSkipped)
+
+
 class _Malformed(ValueError):
     """A compact event whose fields do not decode (corrupt, or not ours)."""
 
@@ -337,13 +351,13 @@ def _id_text(value: Any) -> str:
 # encoder and a decoder written out for its layout, generated from WIRE_FIELDS (as dataclasses and
 # namedtuple generate theirs): a loop over a layout costs a runner about twice as much per event.
 _ENCODER = """\
-def encode(event, me):
+def encode(event, me, _ids):
     actor = event.actor
     v = [{tag}, _idb(event.id), event.at, None if actor == me else actor, {payload}]
 {trim}    return _encode(v)
 """
 _DECODER = """\
-def decode(w, actor, team, me):
+def decode(w, actor, team, me, _text):
     named = w.actor
     return _cls(id=_text(w.id), at=w.at, team=team,
                 actor=actor if actor is not None else named if named is not None else me,
@@ -356,11 +370,11 @@ class _Layout(NamedTuple):
 
     type: type[Event]
     struct: type[msgspec.Struct]  # array-like, tagged: what an entry's array decodes into
-    encode: Callable[..., bytes]  # (event, the codec's actor) -> bytes
-    decode: Callable[..., Event]  # (struct, recorded actor, team, the codec's actor) -> event
+    encode: Callable[..., bytes]  # (event, the codec's actor, its id encoder) -> bytes
+    decode: Callable[..., Event]  # (struct, recorded actor, team, codec's actor, id decoder)
 
 
-def _layout(cls: type[Event], tag: int, codec: Codec) -> _Layout:
+def _layout(cls: type[Event], tag: int) -> _Layout:
     names = WIRE_FIELDS[cls]
     info = {f.name: f for f in msgspec.structs.fields(cls)}
     if sorted(names) != sorted(info.keys() - set(_BASE)):
@@ -396,16 +410,17 @@ def _layout(cls: type[Event], tag: int, codec: Codec) -> _Layout:
         trim += f"{indent}if v[-1] == _d{i}:\n{indent}    v.pop()\n"
         indent += "    "
     namespace: dict[str, Any] = {f"_d{i}": d for i, d in enumerate(defaults)}
-    namespace.update(
-        _idb=_id_bytes, _ids=codec._bytes, _encode=codec._encoder.encode, _text=codec._text,
-        _cls=cls,
-    )  # fmt: skip
+    namespace.update(_idb=_id_bytes, _encode=_ENCODE, _cls=cls)
     exec(_ENCODER.format(tag=tag, payload=", ".join(encoded), trim=trim), namespace)  # noqa: S102
     exec(_DECODER.format(payload=", ".join(decoded)), namespace)  # noqa: S102
     struct = msgspec.defstruct(
         f"Compact{cls.__name__}", fields, array_like=True, tag=tag, frozen=True, gc=False
     )
     return _Layout(cls, struct, namespace["encode"], namespace["decode"])
+
+
+_LAYOUTS = {cls: _layout(cls, tag) for cls, tag in WIRE_TAGS.items()}
+_CLAIM_RESULTS = (*_CLAIM_RESULT_TYPES, *(_LAYOUTS[cls].struct for cls in _CLAIM_RESULT_TYPES))
 
 
 class Codec:
@@ -431,10 +446,11 @@ class Codec:
         self._actors: dict[bytes, str] = {}  # recorded actors (field 'a'), decoded once each
         self._texts: dict[bytes, str] = {}  # ids decoded lately: a task's appear in a few events
         self._ids: dict[str, bytes | str] = {}  # and encoded lately
-        layouts = [_layout(cls, tag, self) for cls, tag in WIRE_TAGS.items() if cls in types]
+        layouts = [layout for cls, layout in _LAYOUTS.items() if cls in types]
         self._encoders = {layout.type: layout.encode for layout in layouts}
         self._decoders = {layout.struct: layout.decode for layout in layouts}
-        compact = Union[tuple(layout.struct for layout in layouts)]  # type: ignore[valid-type]  # noqa: UP007
+        structs = (*(layout.struct for layout in layouts), _ClaimAhead)
+        compact = Union[structs]  # type: ignore[valid-type]  # noqa: UP007 - a runtime tuple
         self._compact = msgspec.msgpack.Decoder(compact)
         self._compact_batch = msgspec.msgpack.Decoder(list[compact])  # type: ignore[valid-type]
 
@@ -450,7 +466,25 @@ class Codec:
         encode = self._encoders.get(type(event))
         if encode is None:
             return self._encoder.encode(event)
-        return encode(event, self.actor)
+        return encode(event, self.actor, self._bytes)
+
+    def compact_claim(self, claim: TaskClaimed, result: Event) -> bytes:
+        """The compact form of ``claim`` recorded with ``result``, the event right after it in
+        the same entry (the finish script keeps a task's events together and in order): when the
+        result names the same job, task, runner and release, the claim is only its id, time and
+        actor (CLAIM_WITH_RESULT), which a reader completes from the result."""
+        if (
+            type(result) in _CLAIM_RESULT_TYPES
+            and result.job_id == claim.job_id and result.task_id == claim.task_id  # type: ignore[attr-defined]
+            and result.runner_id == claim.runner_id  # type: ignore[attr-defined]
+            and result.release_id == claim.release_id  # type: ignore[attr-defined]
+        ):  # fmt: skip
+            actor = claim.actor
+            return self._encoder.encode(
+                (CLAIM_WITH_RESULT, _id_bytes(claim.id), claim.at,
+                 None if actor == self.actor else actor)
+            )  # fmt: skip
+        return self.compact(claim)
 
     def _bytes(self, text: str) -> bytes | str:
         """``_id_bytes``, remembered for a while: a task's ids recur in its few events (an event's
@@ -482,9 +516,10 @@ class Codec:
         return [self.decode(b"", actor)]
 
     def decode(self, data: bytes, actor: str | None = None) -> Event | UnknownEvent:
-        """One encoded event, either form; ``actor``, the entry's recorded actor, is its actor."""
+        """One encoded event, either form; ``actor``, the entry's recorded actor, is its actor.
+        (A claim recorded with its result reads only with the result: ``decode_many``.)"""
         if data and data[0] in _COMPACT_FIRST:
-            return self._decode_compact(data, actor)
+            return self._decode_compact(data, actor, None)
         try:
             event: Event | UnknownEvent = self._decoder.decode(data)
         except msgspec.DecodeError:
@@ -497,26 +532,54 @@ class Codec:
         """A msgpack array of encoded events (a batched log entry); each is decoded on its own,
         so one unknown event does not hide the others."""
         if _first_item(data) in _COMPACT_FIRST:
-            try:
+            try:  # all of them compact and known (as the task scripts write them): in one go
                 wires = self._compact_batch.decode(data)
-                return [self._event(w, actor) for w in wires]
+                return [
+                    self._event(w, actor, wires[i + 1] if i + 1 < len(wires) else None)
+                    for i, w in enumerate(wires)
+                ]
             except (msgspec.DecodeError, _Malformed):
-                pass  # one of them is not ours: each on its own
+                pass  # one of them is not: each on its own
         try:
-            items = self._array.decode(data)
+            items = [bytes(item) for item in self._array.decode(data)]
         except msgspec.DecodeError:
-            return [self.decode(b"", actor) if not data else self._decode_unknown(data)]
-        return [self.decode(bytes(item), actor) for item in items]
+            return [self.decode(data if data else b"", actor)]
+        events: list[Event | UnknownEvent] = [None] * len(items)  # type: ignore[list-item]
+        for i in reversed(range(len(items))):  # a claim ahead of its result reads the result
+            item = items[i]
+            if item and item[0] in _COMPACT_FIRST:
+                events[i] = self._decode_compact(
+                    item, actor, events[i + 1] if i + 1 < len(items) else None
+                )
+            else:
+                events[i] = self.decode(item, actor)
+        return events
 
-    def _decode_compact(self, data: bytes, actor: str | None) -> Event | UnknownEvent:
+    def _decode_compact(
+        self, data: bytes, actor: str | None, after: Any
+    ) -> Event | UnknownEvent:
+        """A compact event; ``after``, the event after it in its entry (or its struct), if any."""
         try:
-            return self._event(self._compact.decode(data), actor)
+            return self._event(self._compact.decode(data), actor, after)
         except (msgspec.DecodeError, _Malformed):
             return self._compact_unknown(data, actor)
 
-    def _event(self, wire: Any, actor: str | None) -> Event:
-        """The event of a decoded compact struct: its ids as text, its team and actor filled."""
-        return self._decoders[type(wire)](wire, actor, self.team, self.actor or "?")  # type: ignore[no-any-return]
+    def _event(self, wire: Any, actor: str | None, after: Any) -> Event:
+        """The event of a decoded compact struct: its ids as text, its team and actor filled. A
+        claim recorded with its result takes its job, task, runner and release from ``after``,
+        the result (as an event, or the struct it decodes from)."""
+        if type(wire) is _ClaimAhead:
+            if not isinstance(after, _CLAIM_RESULTS):
+                raise _Malformed("a claim recorded with its result, not followed by a result")
+            return TaskClaimed(
+                id=self._text(wire.id), at=wire.at, team=self.team,
+                actor=actor if actor is not None else wire.actor or self.actor or "?",
+                job_id=self._text(after.job_id), task_id=self._text(after.task_id),
+                runner_id=after.runner_id,
+                release_id=None if after.release_id is None else self._text(after.release_id),
+            )  # fmt: skip
+        decode = self._decoders[type(wire)]
+        return decode(wire, actor, self.team, self.actor or "?", self._text)  # type: ignore[no-any-return]
 
     def _text(self, value: Any) -> str:
         """``_id_text``, remembered for a while: a task's ids recur in its few events."""

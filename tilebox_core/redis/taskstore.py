@@ -919,7 +919,8 @@ class TaskStore:
         args: list[Any] = []
         events: list[bytes] = []
         count = 0
-        encode = self.events.codec.compact
+        codec = self.events.codec
+        encode = codec.compact
         for finish in finishes:
             task = finish.task
             specs, spec_keys = (
@@ -933,8 +934,9 @@ class TaskStore:
             ))  # fmt: skip
             encoded = b"".join(map(encode, finish.events))
             n = len(finish.events)
-            if finish.claim is not None:
-                encoded, n = encode(finish.claim) + encoded, n + 1
+            if finish.claim is not None:  # recorded with the result, right before it
+                claim = codec.compact_claim(finish.claim, finish.events[0])
+                encoded, n = claim + encoded, n + 1
             events.append(encoded)
             count += n
             args += (
