@@ -573,13 +573,21 @@ class Codec:
                 raise _Malformed("a claim recorded with its result, not followed by a result")
             return TaskClaimed(
                 id=self._text(wire.id), at=wire.at, team=self.team,
-                actor=actor if actor is not None else wire.actor or self.actor or "?",
+                actor=actor if actor is not None else self._named(wire.actor),
                 job_id=self._text(after.job_id), task_id=self._text(after.task_id),
                 runner_id=after.runner_id,
                 release_id=None if after.release_id is None else self._text(after.release_id),
             )  # fmt: skip
         decode = self._decoders[type(wire)]
-        return decode(wire, actor, self.team, self.actor or "?", self._text)  # type: ignore[no-any-return]
+        me = self.actor if self.actor is not None else "?"
+        return decode(wire, actor, self.team, me, self._text)  # type: ignore[no-any-return]
+
+    def _named(self, named: str | None) -> str:
+        """The actor of a compact event whose entry records none: the one it names, else (left
+        out) the codec's."""
+        if named is not None:
+            return named
+        return self.actor if self.actor is not None else "?"
 
     def _text(self, value: Any) -> str:
         """``_id_text``, remembered for a while: a task's ids recur in its few events."""
@@ -605,17 +613,17 @@ class Codec:
         try:
             values = self._any.decode(data)
         except msgspec.DecodeError:
-            return UnknownEvent("<undecodable>", "?", None, actor or "?", self.team,
-                                {"bytes": len(data)})  # fmt: skip
+            return UnknownEvent("<undecodable>", "?", None, "?" if actor is None else actor,
+                                self.team, {"bytes": len(data)})  # fmt: skip
         tag = values[0] if values else "?"
         try:
             event_id = _id_text(values[1]) if len(values) > 1 else "?"
         except _Malformed:
             event_id = "?"
         at = values[2] if len(values) > 2 and isinstance(values[2], dt.datetime) else None
-        named = values[3] if len(values) > 3 and isinstance(values[3], str) else "?"
-        return UnknownEvent(f"#{tag}", event_id, at, actor or named, self.team,
-                            {"compact": values})  # fmt: skip
+        named = values[3] if len(values) > 3 and isinstance(values[3], str) else None
+        return UnknownEvent(f"#{tag}", event_id, at, actor if actor is not None else
+                            self._named(named), self.team, {"compact": values})  # fmt: skip
 
     def _decode_unknown(self, data: bytes) -> UnknownEvent:
         try:

@@ -159,6 +159,30 @@ local function write_result(task, state, compute_ms, record_owner, open, extra)
   redis.call('HSET', task, unpack(fields))
 end
 
+-- A finished task's spec, compact: "<version>\n<cluster>\n<name>" (neither of the first two holds
+-- a newline; the name may), and its parent, max_retries and optional (nil at their default).
+-- Read from the JSON spec by pattern where nothing in it is escaped (create_tasks writes name,
+-- version, cluster, lane, then parent, max_retries, optional when set): decoding it costs the
+-- server about as much as a command, for every task.
+local function compact_spec(spec)
+  if not string.find(spec, '\\', 1, true) then
+    local name, version, cluster, at = string.match(spec,
+      '"name":"([^"]*)","version":"([^"]*)","cluster":"([^"]*)","lane":"[^"]*"()')
+    if at then
+      local parent, max_retries, optional
+      if string.byte(spec, at) ~= 125 then  -- '}': none of them set
+        parent = string.match(spec, '^,"parent":"([^"]*)"', at)
+        max_retries = string.match(spec, '"max_retries":"([^"]*)"', at)
+        optional = string.match(spec, '"optional":"([^"]*)"', at)
+      end
+      return version .. '\n' .. cluster .. '\n' .. name, parent, max_retries, optional
+    end
+  end
+  local decoded = cjson.decode(spec)
+  return decoded.version .. '\n' .. decoded.cluster .. '\n' .. decoded.name, decoded.parent,
+    decoded.max_retries, decoded.optional
+end
+
 -- Write a finished task's hash anew, compact (see tasklib's header): what a finished task is read
 -- for (jobs.find, the console, fencing a late result) and nothing only a running or retried one
 -- needs (its lane entry id, input, dependency count, chain without dependants). A hash whose
@@ -167,40 +191,55 @@ end
 -- the long values are gone: so DEL, then HSET. ``f`` is what finish read of the hash; ``tried``
 -- the attempts this result adds (1 for a failure, 0 else).
 local function write_finished(task, f, state, compute_ms, record_owner, open, extra, tried)
-  local spec = cjson.decode(f[6])
-  -- version and cluster first: neither holds a newline, and the name may
-  local fields = {'state', state, 'spec', spec.version .. '\n' .. spec.cluster .. '\n' .. spec.name,
-    'finished_ms', now}
-  local n = 6
-  local function add(name, value)
-    fields[n + 1], fields[n + 2] = name, value
-    n = n + 2
-  end
-  if spec.parent then add('parent', spec.parent) end
-  if spec.max_retries then add('max_retries', spec.max_retries) end
-  if spec.optional then add('optional', spec.optional) end
+  local spec, parent, max_retries, optional = compact_spec(f[6])
   local owner, by = f[5], f[7]
   if record_owner then
     owner, by = runner, release
   end
-  if owner and owner ~= '' then add('runner', owner) end
-  if by and by ~= '' then add('release', by) end
-  local attempts = tonumber(f[8] or '0') + tried
-  if attempts > 0 then add('attempts', tostring(attempts)) end
-  if compute_ms ~= '0' then
-    add('compute_ms', compute_ms)
-  elseif f[9] then
-    add('compute_ms', f[9])  -- an attempt before, retried, took time
+  if compute_ms == '0' then
+    compute_ms = f[9]  -- an attempt before, retried, took time (nil: none did)
   end
-  if open ~= 0 then add('open', tostring(open)) end
+  local attempts = tried
+  if f[8] then
+    attempts = attempts + tonumber(f[8])
+  end
   -- the first node of its chain lists its dependants: kept while it has any (the diagram reads
   -- them, jobs.find with_dependencies)
-  if f[3] and plain_parent(f[3], task) == nil then add('chain', f[3]) end
+  local chain = f[3] and plain_parent(f[3], task) == nil and f[3]
+  redis.call('DEL', task)
+  if owner and owner ~= '' and not (max_retries or optional or compute_ms or attempts > 0
+                                    or open ~= 0 or extra or chain) then
+    -- what most tasks keep, spelled out: a table of fields costs the server more per task
+    if by == '' or not by then
+      if parent then
+        redis.call('HSET', task, 'state', state, 'spec', spec, 'finished_ms', now, 'runner', owner,
+          'parent', parent)
+      else
+        redis.call('HSET', task, 'state', state, 'spec', spec, 'finished_ms', now, 'runner', owner)
+      end
+    elseif parent then
+      redis.call('HSET', task, 'state', state, 'spec', spec, 'finished_ms', now, 'runner', owner,
+        'release', by, 'parent', parent)
+    else
+      redis.call('HSET', task, 'state', state, 'spec', spec, 'finished_ms', now, 'runner', owner,
+        'release', by)
+    end
+    return
+  end
+  local fields, n = {'state', state, 'spec', spec, 'finished_ms', now}, 6
+  if parent then fields[n + 1], fields[n + 2], n = 'parent', parent, n + 2 end
+  if max_retries then fields[n + 1], fields[n + 2], n = 'max_retries', max_retries, n + 2 end
+  if optional then fields[n + 1], fields[n + 2], n = 'optional', optional, n + 2 end
+  if owner and owner ~= '' then fields[n + 1], fields[n + 2], n = 'runner', owner, n + 2 end
+  if by and by ~= '' then fields[n + 1], fields[n + 2], n = 'release', by, n + 2 end
+  if attempts > 0 then fields[n + 1], fields[n + 2], n = 'attempts', tostring(attempts), n + 2 end
+  if compute_ms then fields[n + 1], fields[n + 2], n = 'compute_ms', compute_ms, n + 2 end
+  if open ~= 0 then fields[n + 1], fields[n + 2], n = 'open', tostring(open), n + 2 end
+  if chain then fields[n + 1], fields[n + 2], n = 'chain', chain, n + 2 end
   for _, value in ipairs(extra or {}) do
     n = n + 1
     fields[n] = value
   end
-  redis.call('DEL', task)
   redis.call('HSET', task, unpack(fields))
 end
 
