@@ -15,8 +15,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from tests.tasks_fixture import FanOut, Leaf, Root, Sleep, Step
-from tilebox_core import Client
+from tests.tasks_fixture import Leaf, Root, Step
+from tilebox_core import Client, ExecutionContext, Task
 from tilebox_core.domain.events import (
     CLAIM_WITH_RESULT,
     TASK_EVENTS,
@@ -47,8 +47,9 @@ ids = st.one_of(
     st.uuids().map(str),
     st.uuids().map(lambda u: str(u).upper()),
     st.uuids().map(lambda u: u.hex),
-    st.uuids().map(lambda u: u.hex[:7] + "-" + u.hex[7:11] + "-" + u.hex[11:15] + "-"
-                   + u.hex[15:19] + "-" + u.hex[19:]),  # fmt: skip
+    st.uuids().map(
+        lambda u: "-".join((u.hex[:7], u.hex[7:11], u.hex[11:15], u.hex[15:19], u.hex[19:]))
+    ),
     st.text(max_size=40),
 )
 times = st.datetimes(
@@ -69,7 +70,9 @@ def field_strategy(name: str, kind: Any) -> st.SearchStrategy[Any]:
     if kind is float:
         return st.floats(allow_nan=False)
     if kind == dict[str, list[int]]:
-        return st.dictionaries(texts, st.lists(st.integers(-(2**40), 2**40), max_size=2), max_size=3)
+        return st.dictionaries(
+            texts, st.lists(st.integers(-(2**40), 2**40), max_size=2), max_size=3
+        )
     if kind == (str | None):
         return st.none() | texts
     assert kind is str, (name, kind)
@@ -164,7 +167,9 @@ def test_a_claim_whose_result_is_missing_or_unknown_reads_as_unknown() -> None:
     codec = Codec(team="t", actor="a")
     stamp = {"id": str(uuid.uuid4()), "at": dt.datetime.now(dt.UTC), "actor": "a", "team": "t"}
     result = TaskCompleted(**stamp, job_id="j", task_id="k", runner_id="r")
-    short = codec.compact_claim(TaskClaimed(**stamp, job_id="j", task_id="k", runner_id="r"), result)
+    short = codec.compact_claim(
+        TaskClaimed(**stamp, job_id="j", task_id="k", runner_id="r"), result
+    )
     future = msgspec.msgpack.encode([99, b"x" * 16, stamp["at"], None])
     events = codec.decode_many(batch(result_bytes := codec.compact(result), short, future))
     assert events[0] == result
@@ -194,8 +199,41 @@ def test_entries_of_map_form_events_still_read(events: list[Event]) -> None:
 # --- on the servers ----------------------------------------------------------------------------------
 
 
+class Noop(Task):
+    i: int
+
+    @staticmethod
+    def identifier() -> tuple[str, str]:
+        return "test.Noop", "v1.0"
+
+    def execute(self, context: ExecutionContext) -> None:
+        pass
+
+
+class Fan(Task):
+    n: int
+
+    @staticmethod
+    def identifier() -> tuple[str, str]:
+        return "test.Fan", "v1.0"
+
+    def execute(self, context: ExecutionContext) -> None:
+        context.submit_subtasks([Noop(i) for i in range(self.n)])
+
+
+class Odd(Task):
+    """A name of any kind: quotes, a backslash, a newline (its spec's JSON escapes them)."""
+
+    @staticmethod
+    def identifier() -> tuple[str, str]:
+        return 'odd "name" \\ with\na newline', "v2.3"
+
+    def execute(self, context: ExecutionContext) -> None:
+        pass
+
+
 def run(client: Client, tmp_path: Path) -> None:
-    client.runner(tasks=[Root, Step, Leaf, FanOut, Sleep], cache_root=tmp_path).run_all()
+    client.runner(tasks=[Root, Step, Leaf, Noop, Fan, Odd], cache_root=tmp_path).run_all()
 
 
 def row_bytes(client: Client, tasks: int) -> tuple[float, set[bytes]]:
@@ -216,12 +254,12 @@ def test_a_finished_no_op_task_keeps_at_most_600_bytes_in_redis(
 ) -> None:
     # Issue 14's target for the live window: its task hash and its share of the task log. On
     # default settings: hash-max-listpack-value 64 makes one long value cost a hash a table.
-    n = 400
+    n = 2000
     if shape == "fan-out":
-        client.jobs().submit("fan-out", FanOut(n))
+        client.jobs().submit("fan-out", Fan(n))
         n += 1
     else:
-        client.jobs().submit_many(("single", Sleep(i)) for i in range(n))
+        client.jobs().submit_many(("single", Noop(i)) for i in range(n))
     run(client, tmp_path)
     per_task, encodings = row_bytes(client, n)
     assert encodings == {b"listpack"}
@@ -287,3 +325,21 @@ def test_a_task_log_written_in_map_form_still_reads(client: Client, tmp_path: Pa
                                              TaskCompleted]  # fmt: skip
     assert all(e.job_id == job.id for e in events[3:])  # type: ignore[attr-defined]
 
+
+def test_any_name_and_hashes_written_before_kept_fields_finish_compact(
+    client: Client, tmp_path: Path
+) -> None:
+    odd, older = client.jobs().submit_many([("odd", Odd()), ("older", Leaf("b"))], max_retries=3)
+    # the second as a version before "kept" wrote it: only the JSON spec says what it keeps
+    shard = client.tasks.shard(older.id)
+    older_key = shard.task(client.tasks.task_ids(older.id)[0])
+    client.redis.hdel(older_key, "kept", "max_retries")
+    run(client, tmp_path)
+    for job, name, version in ((odd, Odd.identifier()[0], "v2.3"), (older, "test.Leaf", "v1.0")):
+        task = client.jobs().find(job.id).tasks[0]
+        assert (task.name, task.version, task.state, task.cluster) == (
+            name, version, "computed", "default"
+        )  # fmt: skip
+        key = client.tasks.shard(job.id).task(task.id)
+        assert client.redis.object("encoding", key) == b"listpack"
+        assert client.tasks.tasks([task.id], ["max_retries"], job.id) == [{"max_retries": "3"}]

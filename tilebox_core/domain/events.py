@@ -314,7 +314,7 @@ _COMPACT_FIRST = frozenset([*range(0x90, 0xA0), 0xDC, 0xDD])  # a msgpack array 
 
 
 _ENCODE = msgspec.msgpack.Encoder().encode
-_ClaimAhead = msgspec.defstruct(
+_ClaimAhead: Any = msgspec.defstruct(
     "CompactClaimWithResult", [("id", Any), ("at", dt.datetime), ("actor", str | None)],
     array_like=True, tag=CLAIM_WITH_RESULT, frozen=True, gc=False,
 )  # fmt: skip
@@ -368,7 +368,7 @@ def decode(w, actor, team, me, _text):
 class _Layout(NamedTuple):
     """One event type in compact form: what decodes it and the functions written for it."""
 
-    type: type[Event]
+    cls: type[Event]
     struct: type[msgspec.Struct]  # array-like, tagged: what an entry's array decodes into
     encode: Callable[..., bytes]  # (event, the codec's actor, its id encoder) -> bytes
     decode: Callable[..., Event]  # (struct, recorded actor, team, codec's actor, id decoder)
@@ -411,8 +411,8 @@ def _layout(cls: type[Event], tag: int) -> _Layout:
         indent += "    "
     namespace: dict[str, Any] = {f"_d{i}": d for i, d in enumerate(defaults)}
     namespace.update(_idb=_id_bytes, _encode=_ENCODE, _cls=cls)
-    exec(_ENCODER.format(tag=tag, payload=", ".join(encoded), trim=trim), namespace)  # noqa: S102
-    exec(_DECODER.format(payload=", ".join(decoded)), namespace)  # noqa: S102
+    exec(_ENCODER.format(tag=tag, payload=", ".join(encoded), trim=trim), namespace)
+    exec(_DECODER.format(payload=", ".join(decoded)), namespace)
     struct = msgspec.defstruct(
         f"Compact{cls.__name__}", fields, array_like=True, tag=tag, frozen=True, gc=False
     )
@@ -420,7 +420,9 @@ def _layout(cls: type[Event], tag: int) -> _Layout:
 
 
 _LAYOUTS = {cls: _layout(cls, tag) for cls, tag in WIRE_TAGS.items()}
-_CLAIM_RESULTS = (*_CLAIM_RESULT_TYPES, *(_LAYOUTS[cls].struct for cls in _CLAIM_RESULT_TYPES))
+_CLAIM_RESULTS = frozenset(
+    [*_CLAIM_RESULT_TYPES, *(_LAYOUTS[cls].struct for cls in _CLAIM_RESULT_TYPES)]
+)
 
 
 class Codec:
@@ -447,12 +449,12 @@ class Codec:
         self._texts: dict[bytes, str] = {}  # ids decoded lately: a task's appear in a few events
         self._ids: dict[str, bytes | str] = {}  # and encoded lately
         layouts = [layout for cls, layout in _LAYOUTS.items() if cls in types]
-        self._encoders = {layout.type: layout.encode for layout in layouts}
+        self._encoders = {layout.cls: layout.encode for layout in layouts}
         self._decoders = {layout.struct: layout.decode for layout in layouts}
         structs = (*(layout.struct for layout in layouts), _ClaimAhead)
         compact = Union[structs]  # type: ignore[valid-type]  # noqa: UP007 - a runtime tuple
         self._compact = msgspec.msgpack.Decoder(compact)
-        self._compact_batch = msgspec.msgpack.Decoder(list[compact])  # type: ignore[valid-type]
+        self._compact_batch = msgspec.msgpack.Decoder(list[compact])
 
     # --- encoding -------------------------------------------------------------------------------
 
@@ -504,6 +506,9 @@ class Codec:
         task scripts append them) in field ``b``; an entry with neither reads as one undecodable
         event. Field ``a``, the actor the script recorded them as (see actor.lua), is the actor
         of each; entries written before it was recorded have none."""
+        kind: bytes | None
+        body: bytes
+        recorded: bytes | None
         if len(fields) > 3 and fields[2] == b"a":  # [kind, body, a, actor, h, hash]: the scripts'
             kind, body, recorded = fields[0], fields[1], fields[3]
         else:
@@ -555,9 +560,7 @@ class Codec:
                 events[i] = self.decode(item, actor)
         return events
 
-    def _decode_compact(
-        self, data: bytes, actor: str | None, after: Any
-    ) -> Event | UnknownEvent:
+    def _decode_compact(self, data: bytes, actor: str | None, after: Any) -> Event | UnknownEvent:
         """A compact event; ``after``, the event after it in its entry (or its struct), if any."""
         try:
             return self._event(self._compact.decode(data), actor, after)
@@ -569,7 +572,7 @@ class Codec:
         claim recorded with its result takes its job, task, runner and release from ``after``,
         the result (as an event, or the struct it decodes from)."""
         if type(wire) is _ClaimAhead:
-            if not isinstance(after, _CLAIM_RESULTS):
+            if type(after) not in _CLAIM_RESULTS:
                 raise _Malformed("a claim recorded with its result, not followed by a result")
             return TaskClaimed(
                 id=self._text(wire.id), at=wire.at, team=self.team,
@@ -580,7 +583,7 @@ class Codec:
             )  # fmt: skip
         decode = self._decoders[type(wire)]
         me = self.actor if self.actor is not None else "?"
-        return decode(wire, actor, self.team, me, self._text)  # type: ignore[no-any-return]
+        return decode(wire, actor, self.team, me, self._text)
 
     def _named(self, named: str | None) -> str:
         """The actor of a compact event whose entry records none: the one it names, else (left

@@ -115,16 +115,17 @@ class Payload:
     def __init__(self, keys: TaskKeys) -> None:
         self._keys = keys
         self._shapes: dict[tuple[object, ...], int] = {}  # shape -> its 1-based index (Lua)
-        self._rows: list[tuple[str, ...]] = []  # shapes as sent: plus their ``spec`` fragment
+        self._rows: list[tuple[Any, ...]] = []  # shapes as sent (see _shape)
         self._lanes: dict[tuple[str, str, str], str] = {}
         self.keys: list[str] = []
 
-    def shapes(self) -> list[tuple[str, ...]]:
+    def shapes(self) -> list[tuple[Any, ...]]:
         return self._rows
 
     def _shape(self, s: TaskSpec) -> int:
         """The 1-based (Lua) index of ``s``'s shape as sent: [lane, the task hash's "spec" field
-        without its braces, id and job (see create_tasks)]."""
+        without its braces, id and job, its "kept" field, its kept-apart fields and values (see
+        create_tasks)]."""
         shape = (s.name, s.version, s.cluster, s.parent_id, s.max_retries, s.optional, s.scopes)
         index = self._shapes.get(shape)
         if index is None:
@@ -140,7 +141,14 @@ class Payload:
                 spec["optional"] = "1"
             if s.scopes:
                 spec["scopes"] = s.scopes
-            self._rows.append((lane, _json.encode(spec).decode()[1:-1]))
+            # What the task keeps once finished (finish.lua's write_finished), written with it so
+            # that its finish moves them over instead of decoding the spec: "kept", its compact
+            # spec, and its parent, max_retries and optional, each when set.
+            apart = [(f, spec[f]) for f in _KEPT_APART if f in spec]
+            kept = f"{s.version}\n{s.cluster}\n{s.name}"
+            self._rows.append(
+                (lane, _json.encode(spec).decode()[1:-1], kept, [v for p in apart for v in p])
+            )
         return index
 
     def _lane(self, s: TaskSpec) -> str:

@@ -92,8 +92,8 @@ local function plain_parent(chain, task)
   return string.match(chain, '^,{"k":"([^"\\]+)"', node_end + 1)
 end
 
-local function settle_later(job, task, chain)
-  local parent = plain_parent(chain, task)
+-- ``parent``: plain_parent(chain, task), as the caller found it.
+local function settle_later(job, chain, parent)
   if parent == nil then
     local nodes = cjson.decode(chain)
     release_dependants(nodes[1])
@@ -159,26 +159,10 @@ local function write_result(task, state, compute_ms, record_owner, open, extra)
   redis.call('HSET', task, unpack(fields))
 end
 
--- A finished task's spec, compact: "<version>\n<cluster>\n<name>" (neither of the first two holds
--- a newline; the name may), and its parent, max_retries and optional (nil at their default).
--- Read from the JSON spec by pattern where nothing in it is escaped (create_tasks writes name,
--- version, cluster, lane, then parent, max_retries, optional when set): decoding it costs the
--- server about as much as a command, for every task.
-local function compact_spec(spec)
-  if not string.find(spec, '\\', 1, true) then
-    local name, version, cluster, at = string.match(spec,
-      '"name":"([^"]*)","version":"([^"]*)","cluster":"([^"]*)","lane":"[^"]*"()')
-    if at then
-      local parent, max_retries, optional
-      if string.byte(spec, at) ~= 125 then  -- '}': none of them set
-        parent = string.match(spec, '^,"parent":"([^"]*)"', at)
-        max_retries = string.match(spec, '"max_retries":"([^"]*)"', at)
-        optional = string.match(spec, '"optional":"([^"]*)"', at)
-      end
-      return version .. '\n' .. cluster .. '\n' .. name, parent, max_retries, optional
-    end
-  end
-  local decoded = cjson.decode(spec)
+-- A finished task's spec, compact, and its parent, max_retries and optional (nil at their
+-- default), for a task created before create_tasks wrote them ("kept", see tasklib's header).
+local function compact_spec(task)
+  local decoded = cjson.decode(redis.call('HGET', task, 'spec'))
   return decoded.version .. '\n' .. decoded.cluster .. '\n' .. decoded.name, decoded.parent,
     decoded.max_retries, decoded.optional
 end
@@ -189,9 +173,13 @@ end
 -- values are all short is one small allocation (listpack); a single long value, as the JSON spec
 -- and the chain are, turns it into a table of allocations for every field, and it stays one once
 -- the long values are gone: so DEL, then HSET. ``f`` is what finish read of the hash; ``tried``
--- the attempts this result adds (1 for a failure, 0 else).
-local function write_finished(task, f, state, compute_ms, record_owner, open, extra, tried)
-  local spec, parent, max_retries, optional = compact_spec(f[6])
+-- the attempts this result adds (1 for a failure, 0 else); ``plain`` what plain_parent found of
+-- its chain.
+local function write_finished(task, f, plain, state, compute_ms, record_owner, open, extra, tried)
+  local spec, parent, max_retries, optional = f[6], f[10], f[11], f[12]
+  if not spec then
+    spec, parent, max_retries, optional = compact_spec(task)
+  end
   local owner, by = f[5], f[7]
   if record_owner then
     owner, by = runner, release
@@ -205,7 +193,7 @@ local function write_finished(task, f, state, compute_ms, record_owner, open, ex
   end
   -- the first node of its chain lists its dependants: kept while it has any (the diagram reads
   -- them, jobs.find with_dependencies)
-  local chain = f[3] and plain_parent(f[3], task) == nil and f[3]
+  local chain = plain == nil and f[3]
   redis.call('DEL', task)
   if owner and owner ~= '' and not (max_retries or optional or compute_ms or attempts > 0
                                     or open ~= 0 or extra or chain) then
@@ -260,8 +248,8 @@ end
 
 local function finish(job, lane, task, job_tasks, entry, outcome, compute_ms, details, specs_json,
                       claimed)
-  local f = redis.call('HMGET', task, 'state', 'entry', 'chain', 'open', 'runner', 'spec', 'release',
-    'attempts', 'compute_ms')
+  local f = redis.call('HMGET', task, 'state', 'entry', 'chain', 'open', 'runner', 'kept', 'release',
+    'attempts', 'compute_ms', 'parent', 'max_retries', 'optional')
   if owned_by_another(f[5], runner) then
     return 0  -- another runner's claim is recorded: it took the task over
   end
@@ -353,11 +341,12 @@ local function finish(job, lane, task, job_tasks, entry, outcome, compute_ms, de
     end
     open = open + created - 1
   end
-  write_finished(task, f, state, compute_ms, record_owner, open, extra, tried)
+  local plain = plain_parent(f[3], task)  -- (its chain: see settle_later)
+  write_finished(task, f, plain, state, compute_ms, record_owner, open, extra, tried)
   -- Also in a cancelled job: its waiting tasks are cancelled, and settling only ever queues
   -- waiting ones.
   if open == 0 then
-    settle_later(job, task, f[3])
+    settle_later(job, f[3], plain)
   end
   return 1
 end

@@ -7,7 +7,16 @@
 -- its ancestors, each with the keys and lanes of its dependants; absent for a root without
 -- dependants, whose chain is '[{"k":"<its key>","d":[]}]'), compute_ms. Fields at their
 -- default (attempts, runner, release, compute_ms 0) are absent: every hash field costs the server
--- about a command's work. When a task ran is in the log (TaskClaimed, TaskCompleted).
+-- about a command's work. When a task ran is in the log (TaskClaimed, TaskCompleted). Also what
+-- it keeps once finished, written with it (see below): kept ("<version>\n<cluster>\n<name>"), and
+-- parent, max_retries and optional when set.
+-- A finished task (computed, skipped, failed_optional) has its hash written anew, compact
+-- (finish.lua's write_finished): state, spec (what was kept), parent, max_retries, optional,
+-- runner, release, attempts, compute_ms, finished_ms, open while its subtasks run, chain only
+-- while it has dependants, display and error; not its input, lane entry id, dependency count nor
+-- chain otherwise. Every value short (hash-max-listpack-value, 64 bytes by default), the hash is one
+-- small allocation (a listpack) instead of a table of them: about 200 bytes instead of 650-900
+-- (benchmarks/memory_bench.py). A failed task keeps every field: a retry queues it again.
 -- States (domain.tasks.TaskState): waiting -> queued -> running -> computed | failed |
 -- failed_optional | cancelled, or queued -> skipped (see in_skipped_scope). A queued task of a failed job is held (see hold): queued, with
 -- 'entry' empty and no lane entry, until the job is retried.
@@ -230,7 +239,7 @@ local function create_tasks(job_tasks_key, payload, listed, made)
       made[i] = create
     end
     if create then
-      local lane, spec = unpack(shapes[t[1]])
+      local lane, spec, kept, apart = unpack(shapes[t[1]])
       local id, input, deps, node = t[3], t[4], t[5] or '0', t[6] or ''
       -- A root without dependants has no chain stored (nor in its lane entry): it would be
       -- '[{"k":"<its key>","d":[]}]', which its readers derive.
@@ -251,11 +260,26 @@ local function create_tasks(job_tasks_key, payload, listed, made)
         state, last, value = 'queued', 'entry', add_entry(lane, '0', spec, input, chain)
       end
       -- the arguments spelled out: a table of fields, grown and unpacked, costs more per task
-      if chain == '' then
-        redis.call('HSET', task_key, 'spec', spec, 'input', input, 'state', state, last, value)
+      if #apart == 0 and chain == '' then
+        redis.call('HSET', task_key, 'spec', spec, 'input', input, 'state', state, last, value,
+          'kept', kept)
+      elseif #apart == 2 then  -- a parent (or max_retries, or optional)
+        if chain == '' then
+          redis.call('HSET', task_key, 'spec', spec, 'input', input, 'state', state, last, value,
+            'kept', kept, apart[1], apart[2])
+        else
+          redis.call('HSET', task_key, 'spec', spec, 'input', input, 'state', state, 'chain', chain,
+            last, value, 'kept', kept, apart[1], apart[2])
+        end
       else
-        redis.call('HSET', task_key, 'spec', spec, 'input', input, 'state', state, 'chain', chain,
-          last, value)
+        local fields = {'spec', spec, 'input', input, 'state', state, last, value, 'kept', kept}
+        if chain ~= '' then
+          fields[#fields + 1], fields[#fields + 2] = 'chain', chain
+        end
+        for _, item in ipairs(apart) do
+          fields[#fields + 1] = item
+        end
+        redis.call('HSET', task_key, unpack(fields))
       end
       created = created + 1
       if listed then
