@@ -115,17 +115,16 @@ class Payload:
     def __init__(self, keys: TaskKeys) -> None:
         self._keys = keys
         self._shapes: dict[tuple[object, ...], int] = {}  # shape -> its 1-based index (Lua)
-        self._rows: list[tuple[Any, ...]] = []  # shapes as sent (see _shape)
+        self._rows: list[tuple[str, ...]] = []  # shapes as sent: plus their ``spec`` fragment
         self._lanes: dict[tuple[str, str, str], str] = {}
         self.keys: list[str] = []
 
-    def shapes(self) -> list[tuple[Any, ...]]:
+    def shapes(self) -> list[tuple[str, ...]]:
         return self._rows
 
     def _shape(self, s: TaskSpec) -> int:
         """The 1-based (Lua) index of ``s``'s shape as sent: [lane, the task hash's "spec" field
-        without its braces, id and job, its "kept" field, its kept-apart fields and values (see
-        create_tasks)]."""
+        without its braces, id and job (see create_tasks)]."""
         shape = (s.name, s.version, s.cluster, s.parent_id, s.max_retries, s.optional, s.scopes)
         index = self._shapes.get(shape)
         if index is None:
@@ -141,14 +140,7 @@ class Payload:
                 spec["optional"] = "1"
             if s.scopes:
                 spec["scopes"] = s.scopes
-            # What the task keeps once finished (finish.lua's write_finished), written with it so
-            # that its finish moves them over instead of decoding the spec: "kept", its compact
-            # spec, and its parent, max_retries and optional, each when set.
-            apart = [(f, spec[f]) for f in _KEPT_APART if f in spec]
-            kept = f"{s.version}\n{s.cluster}\n{s.name}"
-            self._rows.append(
-                (lane, _json.encode(spec).decode()[1:-1], kept, [v for p in apart for v in p])
-            )
+            self._rows.append((lane, _json.encode(spec).decode()[1:-1]))
         return index
 
     def _lane(self, s: TaskSpec) -> str:
@@ -714,7 +706,7 @@ class TaskStore:
             tasks.append(ClaimedTask(
                 lane, entry, spec.id, spec.job, spec.name, spec.version, data, int(attempts),
                 int(spec.max_retries), spec.optional == "1", chain_json, spec.cluster,
-                spec.scopes,
+                spec.scopes, spec.parent,
             ))  # fmt: skip
         return tasks
 
@@ -918,11 +910,13 @@ class TaskStore:
         """finish.lua. KEYS: the task log, then every other key the tasks name, once: job hash,
         lane, task hash, job task list, the keys of its chain and of its subtasks. ARGV: runner
         id, release id ('' for none), every task's events encoded and concatenated in order, how
-        many; then 11 per task: job hash, lane, task hash, job task list, entry id,
+        many; then 13 per task: job hash, lane, task hash, job task list, entry id,
         outcome, compute ms, details ('' or JSON, see ``_details``), subtasks (JSON, see
         create_tasks; '' for none),
         claimed ('1': recorded before, by claim.lua; '0': by this call, and the task's events
-        begin with its TaskClaimed), and the extent of its events in the third, "<count>:<bytes>"."""
+        begin with its TaskClaimed), the extent of its events in the third, "<count>:<bytes>",
+        and what its hash keeps once finished, read from its lane entry: its compact spec
+        ("<version>\\n<cluster>\\n<name>") and its parent ('' for none)."""
         keys: dict[str, None] = {shard.log(TASKS): None}
         args: list[Any] = []
         events: list[bytes] = []
@@ -951,6 +945,7 @@ class TaskStore:
                 job, task.lane, task_key, job_tasks, task.entry, finish.outcome, finish.compute_ms,
                 _details(finish), specs,
                 "1" if finish.claim is None else "0", f"{n}:{len(encoded)}",
+                f"{task.version}\n{task.cluster}\n{task.name}", task.parent_id,
             )  # fmt: skip
         return list(keys), [
             runner_id, release_id or "", b"".join(events), count, *args
@@ -1103,10 +1098,16 @@ def _details(finish: Finish) -> bytes:
     """What a finish records besides its outcome, as finish.lua reads it: '' for nothing (most
     tasks: no JSON to decode), else JSON with "p" the progress deltas, "d" the display name and
     "e" the error (TaskError), "s" the optional task whose subtree a FAILED_NESTED result skips,
-    each left out when there is none."""
-    if not (finish.progress or finish.display or finish.error or finish.skips):
+    "r" its max_retries and "o" "1" for an optional task, each left out when there is none."""
+    task = finish.task
+    if not (finish.progress or finish.display or finish.error or finish.skips
+            or task.max_retries or task.optional):  # fmt: skip
         return b""
     details: dict[str, Any] = {}
+    if task.max_retries:  # kept on the finished task (write_finished), as its spec had them
+        details["r"] = str(task.max_retries)
+    if task.optional:
+        details["o"] = "1"
     if finish.progress:
         details["p"] = finish.progress
     if finish.display:

@@ -7,11 +7,10 @@
 -- its ancestors, each with the keys and lanes of its dependants; absent for a root without
 -- dependants, whose chain is '[{"k":"<its key>","d":[]}]'), compute_ms. Fields at their
 -- default (attempts, runner, release, compute_ms 0) are absent: every hash field costs the server
--- about a command's work. When a task ran is in the log (TaskClaimed, TaskCompleted). Also what
--- it keeps once finished, written with it (see below): kept ("<version>\n<cluster>\n<name>"), and
--- parent, max_retries and optional when set.
+-- about a command's work. When a task ran is in the log (TaskClaimed, TaskCompleted).
 -- A finished task (computed, skipped, failed_optional) has its hash written anew, compact
--- (finish.lua's write_finished): state, spec (what was kept), parent, max_retries, optional,
+-- (finish.lua's write_finished): state, spec ("<version>\n<cluster>\n<name>": neither of the
+-- first two holds a newline, the name may), parent, max_retries, optional,
 -- runner, release, attempts, compute_ms, finished_ms, open while its subtasks run, chain only
 -- while it has dependants, display and error; not its input, lane entry id, dependency count nor
 -- chain otherwise. Every value short (hash-max-listpack-value, 64 bytes by default), the hash is one
@@ -239,7 +238,7 @@ local function create_tasks(job_tasks_key, payload, listed, made)
       made[i] = create
     end
     if create then
-      local lane, spec, kept, apart = unpack(shapes[t[1]])
+      local lane, spec = unpack(shapes[t[1]])
       local id, input, deps, node = t[3], t[4], t[5] or '0', t[6] or ''
       -- A root without dependants has no chain stored (nor in its lane entry): it would be
       -- '[{"k":"<its key>","d":[]}]', which its readers derive.
@@ -260,26 +259,11 @@ local function create_tasks(job_tasks_key, payload, listed, made)
         state, last, value = 'queued', 'entry', add_entry(lane, '0', spec, input, chain)
       end
       -- the arguments spelled out: a table of fields, grown and unpacked, costs more per task
-      if #apart == 0 and chain == '' then
-        redis.call('HSET', task_key, 'spec', spec, 'input', input, 'state', state, last, value,
-          'kept', kept)
-      elseif #apart == 2 then  -- a parent (or max_retries, or optional)
-        if chain == '' then
-          redis.call('HSET', task_key, 'spec', spec, 'input', input, 'state', state, last, value,
-            'kept', kept, apart[1], apart[2])
-        else
-          redis.call('HSET', task_key, 'spec', spec, 'input', input, 'state', state, 'chain', chain,
-            last, value, 'kept', kept, apart[1], apart[2])
-        end
+      if chain == '' then
+        redis.call('HSET', task_key, 'spec', spec, 'input', input, 'state', state, last, value)
       else
-        local fields = {'spec', spec, 'input', input, 'state', state, last, value, 'kept', kept}
-        if chain ~= '' then
-          fields[#fields + 1], fields[#fields + 2] = 'chain', chain
-        end
-        for _, item in ipairs(apart) do
-          fields[#fields + 1] = item
-        end
-        redis.call('HSET', task_key, unpack(fields))
+        redis.call('HSET', task_key, 'spec', spec, 'input', input, 'state', state, 'chain', chain,
+          last, value)
       end
       created = created + 1
       if listed then
