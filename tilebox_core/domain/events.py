@@ -425,6 +425,21 @@ _CLAIM_RESULTS = frozenset(
 )
 
 
+class _Remembered(dict[Any, Any]):
+    """What ``make`` made of each key lately: a dict that fills itself, cleared when it holds 4,096
+    (a bound; what it holds is small and recurs within a few events)."""
+
+    def __init__(self, make: Callable[[Any], Any]) -> None:
+        super().__init__()
+        self._make = make
+
+    def __missing__(self, key: Any) -> Any:
+        if len(self) >= 4096:
+            self.clear()
+        value = self[key] = self._make(key)
+        return value
+
+
 class Codec:
     """Encodes events to msgpack and decodes them back; unknown types become ``UnknownEvent``.
 
@@ -445,9 +460,11 @@ class Codec:
         self._raw = msgspec.msgpack.Decoder(dict[str, Any])
         self._array = msgspec.msgpack.Decoder(list[msgspec.Raw])
         self._any = msgspec.msgpack.Decoder(list[Any])
-        self._actors: dict[bytes, str] = {}  # recorded actors (field 'a'), decoded once each
-        self._texts: dict[bytes, str] = {}  # ids decoded lately: a task's appear in a few events
-        self._ids: dict[str, bytes | str] = {}  # and encoded lately
+        # recorded actors (field 'a'), decoded once each; ids decoded and encoded lately (a task's
+        # recur in its few events; an event's own id does not, and is converted directly)
+        self._actors = _Remembered(lambda recorded: recorded.decode(errors="replace"))
+        self._texts = _Remembered(_id_text)
+        self._bytes = _Remembered(_id_bytes).__getitem__
         layouts = [layout for cls, layout in _LAYOUTS.items() if cls in types]
         self._encoders = {layout.cls: layout.encode for layout in layouts}
         self._decoders = {layout.struct: layout.decode for layout in layouts}
@@ -488,16 +505,6 @@ class Codec:
             )  # fmt: skip
         return self.compact(claim)
 
-    def _bytes(self, text: str) -> bytes | str:
-        """``_id_bytes``, remembered for a while: a task's ids recur in its few events (an event's
-        own id does not, and is converted directly)."""
-        found = self._ids.get(text)
-        if found is None:
-            if len(self._ids) >= 4096:
-                self._ids.clear()
-            found = self._ids[text] = _id_bytes(text)
-        return found
-
     # --- decoding -------------------------------------------------------------------------------
 
     def decode_entry(self, fields: Sequence[bytes]) -> list[Event | UnknownEvent]:
@@ -513,7 +520,7 @@ class Codec:
             kind, body, recorded = fields[0], fields[1], fields[3]
         else:
             kind, body, recorded = _entry_parts(fields)
-        actor = None if recorded is None else self._actor(recorded)
+        actor = None if recorded is None else self._actors[recorded]
         if kind == b"e":
             return [self.decode(body, actor)]
         if kind == b"b":
@@ -594,22 +601,7 @@ class Codec:
 
     def _text(self, value: Any) -> str:
         """``_id_text``, remembered for a while: a task's ids recur in its few events."""
-        if type(value) is bytes:
-            found = self._texts.get(value)
-            if found is None:
-                if len(self._texts) >= 4096:
-                    self._texts.clear()
-                found = self._texts[value] = _id_text(value)
-            return found
-        return _id_text(value)
-
-    def _actor(self, recorded: bytes) -> str:
-        name = self._actors.get(recorded)
-        if name is None:
-            if len(self._actors) > 4096:  # a bound: actors are few, but nothing enforces that
-                self._actors.clear()
-            name = self._actors[recorded] = recorded.decode(errors="replace")
-        return name
+        return self._texts[value] if type(value) is bytes else _id_text(value)
 
     def _compact_unknown(self, data: bytes, actor: str | None) -> UnknownEvent:
         """A compact event of a tag this version does not know, or that does not decode."""
