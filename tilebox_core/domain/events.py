@@ -389,10 +389,14 @@ def _layout(cls: type[Event], tag: int) -> _Layout:
             else msgspec.NODEFAULT
         )  # fmt: skip
         defaults.append(default)
-        if name in _ID_FIELDS:  # checked as they are read (_id_text): bytes or text
+        if name in _ID_FIELDS and default is None:  # checked as they are read (_id_text)
             kind: Any = Any
             encoded.append(f"None if (x := event.{name}) is None else _ids(x)")
             decoded.append(f"{name}=None if (x := w.{name}) is None else _text(x)")
+        elif name in _ID_FIELDS:
+            kind = Any
+            encoded.append(f"_ids(event.{name})")
+            decoded.append(f"{name}=_text(w.{name})")
         elif name in _ID_LISTS:
             kind = list[Any]
             encoded.append(f"[_ids(x) for x in s] if (s := event.{name}) else s")
@@ -487,17 +491,15 @@ class Codec:
             return self._encoder.encode(event)
         return encode(event, self.actor, self._bytes)
 
-    def compact_claim(self, claim: TaskClaimed, result: Event) -> bytes:
+    def compact_claim(self, claim: TaskClaimed, result: Event | None) -> bytes:
         """The compact form of ``claim`` recorded with ``result``, the event right after it in
         the same entry (the finish script keeps a task's events together and in order): when the
         result names the same job, task, runner and release, the claim is only its id, time and
         actor (CLAIM_WITH_RESULT), which a reader completes from the result."""
-        if (
-            type(result) in _CLAIM_RESULT_TYPES
-            and result.job_id == claim.job_id and result.task_id == claim.task_id  # type: ignore[attr-defined]
-            and result.runner_id == claim.runner_id  # type: ignore[attr-defined]
-            and result.release_id == claim.release_id  # type: ignore[attr-defined]
-        ):  # fmt: skip
+        named = (claim.job_id, claim.task_id, claim.runner_id, claim.release_id)
+        if isinstance(result, _CLAIM_RESULT_TYPES) and named == (
+            (result.job_id, result.task_id, result.runner_id, result.release_id)
+        ):
             actor = claim.actor
             return self._encoder.encode(
                 (CLAIM_WITH_RESULT, _id_bytes(claim.id), claim.at,

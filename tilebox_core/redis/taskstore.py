@@ -937,7 +937,7 @@ class TaskStore:
             encoded = b"".join(map(encode, finish.events))
             n = len(finish.events)
             if finish.claim is not None:  # recorded with the result, right before it
-                claim = codec.compact_claim(finish.claim, finish.events[0])
+                claim = codec.compact_claim(finish.claim, next(iter(finish.events), None))
                 encoded, n = claim + encoded, n + 1
             events.append(encoded)
             count += n
