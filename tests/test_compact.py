@@ -263,7 +263,6 @@ def test_a_finished_no_op_task_keeps_at_most_600_bytes_in_redis(
     run(client, tmp_path)
     per_task, encodings = row_bytes(client, n)
     assert encodings == {b"listpack"}
-    print(f"PERTASK {shape} {per_task:.0f}")
     assert per_task <= 600, f"{per_task:.0f} B per finished task"
 
 
