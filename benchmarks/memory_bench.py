@@ -58,7 +58,7 @@ def measure(url: str, label: str, tasks: int, work: Callable[[Client], None]) ->
         after = int(redis.info("memory")["used_memory"])
         sizes: Counter[str] = Counter()
         counts: Counter[str] = Counter()
-        for pattern in client.store.keys.acl_patterns():
+        for pattern in client.store.keys.acl_patterns(client.store.actor).team:
             for raw in redis.scan_iter(match=pattern, count=1000):
                 key = raw.decode() if isinstance(raw, bytes) else raw
                 kind = kind_of(key)

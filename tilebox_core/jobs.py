@@ -98,7 +98,7 @@ def job_id_of(job: JobIDLike) -> str:
 
 TASK_FIELDS = (
     "name", "version", "state", "parent", "runner", "release", "attempts", "compute_ms",
-    "cluster", "lane", "claimed_ms", "finished_ms", "max_retries", "display", "error",
+    "cluster", "finished_ms", "display", "error",
 )  # fmt: skip
 _task_error = msgspec.json.Decoder(TaskError)
 

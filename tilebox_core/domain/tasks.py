@@ -223,6 +223,7 @@ class ClaimedTask(msgspec.Struct, frozen=True, gc=False):
     chain: str  # JSON: the task and its ancestors, with their dependants (see tasklib.lua)
     cluster: str
     scopes: str = ""  # the optional tasks among its ancestors (see ``subtask_scopes``)
+    parent_id: str = ""  # its parent's id ("" for a root): kept on it once finished
 
     @property
     def key(self) -> tuple[str, str]:

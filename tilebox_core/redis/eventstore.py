@@ -13,8 +13,6 @@ from collections.abc import Callable, Generator, Iterable, Iterator, Sequence
 from importlib import resources
 from typing import Any, NamedTuple, ParamSpec, TypeVar
 
-import msgspec
-
 from tilebox_core.domain.archive import NONE, SegmentSource, covering, directory, earlier, order
 from tilebox_core.domain.chain import FIELD, Entry, Verification, verify
 from tilebox_core.domain.errors import ArtifactError
@@ -28,7 +26,6 @@ from .keys import Keys, archive_record, chain_head, parse_log
 
 P = ParamSpec("P")
 R = TypeVar("R")
-E = TypeVar("E", Event, UnknownEvent, Event | UnknownEvent)
 
 CONTROL = "control"
 PAGE = 5_000
@@ -108,8 +105,9 @@ class EventStore:
         self.dedup_window_ms = dedup_window_ms
         self.routes = Routes(client)
         self.keys = keys
-        self.codec = codec or Codec()
-        self._actors: dict[bytes, str] = {}  # recorded actors (field 'a'), decoded once each
+        # the team names the team of every compact (task-plane) event, which names none; the
+        # actor is left out of those that name the one their entry records
+        self.codec = codec or Codec(team=keys.team, actor=actor)
         # Where the logs' archived entries are (tilebox_core.archive); None: read only the live
         # logs. Set by the session.
         self.archive: SegmentSource | None = None
@@ -174,7 +172,7 @@ class EventStore:
         return [
             _tuple_new(Stored, (position.decode(), event))
             for position, fields in self._xrange(self.keys.log(log), after, until, count)
-            for event in self._entry_events(fields)
+            for event in self.entry_events(fields)
         ]
 
     def replay(self, log: str, after: str = "0-0", until: str = "+") -> Iterator[Stored]:
@@ -213,21 +211,13 @@ class EventStore:
     def decode_entries(self, entries: Iterable[Entry]) -> Iterator[Stored]:
         """The events of raw entries ``[position, [field, value, ...]]``, as XRANGE returns them
         or a segment holds them: the one decoding of live and archived entries."""
-        decode, actors = self.codec.decode, self._actors
+        entry_events = self.entry_events
         # Decoded one at a time as the caller consumes them (the hot loop of a replay): a page
         # of decoded events is never alive at once, which spares the garbage collector.
         for position, fields in entries:
             text = position if position.__class__ is str else position.decode()
-            if fields[0] == b"e":
-                event = decode(fields[1])
-                # its recorded actor (field 'a', after the event: see actor.lua), as the
-                # event names it unless it was forged; entries from before have none
-                if len(fields) > 3 and fields[2] == b"a" and event.actor != actors.get(fields[3]):
-                    event = self._recorded(event, fields[3])
+            for event in entry_events(fields):
                 yield _tuple_new(Stored, (text, event))
-            else:
-                for event in self._entry_events(fields):
-                    yield _tuple_new(Stored, (text, event))
 
     def archive_folder(self, stream: str) -> str:
         """Where the segments of log stream ``stream`` are stored (domain.archive)."""
@@ -327,40 +317,14 @@ class EventStore:
         return [
             _tuple_new(Stored, (_text(position), event))
             for position, fields in entries
-            for event in self._entry_events([item for pair in fields.items() for item in pair])
+            for event in self.entry_events([item for pair in fields.items() for item in pair])
         ]
 
-    def _entry_events(self, fields: list[bytes]) -> list[Event | UnknownEvent]:
-        """The events of a raw entry's [field, value, ...]: one in field ``e``, or a batch (a
-        msgpack array, as the task scripts append them) in field ``b``; an entry with neither
-        reads as one undecodable event. Field ``a``, the actor the script recorded them as (see
-        actor.lua), is the actor of each; entries written before it was recorded have none."""
-        events: list[Event | UnknownEvent] | None = None
-        actor: bytes | None = None
-        for index in range(0, len(fields) - 1, 2):
-            name = fields[index]
-            if name == b"e" and events is None:
-                events = [self.codec.decode(fields[index + 1])]
-            elif name == b"b" and events is None:
-                events = self.codec.decode_many(fields[index + 1])
-            elif name == b"a":
-                actor = fields[index + 1]
-        if events is None:
-            return [self.codec.decode(b"")]
-        if actor is not None:
-            events = [self._recorded(event, actor) for event in events]
-        return events
-
-    def _recorded(self, event: E, actor: bytes) -> E:
-        """``event`` as the actor its entry recorded, ``actor``: the user the server authenticated
-        when the script appended it (a client that put another actor in the event did not
-        change that)."""
-        name = self._actors.get(actor)
-        if name is None:
-            if len(self._actors) > 4096:  # a bound: actors are few, but nothing enforces that
-                self._actors.clear()
-            name = self._actors[actor] = actor.decode(errors="replace")
-        return event if event.actor == name else msgspec.structs.replace(event, actor=name)
+    def entry_events(self, fields: Sequence[bytes]) -> list[Event | UnknownEvent]:
+        """The events of a raw entry of one of the team's logs, ``[field, value, ...]`` as the
+        stream holds it (or an archive segment keeps it): the one way every read decodes an
+        entry (``Codec.decode_entry``: either form of event, the recorded actor, the team)."""
+        return self.codec.decode_entry(fields)
 
     @translate_errors
     def _xrange(self, stream: str, after: str, until: str, count: int) -> list[list[Any]]:

@@ -103,6 +103,9 @@ class TaskSpecFields(msgspec.Struct):
 
 
 SPEC_FIELDS = frozenset(TaskSpecFields.__struct_fields__)
+# Spec fields a finished task's compact hash keeps as fields of their own (see ``tasks``), each
+# only when it is not at its default.
+_KEPT_APART = ("parent", "max_retries", "optional")
 _spec = msgspec.json.Decoder(TaskSpecFields)
 
 
@@ -709,7 +712,7 @@ class TaskStore:
             tasks.append(ClaimedTask(
                 lane, entry, spec.id, spec.job, spec.name, spec.version, data, int(attempts),
                 int(spec.max_retries), spec.optional == "1", chain_json, spec.cluster,
-                spec.scopes,
+                spec.scopes, spec.parent,
             ))  # fmt: skip
         return tasks
 
@@ -890,7 +893,7 @@ class TaskStore:
         TaskLeaseExpired ('' for a fresh delivery), the TaskFailed of a poison task ('' if it is
         none: the runner decided, see ``is_poison``) and its TaskError (type "Poison"), kept on
         the task, and the task's scopes (skipped in a skipped optional subtree)."""
-        encode = self.events.codec.encode
+        encode = self.events.codec.compact
         keys = [shard.log(TASKS)]
         args: list[Any] = [runner_id, release_id or ""]
         for claim in claims:
@@ -913,16 +916,19 @@ class TaskStore:
         """finish.lua. KEYS: the task log, then every other key the tasks name, once: job hash,
         lane, task hash, job task list, the keys of its chain and of its subtasks. ARGV: runner
         id, release id ('' for none), every task's events encoded and concatenated in order, how
-        many; then 11 per task: job hash, lane, task hash, job task list, entry id,
+        many; then 13 per task: job hash, lane, task hash, job task list, entry id,
         outcome, compute ms, details ('' or JSON, see ``_details``), subtasks (JSON, see
         create_tasks; '' for none),
         claimed ('1': recorded before, by claim.lua; '0': by this call, and the task's events
-        begin with its TaskClaimed), and the extent of its events in the third, "<count>:<bytes>"."""
+        begin with its TaskClaimed), the extent of its events in the third, "<count>:<bytes>",
+        and what its hash keeps once finished, read from its lane entry: its compact spec
+        ("<version>\\n<cluster>\\n<name>") and its parent ('' for none)."""
         keys: dict[str, None] = {shard.log(TASKS): None}
         args: list[Any] = []
         events: list[bytes] = []
         count = 0
-        encode = self.events.codec.encode
+        codec = self.events.codec
+        encode = codec.compact
         for finish in finishes:
             task = finish.task
             specs, spec_keys = (
@@ -936,14 +942,16 @@ class TaskStore:
             ))  # fmt: skip
             encoded = b"".join(map(encode, finish.events))
             n = len(finish.events)
-            if finish.claim is not None:
-                encoded, n = encode(finish.claim) + encoded, n + 1
+            if finish.claim is not None:  # recorded with the result, right before it
+                claim = codec.compact_claim(finish.claim, next(iter(finish.events), None))
+                encoded, n = claim + encoded, n + 1
             events.append(encoded)
             count += n
             args += (
                 job, task.lane, task_key, job_tasks, task.entry, finish.outcome, finish.compute_ms,
                 _details(finish), specs,
                 "1" if finish.claim is None else "0", f"{n}:{len(encoded)}",
+                f"{task.version}\n{task.cluster}\n{task.name}", task.parent_id,
             )  # fmt: skip
         return list(keys), [
             runner_id, release_id or "", b"".join(events), count, *args
@@ -959,7 +967,7 @@ class TaskStore:
         job, task_key, job_tasks = self._task_keys(task)
         shard = self.shard(task.job_id)
         keys = _unique([shard.log(TASKS), job, task.lane, task_key, job_tasks, *spec_keys])
-        encoded = [self.events.codec.encode(e) for e in staged.events]
+        encoded = [self.events.codec.compact(e) for e in staged.events]
         lengths = ",".join(str(len(e)) for e in encoded)
         return keys, [
             runner_id,
@@ -976,7 +984,7 @@ class TaskStore:
 
     def _encode(self, events: Iterable[Event]) -> bytes:
         """Events encoded and concatenated: the scripts take a call's events as one argument."""
-        return b"".join(map(self.events.codec.encode, events))
+        return b"".join(map(self.events.codec.compact, events))
 
     # --- jobs -------------------------------------------------------------------------------------
 
@@ -1022,8 +1030,14 @@ class TaskStore:
         self, task_ids: Sequence[str], fields: Sequence[str], job_ids: Sequence[str] | str
     ) -> list[dict[str, str]]:
         """``fields`` of each task ("" where unset); the fields of its ``spec`` are read from it.
-        ``job_ids``: the job of each task (or of all of them)."""
-        stored = [f for f in fields if f not in SPEC_FIELDS] + ["spec"]
+        ``job_ids``: the job of each task (or of all of them).
+
+        A finished task's hash is compact (finish.lua's write_finished): its spec is version,
+        cluster and name, a line each, its parent, max_retries and optional are fields of their
+        own, and what only a running task needs is gone (its input, lane entry id, scopes: read
+        as "")."""
+        apart = [f for f in _KEPT_APART if f in fields]
+        stored = [f for f in fields if f not in SPEC_FIELDS] + ["spec", *apart]
         jobs = [job_ids] * len(task_ids) if isinstance(job_ids, str) else job_ids
         prefixes = {job: self.task_key_prefix(job) for job in dict.fromkeys(jobs)}
         # Packed by hiredis and sent in one write per node: the driver's pipeline packs and
@@ -1032,9 +1046,16 @@ class TaskStore:
         keys = [prefixes[job] + task for job, task in zip(jobs, task_ids)]
         replies = self._raw_many([(k, pack("HMGET", k, *stored)) for k in keys])
         rows = []
-        for values in replies:
+        for task_id, job_id, values in zip(task_ids, jobs, replies):
             row = {f: _s(v) if v is not None else "" for f, v in zip(stored, values)}
-            row.update(msgspec.json.decode(row.pop("spec") or "{}"))
+            spec = row.pop("spec")
+            if spec.startswith("{"):  # a running task's (or an unfinished one's)
+                row.update(msgspec.json.decode(spec))
+            elif spec:
+                row["version"], row["cluster"], row["name"] = spec.split("\n", 2)
+                row["id"], row["job"] = task_id, job_id
+                if "lane" in fields:
+                    row["lane"] = self.lane(row["cluster"], row["name"], row["version"], job_id)
             rows.append({f: row.get(f, "") for f in fields})
         return rows
 
@@ -1065,7 +1086,7 @@ class TaskStore:
         keys = [shard.log(TASKS), shard.job(job_id)]
         for task_id, lane in tasks:
             keys += (shard.task(task_id), lane)
-        requeued, resumed = self._run("retry", keys, [self.events.codec.encode(event)])
+        requeued, resumed = self._run("retry", keys, [self.events.codec.compact(event)])
         return int(requeued), int(resumed)
 
     @translate_errors
@@ -1076,7 +1097,7 @@ class TaskStore:
         keys = [shard.log(TASKS), shard.job(job_id)]
         for task_id, lane in unfinished:
             keys += (shard.task(task_id), lane)
-        return bool(self._run("cancel", keys, [self.events.codec.encode(event)]))
+        return bool(self._run("cancel", keys, [self.events.codec.compact(event)]))
 
     # --- retention --------------------------------------------------------------------------------
 
@@ -1138,10 +1159,16 @@ def _details(finish: Finish) -> bytes:
     """What a finish records besides its outcome, as finish.lua reads it: '' for nothing (most
     tasks: no JSON to decode), else JSON with "p" the progress deltas, "d" the display name and
     "e" the error (TaskError), "s" the optional task whose subtree a FAILED_NESTED result skips,
-    each left out when there is none."""
-    if not (finish.progress or finish.display or finish.error or finish.skips):
+    "r" its max_retries and "o" "1" for an optional task, each left out when there is none."""
+    task = finish.task
+    if not (finish.progress or finish.display or finish.error or finish.skips
+            or task.max_retries or task.optional):  # fmt: skip
         return b""
     details: dict[str, Any] = {}
+    if task.max_retries:  # kept on the finished task (write_finished), as its spec had them
+        details["r"] = str(task.max_retries)
+    if task.optional:
+        details["o"] = "1"
     if finish.progress:
         details["p"] = finish.progress
     if finish.display:

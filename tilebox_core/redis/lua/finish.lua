@@ -5,14 +5,16 @@
 -- KEYS[1] task log, then every other key the tasks name: their job hashes, lanes, task hashes and
 -- job task lists, and every key their chains and subtask specs name.
 -- ARGV[1] runner id, ARGV[2] release id ('' for none), ARGV[3] the tasks' encoded events,
--- concatenated in order, ARGV[4] how many; then 11 per task: job hash, lane, task hash, job task
+-- concatenated in order, ARGV[4] how many; then 13 per task: job hash, lane, task hash, job task
 -- list, entry id, outcome (domain.tasks.Outcome: completed | retry | failed | failed_optional |
 -- released | failed_nested | skipped), compute ms, details ('' for none, else JSON: "p" progress
 -- {label: [done, total]}, "d" the display name the task set, "e" its error {type, message,
--- traceback}, "s" the optional task whose subtree a failed_nested result skips), subtasks (JSON, see
--- create_tasks; '' for none), claimed ('1': claim.lua recorded the claim; '0': this call records
--- it, and the task's events begin with its TaskClaimed), and its events' extent in ARGV[3],
--- "<number>:<bytes>". Laid out by TaskStore._finish_call.
+-- traceback}, "s" the optional task whose subtree a failed_nested result skips, "r" its
+-- max_retries, "o" '1' for an optional task), subtasks (JSON, see create_tasks; '' for none),
+-- claimed ('1': claim.lua recorded the claim; '0': this call records it, and the task's events
+-- begin with its TaskClaimed), its events' extent in ARGV[3], "<number>:<bytes>", and what its
+-- hash keeps once finished (see write_finished): its compact spec, "<version>\n<cluster>\n<name>",
+-- and its parent ('' for none). Laid out by TaskStore._finish_call.
 -- Returns per task (domain.tasks.FinishStatus) 1; 0 when fenced off (the lease was lost: another
 -- runner owns the task now); 2 when the entry was superseded meanwhile (the job was cancelled or
 -- failed while the task ran unclaimed, or the task was requeued): the entry is dropped and
@@ -92,8 +94,8 @@ local function plain_parent(chain, task)
   return string.match(chain, '^,{"k":"([^"\\]+)"', node_end + 1)
 end
 
-local function settle_later(job, task, chain)
-  local parent = plain_parent(chain, task)
+-- ``parent``: plain_parent(chain, task), as the caller found it.
+local function settle_later(job, chain, parent)
   if parent == nil then
     local nodes = cjson.decode(chain)
     release_dependants(nodes[1])
@@ -159,6 +161,77 @@ local function write_result(task, state, compute_ms, record_owner, open, extra)
   redis.call('HSET', task, unpack(fields))
 end
 
+-- Finished tasks' hashes, written anew at the end of the call (flush_finished): their keys, and
+-- per key its fields and values.
+local finished_keys, finished_fields = {}, {}
+
+-- Write a finished task's hash anew, compact (see tasklib's header): what a finished task is read
+-- for (jobs.find, the console, fencing a late result) and nothing only a running or retried one
+-- needs (its lane entry id, input, spec JSON, dependency count, chain without dependants). A hash
+-- whose values are all short is one small allocation (listpack); a single long value, as the
+-- JSON spec and the chain are, turns it into a table of allocations for every field, and it
+-- stays one once the long values are gone: so it is deleted and written again, at the end of the
+-- call. ``f`` is what finish read of the hash; ``kept`` and ``parent`` what the runner read of
+-- the task from its lane entry (its compact spec, its parent or ''; TaskStore._finish_call);
+-- ``details`` its details (max_retries, optional), if any; ``plain`` what plain_parent found of
+-- its chain; ``tried`` the attempts this result adds (1 for a failure, 0 else).
+local function write_finished(task, f, kept, parent, details, plain, state, compute_ms,
+                              record_owner, open, extra, tried)
+  local owner, by = f[5], f[6]
+  if record_owner then
+    owner, by = runner, release
+  end
+  local fields, n = {'state', state, 'spec', kept, 'finished_ms', now}, 6
+  if parent ~= '' then
+    fields[7], fields[8], n = 'parent', parent, 8
+  end
+  if owner and owner ~= '' then
+    fields[n + 1], fields[n + 2], n = 'runner', owner, n + 2
+  end
+  if by and by ~= '' then
+    fields[n + 1], fields[n + 2], n = 'release', by, n + 2
+  end
+  if details then
+    if details.r then fields[n + 1], fields[n + 2], n = 'max_retries', details.r, n + 2 end
+    if details.o then fields[n + 1], fields[n + 2], n = 'optional', details.o, n + 2 end
+  end
+  local attempts = tried + (f[7] and tonumber(f[7]) or 0)
+  if attempts > 0 then
+    fields[n + 1], fields[n + 2], n = 'attempts', tostring(attempts), n + 2
+  end
+  if compute_ms == '0' then
+    compute_ms = f[8]  -- an attempt before, retried, took time (false: none did)
+  end
+  if compute_ms then
+    fields[n + 1], fields[n + 2], n = 'compute_ms', compute_ms, n + 2
+  end
+  if open ~= 0 then
+    fields[n + 1], fields[n + 2], n = 'open', tostring(open), n + 2
+  end
+  -- the first node of its chain lists its dependants: kept while it has any (the diagram reads
+  -- them, jobs.find with_dependencies)
+  if plain == nil then
+    fields[n + 1], fields[n + 2], n = 'chain', f[3], n + 2
+  end
+  for _, value in ipairs(extra or {}) do
+    n = n + 1
+    fields[n] = value
+  end
+  finished_keys[#finished_keys + 1] = task
+  finished_fields[task] = fields
+end
+
+-- Write the finished tasks' hashes: one DEL for all of them (one per task would cost each a
+-- command more), then each one's fields.
+local function flush_finished()
+  for i = 1, #finished_keys, 1000 do  -- bounded: unpack has a stack limit
+    redis.call('DEL', unpack(finished_keys, i, math.min(i + 999, #finished_keys)))
+  end
+  for _, task in ipairs(finished_keys) do
+    redis.call('HSET', task, unpack(finished_fields[task]))
+  end
+end
+
 -- The fields a result keeps besides its state (see write_result), from its details: the display
 -- name the task set, and the error of a failure; nil for none.
 local function extra_fields(details, failed)
@@ -175,8 +248,13 @@ local function extra_fields(details, failed)
 end
 
 local function finish(job, lane, task, job_tasks, entry, outcome, compute_ms, details, specs_json,
-                      claimed)
-  local f = redis.call('HMGET', task, 'state', 'entry', 'chain', 'open', 'runner')
+                      claimed, kept, parent)
+  if finished_fields[task] then  -- finished earlier in this call: as if its hash said so
+    drop_later(lane, entry)
+    return 2
+  end
+  local f = redis.call('HMGET', task, 'state', 'entry', 'chain', 'open', 'runner', 'release',
+    'attempts', 'compute_ms')
   if owned_by_another(f[5], runner) then
     return 0  -- another runner's claim is recorded: it took the task over
   end
@@ -238,15 +316,14 @@ local function finish(job, lane, task, job_tasks, entry, outcome, compute_ms, de
     return 1
   end
   local open = f[4] and tonumber(f[4]) or 1  -- absent: 1, the task itself (see tasklib)
-  local state = 'computed'
+  local state, tried = 'computed', 0
   if outcome == 'skipped' then
     -- complete unrun (subtasks it staged before, if any, are in the skipped subtree too)
     open = open - 1
     state = 'skipped'
   elseif outcome == 'failed_optional' or outcome == 'failed_nested' then
     open = open - 1
-    state = 'failed_optional'
-    redis.call('HINCRBY', task, 'attempts', 1)
+    state, tried = 'failed_optional', 1
     count(job, 'skipped', 1)  -- (a count of results, see Keys.job)
     if outcome == 'failed_nested' then
       -- the rest of the optional subtree it is in will not run (claim.lua, and below)
@@ -269,27 +346,31 @@ local function finish(job, lane, task, job_tasks, entry, outcome, compute_ms, de
     end
     open = open + created - 1
   end
-  write_result(task, state, compute_ms, record_owner, open, extra)
+  local plain = plain_parent(f[3], task)  -- (its chain: see settle_later)
+  write_finished(task, f, kept, parent, details, plain, state, compute_ms, record_owner, open,
+    extra, tried)
   -- Also in a cancelled job: its waiting tasks are cancelled, and settling only ever queues
   -- waiting ones.
   if open == 0 then
-    settle_later(job, task, f[3])
+    settle_later(job, f[3], plain)
   end
   return 1
 end
 
-local tasks = (#ARGV - 4) / 11  -- task i's arguments start at ARGV[11 * i - 6]
+local tasks = (#ARGV - 4) / 13  -- task i's arguments start at ARGV[13 * i - 8]
 local out, recorded = {}, {}
 for i = 1, tasks do
-  local a = 11 * i - 6
+  local a = 13 * i - 8
   out[i] = finish(key(ARGV[a]), key(ARGV[a + 1]), key(ARGV[a + 2]), key(ARGV[a + 3]),
-    ARGV[a + 4], ARGV[a + 5], ARGV[a + 6], ARGV[a + 7], ARGV[a + 8], ARGV[a + 9])
+    ARGV[a + 4], ARGV[a + 5], ARGV[a + 6], ARGV[a + 7], ARGV[a + 8], ARGV[a + 9], ARGV[a + 11],
+    ARGV[a + 12])
   recorded[i] = out[i] == 1
 end
 append_kept(log, ARGV[3], tonumber(ARGV[4]), tasks, recorded, function(i)
-  local n, bytes = string.match(ARGV[11 * i + 4], '^(%d+):(%d+)$')
+  local n, bytes = string.match(ARGV[13 * i + 2], '^(%d+):(%d+)$')
   return tonumber(n), tonumber(bytes)
 end)
+flush_finished()  -- before the parents are told: a parent may have finished in this call
 settle_parents()
 for _, lane in ipairs(lanes) do
   local entries = acks[lane]
