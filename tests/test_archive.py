@@ -563,3 +563,29 @@ def test_which_runner_and_release_ran_a_task_is_answered_from_the_archive(
     assert stream_lengths(client) == 0
     with Client(client.url, team=client.team) as auditor:
         assert list(auditor.events().list(types=["TaskClaimed"], job=job.id)) == claims
+
+
+def test_an_expired_job_leaves_redis_and_is_still_found_from_the_archive(
+    client: Client, tmp_path: Path
+) -> None:
+    """Retention and archive together: one pass removes the expired job (the sweep), archives
+    the task log and trims it; the job is then answered from the archive alone."""
+    from tests.tasks_fixture import FanOut, Sleep
+
+    jobs = client.jobs()
+    job = jobs.submit("archived", FanOut(2), retention=dt.timedelta(0))
+    client.runner(tasks=[FanOut, Sleep], cache_root=tmp_path, runner_id="r-9").run_all()
+    live = jobs.find(job)
+    archiver = Archiver(client, retention_ms=0)
+    done = {p.log: p for p in archiver.run_once()}
+    archiver.release()
+    assert all(not p.skipped for p in done.values()), done
+    assert not client.tasks.job(job.id)  # removed from Redis ...
+    for shard in client.tasks.shards:  # ... and its events left the live task log
+        assert client.redis.xlen(shard.log("tasks")) == 0
+    found = jobs.find(job.id)
+    assert found.removed_reason == "expired" and found.state is live.state
+    assert [(t.id, t.state, t.runner_id) for t in found.tasks] == [
+        (t.id, t.state, t.runner_id) for t in live.tasks
+    ]
+    assert client.events().verify().ok

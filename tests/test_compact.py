@@ -36,7 +36,7 @@ from tilebox_core.domain.events import (
 from tilebox_core.redis.taskstore import TASKS
 
 ID_FIELDS = {"id", "job_id", "task_id", "parent_id", "release_id"}
-ID_LISTS = {"root_task_ids", "depends_on", "subtask_ids", "task_ids"}
+ID_LISTS = {"root_task_ids", "depends_on", "subtask_ids", "task_ids", "job_ids"}
 BASE = {"id", "at", "actor", "team"}
 
 # --- the codec (pure) ------------------------------------------------------------------------------
@@ -107,7 +107,7 @@ def test_the_wire_tags_and_layouts_never_change() -> None:
     assert {cls.__name__: tag for cls, tag in WIRE_TAGS.items()} == {
         "JobSubmitted": 1, "TaskSubmitted": 2, "TaskClaimed": 3, "TaskCompleted": 4,
         "TaskFailed": 5, "TaskLeaseExpired": 6, "TaskReleased": 7, "JobRetried": 8,
-        "JobCancelled": 9, "TaskSkipped": 10,
+        "JobCancelled": 9, "TaskSkipped": 10, "JobsDeleted": 12,
     }  # fmt: skip
     assert CLAIM_WITH_RESULT == 11
     assert WIRE_FIELDS[TaskCompleted][:4] == ("job_id", "task_id", "runner_id", "compute_seconds")

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import re
 import signal
 import threading
 
@@ -10,18 +9,16 @@ import click
 
 from tilebox_core.archiver import Archiver, archive_status
 from tilebox_core.client import position_time
-from tilebox_core.domain.archive import DEFAULT_RETENTION_MS, INTERVAL_SECONDS, NONE
+from tilebox_core.domain.archive import INTERVAL_SECONDS, NONE
+from tilebox_core.domain.errors import InvalidInput
+from tilebox_core.domain.retention import parse_duration
 from tilebox_core.logs import configure_logging
 
 from .context import AppContext, json_option, pass_app
 from .output import emit_json, table, when
 
-_DURATION = re.compile(r"^(\d+)\s*(ms|s|m|h|d|w)$")
-_MS = {"ms": 1, "s": 1000, "m": 60_000, "h": 3_600_000, "d": 86_400_000, "w": 604_800_000}
-
-
 class DurationType(click.ParamType):  # type: ignore[type-arg]
-    """A duration as milliseconds: ``0s``, ``15m``, ``7d``."""
+    """A duration as milliseconds: ``0``, ``15m``, ``7d``, ``1d12h`` (domain.retention)."""
 
     name = "DURATION"
 
@@ -30,10 +27,10 @@ class DurationType(click.ParamType):  # type: ignore[type-arg]
     ) -> int:
         if isinstance(value, int):
             return value
-        match = _DURATION.match(str(value).strip())
-        if not match:
-            self.fail(f"{value!r} is not a duration: use e.g. 0s, 15m, 12h or 7d", param, ctx)
-        return int(match[1]) * _MS[match[2]]
+        try:
+            return int(parse_duration(str(value)).total_seconds() * 1000)
+        except InvalidInput as exc:
+            self.fail(str(exc), param, ctx)
 
 
 @click.group("archive")
@@ -45,15 +42,16 @@ def archive() -> None:
 @click.option(
     "--once", is_flag=True, help="One pass, then exit (default: until Ctrl-C or SIGTERM)."
 )
-@click.option("--retention", type=DurationType(), default=DEFAULT_RETENTION_MS,
-              help="How long the control log's entries stay live in Redis (default 7d).")  # fmt: skip
+@click.option("--retention", type=DurationType(), default=None,
+              help="How long the control log's entries stay live in Redis (default: the "
+                   "team's retention, tilebox team retention).")  # fmt: skip
 @click.option("--interval", type=click.FloatRange(min=0.1), default=INTERVAL_SECONDS,
               show_default=True, help="Seconds between passes.")  # fmt: skip
 @json_option
 @pass_app
-def run(app: AppContext, once: bool, retention: int, interval: float) -> None:
-    """Archive the team's logs up to their trim points, then trim them (one archiver per team:
-    the others wait for its lease)."""
+def run(app: AppContext, once: bool, retention: int | None, interval: float) -> None:
+    """Remove the team's expired jobs, archive its logs up to their trim points, then trim them
+    (one archiver per team: the others wait for its lease)."""
     archiver = Archiver(app.client, retention_ms=retention)
     if not once:
         configure_logging(app.log_level or "info", "json" if app.json else app.log_format)

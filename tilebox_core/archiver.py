@@ -15,7 +15,6 @@ from typing import Any
 import structlog
 
 from tilebox_core.domain.archive import (
-    DEFAULT_RETENTION_MS,
     INTERVAL_SECONDS,
     LEASE_MS,
     NONE,
@@ -36,7 +35,9 @@ from tilebox_core.domain.tenancy import Role
 from tilebox_core.redis.archivelog import ArchiveLog, Pending
 from tilebox_core.redis.eventstore import CONTROL
 from tilebox_core.redis.taskstore import TASKS
+from tilebox_core.sweep import SWEEP_LIMIT
 
+from .jobs import Jobs
 from .session import Session
 
 log = structlog.get_logger(__name__)
@@ -73,13 +74,19 @@ class Archiver:
     (``domain.archive.trim_point``) into segments of up to ``segment_entries`` entries or
     ``segment_bytes`` bytes: for each, records the segment as pending, puts it, records it as
     archived (with the control projection's snapshot there, for the control log), and trims the
-    stream up to it. ``hook`` is called after each step (tests crash the process there)."""
+    stream up to it. ``hook`` is called after each step (tests crash the process there).
+
+    ``retention_ms``: how long the control log's entries stay live (default: the team's
+    retention, ``RetentionSet``). ``sweep``: before the task logs, remove the team's expired jobs
+    (``Jobs.expire``), whose events may then leave the live log (release runners sweep on their
+    own schedule, ``tilebox_core.sweep``, and pass False)."""
 
     def __init__(
         self,
         session: Session,
         *,
-        retention_ms: int = DEFAULT_RETENTION_MS,
+        retention_ms: int | None = None,
+        sweep: bool = True,
         segment_entries: int = SEGMENT_ENTRIES,
         segment_bytes: int = SEGMENT_BYTES,
         lease_ms: int = LEASE_MS,
@@ -90,6 +97,7 @@ class Archiver:
         self.archive = session.archive
         self.log = ArchiveLog(session.store)
         self.retention_ms = retention_ms
+        self.sweep = sweep
         self.segment_entries = segment_entries
         self.segment_bytes = segment_bytes
         self.lease_ms = lease_ms
@@ -118,11 +126,19 @@ class Archiver:
     def run_once(self) -> list[ArchivePass]:
         allowed = self.allowed()
         results = []
+        swept = False
         for kind, name, stream in team_logs(self.session):
             why = allowed[kind] or ("" if self._lease(kind) else "another archiver holds the lease")
             if why:
                 results.append(ArchivePass(log=name, stream=stream, skipped=why))
                 continue
+            if kind == TASKS and self.sweep and not swept:
+                # expired jobs leave the jobs index first: a task log is trimmed up to its
+                # shard's oldest job still there (domain.archive.trim_point)
+                swept = True
+                removed = Jobs(self.session).expire(limit=SWEEP_LIMIT)
+                if removed:
+                    log.info("expired jobs removed", jobs=removed)
             try:
                 results.append(self._archive(kind, name, stream))
             except ConcurrencyError as exc:  # lost a race: the other archiver carries on
@@ -173,7 +189,10 @@ class Archiver:
         if kind == TASKS:
             shard = next(s for s in self.session.tasks.shards if s.log(TASKS) == stream)
             oldest = self.log.oldest_job_ms(shard.jobs)
-        return trim_point(kind, now_ms=now, retention_ms=self.retention_ms, oldest_job_ms=oldest)
+        keep = self.retention_ms
+        if keep is None:  # the team's (RetentionSet): what its jobs keep, its control log keeps
+            keep = self.session.state().retention_seconds * 1000
+        return trim_point(kind, now_ms=now, retention_ms=keep, oldest_job_ms=oldest)
 
     def _archive(self, kind: str, name: str, stream: str) -> ArchivePass:
         point = self.trim_point(kind, stream)

@@ -16,6 +16,7 @@ from typing import NamedTuple, Protocol
 
 import msgspec
 
+from .projection import DEFAULT_RETENTION_SECONDS
 from .segments import Segment
 
 SUFFIX = ".seg"
@@ -25,7 +26,6 @@ SEGMENT_ENTRIES = 10_000
 SEGMENT_BYTES = 4 * 1024 * 1024
 # How long the control log's entries stay live (the retention helper makes it per team; until
 # then, this default, a parameter of the archiver).
-DEFAULT_RETENTION_MS = 7 * 24 * 3600 * 1000
 # Jobs are scored in the jobs index by their submitter's clock, the task log by the server's: a
 # submitter whose clock runs ahead must not have its job's first events trimmed, so the task log
 # is trimmed this much earlier than its oldest job.
@@ -65,7 +65,7 @@ def trim_point(
     log: str,
     *,
     now_ms: int,
-    retention_ms: int = DEFAULT_RETENTION_MS,
+    retention_ms: int = DEFAULT_RETENTION_SECONDS * 1000,
     oldest_job_ms: int | None = None,
     skew_ms: int = CLOCK_SKEW_MS,
 ) -> str:

@@ -287,6 +287,7 @@ WIRE_TAGS: dict[type[Event], int] = {
     JobRetried: 8,
     JobCancelled: 9,
     TaskSkipped: 10,
+    JobsDeleted: 12,
 }
 """The tag of each task-plane event type in its compact form. Stable forever: a tag is never
 renumbered nor reused; a new event type takes the next free number (11 is CLAIM_WITH_RESULT)."""
@@ -317,6 +318,7 @@ WIRE_FIELDS: dict[type[Event], tuple[str, ...]] = {
     JobRetried: ("job_id", "task_ids"),
     JobCancelled: ("job_id",),
     TaskSkipped: ("job_id", "task_id", "runner_id", "release_id"),
+    JobsDeleted: ("job_ids", "reason"),
 }  # fmt: skip
 """The payload of each compact event: its fields after ``[tag, id, at, actor]``, in this order.
 Stable forever, as the tags: a new field (it has a default) is appended, never inserted; fields
@@ -326,7 +328,7 @@ most often at their default come last."""
 # Fields holding ids (UUIDs as text, ``ids.new_id``): compact as their 16 bytes. Any other text
 # (an id of another origin) is kept as text; the reader tells them apart by msgpack type.
 _ID_FIELDS = frozenset({"id", "job_id", "task_id", "parent_id", "release_id"})
-_ID_LISTS = frozenset({"root_task_ids", "depends_on", "subtask_ids", "task_ids"})
+_ID_LISTS = frozenset({"root_task_ids", "depends_on", "subtask_ids", "task_ids", "job_ids"})
 _BASE = ("id", "at", "actor", "team")
 _COMPACT_FIRST = frozenset([*range(0x90, 0xA0), 0xDC, 0xDD])  # a msgpack array begins so
 
