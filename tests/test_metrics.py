@@ -93,7 +93,9 @@ if self.scene == "bad":
     # the server says (two Fetch entries and the ghost's, which is pending).
     wait_for(lane_depth_is_the_servers)
     length, pending = lane_truth(story.client, fetch_lane)
-    assert length == 3 and pending >= 1
+    # (3: the ghost's entry too, unless the runner took the ghost over once its 1 s lease expired
+    # and ran it before the runtime was held up: a loaded machine can take that long)
+    assert 2 <= length <= 3 and pending >= 1
     samples = scrape(port)
     assert value(samples, "tilebox_releases_loaded", release_id=release, workflow="scenes",
                  status="running") == 1  # fmt: skip

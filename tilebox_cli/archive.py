@@ -17,6 +17,7 @@ from tilebox_core.logs import configure_logging
 from .context import AppContext, json_option, pass_app
 from .output import emit_json, table, when
 
+
 class DurationType(click.ParamType):  # type: ignore[type-arg]
     """A duration as milliseconds: ``0``, ``15m``, ``7d``, ``1d12h`` (domain.retention)."""
 

@@ -188,7 +188,9 @@ class ReleaseRunner:
             return
         try:
             with Client(settings=self.client.settings) as session:
-                Archiver(session, holder=self.id, sweep=False).run(self._stopping, self.archive_interval)
+                Archiver(session, holder=self.id, sweep=False).run(
+                    self._stopping, self.archive_interval
+                )
         except TileboxError as exc:  # e.g. the archive's URL is wrong: the runner runs on
             self.log.error("archiver stopped", error=str(exc))
 
