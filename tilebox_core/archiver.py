@@ -35,7 +35,6 @@ from tilebox_core.domain.tenancy import Role
 from tilebox_core.redis.archivelog import ArchiveLog, Pending
 from tilebox_core.redis.eventstore import CONTROL
 from tilebox_core.redis.taskstore import TASKS
-from tilebox_core.sweep import SWEEP_LIMIT
 
 from .jobs import Jobs
 from .session import Session
@@ -136,7 +135,7 @@ class Archiver:
                 # expired jobs leave the jobs index first: a task log is trimmed up to its
                 # shard's oldest job still there (domain.archive.trim_point)
                 swept = True
-                removed = Jobs(self.session).expire(limit=SWEEP_LIMIT)
+                removed = Jobs(self.session).expire()  # all that are due: then the logs
                 if removed:
                     log.info("expired jobs removed", jobs=removed)
             try:

@@ -646,12 +646,16 @@ class Jobs:
         ``job_ids`` still in Redis, in batches of at most REMOVE_TASKS tasks (or one job)."""
         found = [(i, f) for i, f in zip(job_ids, self._store.jobs(job_ids)) if f]
         task_ids = self._store.task_ids_of(found)
+        unique = [list(dict.fromkeys(listed_ids)) for listed_ids in task_ids]
+        # every job's tasks in one read (a round trip per job was most of a sweep's time)
+        owners = [job_id for (job_id, _), ids in zip(found, unique) for _ in ids]
+        every = [task_id for ids in unique for task_id in ids]
+        states = iter(self._store.tasks(every, ("state", "lane"), owners) if every else ())
         batch: list[tuple[str, int, list[str], list[str]]] = []
         size = 0
-        for (job_id, fields), listed_ids in zip(found, task_ids):
+        for (job_id, fields), listed_ids, ids in zip(found, task_ids, unique):
             listed = len(listed_ids) - len(fields.get("roots", ()))
-            ids = list(dict.fromkeys(listed_ids))
-            rows = self._store.tasks(ids, ("state", "lane"), job_id)
+            rows = [next(states) for _ in ids]
             lanes = sorted(
                 {r["lane"] for r in rows if r["state"] == TaskState.QUEUED and r["lane"]}
             )

@@ -377,9 +377,9 @@ def encode(event, me, _ids):
 {trim}    return _encode(v)
 """
 _DECODER = """\
-def decode(w, actor, team, me, _text):
+def decode(w, actor, team, me, _t):
     named = w.actor
-    return _cls(id=_text(w.id), at=w.at, team=team,
+    return _cls(id=_idt(w.id), at=w.at, team=team,
                 actor=actor if actor is not None else named if named is not None else me,
                 {payload})
 """
@@ -392,6 +392,11 @@ class _Layout(NamedTuple):
     struct: type[msgspec.Struct]  # array-like, tagged: what an entry's array decodes into
     encode: Callable[..., bytes]  # (event, the codec's actor, its id encoder) -> bytes
     decode: Callable[..., Event]  # (struct, recorded actor, team, codec's actor, id decoder)
+
+
+# An id as text, in a generated decoder: remembered (``_t``, the codec's ``_texts``) when it is
+# bytes, as it is when it is text (inline: a call per id is a good part of a replay's time).
+_TEXT = "(_t[x] if (x := {v}).__class__ is bytes else _idt(x))"
 
 
 def _layout(cls: type[Event], tag: int) -> _Layout:
@@ -412,15 +417,15 @@ def _layout(cls: type[Event], tag: int) -> _Layout:
         if name in _ID_FIELDS and default is None:  # checked as they are read (_id_text)
             kind: Any = Any
             encoded.append(f"None if (x := event.{name}) is None else _ids(x)")
-            decoded.append(f"{name}=None if (x := w.{name}) is None else _text(x)")
+            decoded.append(f"{name}=None if (y := w.{name}) is None else {_TEXT.format(v='y')}")
         elif name in _ID_FIELDS:
             kind = Any
             encoded.append(f"_ids(event.{name})")
-            decoded.append(f"{name}=_text(w.{name})")
+            decoded.append(f"{name}={_TEXT.format(v='w.' + name)}")
         elif name in _ID_LISTS:
             kind = list[Any]
             encoded.append(f"[_ids(x) for x in s] if (s := event.{name}) else s")
-            decoded.append(f"{name}=[_text(x) for x in s] if (s := w.{name}) else s")
+            decoded.append(f"{name}=[{_TEXT.format(v='y')} for y in s] if (s := w.{name}) else s")
         else:
             kind = f.type
             encoded.append(f"event.{name}")
@@ -434,7 +439,8 @@ def _layout(cls: type[Event], tag: int) -> _Layout:
         trim += f"{indent}if v[-1] == _d{i}:\n{indent}    v.pop()\n"
         indent += "    "
     namespace: dict[str, Any] = {f"_d{i}": d for i, d in enumerate(defaults)}
-    namespace.update(_idb=_id_bytes, _encode=_ENCODE, _cls=cls)
+    # (an event's own id is never seen again: converted as it is, not remembered)
+    namespace.update(_idb=_id_bytes, _idt=_id_text, _encode=_ENCODE, _cls=cls)
     exec(_ENCODER.format(tag=tag, payload=", ".join(encoded), trim=trim), namespace)
     exec(_DECODER.format(payload=", ".join(decoded)), namespace)
     struct = msgspec.defstruct(
@@ -450,15 +456,16 @@ _CLAIM_RESULTS = frozenset(
 
 
 class _Remembered(dict[Any, Any]):
-    """What ``make`` made of each key lately: a dict that fills itself, cleared when it holds 4,096
-    (a bound; what it holds is small and recurs within a few events)."""
+    """What ``make`` made of each key lately: a dict that fills itself, cleared when it holds
+    ``bound`` (what it holds is small and recurs within a few events, or a few thousand)."""
 
-    def __init__(self, make: Callable[[Any], Any]) -> None:
+    def __init__(self, make: Callable[[Any], Any], bound: int = 4096) -> None:
         super().__init__()
         self._make = make
+        self._bound = bound
 
     def __missing__(self, key: Any) -> Any:
-        if len(self) >= 4096:
+        if len(self) >= self._bound:
             self.clear()
         value = self[key] = self._make(key)
         return value
@@ -487,7 +494,9 @@ class Codec:
         # recorded actors (field 'a'), decoded once each; ids decoded and encoded lately (a task's
         # recur in its few events; an event's own id does not, and is converted directly)
         self._actors = _Remembered(lambda recorded: recorded.decode(errors="replace"))
-        self._texts = _Remembered(_id_text)
+        # a job's and a task's ids recur in its events, which a replay of a busy log meets
+        # thousands of events apart (a batch submitted, then run): ~10 MiB at most
+        self._texts = _Remembered(_id_text, 65_536)
         self._bytes = _Remembered(_id_bytes).__getitem__
         layouts = [layout for cls, layout in _LAYOUTS.items() if cls in types]
         self._encoders = {layout.cls: layout.encode for layout in layouts}
@@ -612,7 +621,7 @@ class Codec:
             )  # fmt: skip
         decode = self._decoders[type(wire)]
         me = self.actor if self.actor is not None else "?"
-        return decode(wire, actor, self.team, me, self._text)
+        return decode(wire, actor, self.team, me, self._texts)
 
     def _named(self, named: str | None) -> str:
         """The actor of a compact event whose entry records none: the one it names, else (left
