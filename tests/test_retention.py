@@ -161,6 +161,10 @@ def test_a_removed_job_is_found_from_its_history(client: Client, tmp_path: Path)
         jobs.find("0190a8c4-0000-7000-8000-000000000000")  # a UUIDv7 nothing was submitted as
     with pytest.raises(NotFound, match="unknown job"):
         jobs.find("nonsense")
+    with pytest.raises(NotFound, match=f"job {job.id} was removed .* \\(expired\\) and its task"):
+        jobs.logs(job.id)
+    with pytest.raises(NotFound, match="unknown job"):
+        jobs.logs("0190a8c4-0000-7000-8000-000000000000")
 
 
 def test_a_retried_job_is_not_removed_while_it_runs(client: Client, tmp_path: Path) -> None:

@@ -296,6 +296,18 @@ class Jobs:
             ) from None
         display(SVG(data=self.visualize(job)))
 
+    def _logged(self, job_id: str) -> None:
+        """NotFound unless job ``job_id`` is in Redis, where its task logs are: saying so of one
+        that was removed (its logs went with it; its history did not)."""
+        if self._store.job(job_id):
+            return
+        gone = self._removed(job_id, with_tasks=False)  # NotFound: no such job at all
+        when = "" if gone.removed_at is None else f" {gone.removed_at:%Y-%m-%d %H:%M:%S} UTC"
+        raise NotFound(
+            f"job {job_id} was removed{when} ({gone.removed_reason}) and its task logs with it; "
+            f"'tilebox job get {job_id}' shows its history"
+        )
+
     def _fields(self, job_id: str) -> dict[str, Any]:
         fields = self._store.job(job_id)
         if not fields:
@@ -409,7 +421,7 @@ class Jobs:
         first; only task ``task``'s when given. Notes of lines dropped (an execution logged more
         than it may keep) are among them, with ``dropped`` set."""
         job_id = job if isinstance(job, str) else job.id
-        self._fields(job_id)  # an unknown job is one clear error, not an empty list
+        self._logged(job_id)  # an unknown job is one clear error, not an empty list
         found: list[TaskLogLine] = []
         after = "0-0"
         while page := self._logs.read(job_id, after):
@@ -423,7 +435,7 @@ class Jobs:
         """``logs(job, task)``, then each line as it is written, until the job is completed,
         failed or cancelled (and its last lines are read)."""
         job_id = job if isinstance(job, str) else job.id
-        self._fields(job_id)
+        self._logged(job_id)
         after = "0-0"
         while True:
             done = job_state(self._fields(job_id)) in JOB_DONE
