@@ -401,11 +401,12 @@ def test_a_failure_holds_the_rest_of_its_job_and_a_retry_resumes_it(
     run(client, tmp_path, Fans, Mark)
     failed = client.jobs().find(job.id)
     assert failed.state == "failed"
-    # received with bad, mostly in one batch, and handed back unrun once it failed; a leaf the
-    # runner read in a later batch may have run before the failure was recorded (how the lane's
-    # entries fall into batches is timing): its result was dropped, as checked below
+    # How the lane's entries fall into the runner's batches is timing: leaves read with bad are
+    # handed back unrun once it failed (TaskReleased), leaves read after it are held at their
+    # claim (no event), and a leaf read in a later batch may have run before the failure was
+    # recorded: its result was dropped. Either way, none of them counts, as checked below.
     assert RAN[0] == "bad" and "after" not in RAN
-    assert 0 < len(events(client, "TaskReleased")) <= 20
+    assert len(events(client, "TaskReleased")) <= 20
     states = {t.id: t.state for t in failed.tasks}
     computed = {e.task_id for e in events(client, "TaskCompleted")}
     # What ran after the failure was recorded had its result dropped: held, not computed.
