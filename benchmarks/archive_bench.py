@@ -28,14 +28,14 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # for tests.servers, store_bench
 
-from benchmarks.store_bench import BENCH_ACTOR, Workload, delete_team, rate, settle
+from benchmarks.store_bench import BENCH_ACTOR, Workload, rate, settle
+from benchmarks.tasks_bench import delete_all
 from tests.servers import add_server_arguments, server_url
 from tilebox_core import Client, Task
 from tilebox_core.archiver import Archiver
 from tilebox_core.domain.projection import fold
 from tilebox_core.logs import configure_logging
 from tilebox_core.redis.eventstore import CONTROL
-from tilebox_core.redis.keys import Keys
 from tilebox_core.settings import Settings
 
 
@@ -140,9 +140,7 @@ def run(url: str, args: argparse.Namespace, home: Path) -> None:
             bench_replay(settings)
             bench_verify(settings)
         finally:
-            delete_team(client.redis, Keys(client.prefix, team))  # type: ignore[arg-type]
-            for shard in client.tasks.shards:
-                delete_team(client.redis, shard)  # type: ignore[arg-type]
+            delete_all(client)
 
 
 def _batches(workload: Workload, total: int) -> list[list[object]]:

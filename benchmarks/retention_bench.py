@@ -38,13 +38,12 @@ sys.path.insert(0, str(HERE))
 sys.path.insert(0, str(HERE.parent))  # for tests.servers
 
 from noop_tasks import FanOut, Noop  # noqa: E402
-from tasks_bench import delete_team  # noqa: E402
+from tasks_bench import delete_all  # noqa: E402
 
 from tests.servers import add_server_arguments, server_url  # noqa: E402
 from tilebox_core import Client  # noqa: E402
 from tilebox_core.archiver import Archiver  # noqa: E402
 from tilebox_core.logs import configure_logging  # noqa: E402
-from tilebox_core.redis.keys import Keys  # noqa: E402
 from tilebox_core.settings import Settings  # noqa: E402
 
 ACTOR = "user:bench"
@@ -150,10 +149,8 @@ def run(url: str, args: argparse.Namespace, home: Path) -> None:
                 f"({(off_rate - on_rate) / off_rate:+.1%} slower with archival)"
             )
         finally:
-            for each in (client, off):
-                delete_team(each.redis, Keys(each.prefix, each.team))  # type: ignore[arg-type]
-                for shard in each.tasks.shards:
-                    delete_team(each.redis, shard)  # type: ignore[arg-type]
+            delete_all(client)
+            delete_all(off)
 
 
 def main() -> None:

@@ -68,7 +68,7 @@ from tilebox_core.domain.events import TaskClaimed, TaskCompleted, TaskSubmitted
 from tilebox_core.execution.worker import freeze_heap  # noqa: E402
 from tilebox_core.jobs import job_state  # noqa: E402
 from tilebox_core.logs import configure_logging  # noqa: E402
-from tilebox_core.redis.keys import Keys  # noqa: E402
+from tilebox_core.redis.keys import TaskKeys  # noqa: E402
 from tilebox_core.redis.taskstore import TASKS  # noqa: E402
 
 CLUSTER = "default"
@@ -297,7 +297,7 @@ def team_client(url: str, run_id: str, label: str) -> Iterator[Client]:
         client.close()
 
 
-def delete_team(client: redis.Redis, keys: Keys) -> None:
+def delete_team(client: redis.Redis, keys: TaskKeys) -> None:
     batch = []
     for key in client.scan_iter(match=f"{keys.base}*", count=1000):
         batch.append(key)
@@ -306,6 +306,12 @@ def delete_team(client: redis.Redis, keys: Keys) -> None:
             batch.clear()
     if batch:
         client.unlink(*batch)
+
+
+def delete_all(client: Client) -> None:
+    """Every key of ``client``'s team: its control plane's and each task-plane shard's."""
+    for keys in (client.store.keys, *client.tasks.shards):
+        delete_team(client.redis, keys)  # type: ignore[arg-type]
 
 
 def wait_for_job(client: Client, job_id: str, timeout: float) -> tuple[dict[str, str], float]:

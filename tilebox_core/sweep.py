@@ -15,6 +15,7 @@ import structlog
 
 from tilebox_core.domain.errors import TileboxError
 
+from .redis.archivelog import ArchiveLog
 from .session import Session
 
 log = structlog.get_logger(__name__)
@@ -30,7 +31,7 @@ class Sweeper:
         self.interval = interval
         # held a little longer than between two sweeps, so it does not lapse while its holder
         # lives; a holder that died lets another runner take over after it
-        self.lease_seconds = max(1, math.ceil(3 * interval))
+        self.lease_ms = max(1, math.ceil(3 * interval)) * 1000
         self._next = 0.0
 
     def tick(self) -> int:
@@ -43,7 +44,8 @@ class Sweeper:
         from .jobs import Jobs  # (jobs imports session; a sweeper is made by runners)
 
         try:
-            if not self.client.tasks.hold_lease(self.owner, self.lease_seconds):
+            lease = self.client.store.keys.sweep_lease
+            if not ArchiveLog(self.client.store).take_lease(lease, self.owner, self.lease_ms):
                 return 0
             removed = Jobs(self.client).expire(limit=SWEEP_LIMIT)
         except TileboxError as exc:

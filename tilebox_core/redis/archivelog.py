@@ -144,7 +144,8 @@ class ArchiveLog:
 
     @translate_errors
     def take_lease(self, key: str, holder: str, ms: int) -> bool:
-        """Take (or renew) the archiver lease ``key`` for ``ms``; False: someone else holds it."""
+        """Take (or renew) the lease ``key`` for ``ms`` (an archiver's, or the sweep's); False:
+        someone else holds it."""
         reply: Any = self._lease(
             keys=[key, actor_key(key, self.store.actor)], args=["take", holder, ms]
         )

@@ -1143,17 +1143,6 @@ class TaskStore:
             args += (removed_id, listed, len(task_ids))
         return [_s(s) for s in self._run("remove", _unique([*keys, *lanes]), args)]
 
-    @translate_errors
-    def hold_lease(self, owner: str, seconds: int) -> bool:
-        """Take or renew the team's sweep lease for ``seconds``: whether ``owner`` holds it."""
-        key = self.keys.sweep_lease
-        if self.redis.set(key, owner, nx=True, ex=seconds):
-            return True
-        if _s(self.redis.get(key) or b"") != owner:
-            return False
-        self.redis.expire(key, seconds)  # (had it lapsed meanwhile, the new holder keeps it)
-        return True
-
 
 def _details(finish: Finish) -> bytes:
     """What a finish records besides its outcome, as finish.lua reads it: '' for nothing (most
