@@ -14,9 +14,13 @@ server's ``used_memory``. Then:
   trimmed; the sweep's time counted in);
 - replay across archive + live: a new client (nothing cached) reads the whole task history;
 - ``audit verify`` across archive + live;
-- end-to-end tasks/s with archival on (each round's run and archiver pass, one after the other in
-  one process: the strict figure, as if the archiver had no core of its own) against off (the same
-  rounds on a second team whose jobs keep the default retention: nothing removed or archived).
+- end-to-end tasks/s with archival on against off (the same rounds on a team whose jobs keep
+  the default retention: nothing removed or archived), two ways. As deployed: the archiver in a
+  process of its own (``tilebox archive run --interval 1``, as a release runner's supervisor or
+  an operator runs it) while this process runs the rounds on a third team; its time counts until
+  the archiver has caught up (it is stopped after the last round, and what it had not done yet is
+  done by one more pass here). Strictly: each round's run and archiver pass one after the other
+  in this process (the first team's rounds), as if the archiver had no core of its own.
 
 Targets: memory flat after warm-up and under 64 MiB; verify >= 500,000 events/s; replay >=
 400,000 events/s; archival on at most 10% slower end to end. Figures are printed, never asserted;
@@ -27,6 +31,8 @@ from __future__ import annotations
 
 import argparse
 import datetime as dt
+import os
+import subprocess
 import sys
 import tempfile
 import time
@@ -95,6 +101,48 @@ def bench_on(client: Client, args: argparse.Namespace) -> tuple[float, int, floa
     return run_seconds + archive_seconds, archived, archive_seconds
 
 
+def bench_deployed(url: str, args: argparse.Namespace, home: Path) -> float:
+    """The rounds on a new team while ``tilebox archive run`` archives in a process of its own;
+    the seconds until it had caught up (the rounds, its last pass, and a pass here for what it
+    had not done yet)."""
+    team = f"bench-{uuid.uuid4().hex[:8]}"
+    settings = Settings(url=url, team=team, actor=ACTOR, home=home, archive_url=args.archive_url)
+    env = {**os.environ, "TILEBOX_REDIS_URL": url, "TILEBOX_TEAM": team, "TILEBOX_ACTOR": ACTOR,
+           "TILEBOX_HOME": str(home)}  # fmt: skip
+    if args.archive_url:
+        env["TILEBOX_ARCHIVE_URL"] = args.archive_url
+    command = [sys.executable, "-c", "from tilebox_cli.main import main; main()",
+               "archive", "run", "--interval", "1"]  # fmt: skip
+    with Client(settings=settings) as client:
+        try:
+            client.clusters()
+            client.jobs().set_retention(dt.timedelta(0))
+            archiver = subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL)
+            print("archival on, as deployed ('tilebox archive run' in its own process):")
+            began = time.perf_counter()
+            total = 0
+            while total < args.tasks:
+                step = min(args.step, args.tasks - total)
+                run_round(client, step, total, dt.timedelta(0))
+                total += step
+                print(f"  {total:>9,} tasks: used_memory {mib(client):6.1f} MiB")
+            ran = time.perf_counter()
+            archiver.terminate()  # (SIGTERM: it ends the pass it is in, then exits)
+            archiver.wait(300)
+            left = Archiver(client, retention_ms=0)
+            passes = left.run_once()
+            left.release()
+            done = time.perf_counter()
+            print(
+                f"  rounds {ran - began:.1f} s, then {done - ran:.1f} s until the archiver had "
+                f"caught up ({sum(p.events for p in passes):,} events left for the last pass); "
+                f"used_memory {mib(client):.1f} MiB"
+            )
+            return done - began
+        finally:
+            delete_all(client)
+
+
 def bench_off(client: Client, args: argparse.Namespace) -> float:
     total, seconds = 0, 0.0
     while total < args.tasks:
@@ -142,12 +190,16 @@ def run(url: str, args: argparse.Namespace, home: Path) -> None:
             bench_history(settings)
             if args.skip_off:
                 return
+            deployed_seconds = bench_deployed(url, args, home / "deployed")
             off_seconds = bench_off(off, args)
-            on_rate, off_rate = args.tasks / on_seconds, args.tasks / off_seconds
-            print(
-                f"end to end: archival on {on_rate:,.0f} tasks/s, off {off_rate:,.0f} tasks/s "
-                f"({(off_rate - on_rate) / off_rate:+.1%} slower with archival)"
-            )
+            off_rate = args.tasks / off_seconds
+            for how, seconds in (("as deployed", deployed_seconds), ("strictly", on_seconds)):
+                on_rate = args.tasks / seconds
+                print(
+                    f"end to end, {how}: archival on {on_rate:,.0f} tasks/s, off "
+                    f"{off_rate:,.0f} tasks/s ({(off_rate - on_rate) / off_rate:+.1%} slower "
+                    f"with archival)"
+                )
         finally:
             delete_all(client)
             delete_all(off)

@@ -67,11 +67,11 @@ def stream_lengths(client: Client) -> int:
 
 def test_the_trim_point_keeps_the_retention_window_and_every_present_job() -> None:
     day = 24 * 3600 * 1000
-    assert rules.trim_point("control", now_ms=10 * day, retention_ms=7 * day) == f"{3 * day}-0"
+    assert rules.trim_point("control", now_ms=10 * day, retention_ms=7 * day) == f"{3 * day + 1}-0"
     assert rules.trim_point("control", now_ms=day, retention_ms=7 * day) == "0-0"
     assert rules.trim_point("tasks", now_ms=10 * day, oldest_job_ms=None) == rules.EVERYTHING
     assert (
-        rules.trim_point("tasks", now_ms=10 * day, oldest_job_ms=5 * day, skew_ms=1000)
+        rules.trim_point("tasks", now_ms=10 * day, oldest_job_ms=5 * day, margin_ms=1000)
         == f"{5 * day - 1000}-0"
     )
 
@@ -418,11 +418,14 @@ def test_verify_since_a_time_in_the_archive_reads_from_there(
 ) -> None:
     before = archived_team(client, tmp_path, segment_entries=1)
     names = control_segments(client)
-    since = position_time(names[2].first)
+    # (--since is a time: the first segment from 2 on that begins a millisecond of its own)
+    at = next(i for i in range(2, len(names))
+              if position_time(names[i].first) > position_time(names[i - 1].last))  # fmt: skip
+    since = position_time(names[at].first)
     audit = client.events().verify(since)
     assert audit.ok, audit.broken
     control = audit.streams[0]
-    assert control.anchor == names[1].last and control.segments == len(names) - 2
+    assert control.anchor == names[at - 1].last and control.segments == len(names) - at
     # a break before --since is not looked at; one after it is
     segment_file(client, names[0]).unlink()
     assert client.events().verify(since).ok
@@ -538,11 +541,15 @@ def test_since_and_until_read_only_the_segments_they_need(client: Client, tmp_pa
     names = control_segments(client)
     with Client(client.url, team=client.team) as fresh:
         counting = fresh.store.archive = CountingArchive(fresh.settings.archive_location)
-        since = position_time(names[-1].first)
-        found = list(fresh.events().list(since=since, types=["WorkflowCreated"]))
-        assert [s.event.type for s in found] == ["WorkflowCreated"]
+        # (--since is a time: the last segment that begins a millisecond of its own)
+        at = max(i for i in range(1, len(names))
+                 if position_time(names[i].first) > position_time(names[i - 1].last))  # fmt: skip
+        since = position_time(names[at].first)
+        found = list(fresh.events().list(since=since))
+        assert found == [s for s in before if position_time(s.position) >= since]  # type: ignore[attr-defined]
+        assert found
         control = [p for p in counting.read if p.startswith(names[0].path.rpartition("/")[0])]
-        assert control == [names[-1].path]
+        assert control == [n.path for n in names[at:]]
         counting.read.clear()
         until = position_time(names[0].last)
         ms = int(names[0].last.split("-")[0])

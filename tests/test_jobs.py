@@ -174,14 +174,14 @@ def test_submit_many_checks_every_job_before_submitting_any(client: Client) -> N
 def test_a_retried_submission_of_a_job_is_not_duplicated(client: Client) -> None:
     origin = client.origin()
     specs = [task_spec(Leaf("once"), new_id(), "default")]
-    job = new_job(origin, 0, "once", "default", specs, 0)
+    job = new_job(origin, "once", "default", specs, 0)
     assert client.tasks.submit_jobs([[job]]) == [True]
     entries = task_log_length(client)
     assert client.tasks.submit_jobs([[job]]) == [False]  # e.g. resent after a lost reply
     assert task_log_length(client) == entries
     assert client.jobs().find(job.id).total_tasks == 1
     # Resent with a new job in the same call: only the new job's events are appended.
-    other = new_job(origin, 0, "other", "default", [task_spec(Leaf("new"), new_id(), "default")], 0)
+    other = new_job(origin, "other", "default", [task_spec(Leaf("new"), new_id(), "default")], 0)
     assert client.tasks.submit_jobs([[job, other]]) == [False, True]
     assert [e.job_id for e in task_events(client, JobSubmitted)] == [job.id, other.id]
     assert [e.job_id for e in task_events(client, TaskSubmitted)] == [job.id, other.id]
@@ -192,7 +192,7 @@ def test_a_bulk_submission_rides_over_a_server_restart(
 ) -> None:
     with Client(private_server.url, team=team, retries=20) as client:
         origin = client.origin()
-        jobs = [new_job(origin, 0, f"job-{i}", "default", [task_spec(Leaf(str(i)), new_id(),
+        jobs = [new_job(origin, f"job-{i}", "default", [task_spec(Leaf(str(i)), new_id(),
                 "default")], 0) for i in range(300)]  # fmt: skip
 
         def chunks() -> Iterator[list[NewJob]]:

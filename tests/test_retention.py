@@ -1,4 +1,4 @@
-"""Retention: the team's setting and a job's own, the ended-jobs index the task scripts keep, the
+"""Retention: the team's setting and a job's own, the expiring-jobs index the task scripts keep, the
 sweep that removes expired jobs wholly (also when killed mid-way), ``jobs().delete``, and a
 removed job found from its history."""
 
@@ -37,7 +37,7 @@ def keys_of(client: Client, job_id: str) -> list[str]:
     candidates = [shard.job(job_id), shard.job_tasks(job_id), shard.job_logs(job_id),
                   *(shard.task(t) for t in ids)]  # fmt: skip
     found = [k for k in candidates if client.redis.exists(k)]
-    for index in (shard.jobs, shard.ended, shard.expiring):
+    for index in (shard.jobs, shard.expiring):
         if client.redis.zscore(index, job_id) is not None:
             found.append(f"{index}[{job_id}]")
     return found
@@ -91,7 +91,7 @@ def test_a_job_keeps_the_retention_it_was_submitted_with(client: Client) -> None
         jobs.submit("bad", Leaf("d"), retention=dt.timedelta(days=-1))
 
 
-# --- the ended-jobs index ------------------------------------------------------------------------
+# --- the expiring-jobs index ------------------------------------------------------------------------
 
 
 def test_ending_a_job_indexes_it_and_a_retry_takes_it_out(client: Client, tmp_path: Path) -> None:
@@ -104,13 +104,31 @@ def test_ending_a_job_indexes_it_and_a_retry_takes_it_out(client: Client, tmp_pa
     client.runner(tasks=[FanOut, Sleep, Flaky], cache_root=tmp_path).run_all()
     shard = client.tasks.shard
     ended = {j.id for j in (done, failed, cancelled, running)
-             if client.redis.zscore(shard(j.id).ended, j.id) is not None}  # fmt: skip
+             if client.redis.zscore(shard(j.id).expiring, j.id) is not None}  # fmt: skip
     assert ended == {done.id, failed.id, cancelled.id}
     assert jobs.retry(failed) == 1
-    assert client.redis.zscore(shard(failed.id).ended, failed.id) is None
+    assert client.redis.zscore(shard(failed.id).expiring, failed.id) is None
     client.runner(tasks=[Flaky], cache_root=tmp_path).run_all()  # fails again
     assert jobs.find(failed).state is JobState.FAILED
-    assert client.redis.zscore(shard(failed.id).ended, failed.id) is not None
+    assert client.redis.zscore(shard(failed.id).expiring, failed.id) is not None
+
+
+def test_an_ended_job_is_indexed_by_when_its_retention_is_past(
+    client: Client, tmp_path: Path
+) -> None:
+    jobs = client.jobs()
+    hour = jobs.submit("hour", Leaf("a"), retention=dt.timedelta(hours=1))
+    team = jobs.submit("team's", Leaf("b"))
+    earlier = jobs.submit("earlier", Leaf("c"), retention=dt.timedelta(minutes=5))
+    # a job submitted before its hash held its retention: its description's applies
+    client.redis.hdel(client.tasks.shard(earlier.id).job(earlier.id), "retention")
+    before = utcnow().timestamp() * 1000
+    client.runner(tasks=[Leaf], cache_root=tmp_path).run_all()
+    after = utcnow().timestamp() * 1000
+    for job, keep_ms in ((hour, 3_600_000), (team, DEFAULT_RETENTION_SECONDS * 1000),
+                         (earlier, 300_000)):  # fmt: skip
+        score = client.redis.zscore(client.tasks.shard(job.id).expiring, job.id)
+        assert score is not None and before - 1000 <= score - keep_ms <= after + 1000
 
 
 # --- the sweep ------------------------------------------------------------------------------------
@@ -171,7 +189,7 @@ def test_a_retried_job_is_not_removed_while_it_runs(client: Client, tmp_path: Pa
     jobs = client.jobs()
     failed = jobs.submit("again", Flaky("z"), retention=dt.timedelta(0))
     client.runner(tasks=[Flaky], cache_root=tmp_path).run_all()
-    client.tasks.schedule(client.tasks.shard(failed.id), 0)  # due now, before the retry
+    # (retention 0: due as soon as it failed, then the retry takes it out of the index)
     jobs.retry(failed)
     assert jobs.expire(utcnow() + LATER) == 0
     found = jobs.find(failed)

@@ -79,7 +79,7 @@ def test_a_runner_writes_no_key_of_the_control_plane_nor_the_jobs_index() -> Non
                keys.log_head("control"), keys.dedup_previous("control")}  # fmt: skip
     written = {keys.log("tasks"), keys.log_head("tasks"), keys.job("j"), keys.job_tasks("j"), keys.task("t"),
                keys.lane("c", "n", 1, 0), keys.runner("r"), keys.runners("c"), keys.shards,
-               keys.ended, keys.expiring, shard.ended, keys.sweep_lease}  # fmt: skip
+               keys.expiring, shard.expiring, keys.sweep_lease}  # fmt: skip
     assert not any(_matches(p, k) for p in patterns.task_plane for k in control)
     assert all(any(_matches(p, k) for p in patterns.task_plane) for k in written)
     shard = keys.shard(3, 12)
@@ -96,7 +96,7 @@ def test_a_runner_may_only_remove_from_the_jobs_index() -> None:
     patterns = keys.acl_patterns("tilebox.acme.runner")
     shard = keys.shard(3, 12)
     assert all(any(_matches(p, k) for p in patterns.index) for k in (keys.jobs, shard.jobs))
-    assert not any(_matches(p, keys.ended) for p in patterns.index)
+    assert not any(_matches(p, keys.expiring) for p in patterns.index)
     [selector] = [r for r in acl_rules(Role.RUNNER, patterns) if r.startswith("(")]
     words = selector.strip("()").split()
     assert {w for w in words if w.startswith("+")} == {"+evalsha", "+eval", "+zrem"}

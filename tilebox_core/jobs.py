@@ -42,7 +42,6 @@ from tilebox_core.domain.jobs import (
     validated_input,
 )
 from tilebox_core.domain.projection import (
-    DEFAULT_RETENTION_SECONDS,
     ClusterLike,
     ControlState,
     cluster_slug,
@@ -62,7 +61,7 @@ from tilebox_core.domain.tasks import (
 )
 
 from .redis.tasklogs import TaskLogStore
-from .redis.taskstore import TASKS
+from .redis.taskstore import TASKS, Removal
 from .session import Session
 from .task import Task, encode_input, task_identifier
 
@@ -73,7 +72,7 @@ SUBMIT_CHUNK = 200
 QUERY_PAGE = 500  # job hashes read per round trip by query
 # The sweep (expire): jobs scheduled per call, due jobs read per round, and task hashes removed
 # per script call (a job with more is removed alone, in one call: atomically).
-SCHEDULE_BATCH, EXPIRE_BATCH, REMOVE_TASKS = 1000, 200, 10_000
+EXPIRE_BATCH, REMOVE_TASKS = 1000, 10_000
 # A removed job's history is read from its submission time (its UUIDv7 id) less this, for clocks
 # that disagree (the log's positions are the server's time, the id the submitter's); a job whose
 # JobSubmitted is not found by this much after it is unknown.
@@ -232,12 +231,10 @@ class Jobs:
 
         def chunks() -> Iterator[list[NewJob]]:
             """The jobs to create, SUBMIT_CHUNK at a time, made as the store sends them."""
-            submitted_ms = int(origin.at.timestamp() * 1000)
             for start in range(0, len(requests), SUBMIT_CHUNK):
                 chunk = []
                 for name, specs in requests[start : start + SUBMIT_CHUNK]:
-                    job = new_job(origin, submitted_ms, name, specs[0].cluster, specs,
-                                  max_retries, keep_ms)  # fmt: skip
+                    job = new_job(origin, name, specs[0].cluster, specs, max_retries, keep_ms)
                     chunk.append(job)
                     views.append(job_view(job, origin))
                 yield chunk
@@ -380,7 +377,8 @@ class Jobs:
         if limit is not None and limit < 1:
             raise InvalidInput(f"limit must be at least 1, got {limit}")
         low, high = extent.bounds_ms() if extent is not None else (float("-inf"), float("inf"))
-        ids = self._store.job_ids(low, high, limit=100_000)  # the index is in ms
+        # (the index is in ms of the server's clock; the extent is matched below, exactly)
+        ids = self._store.job_ids(low - CLOCK_SKEW_MS, high + CLOCK_SKEW_MS, limit=100_000)
         wanted = math.inf if limit is None else offset + limit
         found: list[tuple[str, dict[str, Any]]] = []  # matches, read as views at the end
         views: list[Job] = []  # matches, read as views already (to filter by task state)
@@ -606,11 +604,8 @@ class Jobs:
         anywhere, any number of times at once, and to kill at any point: a job is removed
         wholly or not at all, and the next run goes on."""
         now_ms = int((now or utcnow()).timestamp() * 1000)
-        default_ms = DEFAULT_RETENTION_SECONDS * 1000
         removed = 0
         for shard in self._store.fix_shards():
-            while self._store.schedule(shard, default_ms, SCHEDULE_BATCH) == SCHEDULE_BATCH:
-                pass
             while ids := self._store.due(shard, now_ms, EXPIRE_BATCH):
                 count, _ = self._remove(ids, "expired", now_ms)
                 removed += count
@@ -624,64 +619,65 @@ class Jobs:
         """Remove ``job_ids`` (one shard's), in calls of up to REMOVE_TASKS tasks, each recording
         a JobsDeleted of the jobs it removed; how many were, and the last event recorded (None:
         none). A job found not due, not ended or gone is left out; one whose tasks changed is
-        read again."""
+        read again, its tasks' states with it."""
         count = 0
         last: JobsDeleted | None = None
-        pending = list(job_ids)
+        pending, read_states = list(job_ids), False
         for _ in range(10):  # a job changing under every read is read again next sweep
             if not pending:
                 break
             again: list[str] = []
-            for batch in self._removal_batches(pending):
-                ids = [job_id for job_id, *_ in batch]
-                for _ in range(len(ids) + 1):
+            for batch in self._removal_batches(pending, read_states):
+                for _ in range(len(batch) + 1):
+                    ids = [removal.job_id for removal, _ in batch]
                     event = JobsDeleted(**self._client.origin().stamp(), job_ids=ids,
                                         reason=reason)  # fmt: skip
                     statuses = self._store.remove(
-                        ids[0], [b for b in batch if b[0] in ids], reason,
-                        now_ms if now_ms is not None else 0, event,
-                    )  # fmt: skip
+                        ids[0], batch, reason, now_ms if now_ms is not None else 0, event
+                    )
                     if all(s == "ok" for s in statuses):
                         last, count = event, count + len(ids)
                         break
                     again += [i for i, s in zip(ids, statuses) if s == "changed"]
-                    ids = [i for i, s in zip(ids, statuses) if s == "ok"]
-                    if not ids:
+                    batch = [b for b, s in zip(batch, statuses) if s == "ok"]
+                    if not batch:
                         break
-            pending = again
+            pending, read_states = again, True
         return count, last
 
     def _removal_batches(
-        self, job_ids: Sequence[str]
-    ) -> Iterator[list[tuple[str, int, list[str], list[str]]]]:
-        """(id, ids its task list held, its task ids, lanes of its queued tasks) of each of
-        ``job_ids`` still in Redis, in batches of at most REMOVE_TASKS tasks (or one job)."""
-        found = [(i, f) for i, f in zip(job_ids, self._store.jobs(job_ids)) if f]
-        task_ids = self._store.task_ids_of(found)
-        unique = [list(dict.fromkeys(listed_ids)) for listed_ids in task_ids]
-        # every job's tasks in one read (a round trip per job was most of a sweep's time)
-        owners = [job_id for (job_id, _), ids in zip(found, unique) for _ in ids]
-        every = [task_id for ids in unique for task_id in ids]
+        self, job_ids: Sequence[str], read_states: bool
+    ) -> Iterator[list[tuple[Removal, list[str]]]]:
+        """(what removing it names, lanes of its queued tasks) of each of ``job_ids`` still in
+        Redis, in batches of at most REMOVE_TASKS tasks (or one job). The tasks' states are
+        read (for the lanes) of the jobs not settled, or of all when ``read_states``: a
+        completed job has no queued task, and the script says when one was queued since."""
+        found = [r for r in self._store.removals(job_ids) if r is not None]
+        unsettled = [r for r in found if read_states or not r.settled]
+        # every such job's tasks in one read (a round trip per job was most of a sweep's time)
+        owners = [r.job_id for r in unsettled for _ in r.task_ids]
+        every = [task_id for r in unsettled for task_id in r.task_ids]
         states = iter(self._store.tasks(every, ("state", "lane"), owners) if every else ())
-        batch: list[tuple[str, int, list[str], list[str]]] = []
+        batch: list[tuple[Removal, list[str]]] = []
         size = 0
-        for (job_id, fields), listed_ids, ids in zip(found, task_ids, unique):
-            listed = len(listed_ids) - len(fields.get("roots", ()))
-            rows = [next(states) for _ in ids]
-            lanes = sorted(
-                {r["lane"] for r in rows if r["state"] == TaskState.QUEUED and r["lane"]}
-            )
-            if batch and size + len(ids) > REMOVE_TASKS:
+        for removal in found:
+            lanes: list[str] = []
+            if read_states or not removal.settled:
+                rows = [next(states) for _ in removal.task_ids]
+                lanes = sorted(
+                    {r["lane"] for r in rows if r["state"] == TaskState.QUEUED and r["lane"]}
+                )
+            if batch and size + len(removal.task_ids) > REMOVE_TASKS:
                 yield batch
                 batch, size = [], 0
-            batch.append((job_id, listed, ids, lanes))
-            size += len(ids)
+            batch.append((removal, lanes))
+            size += len(removal.task_ids)
         if batch:
             yield batch
 
 
 def new_job(
-    origin: Origin, submitted_ms: int, name: str, cluster: str, specs: list[TaskSpec],
+    origin: Origin, name: str, cluster: str, specs: list[TaskSpec],
     max_retries: int, retention_ms: int | None = None,
 ) -> NewJob:  # fmt: skip
     job_id = new_id()
@@ -692,7 +688,7 @@ def new_job(
     ]  # fmt: skip
     info = JobInfo(name, cluster, origin.actor, origin.at.isoformat(), max_retries,
                    [s.id for s in specs], retention_ms)  # fmt: skip
-    return NewJob(job_id, info, specs, events, submitted_ms)
+    return NewJob(job_id, info, specs, events)
 
 
 def job_view(job: NewJob, origin: Origin) -> Job:

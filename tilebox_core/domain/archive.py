@@ -26,10 +26,10 @@ SEGMENT_ENTRIES = 10_000
 SEGMENT_BYTES = 4 * 1024 * 1024
 # How long the control log's entries stay live (the retention helper makes it per team; until
 # then, this default, a parameter of the archiver).
-# Jobs are scored in the jobs index by their submitter's clock, the task log by the server's: a
-# submitter whose clock runs ahead must not have its job's first events trimmed, so the task log
-# is trimmed this much earlier than its oldest job.
-CLOCK_SKEW_MS = 10 * 60 * 1000
+# The jobs index is scored by the server's time at submission (submit.lua), read just before the
+# job's first entry is appended, whose id may be stamped up to a millisecond earlier (a script's
+# commands see the time it started): the task log is trimmed this much before its oldest job.
+INDEX_MARGIN_MS = 1000
 # One archiver per team: it holds a lease for this long, renewed every pass.
 LEASE_MS = 60_000
 # How often a background archiver (in a release runner) looks for work.
@@ -67,18 +67,18 @@ def trim_point(
     now_ms: int,
     retention_ms: int = DEFAULT_RETENTION_SECONDS * 1000,
     oldest_job_ms: int | None = None,
-    skew_ms: int = CLOCK_SKEW_MS,
+    margin_ms: int = INDEX_MARGIN_MS,
 ) -> str:
     """The MINID up to which (exclusive) log ``log``'s entries may leave Redis: archived first,
-    then trimmed. The control log keeps ``retention_ms`` of history live (its projection
+    then trimmed. The control log keeps the entries younger than ``retention_ms`` live (its projection
     starts from the snapshot archived with it). A task log keeps everything from its shard's
-    oldest job still in the jobs index on (minus ``skew_ms``): events leave the live log once
+    oldest job still in the jobs index on (minus ``margin_ms``): events leave the live log once
     their jobs are gone (retention deletes them), and all of it when no job is left."""
-    if log == "control":
-        return f"{max(now_ms - retention_ms, 0)}-0"
+    if log == "control":  # every entry at least ``retention_ms`` old (MINID is exclusive)
+        return f"{max(now_ms - retention_ms + 1, 0)}-0"
     if oldest_job_ms is None:
         return EVERYTHING
-    return f"{max(oldest_job_ms - skew_ms, 0)}-0"
+    return f"{max(oldest_job_ms - margin_ms, 0)}-0"
 
 
 # --- names --------------------------------------------------------------------------------------

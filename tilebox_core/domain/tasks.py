@@ -201,7 +201,6 @@ class NewJob(msgspec.Struct, frozen=True):
     info: JobInfo
     specs: list[TaskSpec]
     events: list[Event]
-    submitted_ms: int
 
 
 # --- values: what a runner and the task store exchange ------------------------------------------

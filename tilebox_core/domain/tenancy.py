@@ -77,7 +77,7 @@ CONNECTION_COMMANDS = (
 )  # fmt: skip
 READ_COMMANDS = (
     "get", "mget", "exists", "hget", "hgetall", "hmget", "lrange", "llen", "zrangebyscore",
-    "zrevrangebyscore", "zcard", "zscore", "xrange", "xrevrange", "xread", "xlen", "xinfo|groups",
+    "zrevrangebyscore", "zcard", "zscore", "zmscore", "xrange", "xrevrange", "xread", "xlen", "xinfo|groups",
     "xinfo|stream", "xpending", "time",
     # a transaction of reads (audit verify reads a log's head with its last entry in one)
     "multi", "exec", "discard",

@@ -131,7 +131,8 @@ class ArchiveLog:
 
     @translate_errors
     def oldest_job_ms(self, jobs: str) -> int | None:
-        """The submission time (ms) of the oldest job in jobs index ``jobs``; None: none."""
+        """The submission time (ms, the server's) of the oldest job in jobs index ``jobs``;
+        None: none."""
         found: Any = self.redis.zrangebyscore(jobs, "-inf", "+inf", start=0, num=1, withscores=True)
         return int(found[0][1]) if found else None
 

@@ -97,10 +97,11 @@ def chain_head(log: str) -> str:
     return f"{log}:head"
 
 
-def ended_of(log: str) -> str:
-    """The ended-jobs index (``TaskKeys.ended``) of the shard whose task log is ``log``: the key
-    TaskStore passes the task scripts before the chain head (tasklib.lua finds it by this name)."""
-    return log.removesuffix("log:tasks") + "jobs:ended"
+def expiring_of(log: str) -> str:
+    """The expiring-jobs index (``TaskKeys.expiring``) of the shard whose task log is ``log``:
+    the key TaskStore passes the task scripts before the chain head (tasklib.lua finds it by
+    this name)."""
+    return log.removesuffix("log:tasks") + "jobs:expiring"
 
 
 def archive_record(log: str) -> str:
@@ -189,21 +190,16 @@ class TaskKeys:
 
     @property
     def jobs(self) -> str:
-        """Sorted set of the shard's job ids scored by submission time (ms)."""
+        """Sorted set of the shard's job ids scored by when the server took them in (ms, its
+        clock: submit.lua), which the archiver's trim point of the task log relies on."""
         return f"{self.base}jobs"
 
     @property
-    def ended(self) -> str:
-        """Sorted set of the shard's ended jobs (completed, failed until retried, cancelled) not
-        yet scheduled for removal, scored by when they ended (ms, server time): the one write a
-        task script adds when it ends a job (``job_ended`` in tasklib.lua; a retry removes it).
-        The sweep moves them to ``expiring`` (schedule.lua)."""
-        return f"{self.base}jobs:ended"
-
-    @property
     def expiring(self) -> str:
-        """Sorted set of ended jobs scored by when they are removed: when they ended plus their
-        retention (schedule.lua); the sweep removes those due (remove.lua)."""
+        """Sorted set of the shard's ended jobs (completed, failed until retried, cancelled),
+        scored by when they are to be removed (ms, server time): when they ended plus their
+        retention. The one index a task script writes when it ends a job (``job_ended`` in
+        tasklib.lua; a retry takes the job out); the sweep removes those due (remove.lua)."""
         return f"{self.base}jobs:expiring"
 
     def task(self, task_id: str) -> str:
@@ -267,7 +263,7 @@ class Keys(TaskKeys):
         the team name must be ``}`` or ``/``, neither of which a slug contains. ``[^@]`` after
         ``}:`` leaves the actor keys out. A runner writes the task plane of every shard (on one
         shard, in the control tag): the task log, job hashes and lists, tasks and lanes, the
-        ended-jobs indexes (``jobs:*``), but not the jobs index (it submits no jobs: ZADD there
+        expiring-jobs index (``jobs:*``), but not the jobs index (it submits no jobs: ZADD there
         is refused), which it may only ZREM from (``index``: the sweep removes expired jobs);
         and the runner registry, the sweep's lease and the number of shards (``fix_shards``);
         nothing else.

@@ -48,15 +48,15 @@ from tilebox_core.domain.tenancy import Identity
 
 from .connection import Routes, masters, pack
 from .eventstore import EventStore, Stored, load_script, translate_errors
-from .keys import MAX_SHARDS, Keys, TaskKeys, actor_key, chain_head, ended_of, shard_of
+from .keys import MAX_SHARDS, Keys, TaskKeys, actor_key, chain_head, expiring_of, shard_of
 
 TASKS = "tasks"  # name of the task-plane event log
 GROUP = "runners"
 # Subtasks created per call when a finishing task submitted more than this many (see stage.lua):
 # about 50-100 ms of server work per call, where one call for 200,000 would block it for seconds.
 STAGE_CHUNK = 1000
-# The task scripts that append events (they get the ended index, chain head and actor key last);
-# renew and schedule append none.
+# The task scripts that append events (they get the expiring index, chain head and actor key
+# last); renew appends none.
 RECORDING = frozenset({"submit", "claim", "finish", "stage", "retry", "cancel", "remove"})
 # Shards of a team first used on a cluster: 4 per master, so that it spreads evenly over the
 # masters it has (keys.shard_tag lays shards out evenly over the slots) and over up to 4 times as
@@ -195,7 +195,6 @@ class TaskStore:
             name: self.redis.register_script(prelude + "\n" + load_script(name))
             for name in (*RECORDING, "renew")
         }
-        self._scripts["schedule"] = self.redis.register_script(load_script("schedule"))
         self._shards: list[TaskKeys] | None = None
         self._recorded = False  # the number of shards was read from the server
         self._lane_groups: dict[tuple[str, ...], list[list[str]]] = {}
@@ -369,10 +368,10 @@ class TaskStore:
         """EVALSHA the task script ``name`` on the node serving ``keys`` (one shard); a server
         that lost its scripts (restarted, or a replica promoted) gets them again, on that node."""
         script = self._scripts[name]
-        if name in RECORDING:  # they append to the task log, KEYS[1]: its shard's ended index
-            # (tasklib.lua), chain head and the actor key of who the events are recorded as
-            # (actor.lua) last
-            keys = [*keys, ended_of(keys[0]), chain_head(keys[0]),
+        if name in RECORDING:  # they append to the task log, KEYS[1]: its shard's expiring
+            # index (tasklib.lua), chain head and the actor key of who the events are recorded
+            # as (actor.lua) last
+            keys = [*keys, expiring_of(keys[0]), chain_head(keys[0]),
                     actor_key(keys[0], self.events.actor)]  # fmt: skip
         command = [pack("EVALSHA", script.sha, len(keys), *keys, *args)]
 
@@ -417,7 +416,7 @@ class TaskStore:
                 pool = self.routes.pool(commands[indexes[0]][0])
                 connection = pool.get_connection()
                 held.append((pool, connection, indexes))
-                connection.send_packed_command([commands[i][1] for i in indexes])
+                connection.send_packed_command([b"".join(commands[i][1] for i in indexes)])
             for _, connection, indexes in held:
                 for index in indexes:
                     replies[index] = connection.read_response()
@@ -871,8 +870,10 @@ class TaskStore:
             encoded, info = self._encode(job.events), _json.encode(job.info)
             # Strings only where Redis gets them: Lua numbers decoded by cjson are doubles,
             # which Redis refuses. The lengths only the script reads.
-            described.append([job_key, job.id, str(job.submitted_ms), len(info),
-                              siblings["tasks"], len(job.events), len(encoded)])  # fmt: skip
+            retention = job.info.retention_ms
+            described.append([job_key, job.id, len(info), siblings["tasks"], len(job.events),
+                              len(encoded),
+                              "" if retention is None else str(retention)])  # fmt: skip
             events.append(encoded)
             infos.append(info)
             count += len(job.events)
@@ -1102,21 +1103,6 @@ class TaskStore:
     # --- retention --------------------------------------------------------------------------------
 
     @translate_errors
-    def schedule(self, shard: TaskKeys, default_ms: int, limit: int = 1000) -> int:
-        """Schedule the removal of up to ``limit`` of the shard's ended jobs, oldest first (see
-        schedule.lua); how many it took off the ended index (fewer than ``limit``: none is
-        left)."""
-        found: list[bytes] = self.redis.zrangebyscore(  # type: ignore[assignment]
-            shard.ended, "-inf", "+inf", 0, limit
-        )
-        ids = [_s(i) for i in found]
-        if not ids:
-            return 0
-        keys = [shard.ended, shard.expiring, *(shard.job(i) for i in ids)]
-        self._run("schedule", keys, [default_ms, *ids])
-        return len(ids)
-
-    @translate_errors
     def due(self, shard: TaskKeys, now_ms: int, limit: int) -> list[str]:
         """Up to ``limit`` ids of the shard's jobs due for removal at ``now_ms``, soonest first."""
         found: list[bytes] = self.redis.zrangebyscore(  # type: ignore[assignment]
@@ -1125,23 +1111,73 @@ class TaskStore:
         return [_s(i) for i in found]
 
     @translate_errors
+    def removals(self, job_ids: Sequence[str]) -> list[Removal | None]:
+        """What removing each of ``job_ids`` names, in one round trip (None: no such job): how
+        many ids its task list holds, its task ids and whether it is settled. (Read by a script,
+        the server's time doubled: Lua's conversions of each reply cost more than the reads.)"""
+        commands: list[tuple[str, bytes]] = []
+        for job_id in job_ids:
+            shard = self.shard(job_id)
+            job, listed = shard.job(job_id), shard.job_tasks(job_id)
+            commands += (
+                (job, pack("HMGET", job, "info", "cancelled", "open")),
+                (listed, pack("LRANGE", listed, 0, -1)),
+            )
+        replies = self._raw_many(commands)
+        found: list[Removal | None] = []
+        for job_id, (info, gate, open_), listed in zip(job_ids, replies[::2], replies[1::2]):
+            if info is None:
+                found.append(None)
+                continue
+            roots = _ROOTS.decode(info).roots
+            task_ids = list(dict.fromkeys([*roots, *(_s(t) for t in listed)]))
+            found.append(Removal(job_id, len(listed), task_ids, gate is None and open_ == b"0"))
+        return found
+
+    @translate_errors
     def remove(
-        self, job_id: str, jobs: Sequence[tuple[str, int, Sequence[str], Sequence[str]]],
-        reason: str, now_ms: int, event: Event,
+        self, job_id: str, jobs: Sequence[tuple[Removal, Sequence[str]]], reason: str,
+        now_ms: int, event: Event,
     ) -> list[str]:  # fmt: skip
         """Remove jobs of the shard of ``job_id``, each wholly, recording ``event`` (see
-        remove.lua): ``jobs`` of (id, ids its task list held, its task ids, lanes of its queued
-        tasks). The status of each; nothing was removed unless all are "ok"."""
+        remove.lua): ``jobs`` of (what removing it names, the lanes of its queued tasks). The
+        status of each; nothing was removed unless all are "ok"."""
         shard = self.shard(job_id)
-        keys = [shard.log(TASKS), shard.jobs, shard.ended, shard.expiring]
-        args: list[Any] = [reason, now_ms, self.events.codec.encode(event)]
+        keys = [shard.log(TASKS), shard.jobs, shard.expiring]
+        tasks_prefix = shard.task("")
+        described: list[Any] = []
         lanes: list[str] = []
-        for removed_id, listed, task_ids, queued_lanes in jobs:
-            keys += (shard.job(removed_id), shard.job_tasks(removed_id), shard.job_logs(removed_id))
-            keys += (shard.task(t) for t in task_ids)
+        for removal, queued_lanes in jobs:
+            removed_id = removal.job_id
+            keys.append(shard.job(removed_id))
+            if removal.listed or not removal.settled:  # (an empty list is no key)
+                keys.append(shard.job_tasks(removed_id))
+            keys.append(shard.job_logs(removed_id))
+            keys += [tasks_prefix + t for t in removal.task_ids]
             lanes += queued_lanes
-            args += (removed_id, listed, len(task_ids))
-        return [_s(s) for s in self._run("remove", _unique([*keys, *lanes]), args)]
+            described += (removed_id, removal.listed, len(removal.task_ids),
+                          int(removal.settled))  # fmt: skip
+        args = [reason, now_ms, self.events.codec.compact(event), _json.encode(described)]
+        # (the lanes after every job's keys, each once: the script reads the jobs' by position)
+        return [_s(s) for s in self._run("remove", [*keys, *_unique(lanes)], args)]
+
+
+class Removal(NamedTuple):
+    """What removing a job names (TaskStore.removals): how many ids its task list held when
+    read (the script checks none was added since), its task ids (roots first), and whether it
+    was settled (completed: no task open, the gate never closed), so has no queued task."""
+
+    job_id: str
+    listed: int
+    task_ids: list[str]
+    settled: bool
+
+
+class _Roots(msgspec.Struct):
+    roots: list[str] = []  # (jobs submitted before descriptions named them: in the task list)
+
+
+_ROOTS = msgspec.json.Decoder(_Roots)
 
 
 def _details(finish: Finish) -> bytes:
@@ -1191,7 +1227,7 @@ def _sender(packed: list[bytes]) -> Callable[[Connection], list[Any]]:
     """A ``Routes.call`` sender of the commands ``packed``, in one write; their replies."""
 
     def send(connection: Connection) -> list[Any]:
-        connection.send_packed_command(packed)
+        connection.send_packed_command([b"".join(packed)])  # (one sendall, not one each)
         return [connection.read_response() for _ in packed]
 
     return send

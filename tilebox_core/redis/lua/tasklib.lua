@@ -37,36 +37,51 @@ if #KEYS > 1 and KEYS[#KEYS] == KEYS[1] .. ':head' then
   log_head = table.remove(KEYS)
 end
 
--- The shard's ended-jobs index (keys.TaskKeys.ended), passed just before the chain head by
--- TaskStore._run: set apart too. A job that ends is added to it, scored by the server's time,
--- with one ZADD (job_ended); the sweep schedules and removes it (schedule.lua, remove.lua).
+-- The shard's expiring-jobs index (keys.TaskKeys.expiring), passed just before the chain head
+-- by TaskStore._run: set apart too. A job that ends is added to it, scored by when it is to be
+-- removed: the server's time plus its retention (its hash's 'retention', ms, written at submit),
+-- so the sweep reads the jobs due with one ZRANGEBYSCORE and nothing else (remove.lua).
 -- Absent (a caller of an earlier version): the job is not indexed, and stays.
-local ended_index
+local expiring_index
 do
   local base = string.match(KEYS[1], '^(.*)log:tasks$')
-  if base ~= nil and #KEYS > 1 and KEYS[#KEYS] == base .. 'jobs:ended' then
-    ended_index = table.remove(KEYS)
+  if base ~= nil and #KEYS > 1 and KEYS[#KEYS] == base .. 'jobs:expiring' then
+    expiring_index = table.remove(KEYS)
   end
 end
 local ended_ms
+-- of a job whose hash has no 'retention' (submitted before it was written there): its
+-- description's, else that of a team that never set one (domain.projection)
+local DEFAULT_RETENTION_MS = 7 * 24 * 3600 * 1000
+
+local function retention_of(job_key)
+  local ms = redis.call('HGET', job_key, 'retention')
+  if ms then
+    return tonumber(ms)
+  end
+  local info = redis.call('HGET', job_key, 'info')
+  local described = info and cjson.decode(info).retention_ms
+  return type(described) == 'number' and described or DEFAULT_RETENTION_MS
+end
 
 -- Job ``job_key`` ended (completed, failed for good, cancelled): index it for the sweep.
 local function job_ended(job_key)
-  if ended_index == nil then
+  if expiring_index == nil then
     return
   end
   if ended_ms == nil then
     local t = redis.call('TIME')
-    ended_ms = string.format('%d', tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000))
+    ended_ms = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
   end
   -- the job's id: its key past '<shard base>job:'
-  redis.call('ZADD', ended_index, ended_ms, string.sub(job_key, #ended_index - 10 + 5))
+  redis.call('ZADD', expiring_index, string.format('%d', ended_ms + retention_of(job_key)),
+    string.sub(job_key, #expiring_index - 13 + 5))
 end
 
 -- Job ``job_key`` runs again (a retry opened its gate): not ended any more.
 local function job_resumed(job_key)
-  if ended_index ~= nil then
-    redis.call('ZREM', ended_index, string.sub(job_key, #ended_index - 10 + 5))
+  if expiring_index ~= nil then
+    redis.call('ZREM', expiring_index, string.sub(job_key, #expiring_index - 13 + 5))
   end
 end
 
