@@ -20,7 +20,7 @@ from tests.servers import ClusterProcess, S3Server, ServerProcess
 from tests.tasks_fixture import Leaf
 from tests.test_chain import busy_team, rewrite
 from tests.waiting import wait_for
-from tilebox_core import Client, Role
+from tilebox_core import Client, JobState, Role
 from tilebox_core.archive import ObjectArchive
 from tilebox_core.archiver import Archiver, archive_status
 from tilebox_core.client import position_time
@@ -73,6 +73,11 @@ def test_the_trim_point_keeps_the_retention_window_and_every_present_job() -> No
     assert (
         rules.trim_point("tasks", now_ms=10 * day, oldest_job_ms=5 * day, margin_ms=1000)
         == f"{5 * day - 1000}-0"
+    )
+    # a job older than the retention (one that never ends) holds the window open no longer
+    assert (
+        rules.trim_point("tasks", now_ms=10 * day, retention_ms=2 * day, oldest_job_ms=5 * day)
+        == f"{8 * day + 1}-0"
     )
 
 
@@ -556,6 +561,21 @@ def test_since_and_until_read_only_the_segments_they_need(client: Client, tmp_pa
         expected = [s for s in before if int(s.position.split("-")[0]) <= ms]  # type: ignore[attr-defined]
         assert list(fresh.events().list(until=until)) == expected
         assert names[0].path in counting.read and names[-1].path not in counting.read
+
+
+def test_a_job_that_never_ends_does_not_hold_the_task_log_open(client: Client) -> None:
+    """Queued for a cluster nobody serves: once its events are older than the retention they
+    leave the live log all the same, and its history is still read (from the archive)."""
+    client.clusters().create("nobody")
+    job = client.jobs().submit("stuck", Leaf("s"), cluster="nobody")
+    submitted = list(client.events().list(job=job.id))
+    assert [s.event.type for s in submitted] == ["JobSubmitted", "TaskSubmitted"]
+    passes = Archiver(client, retention_ms=0).run_once()
+    assert sum(p.trimmed for p in passes if p.log.startswith("tasks")) >= 1, passes
+    assert stream_lengths(client) == 0
+    assert client.jobs().find(job).state is JobState.QUEUED  # still in Redis, as it was
+    with Client(client.url, team=client.team) as fresh:
+        assert list(fresh.events().list(job=job.id)) == submitted
 
 
 def test_which_runner_and_release_ran_a_task_is_answered_from_the_archive(

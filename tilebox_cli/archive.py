@@ -44,7 +44,8 @@ def archive() -> None:
     "--once", is_flag=True, help="One pass, then exit (default: until Ctrl-C or SIGTERM)."
 )
 @click.option("--retention", type=DurationType(), default=None,
-              help="How long the control log's entries stay live in Redis (default: the "
+              help="How long the logs' entries stay live in Redis at most: the control log's, "
+                   "and a task log's also while a job of theirs is still there (default: the "
                    "team's retention, tilebox team retention).")  # fmt: skip
 @click.option("--interval", type=click.FloatRange(min=0.1), default=INTERVAL_SECONDS,
               show_default=True, help="Seconds between passes.")  # fmt: skip

@@ -75,8 +75,9 @@ class Archiver:
     archived (with the control projection's snapshot there, for the control log), and trims the
     stream up to it. ``hook`` is called after each step (tests crash the process there).
 
-    ``retention_ms``: how long the control log's entries stay live (default: the team's
-    retention, ``RetentionSet``). ``sweep``: before the task logs, remove the team's expired jobs
+    ``retention_ms``: how long the logs' entries stay live at most (the control log's; a task
+    log's also while a job of theirs is in Redis; default: the team's retention,
+    ``RetentionSet``). ``sweep``: before the task logs, remove the team's expired jobs
     (``Jobs.expire``), whose events may then leave the live log (release runners sweep on their
     own schedule, ``tilebox_core.sweep``, and pass False)."""
 

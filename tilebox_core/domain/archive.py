@@ -70,15 +70,18 @@ def trim_point(
     margin_ms: int = INDEX_MARGIN_MS,
 ) -> str:
     """The MINID up to which (exclusive) log ``log``'s entries may leave Redis: archived first,
-    then trimmed. The control log keeps the entries younger than ``retention_ms`` live (its projection
-    starts from the snapshot archived with it). A task log keeps everything from its shard's
-    oldest job still in the jobs index on (minus ``margin_ms``): events leave the live log once
-    their jobs are gone (retention deletes them), and all of it when no job is left."""
-    if log == "control":  # every entry at least ``retention_ms`` old (MINID is exclusive)
-        return f"{max(now_ms - retention_ms + 1, 0)}-0"
-    if oldest_job_ms is None:
-        return EVERYTHING
-    return f"{max(oldest_job_ms - margin_ms, 0)}-0"
+    then trimmed. The control log keeps the entries younger than ``retention_ms`` live (its
+    projection starts from the snapshot archived with it). A task log keeps everything from its
+    shard's oldest job still in the jobs index on (minus ``margin_ms``): events leave the live
+    log once their jobs are gone (retention deletes them), and all of it when no job is left;
+    but no entry older than ``retention_ms`` either, so that a job that never ends (queued for
+    a cluster nobody serves) does not hold the log's window open for ever. (History reads the
+    archive and the live log as one: an archived event of a job still in Redis is found.)"""
+    # every entry at least ``retention_ms`` old (MINID is exclusive)
+    aged = max(now_ms - retention_ms + 1, 0)
+    if log == "control" or oldest_job_ms is None:
+        return f"{aged}-0" if log == "control" else EVERYTHING
+    return f"{max(oldest_job_ms - margin_ms, aged, 0)}-0"
 
 
 # --- names --------------------------------------------------------------------------------------

@@ -211,7 +211,7 @@ class EventStore:
     def decode_entries(self, entries: Iterable[Entry]) -> Iterator[Stored]:
         """The events of raw entries ``[position, [field, value, ...]]``, as XRANGE returns them
         or a segment holds them: the one decoding of live and archived entries."""
-        entry_events = self.entry_events
+        entry_events = self.codec.decode_entry  # (what ``entry_events`` calls: a call less)
         # Decoded one at a time as the caller consumes them (the hot loop of a replay): a page
         # of decoded events is never alive at once, which spares the garbage collector.
         for position, fields in entries:
