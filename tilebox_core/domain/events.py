@@ -558,14 +558,6 @@ class Codec:
             kind, body, recorded = _entry_parts(fields)
         actor = None if recorded is None else self._actors[recorded]
         if kind == b"e":
-            if body and body[0] not in _COMPACT_FIRST:  # (``decode``'s map form, inlined)
-                try:
-                    event: Event | UnknownEvent = self._decoder.decode(body)
-                except msgspec.DecodeError:
-                    event = self._decode_unknown(body)
-                if actor is not None and event.actor != actor:
-                    event = msgspec.structs.replace(event, actor=actor)
-                return [event]
             return [self.decode(body, actor)]
         if kind == b"b":
             return self.decode_many(body, actor)
