@@ -341,6 +341,16 @@ def test_one_sweeper_of_a_team_holds_the_lease(client: Client) -> None:
     assert Sweeper(client, "off", 0).tick() == 0  # interval 0: never
 
 
+def test_a_sweep_that_hit_its_limit_goes_on_at_the_next_tick(client: Client) -> None:
+    jobs = client.jobs()
+    for name in "abc":
+        jobs.cancel(jobs.submit(name, Leaf(name), retention=dt.timedelta(0)))
+    sweeper = Sweeper(client, "runner-a", interval=3600, limit=2)
+    wait_for(lambda: sweeper.tick() == 2)  # (the ends, by the server's clock, are past)
+    assert sweeper.tick() == 1  # at once, not an hour later: there was more
+    assert sweeper.tick() == 0  # that was all: the next is an interval away
+
+
 def test_a_release_runner_sweeps_its_team(client: Client, tmp_path: Path) -> None:
     job = client.jobs().submit("r", Leaf("r"), retention=dt.timedelta(0))
     client.jobs().cancel(job)

@@ -600,16 +600,17 @@ class Jobs:
         """The sweep: remove every job whose retention has passed since it ended (by ``now``,
         default the current time), each atomically with its tasks, lists and task logs, in
         batches, recording ``JobsDeleted`` (reason "expired") per batch on its shard's log. How
-        many jobs were removed (it stops once it removed ``limit``, when given). Safe to run
+        many jobs were removed (``limit``, when given: at most that many). Safe to run
         anywhere, any number of times at once, and to kill at any point: a job is removed
         wholly or not at all, and the next run goes on."""
         now_ms = int((now or utcnow()).timestamp() * 1000)
         removed = 0
         for shard in self._store.fix_shards():
-            while ids := self._store.due(shard, now_ms, EXPIRE_BATCH):
-                count, _ = self._remove(ids, "expired", now_ms)
+            while (batch := min(EXPIRE_BATCH, limit - removed if limit else EXPIRE_BATCH)) > 0:
+                ids = self._store.due(shard, now_ms, batch)
+                count, _ = self._remove(ids, "expired", now_ms) if ids else (0, None)
                 removed += count
-                if len(ids) < EXPIRE_BATCH or not count or (limit and removed >= limit):
+                if len(ids) < batch or not count:
                     break  # (nothing removed: jobs changing all the time wait for the next run)
         return removed
 

@@ -21,14 +21,21 @@ from .session import Session
 log = structlog.get_logger(__name__)
 
 SWEEP_SECONDS = 60.0  # how often a runner sweeps
-SWEEP_LIMIT = 10_000  # jobs removed per sweep at most: a runner's loop is not held up for long
+# Jobs removed per tick at most (about a quarter of a second's work): a runner's loop is not held
+# up for long. A tick that removed this many sweeps again on the next turn of the loop instead of
+# an interval later, so a busy team's runners keep up with a backlog.
+SWEEP_LIMIT = 10_000
 
 
 class Sweeper:
-    def __init__(self, client: Session, owner: str, interval: float = SWEEP_SECONDS) -> None:
+    def __init__(
+        self, client: Session, owner: str, interval: float = SWEEP_SECONDS,
+        limit: int = SWEEP_LIMIT,
+    ) -> None:  # fmt: skip
         self.client = client
         self.owner = owner
         self.interval = interval
+        self.limit = limit
         # held a little longer than between two sweeps, so it does not lapse while its holder
         # lives; a holder that died lets another runner take over after it
         self.lease_ms = max(1, math.ceil(3 * interval)) * 1000
@@ -47,10 +54,12 @@ class Sweeper:
             lease = self.client.store.keys.sweep_lease
             if not ArchiveLog(self.client.store).take_lease(lease, self.owner, self.lease_ms):
                 return 0
-            removed = Jobs(self.client).expire(limit=SWEEP_LIMIT)
+            removed = Jobs(self.client).expire(limit=self.limit)
         except TileboxError as exc:
             log.warning("sweep failed", error=str(exc))
             return 0
         if removed:
             log.info("expired jobs removed", jobs=removed)
+        if removed >= self.limit:  # a backlog: on with it at the next tick
+            self._next = time.monotonic()
         return removed
