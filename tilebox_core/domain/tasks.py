@@ -190,7 +190,8 @@ class JobInfo(msgspec.Struct, frozen=True):
     max_retries: int
     roots: list[str]  # its root tasks' ids: they are not in its task list (a command less)
     # How long it stays once ended (domain.retention); None: submitted before retention existed,
-    # the default applies (DEFAULT_RETENTION_MS in tasklib.lua's sweep, schedule.lua)
+    # the default applies (DEFAULT_RETENTION_MS in tasklib.lua); kept apart in the job's hash too
+    # (field ``retention``), which the script that ends the job reads
     retention_ms: int | None = None
 
 

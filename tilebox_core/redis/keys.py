@@ -179,7 +179,8 @@ class TaskKeys:
         (0: completed); ``failed``; ``computed`` and ``skipped``, results counted while it runs,
         which tell a running job from a queued one (a call that completes the job does not
         count its own); ``started``; ``cancelled``, the job's gate: "1" cancelled, "failed"
-        held by a failure until a retry (see gate_of in tasklib.lua); and
+        held by a failure until a retry (see gate_of in tasklib.lua); ``retention``, how long
+        it stays once ended (ms, written at submit: job_ended in tasklib.lua reads it); and
         ``progress:<label>:done|total``."""
         return f"{self.base}job:{job_id}"
 

@@ -4,9 +4,10 @@
 -- ARGV[1] JSON {shapes, jobs} (see TaskStore._submit_call), each job [job hash, job id, the
 -- length of its description in ARGV[4], root tasks (see create_tasks), number of events, their
 -- length in bytes, its retention (ms; '': the default, see job_ended)]; ARGV[2] the jobs'
--- encoded events, concatenated in order, ARGV[3] how many; ARGV[4] the jobs' descriptions (each a JSON text, kept as one field; it
--- names the root tasks, so they are not in the job's task list), concatenated: inside ARGV[1]
--- they would be escaped JSON in JSON, which costs the server more to decode.
+-- encoded events, concatenated in order, ARGV[3] how many; ARGV[4] the jobs' descriptions (each
+-- a JSON text, kept as one field; it names the root tasks, so they are not in the job's task
+-- list), concatenated: inside ARGV[1] they would be escaped JSON in JSON, which costs the server
+-- more to decode.
 -- Returns per job 1, or 0 for a retried submission of a job id that exists: already done.
 -- Who the events are recorded as: the actor key, last of KEYS (actor.lua takes it off).
 authenticate(KEYS[1])
