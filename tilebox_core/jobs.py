@@ -608,7 +608,9 @@ class Jobs:
         for shard in self._store.fix_shards():
             while (batch := min(EXPIRE_BATCH, limit - removed if limit else EXPIRE_BATCH)) > 0:
                 ids = self._store.due(shard, now_ms, batch)
-                count, _ = self._remove(ids, "expired", now_ms) if ids else (0, None)
+                if not ids:
+                    break
+                count, _ = self._remove(ids, "expired", now_ms)
                 removed += count
                 if len(ids) < batch or not count:
                     break  # (nothing removed: jobs changing all the time wait for the next run)
@@ -633,7 +635,7 @@ class Jobs:
                     ids = [removal.job_id for removal, _ in batch]
                     event = JobsDeleted(**self._client.origin().stamp(), job_ids=ids,
                                         reason=reason)  # fmt: skip
-                    statuses = self._store.remove(
+                    statuses = self._store.remove_jobs(
                         ids[0], batch, reason, now_ms if now_ms is not None else 0, event
                     )
                     if all(s == "ok" for s in statuses):

@@ -77,11 +77,12 @@ def trim_point(
     but no entry older than ``retention_ms`` either, so that a job that never ends (queued for
     a cluster nobody serves) does not hold the log's window open for ever. (History reads the
     archive and the live log as one: an archived event of a job still in Redis is found.)"""
-    # every entry at least ``retention_ms`` old (MINID is exclusive)
-    aged = max(now_ms - retention_ms + 1, 0)
-    if log == "control" or oldest_job_ms is None:
-        return f"{aged}-0" if log == "control" else EVERYTHING
-    return f"{max(oldest_job_ms - margin_ms, aged, 0)}-0"
+    aged = max(now_ms - retention_ms + 1, 0)  # every entry that old (MINID is exclusive)
+    if log == "control":
+        return f"{aged}-0"
+    if oldest_job_ms is None:
+        return EVERYTHING
+    return f"{max(oldest_job_ms - margin_ms, aged)}-0"
 
 
 # --- names --------------------------------------------------------------------------------------

@@ -77,8 +77,8 @@ CONNECTION_COMMANDS = (
 )  # fmt: skip
 READ_COMMANDS = (
     "get", "mget", "exists", "hget", "hgetall", "hmget", "lrange", "llen", "zrangebyscore",
-    "zrevrangebyscore", "zcard", "zscore", "zmscore", "xrange", "xrevrange", "xread", "xlen", "xinfo|groups",
-    "xinfo|stream", "xpending", "time",
+    "zrevrangebyscore", "zcard", "zscore", "zmscore", "xrange", "xrevrange", "xread", "xlen",
+    "xinfo|groups", "xinfo|stream", "xpending", "time",
     # a transaction of reads (audit verify reads a log's head with its last entry in one)
     "multi", "exec", "discard",
 )  # fmt: skip

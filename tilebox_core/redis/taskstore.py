@@ -1138,7 +1138,7 @@ class TaskStore:
         return found
 
     @translate_errors
-    def remove(
+    def remove_jobs(
         self, job_id: str, jobs: Sequence[tuple[Removal, Sequence[str]]], reason: str,
         now_ms: int, event: Event,
     ) -> list[str]:  # fmt: skip

@@ -49,6 +49,7 @@ for i = 1, jobs do
   local first = firsts[i]
   local f = redis.call('HMGET', KEYS[first], 'open', 'cancelled')
   local open, gate = f[1], f[2]
+  local settled_now = not gate and open == '0'
   local status = 'ok'
   if not open then
     status = 'gone'  -- (every job hash has 'open', from its submission on)
@@ -57,12 +58,12 @@ for i = 1, jobs do
   elseif expired and not due[i] then
     status = 'early'
   elseif settled[i] then
-    if gate or open ~= '0' then
+    if not settled_now then
       status = 'changed'  -- cancelled since: read again, its task list with it
     end
   elseif redis.call('LLEN', KEYS[first + 1]) ~= listed[i] then
     status = 'changed'
-  elseif gate or open ~= '0' then  -- cancelled, failed or running: its queued tasks' entries
+  elseif not settled_now then  -- cancelled, failed or running: its queued tasks' entries
     for k = first + 3, lasts[i] do
       local t = redis.call('HMGET', KEYS[k], 'state', 'spec', 'entry')
       if t[1] == 'queued' and t[3] and t[3] ~= '' then

@@ -14,9 +14,7 @@ authenticate(KEYS[1])
 -- The jobs index is scored by the server's time, read before anything is appended: the task log's
 -- entries of a job are never older than its score (the archiver trims the log up to its shard's
 -- oldest job, domain.archive.trim_point, and one clock needs no allowance for another's skew).
-local time = redis.call('TIME')
-local submitted_ms = string.format('%d',
-  tonumber(time[1]) * 1000 + math.floor(tonumber(time[2]) / 1000))
+local submitted_ms = string.format('%d', server_ms())
 local body = cjson.decode(ARGV[1])
 local shapes, jobs = body.shapes, body.jobs
 local out, created = {}, {}

@@ -49,7 +49,15 @@ do
     expiring_index = table.remove(KEYS)
   end
 end
-local ended_ms
+-- The server's time (ms), read once per call: when the call's jobs ended, or were submitted.
+local call_ms
+local function server_ms()
+  if call_ms == nil then
+    local t = redis.call('TIME')
+    call_ms = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+  end
+  return call_ms
+end
 -- of a job whose hash has no 'retention' (submitted before it was written there): its
 -- description's, else that of a team that never set one (domain.projection)
 local DEFAULT_RETENTION_MS = 7 * 24 * 3600 * 1000
@@ -69,12 +77,8 @@ local function job_ended(job_key)
   if expiring_index == nil then
     return
   end
-  if ended_ms == nil then
-    local t = redis.call('TIME')
-    ended_ms = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
-  end
   -- the job's id: its key past '<shard base>job:'
-  redis.call('ZADD', expiring_index, string.format('%d', ended_ms + retention_of(job_key)),
+  redis.call('ZADD', expiring_index, string.format('%d', server_ms() + retention_of(job_key)),
     string.sub(job_key, #expiring_index - 13 + 5))
 end
 
